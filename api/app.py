@@ -1,0 +1,42 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import health
+from api.errors import install_error_handlers
+from api.middleware import RequestContextMiddleware
+from core.db import dispose_engines
+from core.logging import configure_logging
+from core.redis import close_redis
+
+API_PREFIX = "/api/v1"
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    await dispose_engines()
+    await close_redis()
+
+
+def create_app() -> FastAPI:
+    """Build the app: routers, problem+json error handlers, request-context middleware.
+
+    OpenAPI is served at `/openapi.json`, Swagger UI at `/docs`.
+    """
+    configure_logging()
+    app = FastAPI(
+        title="EduConnect API",
+        version="0.1.0",
+        summary="Tutor and coach search, booking, payments and video sessions.",
+        lifespan=_lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,131 @@
+"""Render every error as RFC 9457 `application/problem+json` with a stable `code`.
+
+Handlers cover our `AppError` family, FastAPI/pydantic request validation (422, with the
+offending parameter named in `errors[].param`), Starlette HTTP errors (404, 405, …) and,
+as a last resort, unexpected exceptions (500 `internal_error`, logged with the request id).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.responses import ProblemResponse
+from core.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE, AppError
+from core.logging import get_logger
+
+log = get_logger(__name__)
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+}
+
+
+def problem_response(error: AppError, request: Request) -> ProblemResponse:
+    """The HTTP response for `error`, with its headers (e.g. `Retry-After`)."""
+    return ProblemResponse(
+        error.to_problem(instance=request.url.path), status_code=error.status, headers=error.headers
+    )
+
+
+def _param_name(loc: tuple[Any, ...] | list[Any]) -> str:
+    """'query.lat' → 'lat'; 'body.location.lat' → 'location.lat'."""
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("query", "path", "header", "cookie", "body"):
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def validation_problem(errors: list[dict[str, Any]]) -> AppError:
+    """A 422 `validation_error` listing each failure as {param, in, message, type}."""
+    items = [
+        {
+            "param": _param_name(e.get("loc", ())),
+            "in": str(e["loc"][0]) if e.get("loc") else "body",
+            "message": str(e.get("msg", "invalid")),
+            "type": str(e.get("type", "value_error")),
+        }
+        for e in errors
+    ]
+    params = ", ".join(dict.fromkeys(i["param"] for i in items))
+    return AppError(
+        f"Invalid request parameter(s): {params}",
+        code="validation_error",
+        status=422,
+        title="Validation failed",
+        errors=items,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the problem+json handlers on `app`."""
+
+    @app.exception_handler(AppError)
+    async def _app_error(request: Request, exc: AppError) -> ProblemResponse:
+        return problem_response(exc, request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> ProblemResponse:
+        return problem_response(validation_problem(list(exc.errors())), request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> ProblemResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        detail = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        err = AppError(
+            detail, code=code, status=exc.status_code, title=code.replace("_", " ").capitalize()
+        )
+        return ProblemResponse(
+            err.to_problem(instance=request.url.path),
+            status_code=exc.status_code,
+            headers=dict(exc.headers or {}),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> ProblemResponse:
+        log.error("unhandled_error", path=request.url.path, exc_info=exc)
+        err = AppError(
+            "An unexpected error occurred; it has been logged.",
+            code="internal_error",
+            status=500,
+            title="Internal server error",
+        )
+        return problem_response(err, request)
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "type": {"type": "string", "example": PROBLEM_TYPE_BASE + "validation_error"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string", "description": "Stable machine-readable error code"},
+        "instance": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+    "required": ["type", "title", "status", "code"],
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries declaring problem+json bodies for `statuses`."""
+    return {
+        s: {
+            "description": _HTTP_CODES.get(s, "validation_error" if s == 422 else "error"),
+            "content": {PROBLEM_CONTENT_TYPE: {"schema": PROBLEM_SCHEMA}},
+        }
+        for s in statuses
+    }

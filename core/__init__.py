@@ -1,0 +1,1 @@
+"""Shared kit: settings, database, Redis, errors, logging, money and time helpers."""

@@ -1,0 +1,63 @@
+"""Application settings, read from the environment (and `.env`) with pydantic-settings.
+
+Every field is documented in `.env.example`; `get_settings()` is the one accessor.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """EduConnect configuration.
+
+    Values come from environment variables of the same name (case-insensitive) or from a
+    `.env` file in the working directory. Invalid values raise `pydantic.ValidationError`
+    at start-up, never later.
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    env: Literal["dev", "test", "prod"] = "dev"
+    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/educonnect"
+    database_read_url: str | None = None
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    database_max_overflow: int = Field(default=10, ge=0, le=200)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = True
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    readiness_timeout_s: float = Field(default=2.0, gt=0, le=30)
+    secret_key: str = Field(default="dev-only-change-me-0123456789abcdef", min_length=16)
+
+    @field_validator("database_url", "database_read_url")
+    @classmethod
+    def _psycopg_driver(cls, value: str | None) -> str | None:
+        """Accept `postgresql://` and `postgres://` URLs and pin the psycopg 3 driver."""
+        if value is None or value == "":
+            return None
+        return sqlalchemy_url(value)
+
+    @property
+    def libpq_database_url(self) -> str:
+        """`database_url` without the SQLAlchemy driver suffix, for psycopg and psql."""
+        return self.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def sqlalchemy_url(url: str) -> str:
+    """`postgresql://…` or `postgres://…` → `postgresql+psycopg://…` (psycopg 3 driver)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process-wide settings (read once; tests call `get_settings.cache_clear()`)."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Benchmarks and load tests (Locust), with the machine they ran on described."""

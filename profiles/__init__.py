@@ -1,0 +1,1 @@
+"""Users, roles, tutor/coach/mentor profiles and availability slots."""

@@ -1,0 +1,127 @@
+"""Test fixtures: a real PostgreSQL+PostGIS database created and migrated once per run,
+real Redis on a dedicated database number, and per-test isolation by truncation.
+
+The test database is `TEST_DATABASE_URL` (default: the `DATABASE_URL` server with the
+database `educonnect_test`); it is dropped and re-created at the start of the run and
+migrated with Alembic, so the migrations are tested on every run. Redis uses
+`TEST_REDIS_URL` (default db 15 of the local server) and is flushed between tests.
+
+Isolation: tests commit for real (the API and concurrency tests need it); after each test
+that touched the database every application table is truncated. Tests that need a large
+dataset build it in their own module-scoped fixture.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+_BASE = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/educonnect")
+_BASE = _BASE.replace("postgresql+psycopg://", "postgresql://", 1)
+TEST_DATABASE_URL = os.environ.get(
+    "TEST_DATABASE_URL", _BASE.rsplit("/", 1)[0] + "/educonnect_test"
+).replace("postgresql+psycopg://", "postgresql://", 1)
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+# The application reads its settings from the environment: point it at the test services
+# before any application module creates an engine.
+os.environ["DATABASE_URL"] = TEST_DATABASE_URL
+os.environ.pop("DATABASE_READ_URL", None)
+os.environ["REDIS_URL"] = TEST_REDIS_URL
+os.environ["ENV"] = "test"
+os.environ.setdefault("LOG_JSON", "true")
+
+# Tables that are not emptied between tests (migration bookkeeping).
+_KEEP = {"alembic_version", "spatial_ref_sys"}
+
+
+def _admin_url(url: str) -> str:
+    return url.rsplit("/", 1)[0] + "/postgres"
+
+
+def _db_name(url: str) -> str:
+    return url.rsplit("/", 1)[1].split("?", 1)[0]
+
+
+def recreate_database(url: str) -> None:
+    """Drop and create the database of `url` (terminating leftover connections)."""
+    name = _db_name(url)
+    with psycopg.connect(_admin_url(url), autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    """The migrated test database's libpq URL."""
+    from core.migrate import upgrade
+    from core.settings import get_settings
+
+    get_settings.cache_clear()
+    recreate_database(TEST_DATABASE_URL)
+    upgrade("head", TEST_DATABASE_URL)
+    return TEST_DATABASE_URL
+
+
+def app_tables(conn: psycopg.Connection[Any]) -> list[str]:
+    """Every table of the public schema that tests may fill."""
+    rows = conn.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+    ).fetchall()
+    return [r[0] for r in rows if r[0] not in _KEEP]
+
+
+def truncate_all(url: str) -> None:
+    """Empty every application table of the database at `url`."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        tables = app_tables(conn)
+        if tables:
+            conn.execute(
+                sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(
+                    sql.SQL(", ").join(map(sql.Identifier, tables))
+                )
+            )
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit psycopg connection to the test database, emptied after the test."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        yield conn
+    truncate_all(database_url)
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """The test Redis URL (a dedicated db number), flushed before and after the test."""
+    import redis
+
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    client.flushdb()
+    yield TEST_REDIS_URL
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+async def client(database_url: str, redis_url: str) -> AsyncIterator[Any]:
+    """An httpx client on the ASGI app, talking to the real test database and Redis."""
+    import httpx
+
+    from api.app import create_app
+
+    app = create_app()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+    truncate_all(database_url)
