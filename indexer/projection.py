@@ -23,7 +23,7 @@ Document columns (both tables unless noted; the OpenSearch mapping mirrors them)
 | languages       | text[]                   | ISO 639-1 codes                                               |
 | price_minor     | integer                  | hourly rate in minor units of `currency`                      |
 | currency        | char(3)                  | ISO 4217 code                                                 |
-| rating_avg      | numeric(3,2), null       | 1.00–5.00, null when never rated                              |
+| rating_avg      | numeric(3,2), null       | 1.00-5.00, null when never rated                              |
 | rating_count    | integer                  | number of ratings                                             |
 | rating_sort     | numeric(3,2)             | `coalesce(rating_avg, 0)`: the rating sort key                |
 | online          | boolean                  | teaches online                                                |

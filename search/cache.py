@@ -112,8 +112,8 @@ class SearchCache:
             while asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(0.005)
                 body = await self.client.get(key)
-                if body is not None:
-                    return bytes(body)
+                if isinstance(body, bytes):
+                    return body
                 if not await self.client.exists(lock):
                     break
         try:

@@ -15,8 +15,8 @@ MAX_POINTS = 500
 
 
 def cell_deg(zoom: int) -> float:
-    """Cluster cell size in degrees at `zoom` (0–22)."""
-    return 360.0 / (2**zoom) / 4.0
+    """Cluster cell size in degrees at `zoom` (0-22)."""
+    return 360.0 / float(2**zoom) / 4.0
 
 
 def snap_bbox(

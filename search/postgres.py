@@ -3,7 +3,7 @@
 
 Plans: statements are never prepared server-side (`prepare_threshold=None`) and sessions
 run with `plan_cache_mode = force_custom_plan`, so every query is planned with its actual
-values. A generic plan of the radius query drops the KNN/GiST shape and was measured 30×
+values. A generic plan of the radius query drops the KNN/GiST shape and was measured 30x
 slower; planning costs ~0.2 ms. JIT is off (it costs milliseconds on these short queries).
 
 Each list request runs two statements on one connection: the facet pass over the whole

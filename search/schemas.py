@@ -7,7 +7,7 @@ give equal models and the same cache key (`normalized()`).
 
 Units: prices in integer minor units of the provider's own currency (ISO 4217), compared
 with the provider's amount as is (pass `currency` to stay within one currency); distances
-in km; coordinates WGS84 degrees; ratings 1–5. `bbox` is `min_lng,min_lat,max_lng,max_lat`
+in km; coordinates WGS84 degrees; ratings 1-5. `bbox` is `min_lng,min_lat,max_lng,max_lat`
 (GeoJSON / OpenSearch order).
 
 Bad values raise `search.errors.InvalidParameter` (a 422 naming the parameter).
@@ -121,9 +121,9 @@ class _Filters(BaseModel):
             d[name] = _number(name, d.get(name), integer=True)
             if d[name] is not None and d[name] < 0:
                 raise InvalidParameter(name, "must be ≥ 0 (minor units)")
-        if d["min_price"] is not None and d["max_price"] is not None:
-            if d["min_price"] > d["max_price"]:
-                raise InvalidParameter("min_price", "min_price must be ≤ max_price")
+        lo, hi = d["min_price"], d["max_price"]
+        if lo is not None and hi is not None and lo > hi:
+            raise InvalidParameter("min_price", "min_price must be ≤ max_price")
         cur = d.get("currency")
         if cur:
             cur = str(cur).upper()
@@ -231,7 +231,7 @@ class TutorQuery(_Geo):
 
 class TutorMapQuery(_Geo):
     """`GET /api/v1/search/tutors/map`: the tutor filters plus a viewport `bbox`
-    (min_lng, min_lat, max_lng, max_lat; degrees) and a `zoom` (0–22, web-map tiles)."""
+    (min_lng, min_lat, max_lng, max_lat; degrees) and a `zoom` (0-22, web-map tiles)."""
 
     bbox: tuple[float, float, float, float]
     zoom: int

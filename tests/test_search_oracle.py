@@ -92,7 +92,7 @@ def oracle(docs: list[dict[str, Any]], q: Any, cat_sel: tuple[str, ...]) -> dict
         c_ok = not cat_sel or bool(set(d["cat"]) & set(cat_sel))
         l_ok = not q.language or bool(set(d["languages"]) & set(q.language))
         base.append((d, dist, c_ok, l_ok))
-    hits = [(d, dist) for d, dist, c, l in base if c and l]
+    hits = [(d, dist) for d, dist, c, lo in base if c and lo]
     if q.sort == "distance":
         hits.sort(key=lambda x: (x[1], x[0]["id"]))
     elif q.sort == "rating":
@@ -101,8 +101,8 @@ def oracle(docs: list[dict[str, Any]], q: Any, cat_sel: tuple[str, ...]) -> dict
         hits.sort(key=lambda x: (x[0]["price"], x[0]["id"]))
     cat: Counter[str] = Counter()
     lang: Counter[str] = Counter()
-    for d, _, c, l in base:
-        if l:
+    for d, _, c, lo in base:
+        if lo:
             cat.update(d["cat"])
         if c:
             lang.update(d["languages"])
@@ -165,7 +165,11 @@ _filters = {
 
 def _common(draw: Any) -> dict[str, Any]:
     d: dict[str, Any] = {k: draw(v) for k, v in _filters.items() if k != "window"}
-    if d["min_price"] is not None and d["max_price"] is not None and d["min_price"] > d["max_price"]:
+    if (
+        d["min_price"] is not None
+        and d["max_price"] is not None
+        and d["min_price"] > d["max_price"]
+    ):
         d["min_price"], d["max_price"] = d["max_price"], d["min_price"]
     w = draw(_filters["window"])
     if w:
@@ -248,7 +252,9 @@ def test_empty_result(engine_thread: EngineThread) -> None:
     )
     assert (r.items, r.total, r.next_cursor) == ([], 0, None)
     assert [b["count"] for b in r.facets["rating"]] == [0, 0, 0, 0]
-    assert r.facets["price"] == [] and r.facets["subjects"] == [] and r.facets["languages"] == []
+    assert r.facets["price"] == []
+    assert r.facets["subjects"] == []
+    assert r.facets["languages"] == []
 
 
 def test_map_total_matches_the_list(engine_thread: EngineThread) -> None:

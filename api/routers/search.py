@@ -88,7 +88,7 @@ _COMMON = {
     "min_price": "Minimum hourly price, minor units of the provider's currency",
     "max_price": "Maximum hourly price, minor units of the provider's currency",
     "currency": "ISO 4217: only providers pricing in this currency",
-    "min_rating": "Minimum average rating (1–5); unrated providers are excluded",
+    "min_rating": "Minimum average rating (1-5); unrated providers are excluded",
     "mode": "online | in_person",
     "available_from": "RFC 3339: an open slot overlapping [available_from, available_to)",
     "available_to": "RFC 3339 end of the availability window",
@@ -116,7 +116,7 @@ async def search_tutors(
     available_from: Opt = None,
     available_to: Opt = None,
     sort: Annotated[str | None, Query(description="distance | rating | price | relevance")] = None,
-    limit: Annotated[str | None, Query(description="1–100, default 20")] = None,
+    limit: Annotated[str | None, Query(description="1-100, default 20")] = None,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
 ) -> Response:
     """Tutors matching every filter, one page, with facets over the whole filtered set.
@@ -136,7 +136,7 @@ async def search_tutors(
 async def tutor_map(
     request: Request,
     bbox: Annotated[str, Query(description="min_lng,min_lat,max_lng,max_lat (degrees)")],
-    zoom: Annotated[str, Query(description="Web-map zoom 0–22")],
+    zoom: Annotated[str, Query(description="Web-map zoom 0-22")],
     subject: Multi = None,
     q: Opt = None,
     lat: Opt = None,
