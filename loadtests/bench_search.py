@@ -82,6 +82,8 @@ def params_for(p: dict[str, Any], i: int) -> dict[str, Any]:
 
 def pct(values: list[float]) -> dict[str, float]:
     v = sorted(values)
+    if not v:
+        return {"p50": 0.0, "p95": 0.0, "p99": 0.0, "n": 0}
 
     def q(p: float) -> float:
         return round(v[min(len(v) - 1, int(p * len(v)))], 2)
@@ -211,13 +213,14 @@ def main() -> None:
     with psycopg.connect(url) as conn:
         machine = describe(conn)
     engine = asyncio.run(engine_bench(url, args.rounds))
+    for k, v in engine.items():
+        print(f"engine {k:40} p50 {v['p50']:8.2f}  p95 {v['p95']:8.2f}  p99 {v['p99']:8.2f} ms")
     report: dict[str, Any] = {"machine": machine, "engine_ms": engine}
     for cache in (False, True):
         proc = serve(url, args.port, cache)
         try:
             base_url = f"http://127.0.0.1:{args.port}"
             if cache:  # warm every key once
-                asyncio.run(http_bench(base_url, 1, 0.0, 3))
                 asyncio.run(http_bench(base_url, 4, 5, 3))
             res = asyncio.run(http_bench(base_url, args.clients, args.seconds, 3 if cache else 40))
         finally:
