@@ -41,7 +41,7 @@ def test_upgrade_downgrade_upgrade(scratch: str) -> None:
 
     downgrade("base", scratch)
     assert current_revision(scratch) is None
-    assert not (EXPECTED_TABLES & _tables(scratch))
+    assert not (_tables(scratch) & EXPECTED_TABLES)
 
     upgrade("head", scratch)
     assert current_revision(scratch) == head
