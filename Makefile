@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/educonnect
 export REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: install services migrate seed run test lint typecheck format bench-seed clean
+.PHONY: install services migrate seed run test lint typecheck format bench-seed bench-search clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -61,6 +61,9 @@ format: install
 
 bench-seed: install services  ## seed 100,000 providers into a scratch database and time it
 	$(BIN)/python -m loadtests.bench_seed --providers 100000
+
+bench-search: install services  ## seed 200k tutors + 50k coaches, time the search engine and the HTTP API
+	$(BIN)/python -m loadtests.bench_search
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache artifacts

@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8000, ge=1, le=65535)
     readiness_timeout_s: float = Field(default=2.0, gt=0, le=30)
     secret_key: str = Field(default="dev-only-change-me-0123456789abcdef", min_length=16)
+    search_engine: Literal["postgres"] = "postgres"
+    search_cache_enabled: bool = True
+    search_cache_ttl_s: int = Field(default=60, ge=1, le=86400)
+    search_pool_min_size: int = Field(default=2, ge=1, le=100)
+    search_pool_max_size: int = Field(default=10, ge=1, le=200)
 
     @field_validator("database_url", "database_read_url")
     @classmethod

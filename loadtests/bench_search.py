@@ -1,0 +1,245 @@
+"""Search benchmark (`make bench-search`).
+
+Seeds 200,000 tutors + 50,000 coaches into `<DATABASE_URL db>_bench_search` (kept between
+runs; `--reseed` redoes it), builds the search documents, then:
+
+1. engine: each query class of a fixed mix (real cities incl. dense Paris, radius 5-50 km,
+   with/without text, each sort, facets always on) runs `--rounds` times directly on the
+   PostgreSQL engine; p50/p95/p99 per class;
+2. HTTP, cache off: a uvicorn server (1 worker) and `--clients` concurrent clients replay
+   the mix for `--seconds`; p50/p95/p99 and requests/s;
+3. HTTP, cache on: the same with warm cache entries; requests/s and percentiles.
+
+Prints a table and writes `artifacts/bench-search.json` with the machine described.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from psycopg import sql
+
+from core.migrate import upgrade
+from core.settings import get_settings
+from loadtests.machine import describe, one_line
+
+CITIES = {
+    "paris": (48.8566, 2.3522),
+    "lyon": (45.764, 4.8357),
+    "brussels": (50.8503, 4.3517),
+    "montreal": (45.5017, -73.5673),
+    "dakar": (14.7167, -17.4677),
+    "london": (51.5074, -0.1278),
+}
+
+# (class name, endpoint, params); lat/lng jittered per round so the classes are not one query.
+MIX: list[tuple[str, str, dict[str, Any]]] = [
+    ("paris_5km_distance", "tutors", {"city": "paris", "radius_km": 5, "sort": "distance"}),
+    ("paris_10km_subject_distance", "tutors", {"city": "paris", "radius_km": 10, "subject": "mathematics", "sort": "distance"}),
+    ("paris_20km_rating", "tutors", {"city": "paris", "radius_km": 20, "sort": "rating"}),
+    ("paris_50km_price", "tutors", {"city": "paris", "radius_km": 50, "sort": "price"}),
+    ("paris_50km_subject_rating", "tutors", {"city": "paris", "radius_km": 50, "subject": "physics", "sort": "rating", "min_rating": 4}),
+    ("paris_10km_text_relevance", "tutors", {"city": "paris", "radius_km": 10, "q": "maths", "sort": "relevance"}),
+    ("paris_25km_text_distance", "tutors", {"city": "paris", "radius_km": 25, "q": "anglais", "sort": "distance"}),
+    ("lyon_15km_filters_price", "tutors", {"city": "lyon", "radius_km": 15, "language": "en", "max_price": 4000, "mode": "in_person", "sort": "price"}),
+    ("brussels_10km_rating", "tutors", {"city": "brussels", "radius_km": 10, "sort": "rating"}),
+    ("montreal_30km_text", "tutors", {"city": "montreal", "radius_km": 30, "q": "physique", "sort": "relevance"}),
+    ("dakar_20km_distance", "tutors", {"city": "dakar", "radius_km": 20, "sort": "distance"}),
+    ("london_40km_availability", "tutors", {"city": "london", "radius_km": 40, "available_from": "+2d", "available_to": "+3d", "sort": "rating"}),
+    ("coaches_expertise_rating", "coaches", {"expertise": "leadership", "sort": "rating"}),
+    ("coaches_text_relevance", "coaches", {"q": "carriere reconversion", "sort": "relevance"}),
+    ("coaches_language_kind_price", "coaches", {"language": "en", "kind": "mentor", "sort": "price"}),
+    ("map_paris_zoom10_clusters", "map", {"bbox": "1.9,48.6,2.8,49.1", "zoom": 10}),
+    ("map_paris_zoom14_points", "map", {"bbox": "2.33,48.85,2.37,48.87", "zoom": 14}),
+]  # fmt: skip
+
+
+def params_for(p: dict[str, Any], i: int) -> dict[str, Any]:
+    """Concrete query parameters for round `i` (deterministic jitter ±0.01°)."""
+    out = dict(p)
+    city = out.pop("city", None)
+    if city:
+        lat, lng = CITIES[city]
+        j = ((i * 7919) % 21 - 10) / 1000
+        out["lat"], out["lng"] = round(lat + j, 5), round(lng - j, 5)
+    for k in ("available_from", "available_to"):
+        if k in out:
+            days = int(out[k][1:-1])
+            t = time.gmtime(time.time() + days * 86400)
+            out[k] = time.strftime("%Y-%m-%dT00:00:00Z", t)
+    return out
+
+
+def pct(values: list[float]) -> dict[str, float]:
+    v = sorted(values)
+    if not v:
+        return {"p50": 0.0, "p95": 0.0, "p99": 0.0, "n": 0}
+
+    def q(p: float) -> float:
+        return round(v[min(len(v) - 1, int(p * len(v)))], 2)
+
+    return {"p50": q(0.5), "p95": q(0.95), "p99": q(0.99), "n": len(v)}
+
+
+def ensure_dataset(url: str, admin: str, name: str, reseed: bool) -> None:
+    with psycopg.connect(admin, autocommit=True) as a:
+        exists = a.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if exists and not reseed:
+            with psycopg.connect(url) as c:
+                n = c.execute("SELECT count(*) FROM tutor_documents").fetchone()
+            if n and n[0] >= 190_000:
+                print(f"reusing {name} ({n[0]} tutor documents)")
+                return
+        a.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        a.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    upgrade("head", url)
+    from indexer.projection import build_all
+    from profiles.seed import SeedParams, seed
+
+    t0 = time.perf_counter()
+    with psycopg.connect(url, autocommit=True) as conn:
+        seed(conn, SeedParams(tutors=200_000, coaches=50_000, students=1000))
+        t1 = time.perf_counter()
+        with conn.transaction():
+            build_all(conn)
+        conn.execute("VACUUM ANALYZE tutor_documents")
+        conn.execute("VACUUM ANALYZE coach_documents")
+    print(f"seeded in {t1 - t0:.1f} s, documents built in {time.perf_counter() - t1:.1f} s")
+
+
+async def engine_bench(url: str, rounds: int) -> dict[str, Any]:
+    from search.postgres import PostgresEngine
+    from search.schemas import CoachQuery, TutorMapQuery, TutorQuery
+
+    engine = await PostgresEngine.open(url, min_size=1, max_size=1)
+    out: dict[str, Any] = {}
+    try:
+        for name, kind, p in MIX:
+            times = []
+            for i in range(rounds + 3):
+                params = params_for(p, i)
+                t = time.perf_counter()
+                if kind == "tutors":
+                    await engine.search_tutors(TutorQuery(**params))
+                elif kind == "coaches":
+                    await engine.search_coaches(CoachQuery(**params))
+                else:
+                    from search.geo import snap_bbox
+
+                    mq = TutorMapQuery(**params)
+                    await engine.tutor_map(
+                        mq.model_copy(update={"bbox": snap_bbox(mq.bbox, mq.zoom)})
+                    )
+                if i >= 3:  # warm-up rounds excluded
+                    times.append((time.perf_counter() - t) * 1000)
+            out[name] = pct(times)
+    finally:
+        await engine.close()
+    return out
+
+
+_PATHS = {"tutors": "/api/v1/search/tutors", "coaches": "/api/v1/search/coaches",
+          "map": "/api/v1/search/tutors/map"}  # fmt: skip
+
+
+async def http_bench(base: str, clients: int, seconds: float, distinct: int) -> dict[str, Any]:
+    reqs = [(_PATHS[k], params_for(p, i)) for i in range(distinct) for _, k, p in MIX]
+    lat: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+
+    async def client(n: int) -> None:
+        nonlocal errors
+        async with httpx.AsyncClient(base_url=base, timeout=10) as c:
+            i = n
+            while time.perf_counter() < stop:
+                path, params = reqs[i % len(reqs)]
+                i += clients
+                t = time.perf_counter()
+                r = await c.get(path, params=params)
+                lat.append((time.perf_counter() - t) * 1000)
+                if r.status_code != 200:
+                    errors += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client(n) for n in range(clients)))
+    wall = time.perf_counter() - t0
+    return {**pct(lat), "req_per_s": round(len(lat) / wall, 1), "errors": errors}
+
+
+def serve(url: str, port: int, cache: bool) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.update(DATABASE_URL=url, SEARCH_CACHE_ENABLED=str(cache).lower(), LOG_LEVEL="WARNING",
+               SEARCH_POOL_MIN_SIZE="4", SEARCH_POOL_MAX_SIZE="16")  # fmt: skip
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--port", str(port),
+         "--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"],
+        env=env,
+    )  # fmt: skip
+    for _ in range(100):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("uvicorn did not start")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rounds", type=int, default=40)
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--reseed", action="store_true")
+    args = ap.parse_args()
+    base = get_settings().libpq_database_url
+    name = base.rsplit("/", 1)[1].split("?")[0] + "_bench_search"
+    url = base.rsplit("/", 1)[0] + "/" + name
+    admin = base.rsplit("/", 1)[0] + "/postgres"
+    ensure_dataset(url, admin, name, args.reseed)
+    with psycopg.connect(url) as conn:
+        machine = describe(conn)
+    engine = asyncio.run(engine_bench(url, args.rounds))
+    for k, v in engine.items():
+        print(f"engine {k:40} p50 {v['p50']:8.2f}  p95 {v['p95']:8.2f}  p99 {v['p99']:8.2f} ms")
+    report: dict[str, Any] = {"machine": machine, "engine_ms": engine}
+    for cache in (False, True):
+        proc = serve(url, args.port, cache)
+        try:
+            base_url = f"http://127.0.0.1:{args.port}"
+            if cache:  # warm every key once
+                asyncio.run(http_bench(base_url, 4, 5, 3))
+            res = asyncio.run(http_bench(base_url, args.clients, args.seconds, 3 if cache else 40))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+        report["http_cache_on" if cache else "http_cache_off"] = res
+    out = Path("artifacts/bench-search.json")
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"machine: {one_line(machine)}")
+    print(f"{'engine class':40} {'p50':>8} {'p95':>8} {'p99':>8}  (ms)")
+    for k, v in engine.items():
+        print(f"{k:40} {v['p50']:8.2f} {v['p95']:8.2f} {v['p99']:8.2f}")
+    for k in ("http_cache_off", "http_cache_on"):
+        v = report[k]
+        print(f"{k}: p50 {v['p50']} ms, p95 {v['p95']} ms, p99 {v['p99']} ms, "
+              f"{v['req_per_s']} req/s, {v['errors']} errors ({args.clients} clients)")  # fmt: skip
+    print(f"-> {out}")
+
+
+if __name__ == "__main__":
+    main()
