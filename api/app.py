@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from api import health
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
+from api.routers import admin, auth, profiles
 from core.db import dispose_engines
 from core.logging import configure_logging
 from core.redis import close_redis
@@ -39,4 +40,6 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
+    for router in (auth.router, profiles.router, admin.router):
+        app.include_router(router, prefix=API_PREFIX)
     return app

@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8000, ge=1, le=65535)
     readiness_timeout_s: float = Field(default=2.0, gt=0, le=30)
     secret_key: str = Field(default="dev-only-change-me-0123456789abcdef", min_length=16)
+    access_token_ttl_s: int = Field(default=900, ge=60, le=3600)
+    refresh_token_ttl_s: int = Field(default=30 * 86_400, ge=3600, le=365 * 86_400)
+    login_max_failures_per_account: int = Field(default=5, ge=1, le=1000)
+    login_max_attempts_per_ip: int = Field(default=30, ge=1, le=100_000)
+    login_rate_window_s: int = Field(default=900, ge=1, le=86_400)
+    idempotency_ttl_s: int = Field(default=86_400, ge=86_400, le=30 * 86_400)
+    idempotency_lock_timeout_s: int = Field(default=60, ge=1, le=3600)
 
     @field_validator("database_url", "database_read_url")
     @classmethod
