@@ -13,8 +13,8 @@ from geoalchemy2 import Geography
 from sqlalchemy import (
     ARRAY,
     Boolean,
-    FetchedValue,
     DateTime,
+    FetchedValue,
     ForeignKey,
     Integer,
     Numeric,
