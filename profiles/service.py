@@ -45,7 +45,7 @@ from profiles.errors import (
     UserNotFound,
     field_errors,
 )
-from profiles.models import PROVIDER_ROLES, AvailabilitySlot, User
+from profiles.models import AvailabilitySlot, User
 from profiles.schemas import (
     AdminUserPatch,
     ChildIn,
@@ -615,8 +615,3 @@ async def list_availability(
         session, provider_id, start=start, end=end
     )
     return [_slot_out(s) for s in slots]
-
-
-def is_provider(user: User) -> bool:
-    """True for tutors, coaches and mentors."""
-    return user.role in PROVIDER_ROLES

@@ -15,6 +15,7 @@ from api.deps import NowDep, ProviderUser, SessionDep
 from api.errors import problem_responses
 from api.idempotency import IdempotentRoute, idempotent
 from profiles import service
+from profiles.errors import field_errors
 from profiles.schemas import (
     ProfileIn,
     ProfileOut,
@@ -102,8 +103,6 @@ async def get_availability(
     """Open slots overlapping [from, to), in start order; the window spans ≤ 93 days."""
     for name, value in (("from", start), ("to", end)):
         if value is not None and value.tzinfo is None:
-            from profiles.errors import field_errors
-
             raise field_errors([(name, "needs a timezone offset (RFC 3339)")], location="query")
     items = await service.list_availability(
         session, provider_id=provider_id, start=start, end=end, now=now
