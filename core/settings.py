@@ -39,6 +39,13 @@ class Settings(BaseSettings):
     search_cache_ttl_s: int = Field(default=60, ge=1, le=86400)
     search_pool_min_size: int = Field(default=2, ge=1, le=100)
     search_pool_max_size: int = Field(default=10, ge=1, le=200)
+    access_token_ttl_s: int = Field(default=900, ge=60, le=3600)
+    refresh_token_ttl_s: int = Field(default=30 * 86_400, ge=3600, le=365 * 86_400)
+    login_max_failures_per_account: int = Field(default=5, ge=1, le=1000)
+    login_max_attempts_per_ip: int = Field(default=30, ge=1, le=100_000)
+    login_rate_window_s: int = Field(default=900, ge=1, le=86_400)
+    idempotency_ttl_s: int = Field(default=86_400, ge=86_400, le=30 * 86_400)
+    idempotency_lock_timeout_s: int = Field(default=60, ge=1, le=3600)
 
     @field_validator("database_url", "database_read_url")
     @classmethod

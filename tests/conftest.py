@@ -182,3 +182,98 @@ def engine_thread(search_dataset: str) -> Iterator[EngineThread]:
     et = EngineThread(search_dataset)
     yield et
     et.close()
+# --- accounts: app, client and factories ----------------------------------------------
+
+DEFAULT_PASSWORD = "correct-horse-battery"
+_password_hashes: dict[str, str] = {}
+
+
+def password_hash(password: str = DEFAULT_PASSWORD) -> str:
+    """An argon2 hash of `password`, computed once per run (hashing is slow on purpose)."""
+    if password not in _password_hashes:
+        from core.passwords import hash_password
+
+        _password_hashes[password] = hash_password(password)
+    return _password_hashes[password]
+
+
+@pytest.fixture
+async def app(database_url: str, redis_url: str) -> AsyncIterator[Any]:
+    """A fresh FastAPI app on the test database and Redis; tables emptied afterwards."""
+    from api.app import create_app
+
+    application = create_app()
+    yield application
+    application.dependency_overrides.clear()
+    truncate_all(database_url)
+
+
+@pytest.fixture
+async def api(app: Any) -> AsyncIterator[Any]:
+    """An httpx client on `app` that returns 500 responses instead of raising."""
+    import httpx
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+def create_user(
+    db: psycopg.Connection[Any],
+    *,
+    role: str = "student",
+    email: str | None = None,
+    password: str = DEFAULT_PASSWORD,
+    full_name: str = "Test User",
+    active: bool = True,
+) -> Any:
+    """Insert an account and return its id (uuid)."""
+    import uuid
+
+    email = email or f"{role}-{uuid.uuid4().hex[:10]}@example.com"
+    row = db.execute(
+        "INSERT INTO users (email, password_hash, full_name, role, active) "
+        "VALUES (%s, %s, %s, %s, %s) RETURNING id",
+        (email, password_hash(password), full_name, role, active),
+    ).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def create_profile(
+    db: psycopg.Connection[Any],
+    user_id: Any,
+    *,
+    kind: str = "tutor",
+    subjects: list[str] | None = None,
+    expertises: list[str] | None = None,
+    in_person: bool = False,
+    lat: float | None = None,
+    lng: float | None = None,
+) -> None:
+    """Insert a provider profile (version 1) for `user_id`."""
+    if subjects is None:
+        subjects = ["mathematics"] if kind == "tutor" else []
+    if expertises is None:
+        expertises = [] if kind == "tutor" else ["public-speaking"]
+    location = f"SRID=4326;POINT({lng} {lat})" if lat is not None else None
+    db.execute(
+        "INSERT INTO provider_profiles (user_id, kind, display_name, subjects, expertises,"
+        " languages, hourly_rate_minor, currency, in_person, location)"
+        " VALUES (%s, %s, 'Provider', %s, %s, '{fr}', 3000, 'EUR', %s, %s::geography)",
+        (user_id, kind, subjects, expertises, in_person, location),
+    )
+
+
+def create_provider(db: psycopg.Connection[Any], *, kind: str = "tutor", **profile: Any) -> Any:
+    """An account of role `kind` with its profile; returns the user id."""
+    uid = create_user(db, role=kind)
+    create_profile(db, uid, kind=kind, **profile)
+    return uid
+
+
+def bearer(user_id: Any, role: str, **kwargs: Any) -> dict[str, str]:
+    """`Authorization` header with a fresh access token for the user."""
+    from core.security import create_access_token
+
+    return {"Authorization": f"Bearer {create_access_token(user_id=user_id, role=role, **kwargs)}"}

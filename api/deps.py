@@ -1,0 +1,85 @@
+"""Request dependencies: the database session, the clock, the current user and roles.
+
+`SessionDep` is one `AsyncSession` per request; handlers of writes call
+`await session.commit()` themselves (the request owns the unit of work), and anything
+not committed is rolled back when the session closes — also when a handler raised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+from typing import Annotated
+
+import redis.asyncio as aioredis
+from fastapi import Depends
+from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.db import async_session_factory
+from core.errors import Forbidden
+from core.redis import get_async_redis
+from core.security import InvalidToken, decode_access_token, utcnow
+from profiles import repository as users_repo
+from profiles.models import PROVIDER_ROLES, User
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/login", auto_error=False)
+
+
+async def get_session() -> AsyncIterator[AsyncSession]:
+    """One session per request, closed (uncommitted work rolled back) when it ends."""
+    async with async_session_factory()() as session:
+        yield session
+
+
+def get_now() -> datetime:
+    """The request's clock (UTC); tests override this dependency to move time."""
+    return utcnow()
+
+
+def get_redis() -> aioredis.Redis:
+    """The process's async Redis client."""
+    return get_async_redis()
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+NowDep = Annotated[datetime, Depends(get_now)]
+RedisDep = Annotated[aioredis.Redis, Depends(get_redis)]
+
+
+async def get_current_user(
+    session: SessionDep, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> User:
+    """The active account of the bearer access token.
+
+    Raises 401 `invalid_token` (missing, malformed or unknown) or `token_expired`; a
+    deactivated account is refused at once, not only when its token expires.
+    """
+    if not token:
+        raise InvalidToken("Authentication required: send 'Authorization: Bearer <token>'.")
+    claims = decode_access_token(token)
+    user = await users_repo.get_user(session, claims.user_id)
+    if user is None or not user.active:
+        raise InvalidToken("The account of this token does not exist or is deactivated.")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def require_role(*roles: str) -> Callable[[User], Awaitable[User]]:
+    """A dependency returning the current user when its role is one of `roles`, else
+    raising 403 `forbidden`."""
+    allowed = frozenset(roles)
+
+    async def _check(user: CurrentUser) -> User:
+        if user.role not in allowed:
+            raise Forbidden(f"This operation is reserved to: {', '.join(sorted(allowed))}.")
+        return user
+
+    return _check
+
+
+ProviderUser = Annotated[User, Depends(require_role(*PROVIDER_ROLES))]
+ParentUser = Annotated[User, Depends(require_role("parent"))]
+AdminUser = Annotated[User, Depends(require_role("admin"))]

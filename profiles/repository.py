@@ -1,0 +1,317 @@
+"""Every SQL statement of the profiles domain (accounts, tokens, profiles, slots).
+
+Functions take the caller's `AsyncSession` and never commit. Integrity errors the
+service maps to API errors (duplicate email, overlapping slots) are raised as
+SQLAlchemy `IntegrityError` from the statement that caused them (inserts flush at once).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from geoalchemy2 import Geography, Geometry
+from sqlalchemy import Row, and_, cast, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from profiles.models import AvailabilitySlot, ParentChild, ProviderProfile, RefreshToken, User
+
+# --- users ----------------------------------------------------------------------------
+
+
+async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
+    """The account with `user_id`, or None."""
+    return await session.get(User, user_id)
+
+
+async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
+    """The account with `email` (case-insensitive, citext), or None."""
+    return (await session.execute(select(User).where(User.email == email))).scalar_one_or_none()
+
+
+async def insert_user(
+    session: AsyncSession,
+    *,
+    email: str,
+    password_hash: str,
+    full_name: str,
+    role: str,
+    locale: str,
+) -> User:
+    """Insert an account; raises `IntegrityError` (unique violation) for a taken email."""
+    stmt = (
+        insert(User)
+        .values(
+            email=email, password_hash=password_hash, full_name=full_name, role=role, locale=locale
+        )
+        .returning(User)
+    )
+    return (await session.execute(stmt)).scalar_one()
+
+
+async def update_user(session: AsyncSession, user_id: uuid.UUID, **values: Any) -> User:
+    """Set `values` on the account (and `updated_at`); returns the updated row."""
+    stmt = (
+        update(User)
+        .where(User.id == user_id)
+        .values(**values, updated_at=func.now())
+        .returning(User)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    return (await session.execute(stmt)).scalar_one()
+
+
+async def set_password_hash(session: AsyncSession, user_id: uuid.UUID, password_hash: str) -> None:
+    """Replace the stored password hash (rehash on login with stronger parameters)."""
+    await session.execute(
+        update(User)
+        .where(User.id == user_id)
+        .values(password_hash=password_hash)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def list_users(
+    session: AsyncSession,
+    *,
+    role: str | None,
+    q: str | None,
+    after_id: uuid.UUID | None,
+    limit: int,
+) -> Sequence[User]:
+    """Accounts ordered by id (keyset paging after `after_id`), filtered by role and by
+    `q`, a case-insensitive substring of the email or the full name."""
+    stmt = select(User).order_by(User.id).limit(limit)
+    if role is not None:
+        stmt = stmt.where(User.role == role)
+    if after_id is not None:
+        stmt = stmt.where(User.id > after_id)
+    if q:
+        pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        stmt = stmt.where(
+            or_(User.email.ilike(pattern, escape="\\"), User.full_name.ilike(pattern, escape="\\"))
+        )
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def link_child(session: AsyncSession, *, parent_id: uuid.UUID, child_id: uuid.UUID) -> None:
+    """Link a child account to its parent."""
+    await session.execute(insert(ParentChild).values(parent_id=parent_id, child_id=child_id))
+
+
+async def list_children(session: AsyncSession, parent_id: uuid.UUID) -> Sequence[User]:
+    """The parent's children, oldest link first."""
+    stmt = (
+        select(User)
+        .join(ParentChild, ParentChild.child_id == User.id)
+        .where(ParentChild.parent_id == parent_id)
+        .order_by(ParentChild.created_at, User.id)
+    )
+    return (await session.execute(stmt)).scalars().all()
+
+
+# --- refresh tokens -------------------------------------------------------------------
+
+
+async def insert_refresh_token(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    family_id: uuid.UUID,
+    token_hash: str,
+    created_at: datetime,
+    expires_at: datetime,
+) -> None:
+    """Store a refresh token's hash in `family_id`."""
+    await session.execute(
+        insert(RefreshToken).values(
+            user_id=user_id,
+            family_id=family_id,
+            token_hash=token_hash,
+            created_at=created_at,
+            expires_at=expires_at,
+        )
+    )
+
+
+async def lock_refresh_token(session: AsyncSession, token_hash: str) -> RefreshToken | None:
+    """The token row with `token_hash`, locked FOR UPDATE (serialises concurrent refreshes)."""
+    stmt = select(RefreshToken).where(RefreshToken.token_hash == token_hash).with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def mark_rotated(session: AsyncSession, token_id: uuid.UUID, at: datetime) -> None:
+    """Record that the token was exchanged for a successor."""
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.id == token_id)
+        .values(rotated_at=at)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def revoke_family(session: AsyncSession, family_id: uuid.UUID, at: datetime) -> int:
+    """Revoke every live token of the family; returns how many were revoked."""
+    result = await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=at)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def revoke_user_tokens(session: AsyncSession, user_id: uuid.UUID, at: datetime) -> int:
+    """Revoke every live refresh token of the user (deactivation)."""
+    result = await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=at)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+# --- provider profiles ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileRow:
+    """A profile with its location decoded to degrees (None when it has none)."""
+
+    profile: ProviderProfile
+    lat: float | None
+    lng: float | None
+
+
+def _point(lat: float, lng: float) -> Any:
+    return cast(func.ST_SetSRID(func.ST_MakePoint(lng, lat), 4326), Geography)
+
+
+def _profile_select() -> Any:
+    geom = cast(ProviderProfile.location, Geometry)
+    return select(ProviderProfile, func.ST_Y(geom), func.ST_X(geom)).execution_options(
+        populate_existing=True
+    )
+
+
+def _profile_row(row: Row[Any] | None) -> ProfileRow | None:
+    if row is None:
+        return None
+    return ProfileRow(row[0], row[1], row[2])
+
+
+async def get_profile(
+    session: AsyncSession, user_id: uuid.UUID, *, active_only: bool = False
+) -> ProfileRow | None:
+    """The provider profile of `user_id` (None if absent, or if its account is inactive
+    and `active_only`)."""
+    stmt = _profile_select().where(ProviderProfile.user_id == user_id)
+    if active_only:
+        stmt = stmt.join(User, User.id == ProviderProfile.user_id).where(User.active.is_(True))
+    return _profile_row((await session.execute(stmt)).first())
+
+
+def _profile_values(values: dict[str, Any]) -> dict[str, Any]:
+    out = dict(values)
+    if "location" in out:
+        loc = out["location"]
+        out["location"] = None if loc is None else _point(loc["lat"], loc["lng"])
+    return out
+
+
+async def insert_profile(
+    session: AsyncSession, *, user_id: uuid.UUID, kind: str, values: dict[str, Any]
+) -> None:
+    """Create the profile of `user_id` (version 1) from validated `values`."""
+    await session.execute(
+        insert(ProviderProfile).values(user_id=user_id, kind=kind, **_profile_values(values))
+    )
+
+
+async def update_profile(session: AsyncSession, user_id: uuid.UUID, values: dict[str, Any]) -> int:
+    """Replace the given fields, bump `version`; returns the new version."""
+    stmt = (
+        update(ProviderProfile)
+        .where(ProviderProfile.user_id == user_id)
+        .values(
+            **_profile_values(values),
+            version=ProviderProfile.version + 1,
+            updated_at=func.now(),
+        )
+        .returning(ProviderProfile.version)
+        .execution_options(synchronize_session=False)
+    )
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def bump_version(session: AsyncSession, user_id: uuid.UUID) -> int | None:
+    """`version = version + 1` on the profile (a child row changed); the new version, or
+    None when the user has no profile."""
+    stmt = (
+        update(ProviderProfile)
+        .where(ProviderProfile.user_id == user_id)
+        .values(version=ProviderProfile.version + 1, updated_at=func.now())
+        .returning(ProviderProfile.version)
+        .execution_options(synchronize_session=False)
+    )
+    value = (await session.execute(stmt)).scalar_one_or_none()
+    return None if value is None else int(value)
+
+
+# --- availability ---------------------------------------------------------------------
+
+
+async def insert_slots(
+    session: AsyncSession, provider_id: uuid.UUID, slots: Sequence[dict[str, Any]]
+) -> Sequence[AvailabilitySlot]:
+    """Insert all `slots` ({starts_at, ends_at, mode, capacity}) in one statement.
+
+    Raises `IntegrityError` (exclusion violation `availability_slots_no_overlap`) when
+    one overlaps another open slot of the provider; then none is inserted.
+    """
+    stmt = (
+        insert(AvailabilitySlot)
+        .values([{"provider_id": provider_id, **s} for s in slots])
+        .returning(AvailabilitySlot)
+    )
+    rows = (await session.execute(stmt)).scalars().all()
+    return sorted(rows, key=lambda s: s.starts_at)
+
+
+async def get_slot(session: AsyncSession, slot_id: uuid.UUID) -> AvailabilitySlot | None:
+    """The slot with `slot_id`, or None."""
+    stmt = select(AvailabilitySlot).where(AvailabilitySlot.id == slot_id).with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def cancel_slot(session: AsyncSession, slot_id: uuid.UUID) -> None:
+    """Mark the slot `canceled` (kept for history; it no longer blocks overlaps)."""
+    await session.execute(
+        update(AvailabilitySlot)
+        .where(AvailabilitySlot.id == slot_id)
+        .values(status="canceled")
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def list_open_slots(
+    session: AsyncSession, provider_id: uuid.UUID, *, start: datetime, end: datetime
+) -> Sequence[AvailabilitySlot]:
+    """Open slots of the provider overlapping [start, end), in start order."""
+    stmt = (
+        select(AvailabilitySlot)
+        .where(
+            and_(
+                AvailabilitySlot.provider_id == provider_id,
+                AvailabilitySlot.status == "open",
+                AvailabilitySlot.starts_at < end,
+                AvailabilitySlot.ends_at > start,
+            )
+        )
+        .order_by(AvailabilitySlot.starts_at, AvailabilitySlot.id)
+    )
+    return (await session.execute(stmt)).scalars().all()
