@@ -1,0 +1,1 @@
+"""The indexer: outbox relay, projections (provider -> search document), sinks, reindex."""
