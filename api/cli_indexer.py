@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import psycopg
@@ -17,21 +21,39 @@ console = Console()
 log = get_logger(__name__)
 
 
-def _connect() -> psycopg.Connection[Any]:
-    return psycopg.connect(get_settings().libpq_database_url, autocommit=True)
+def _connect(application_name: str = "educonnect-cli") -> psycopg.Connection[Any]:
+    return psycopg.connect(
+        get_settings().libpq_database_url, autocommit=True, application_name=application_name
+    )
 
 
-def relay_on_commit() -> Any:
-    """The post-commit hook of the Postgres relay: bump the search cache generation."""
+def relay_on_commit(engine: str = "postgres") -> Callable[[], None]:
+    """The post-commit hook of a relay: bump `engine`'s search cache generation.
+
+    Redis down is logged and tolerated: the cache then serves nothing new (its reads fail
+    too) and its TTL bounds any staleness once Redis is back.
+    """
     from search.cache import bump_generation_sync
+
+    from core.redis import get_sync_redis
 
     def bump() -> None:
         try:
-            bump_generation_sync()
-        except Exception as exc:  # Redis down: the cache's TTL bounds the staleness
+            bump_generation_sync(get_sync_redis(), engine)
+        except Exception as exc:
             log.warning("cache_generation_bump_failed", error=repr(exc))
 
     return bump
+
+
+def _samples_writer(path: Path) -> Callable[[Sequence[Any], datetime], None]:
+    out = path.open("a", buffering=1)
+
+    def write(events: Sequence[Any], visible_at: datetime) -> None:
+        v = visible_at.timestamp()
+        out.write("".join(f"{e.created_at.timestamp():.6f} {v:.6f}\n" for e in events))
+
+    return write
 
 
 @indexer_app.command("run")
@@ -44,6 +66,10 @@ def run(
         int | None, typer.Option(min=1, help="Default INDEXER_BATCH_SIZE")
     ] = None,
     once: Annotated[bool, typer.Option("--once", help="Drain what is there, then exit")] = False,
+    samples_file: Annotated[
+        Path | None,
+        typer.Option(help="Append 'created_at visible_at' (epoch s) per event (benchmarks)"),
+    ] = None,
 ) -> None:
     """Apply outbox events to the search tables, in commit order, until stopped (SIGTERM)."""
     from prometheus_client import start_http_server
@@ -61,15 +87,25 @@ def run(
         poll_interval_s=s.indexer_poll_interval_s,
         retention_s=s.outbox_retention_s,
     )
-    conn, listen = _connect(), _connect()
+    conn, listen = _connect("educonnect-indexer"), _connect("educonnect-indexer-listen")
     try:
-        relay = Relay(conn, PostgresSink(), cfg, on_commit=relay_on_commit())
+        relay = Relay(
+            conn,
+            PostgresSink(),
+            cfg,
+            on_commit=relay_on_commit(),
+            on_batch=_samples_writer(samples_file) if samples_file else None,
+        )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     if once:
+        t0 = time.perf_counter()
         n = relay.drain()
+        seconds = time.perf_counter() - t0
         relay.maintenance(force=True)
-        console.print(f"applied {n} events")
+        console.print(
+            f"applied {n} events in {seconds:.2f} s ({n / max(seconds, 1e-9):,.0f} events/s)"
+        )
         return
     if s.indexer_metrics_port:
         start_http_server(s.indexer_metrics_port, addr="127.0.0.1")

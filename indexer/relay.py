@@ -103,7 +103,8 @@ class Relay:
     """Applies outbox events to one sink, in commit order, batch after batch.
 
     `conn` is a psycopg connection owned by the relay (autocommit off is handled here);
-    `on_commit` runs after each committed batch (the cache generation bump).
+    `on_commit` runs after each committed batch (the cache generation bump); `on_batch`
+    receives each committed batch and the instant it became visible (benchmarks).
     """
 
     def __init__(
@@ -113,11 +114,13 @@ class Relay:
         config: RelayConfig,
         *,
         on_commit: Callable[[], None] | None = None,
+        on_batch: Callable[[Sequence[OutboxEvent], datetime], None] | None = None,
     ) -> None:
         self.conn = conn
         self.sink = sink
         self.config = config
         self.on_commit = on_commit
+        self.on_batch = on_batch
         self._last_maintenance = 0.0
         conn.autocommit = True
         repo.ensure_checkpoints(conn, config.consumer, config.partitions)
@@ -163,6 +166,8 @@ class Relay:
         fresh = metrics.FRESHNESS.labels(consumer)
         for e in events:
             fresh.observe(max(0.0, (visible_at - e.created_at).total_seconds()))
+        if self.on_batch is not None:
+            self.on_batch(events, visible_at)
         log.debug("indexer_batch", consumer=consumer, partition=partition, events=len(events))
         return len(events), False
 

@@ -107,7 +107,7 @@ def fetch_batch(conn: psycopg.Connection[Any], cp: Checkpoint, limit: int) -> li
             "parts": cp.partitions,
             "part": cp.partition,
             "limit": limit,
-        },  # fmt: skip
+        },
         prepare=True,
     ).fetchall()
     return [OutboxEvent(*r) for r in rows]
