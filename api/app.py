@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from api import health
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
+from api.routers import search as search_router
 from core.db import dispose_engines
 from core.logging import configure_logging
 from core.redis import close_redis
@@ -20,6 +21,7 @@ API_PREFIX = "/api/v1"
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
+    await search_router.close_service(app)
     await dispose_engines()
     await close_redis()
 
@@ -39,4 +41,5 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
+    app.include_router(search_router.router, prefix=API_PREFIX)
     return app

@@ -141,7 +141,29 @@ def seed_cmd(
 
 
 def after_seed(conn: psycopg.Connection[Any]) -> None:
-    """Work that follows a seed (the search projection hooks in here)."""
+    """Work that follows a seed: build the search document tables in bulk."""
+    from indexer.projection import build_all
+
+    with conn.transaction():
+        n = build_all(conn)
+    console.print(f"search documents built: {n}")
+
+
+index_app = typer.Typer(no_args_is_help=True, help="Search documents (PostgreSQL engine).")
+app.add_typer(index_app, name="index")
+
+
+@index_app.command("build")
+def index_build() -> None:
+    """Rebuild tutor_documents and coach_documents from the source tables (bulk)."""
+    import time
+
+    from indexer.projection import build_all
+
+    t0 = time.perf_counter()
+    with _connect() as conn, conn.transaction():
+        n = build_all(conn)
+    console.print(f"built {n} search documents in {time.perf_counter() - t0:.1f} s")
 
 
 @app.command("stats")

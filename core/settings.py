@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     indexer_poll_interval_s: float = Field(default=1.0, gt=0, le=60)
     indexer_metrics_port: int = Field(default=9108, ge=0, le=65535)
     outbox_retention_s: float = Field(default=3600.0, ge=0)
+    search_engine: Literal["postgres"] = "postgres"
+    search_cache_enabled: bool = True
+    search_cache_ttl_s: int = Field(default=60, ge=1, le=86400)
+    search_pool_min_size: int = Field(default=2, ge=1, le=100)
+    search_pool_max_size: int = Field(default=10, ge=1, le=200)
 
     @field_validator("database_url", "database_read_url")
     @classmethod

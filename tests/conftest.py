@@ -125,3 +125,58 @@ async def client(database_url: str, redis_url: str) -> AsyncIterator[Any]:
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         yield c
     truncate_all(database_url)
+
+
+# ---------------------------------------------------------------- search
+
+
+class EngineThread:
+    """A `PostgresEngine` on its own event loop in a thread, callable from sync tests
+    (hypothesis does not drive coroutines)."""
+
+    def __init__(self, url: str) -> None:
+        import asyncio
+        import threading
+
+        from search.postgres import PostgresEngine
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.engine = self.run(PostgresEngine.open(url, min_size=1, max_size=2))
+
+    def run(self, coro: Any) -> Any:
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
+
+    def close(self) -> None:
+        self.run(self.engine.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def search_dataset(database_url: str) -> Iterator[str]:
+    """A seeded marketplace (2,500 tutors, 500 coaches, slots in March 2030) with its
+    search documents built, for the module; emptied afterwards."""
+    from datetime import date
+
+    from indexer.projection import build_all
+    from profiles.seed import SeedParams, seed
+
+    truncate_all(database_url)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        seed(conn, SeedParams(tutors=2500, coaches=500, students=20, seed=11, start=date(2030, 3, 4)))
+        with conn.transaction():
+            build_all(conn)
+    yield database_url
+    truncate_all(database_url)
+
+
+@pytest.fixture(scope="module")
+def engine_thread(search_dataset: str) -> Iterator[EngineThread]:
+    """The PostgreSQL engine over `search_dataset`, callable from sync tests."""
+    et = EngineThread(search_dataset)
+    yield et
+    et.close()

@@ -2,7 +2,7 @@
 outbox insert time taken at the insert itself.
 
 Revision ID: 0004_indexer
-Revises: 0001_foundation
+Revises: 0002_search
 Create Date: 2026-11-21
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0004_indexer"
-down_revision = "0001_foundation"
+down_revision = "0002_search"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,207 @@
+"""The projection: a provider (profile + account + open future slots + rating) → one row
+of `tutor_documents` or `coach_documents`.
+
+One definition, two paths. The SQL view `search_document_source` (migration 0002) computes
+a document for every provider; `build_all` bulk-inserts it into empty tables (the seed, a
+shadow table for a reindex) and `rebuild_documents` upserts it for a few ids (the streaming
+indexer). So a streaming rebuild equals a from-scratch build column for column, except
+`indexed_at`.
+
+Document columns (both tables unless noted; the OpenSearch mapping mirrors them):
+
+| column          | type                     | meaning                                                       |
+|-----------------|--------------------------|---------------------------------------------------------------|
+| provider_id     | uuid, primary key        | `provider_profiles.user_id`                                   |
+| version         | bigint                   | `provider_profiles.version`; upserts never go backwards       |
+| kind            | text (coach table only)  | `coach` or `mentor`                                           |
+| display_name    | text                     | public name                                                   |
+| headline        | text                     | one-line pitch                                                |
+| city            | text, null               | city name                                                     |
+| country_code    | char(2), null            | ISO 3166-1 alpha-2                                            |
+| subjects        | text[] (tutor table)     | catalogue slugs (`profiles/catalogue.py`)                     |
+| expertises      | text[] (coach table)     | catalogue slugs                                               |
+| languages       | text[]                   | ISO 639-1 codes                                               |
+| price_minor     | integer                  | hourly rate in minor units of `currency`                      |
+| currency        | char(3)                  | ISO 4217 code                                                 |
+| rating_avg      | numeric(3,2), null       | 1.00–5.00, null when never rated                              |
+| rating_count    | integer                  | number of ratings                                             |
+| rating_sort     | numeric(3,2)             | `coalesce(rating_avg, 0)`: the rating sort key                |
+| online          | boolean                  | teaches online                                                |
+| in_person       | boolean                  | teaches in person                                             |
+| location        | geography(Point,4326)    | (tutor table) WGS84 position, null for online-only without one |
+| lat, lng        | double precision, null   | (tutor table) the same position in degrees                    |
+| availability    | tstzmultirange           | union of the open slots that have not ended                   |
+| search_vector   | tsvector                 | A: name (simple); B: subject/expertise words in French and    |
+|                 |                          | English (both labels + keywords) and headline, with the       |
+|                 |                          | `educonnect_fr` and `educonnect_en` configs; C: bio in the    |
+|                 |                          | provider's locale config. All configs unaccent.               |
+| indexed_at      | timestamptz              | when the row was written                                      |
+
+A provider has a document when it exists, `users.active` is true and `kyc_status` is not
+`rejected`; tutors go to `tutor_documents`, coaches and mentors to `coach_documents`.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+TUTOR_COLUMNS: tuple[str, ...] = (
+    "provider_id", "version", "display_name", "headline", "city", "country_code", "subjects",
+    "languages", "price_minor", "currency", "rating_avg", "rating_count", "rating_sort",
+    "online", "in_person", "location", "lat", "lng", "availability", "search_vector",
+)  # fmt: skip
+COACH_COLUMNS: tuple[str, ...] = (
+    "provider_id", "version", "kind", "display_name", "headline", "city", "country_code",
+    "expertises", "languages", "price_minor", "currency", "rating_avg", "rating_count",
+    "rating_sort", "online", "in_person", "availability", "search_vector",
+)  # fmt: skip
+
+_SUFFIX_RE = re.compile(r"^[a-z0-9_]{0,40}$")
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectionResult:
+    """What `rebuild_documents` did: documents written and documents removed."""
+
+    upserted: int
+    deleted: int
+
+
+def _table(base: str, suffix: str) -> sql.Identifier:
+    if not _SUFFIX_RE.match(suffix):
+        raise ValueError(f"table suffix must match {_SUFFIX_RE.pattern}, got {suffix!r}")
+    return sql.Identifier(base + suffix)
+
+
+def _cols(columns: Sequence[str]) -> sql.Composed:
+    return sql.SQL(", ").join(map(sql.Identifier, columns))
+
+
+def _upsert(table: sql.Identifier, columns: Sequence[str], kind_filter: str) -> sql.Composed:
+    updates = sql.SQL(", ").join(
+        sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
+        for c in (*columns[1:], "indexed_at")
+    )
+    return sql.SQL(
+        "INSERT INTO {t} AS target ({cols}) "
+        "SELECT {cols} FROM search_document_source "
+        "WHERE provider_id = ANY(%(ids)s) AND searchable AND " + kind_filter + " "
+        "ON CONFLICT (provider_id) DO UPDATE SET {updates} "
+        "WHERE target.version <= EXCLUDED.version"
+    ).format(t=table, cols=_cols(columns), updates=updates)
+
+
+def _delete_stale(table: sql.Identifier, kind_filter: str) -> sql.Composed:
+    return sql.SQL(
+        "DELETE FROM {t} d WHERE d.provider_id = ANY(%(ids)s) AND NOT EXISTS ("
+        "SELECT 1 FROM provider_profiles p JOIN users u ON u.id = p.user_id "
+        "WHERE p.user_id = d.provider_id AND u.active AND p.kyc_status <> 'rejected' AND "
+        + kind_filter.replace("kind", "p.kind")
+        + ")"
+    ).format(t=table)
+
+
+_TUTOR = "kind = 'tutor'"
+_COACH = "kind IN ('coach', 'mentor')"
+
+
+def rebuild_documents(
+    conn: psycopg.Connection[Any], provider_ids: Sequence[uuid.UUID], *, table_suffix: str = ""
+) -> ProjectionResult:
+    """Recompute the documents of `provider_ids` from the source tables, in the caller's
+    transaction (never commits).
+
+    Upserts the document of each searchable provider into its kind's table, guarded by
+    version (an older version never overwrites a newer one; an equal version rewrites, so
+    availability changes land). Deletes the document of a provider that no longer exists,
+    is inactive, was KYC-rejected, or changed kind (from the other table). Returns the
+    number of rows upserted (skipped stale versions do not count) and deleted.
+    """
+    ids = list(dict.fromkeys(provider_ids))
+    if not ids:
+        return ProjectionResult(0, 0)
+    params = {"ids": ids}
+    tutors = _table("tutor_documents", table_suffix)
+    coaches = _table("coach_documents", table_suffix)
+    deleted = 0
+    upserted = 0
+    with conn.cursor() as cur:
+        for table, kind in ((tutors, _TUTOR), (coaches, _COACH)):
+            cur.execute(_delete_stale(table, kind), params)
+            deleted += max(cur.rowcount, 0)
+        cur.execute(_upsert(tutors, TUTOR_COLUMNS, _TUTOR), params)
+        upserted += max(cur.rowcount, 0)
+        cur.execute(_upsert(coaches, COACH_COLUMNS, _COACH), params)
+        upserted += max(cur.rowcount, 0)
+    return ProjectionResult(upserted=upserted, deleted=deleted)
+
+
+def build_all(conn: psycopg.Connection[Any], *, table_suffix: str = "") -> int:
+    """Fill `tutor_documents{suffix}` and `coach_documents{suffix}` from scratch.
+
+    Empties the two tables (creating them `LIKE` the live ones, indexes included, when a
+    suffix names tables that do not exist yet), inserts every searchable provider's
+    document set-based in spatial order (so the geo scans read few heap pages), then
+    ANALYZEs. Runs in the caller's transaction when there is one (the ANALYZE too).
+    Returns the number of documents written (tutors + coaches).
+    """
+    tutors = _table("tutor_documents", table_suffix)
+    coaches = _table("coach_documents", table_suffix)
+    sync_catalogue(conn)
+    total = 0
+    with conn.cursor() as cur:
+        if table_suffix:
+            for live, table in (("tutor_documents", tutors), ("coach_documents", coaches)):
+                cur.execute(
+                    sql.SQL("CREATE TABLE IF NOT EXISTS {} (LIKE {} INCLUDING ALL)").format(
+                        table, sql.Identifier(live)
+                    )
+                )
+        cur.execute(sql.SQL("TRUNCATE {}, {}").format(tutors, coaches))
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO {t} ({cols}) SELECT {cols} FROM search_document_source "
+                "WHERE searchable AND " + _TUTOR + " "
+                # Z-order (geohash) insertion keeps neighbours on the same heap pages.
+                "ORDER BY ST_GeoHash(location::geometry, 8), provider_id"
+            ).format(t=tutors, cols=_cols(TUTOR_COLUMNS))
+        )
+        total += max(cur.rowcount, 0)
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO {t} ({cols}) SELECT {cols} FROM search_document_source "
+                "WHERE searchable AND " + _COACH
+            ).format(t=coaches, cols=_cols(COACH_COLUMNS))
+        )
+        total += max(cur.rowcount, 0)
+        cur.execute(sql.SQL("ANALYZE {}").format(tutors))
+        cur.execute(sql.SQL("ANALYZE {}").format(coaches))
+    return total
+
+
+def sync_catalogue(conn: psycopg.Connection[Any]) -> None:
+    """Upsert `search_catalogue` (slug, facet, labels, indexed words) from
+    `profiles/catalogue.py`, the one source of subjects and expertises."""
+    from profiles.catalogue import EXPERTISES, SUBJECTS, search_terms
+
+    rows = [(e.slug, "subject", e.fr, e.en, search_terms(e.slug)) for e in SUBJECTS] + [
+        (e.slug, "expertise", e.fr, e.en, search_terms(e.slug)) for e in EXPERTISES
+    ]
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO search_catalogue (slug, facet, label_fr, label_en, terms) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (slug) DO UPDATE SET "
+            "facet = EXCLUDED.facet, label_fr = EXCLUDED.label_fr, "
+            "label_en = EXCLUDED.label_en, terms = EXCLUDED.terms "
+            "WHERE (search_catalogue.facet, search_catalogue.label_fr, search_catalogue.label_en,"
+            " search_catalogue.terms) IS DISTINCT FROM "
+            "(EXCLUDED.facet, EXCLUDED.label_fr, EXCLUDED.label_en, EXCLUDED.terms)",
+            rows,
+        )

@@ -1,0 +1,226 @@
+"""Search over HTTP: bad input → 422 naming the parameter, cache behaviour, Redis down."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from search.cache import SearchCache
+from search.schemas import TutorQuery
+from search.service import SearchService
+
+BASE = "/api/v1/search/tutors"
+
+
+@pytest.fixture
+async def api(search_dataset: str, redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client on a fresh app over the module's dataset (no truncation per test)."""
+    from api.app import create_app
+
+    app = create_app()
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            yield c
+
+
+@pytest.mark.parametrize(
+    ("url", "param"),
+    [
+        (BASE + "?lat=48.8", "lng"),
+        (BASE + "?lng=2.3", "lat"),
+        (BASE + "?lat=91&lng=2", "lat"),
+        (BASE + "?lat=-90.5&lng=2", "lat"),
+        (BASE + "?lat=48&lng=2&radius_km=0", "radius_km"),
+        (BASE + "?lat=48&lng=2&radius_km=-3", "radius_km"),
+        (BASE + "?lat=48&lng=2&radius_km=500.1", "radius_km"),
+        (BASE + "?lat=abc&lng=2", "lat"),
+        (BASE + "?min_price=5000&max_price=1000", "min_price"),
+        (BASE + "?sort=cheapest", "sort"),
+        (BASE + "?sort=distance", "sort"),
+        (BASE + "?subject=Math%20s", "subject"),
+        (BASE + "?subject=basket-weaving", "subject"),
+        (BASE + "?cursor=not-a-cursor", "cursor"),
+        (BASE + "?cursor=eyJ2IjoxfQ.AAAA", "cursor"),
+        (BASE + "?limit=0", "limit"),
+        (BASE + "?limit=101", "limit"),
+        (BASE + "?language=xx", "language"),
+        (BASE + "?currency=EURO", "currency"),
+        (BASE + "?min_rating=6", "min_rating"),
+        (BASE + "?mode=teleport", "mode"),
+        (BASE + "?available_from=2030-03-05T10:00:00Z&available_to=2030-03-05T09:00:00Z", "available_to"),
+        (BASE + "?available_from=2030-03-05T10:00:00", "available_from"),
+        (BASE + "/map?bbox=3,48,2,49&zoom=5", "bbox"),
+        (BASE + "/map?bbox=2,49,3,48&zoom=5", "bbox"),
+        (BASE + "/map?bbox=2,48,3&zoom=5", "bbox"),
+        (BASE + "/map?bbox=2,48,3,49&zoom=23", "zoom"),
+        ("/api/v1/search/coaches?kind=guru", "kind"),
+        ("/api/v1/search/coaches?expertise=mathematics", "expertise"),
+    ],
+)
+async def test_bad_input_is_a_422_naming_the_parameter(
+    api: httpx.AsyncClient, url: str, param: str
+) -> None:
+    r = await api.get(url)
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    body = r.json()
+    assert body["code"] == "validation_error"
+    assert param in {e["param"] for e in body["errors"]}
+    assert all(e["in"] == "query" for e in body["errors"])
+
+
+async def test_foreign_cursor_is_rejected(api: httpx.AsyncClient) -> None:
+    first = (await api.get(BASE, params={"sort": "price", "limit": 2})).json()
+    assert first["next_cursor"]
+    ok = await api.get(BASE, params={"sort": "price", "limit": 5, "cursor": first["next_cursor"]})
+    assert ok.status_code == 200  # limit may change between pages
+    other = await api.get(
+        BASE, params={"sort": "price", "currency": "EUR", "cursor": first["next_cursor"]}
+    )
+    assert other.status_code == 422
+    assert other.json()["errors"][0]["param"] == "cursor"
+    tampered = first["next_cursor"][:-2] + ("AA" if not first["next_cursor"].endswith("AA") else "BB")
+    assert (await api.get(BASE, params={"sort": "price", "cursor": tampered})).status_code == 422
+
+
+async def test_response_shape(api: httpx.AsyncClient) -> None:
+    r = await api.get(BASE, params={"lat": 48.8566, "lng": 2.3522, "radius_km": 20, "limit": 3})
+    assert r.status_code == 200
+    body = r.json()
+    assert set(body) == {"items", "facets", "total", "next_cursor", "engine", "cached", "took_ms"}
+    assert body["engine"] == "postgres"
+    item = body["items"][0]
+    assert set(item) == {
+        "id", "display_name", "headline", "subjects", "languages", "price", "rating", "online",
+        "in_person", "location", "city", "country_code", "distance_km",
+    }  # fmt: skip
+    assert item["distance_km"] <= 20
+    assert set(body["facets"]) == {"rating", "price", "subjects", "languages"}
+    assert [b["key"] for b in body["facets"]["rating"]] == ["1-2", "2-3", "3-4", "4-5"]
+    coaches = (await api.get("/api/v1/search/coaches", params={"limit": 2})).json()
+    assert set(coaches["items"][0]) == {
+        "id", "kind", "display_name", "headline", "expertises", "languages", "price", "rating",
+        "online", "in_person", "city", "country_code",
+    }  # fmt: skip
+    assert set(coaches["facets"]) == {"rating", "price", "expertises", "languages"}
+
+
+async def test_equivalent_spellings_share_one_cache_entry(api: httpx.AsyncClient) -> None:
+    a = await api.get(
+        BASE + "?lat=48.8566&lng=2.3522&subject=physics&subject=mathematics&language=FR&q=Mathé"
+    )
+    assert a.json()["cached"] is False
+    b = await api.get(
+        BASE + "?q=%20MATHE%20&language=fr&subject=mathematics,physics&lng=2.3522&lat=48.8566"
+        "&radius_km=25&limit=20&sort=relevance"
+    )
+    assert b.json()["cached"] is True
+    assert b.json()["items"] == a.json()["items"]
+
+
+async def test_generation_bump_invalidates(api: httpx.AsyncClient) -> None:
+    from core.redis import get_async_redis
+
+    url = BASE + "?subject=music"
+    assert (await api.get(url)).json()["cached"] is False
+    assert (await api.get(url)).json()["cached"] is True
+    await SearchCache(get_async_redis(), "postgres").bump_generation()
+    assert (await api.get(url)).json()["cached"] is False
+    assert (await api.get(url)).json()["cached"] is True
+
+
+async def test_hits_and_misses_are_in_metrics(api: httpx.AsyncClient) -> None:
+    await api.get(BASE + "?subject=latin")
+    await api.get(BASE + "?subject=latin")
+    text = (await api.get("/metrics")).text
+    assert 'educonnect_search_cache_total{endpoint="tutors",result="hit"}' in text
+    assert 'educonnect_search_cache_total{endpoint="tutors",result="miss"}' in text
+
+
+class _Counting:
+    name = "postgres"
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    async def search_tutors(self, q: TutorQuery) -> Any:
+        self.calls += 1
+        await asyncio.sleep(0)  # let the other requests reach the cache first
+        return await self.inner.search_tutors(q)
+
+
+async def test_concurrent_misses_compute_once(search_dataset: str, redis_url: str) -> None:
+    import redis.asyncio as aioredis
+
+    from search.postgres import PostgresEngine
+
+    engine = await PostgresEngine.open(search_dataset, min_size=1, max_size=4)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        counting = _Counting(engine)
+        service = SearchService(counting, SearchCache(client, "postgres"))  # type: ignore[arg-type]
+        q = TutorQuery(subject="chemistry", lat=45.764, lng=4.8357)
+        bodies = await asyncio.gather(*(service.search_tutors(q) for _ in range(12)))
+        assert counting.calls == 1
+        assert len({b.split(b'"cached"')[0] for b in bodies}) == 1
+    finally:
+        await engine.close()
+        await client.aclose()
+
+
+async def test_redis_down_answers_from_postgres(search_dataset: str) -> None:
+    import redis.asyncio as aioredis
+
+    from search.postgres import PostgresEngine
+
+    engine = await PostgresEngine.open(search_dataset, min_size=1, max_size=2)
+    dead = aioredis.Redis.from_url(
+        "redis://127.0.0.1:1/0", socket_connect_timeout=0.2, socket_timeout=0.2
+    )
+    try:
+        service = SearchService(engine, SearchCache(dead, "postgres"))
+        body = await service.search_tutors(TutorQuery(subject="mathematics"))
+        assert b'"cached":false' in body
+        assert b'"total":' in body
+    finally:
+        await engine.close()
+        await dead.aclose()
+
+
+async def test_redis_down_over_http_is_200(
+    search_dataset: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from api.app import create_app
+    from core import redis as core_redis
+    from core.settings import get_settings
+
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    get_settings.cache_clear()
+    core_redis._async_client.cache_clear()
+    try:
+        app = create_app()
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                r = await c.get(BASE, params={"subject": "physics"})
+        assert r.status_code == 200
+        assert r.json()["cached"] is False
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+        core_redis._async_client.cache_clear()
+
+
+async def test_map_viewport_is_snapped_for_the_cache(api: httpx.AsyncClient) -> None:
+    a = await api.get(BASE + "/map", params={"bbox": "2.01,48.01,2.99,48.99", "zoom": 6})
+    b = await api.get(BASE + "/map", params={"bbox": "2.02,48.02,2.98,48.97", "zoom": 6})
+    assert a.status_code == b.status_code == 200
+    assert a.json()["cached"] is False
+    assert b.json()["cached"] is True
+    assert a.json()["mode"] == "clusters"

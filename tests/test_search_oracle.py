@@ -1,0 +1,271 @@
+"""The PostgreSQL engine against an independent Python oracle (hypothesis).
+
+The oracle loads the source rows (profiles and open slots, not the search tables), computes
+WGS84 geodesic distances with geographiclib, applies the same filters, sorts with the id as
+tie-break and counts every facet. Text (`q`) is left to `test_search_text.py`: the oracle
+cannot stem French without re-implementing Snowball.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from geographiclib.geodesic import Geodesic
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from profiles.catalogue import EXPERTISES, SUBJECTS
+from search.facets import RATING_BUCKETS, rating_bucket
+from search.schemas import CoachQuery, TutorQuery
+from tests.conftest import EngineThread
+
+CENTRES = [(48.8566, 2.3522), (45.764, 4.8357), (50.8503, 4.3517), (46.2044, 6.1432),
+           (45.5017, -73.5673), (14.7167, -17.4677), (51.5074, -0.1278), (40.7128, -74.006)]  # fmt: skip
+LANGS = ["fr", "en", "es", "de", "ar", "nl", "it", "wo"]
+T0 = datetime(2030, 3, 4, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def source(search_dataset: str) -> dict[str, list[dict[str, Any]]]:
+    with psycopg.connect(search_dataset) as conn:
+        slots: dict[uuid.UUID, list[tuple[datetime, datetime]]] = {}
+        for pid, s, e in conn.execute(
+            "SELECT provider_id, starts_at, ends_at FROM availability_slots WHERE status = 'open'"
+        ):
+            slots.setdefault(pid, []).append((s, e))
+        rows = conn.execute(
+            "SELECT p.user_id, p.kind, p.subjects, p.expertises, p.languages,"
+            " p.hourly_rate_minor, p.currency, p.rating_avg, p.online, p.in_person,"
+            " ST_Y(p.location::geometry), ST_X(p.location::geometry)"
+            " FROM provider_profiles p JOIN users u ON u.id = p.user_id"
+            " WHERE u.active AND p.kyc_status <> 'rejected'"
+        ).fetchall()
+    out: dict[str, list[dict[str, Any]]] = {"tutor": [], "coach": []}
+    for r in rows:
+        d = {
+            "id": str(r[0]), "kind": r[1], "cat": r[2] if r[1] == "tutor" else r[3],
+            "languages": r[4], "price": r[5], "currency": r[6],
+            "rating": float(r[7]) if r[7] is not None else None, "online": r[8],
+            "in_person": r[9], "lat": r[10], "lng": r[11], "slots": slots.get(r[0], []),
+        }  # fmt: skip
+        out["tutor" if r[1] == "tutor" else "coach"].append(d)
+    return out
+
+
+def _match(d: dict[str, Any], q: Any) -> bool:
+    if q.min_price is not None and d["price"] < q.min_price:
+        return False
+    if q.max_price is not None and d["price"] > q.max_price:
+        return False
+    if q.currency and d["currency"] != q.currency:
+        return False
+    if q.min_rating is not None and (d["rating"] is None or d["rating"] < q.min_rating):
+        return False
+    if q.mode == "online" and not d["online"]:
+        return False
+    if q.mode == "in_person" and not d["in_person"]:
+        return False
+    if q.available_from or q.available_to:
+        lo = q.available_from or datetime.min.replace(tzinfo=UTC)
+        hi = q.available_to or datetime.max.replace(tzinfo=UTC)
+        if not any(s < hi and e > lo for s, e in d["slots"]):
+            return False
+    return not (getattr(q, "kind", ()) and d["kind"] not in q.kind)
+
+
+def oracle(docs: list[dict[str, Any]], q: Any, cat_sel: tuple[str, ...]) -> dict[str, Any]:
+    """Expected ordered ids, total and facets for `q`."""
+    base = []
+    for d in docs:
+        if not _match(d, q):
+            continue
+        dist = None
+        if getattr(q, "lat", None) is not None:
+            dist = Geodesic.WGS84.Inverse(q.lat, q.lng, d["lat"], d["lng"])["s12"]
+            if dist > q.radius_km * 1000:
+                continue
+        c_ok = not cat_sel or bool(set(d["cat"]) & set(cat_sel))
+        l_ok = not q.language or bool(set(d["languages"]) & set(q.language))
+        base.append((d, dist, c_ok, l_ok))
+    hits = [(d, dist) for d, dist, c, l in base if c and l]
+    if q.sort == "distance":
+        hits.sort(key=lambda x: (x[1], x[0]["id"]))
+    elif q.sort == "rating":
+        hits.sort(key=lambda x: (-(x[0]["rating"] or 0), x[0]["id"]))
+    else:
+        hits.sort(key=lambda x: (x[0]["price"], x[0]["id"]))
+    cat: Counter[str] = Counter()
+    lang: Counter[str] = Counter()
+    for d, _, c, l in base:
+        if l:
+            cat.update(d["cat"])
+        if c:
+            lang.update(d["languages"])
+    rating: Counter[int] = Counter()
+    price: dict[str, list[int]] = {}
+    for d, _ in hits:
+        b = rating_bucket(d["rating"])
+        if b is not None:
+            rating[b] += 1
+        price.setdefault(d["currency"], []).append(d["price"])
+    for v in cat_sel:
+        cat.setdefault(v, 0)
+    for v in q.language:
+        lang.setdefault(v, 0)
+    return {
+        "ids": [d["id"] for d, _ in hits],
+        "total": len(hits),
+        "cat": dict(cat),
+        "lang": dict(lang),
+        "rating": [rating.get(i, 0) for i in range(len(RATING_BUCKETS))],
+        "price": {c: (len(v), min(v), max(v), round(sum(v) / len(v), 2)) for c, v in price.items()},
+    }
+
+
+def _check(got_pages: list[Any], exp: dict[str, Any], facet: str) -> None:
+    first = got_pages[0]
+    assert first.total == exp["total"]
+    ids = [i["id"] for p in got_pages for i in p.items]
+    assert ids == exp["ids"][: len(ids)]
+    if got_pages[-1].next_cursor is None:
+        assert len(ids) == exp["total"]
+    f = first.facets
+    assert {x["value"]: x["count"] for x in f[facet]} == exp["cat"]
+    assert {x["value"]: x["count"] for x in f["languages"]} == exp["lang"]
+    assert [x["count"] for x in f["rating"]] == exp["rating"]
+    assert {x["currency"]: (x["count"], x["min"], x["max"], x["avg"]) for x in f["price"]} == exp[
+        "price"
+    ]
+
+
+def _walk(et: EngineThread, method: str, q: Any, max_pages: int = 6) -> list[Any]:
+    pages = [et.run(getattr(et.engine, method)(q))]
+    while pages[-1].next_cursor and len(pages) < max_pages:
+        q = q.model_copy(update={"cursor": pages[-1].next_cursor})
+        pages.append(et.run(getattr(et.engine, method)(q)))
+    return pages
+
+
+_filters = {
+    "language": st.lists(st.sampled_from(LANGS), max_size=2),
+    "min_price": st.one_of(st.none(), st.integers(0, 6000)),
+    "max_price": st.one_of(st.none(), st.integers(2000, 20000)),
+    "currency": st.one_of(st.none(), st.sampled_from(["EUR", "CAD", "XOF", "GBP"])),
+    "min_rating": st.one_of(st.none(), st.sampled_from([1.0, 3.5, 4.2, 4.87, 5.0])),
+    "mode": st.one_of(st.none(), st.sampled_from(["online", "in_person"])),
+    "window": st.one_of(st.none(), st.tuples(st.integers(0, 27 * 24), st.integers(1, 72))),
+    "limit": st.integers(1, 60),
+}
+
+
+def _common(draw: Any) -> dict[str, Any]:
+    d: dict[str, Any] = {k: draw(v) for k, v in _filters.items() if k != "window"}
+    if d["min_price"] is not None and d["max_price"] is not None and d["min_price"] > d["max_price"]:
+        d["min_price"], d["max_price"] = d["max_price"], d["min_price"]
+    w = draw(_filters["window"])
+    if w:
+        d["available_from"] = (T0 + timedelta(hours=w[0])).isoformat()
+        d["available_to"] = (T0 + timedelta(hours=w[0] + w[1])).isoformat()
+    return d
+
+
+@st.composite
+def tutor_queries(draw: Any) -> TutorQuery:
+    d = _common(draw)
+    d["subject"] = draw(st.lists(st.sampled_from([e.slug for e in SUBJECTS]), max_size=2))
+    if draw(st.booleans()) or True:
+        lat, lng = draw(st.sampled_from(CENTRES))
+        d["lat"] = lat + draw(st.floats(-0.05, 0.05))
+        d["lng"] = lng + draw(st.floats(-0.05, 0.05))
+        d["radius_km"] = draw(st.sampled_from([0.5, 2.0, 5.0, 12.5, 40.0, 500.0]))
+    d["sort"] = draw(st.sampled_from(["distance", "rating", "price"]))
+    return TutorQuery(**d)
+
+
+@st.composite
+def coach_queries(draw: Any) -> CoachQuery:
+    d = _common(draw)
+    d["expertise"] = draw(st.lists(st.sampled_from([e.slug for e in EXPERTISES]), max_size=2))
+    d["kind"] = draw(st.lists(st.sampled_from(["coach", "mentor"]), max_size=1))
+    d["sort"] = draw(st.sampled_from(["rating", "price"]))
+    return CoachQuery(**d)
+
+
+_SETTINGS = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@_SETTINGS
+@given(q=tutor_queries())
+def test_tutors_match_the_oracle(engine_thread: EngineThread, source: Any, q: TutorQuery) -> None:
+    exp = oracle(source["tutor"], q, q.subject)
+    _check(_walk(engine_thread, "search_tutors", q), exp, "subjects")
+
+
+@_SETTINGS
+@given(q=coach_queries())
+def test_coaches_match_the_oracle(engine_thread: EngineThread, source: Any, q: CoachQuery) -> None:
+    exp = oracle(source["coach"], q, q.expertise)
+    _check(_walk(engine_thread, "search_coaches", q), exp, "expertises")
+
+
+def test_no_position_lists_every_tutor_by_rating(engine_thread: EngineThread, source: Any) -> None:
+    q = TutorQuery(limit=100)
+    exp = oracle(source["tutor"], q, ())
+    _check(_walk(engine_thread, "search_tutors", q, max_pages=3), exp, "subjects")
+
+
+def test_facets_ignore_their_own_filter(engine_thread: EngineThread) -> None:
+    paris = {"lat": 48.8566, "lng": 2.3522, "radius_km": 30}
+    unfiltered = engine_thread.run(engine_thread.engine.search_tutors(TutorQuery(**paris)))
+    maths = engine_thread.run(
+        engine_thread.engine.search_tutors(TutorQuery(**paris, subject="mathematics"))
+    )
+    both = engine_thread.run(
+        engine_thread.engine.search_tutors(TutorQuery(**paris, subject="mathematics,physics"))
+    )
+    counts = {x["value"]: x["count"] for x in unfiltered.facets["subjects"]}
+    # the subject facet is the same with or without a subject filter (disjunctive) …
+    assert {x["value"]: x["count"] for x in maths.facets["subjects"]} == counts
+    assert maths.total == counts["mathematics"]
+    # … ticking a second subject widens the results (OR within a facet)
+    assert both.total > maths.total
+    # while the language facet does apply the subject filter
+    assert sum(x["count"] for x in maths.facets["languages"]) < sum(
+        x["count"] for x in unfiltered.facets["languages"]
+    )
+
+
+def test_empty_result(engine_thread: EngineThread) -> None:
+    r = engine_thread.run(
+        engine_thread.engine.search_tutors(TutorQuery(lat=-40.0, lng=-140.0, radius_km=100))
+    )
+    assert (r.items, r.total, r.next_cursor) == ([], 0, None)
+    assert [b["count"] for b in r.facets["rating"]] == [0, 0, 0, 0]
+    assert r.facets["price"] == [] and r.facets["subjects"] == [] and r.facets["languages"] == []
+
+
+def test_map_total_matches_the_list(engine_thread: EngineThread) -> None:
+    from search.schemas import TutorMapQuery
+
+    filters = {"subject": "mathematics", "min_rating": 4}
+    listed = engine_thread.run(engine_thread.engine.search_tutors(TutorQuery(**filters)))
+    for zoom in (2, 14):
+        m = engine_thread.run(
+            engine_thread.engine.tutor_map(
+                TutorMapQuery(**filters, bbox="-180,-90,180,90", zoom=zoom)
+            )
+        )
+        assert m.total == listed.total
+        assert m.mode == ("clusters" if zoom == 2 else "points")
+        if m.mode == "clusters":
+            assert sum(c["count"] for c in m.clusters) == listed.total
+            for c in m.clusters:
+                b = c["bounds"]
+                assert b["min_lat"] <= c["centroid"]["lat"] <= b["max_lat"]
