@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/educonnect
 export REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: install services migrate seed run test lint typecheck format bench-seed clean
+.PHONY: install services migrate seed run test lint typecheck format bench-seed clean bench-indexer
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -64,3 +64,6 @@ bench-seed: install services  ## seed 100,000 providers into a scratch database 
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache artifacts
+
+bench-indexer: install services  ## relay freshness at 200 writes/s and catch-up throughput
+	$(BIN)/python -m loadtests.bench_indexer

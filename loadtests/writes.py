@@ -28,7 +28,11 @@ def provider_ids(conn: psycopg.Connection[Any]) -> list[uuid.UUID]:
 
 
 def random_write(
-    conn: psycopg.Connection[Any], rng: random.Random, ids: list[uuid.UUID], *, allow_destructive: bool = True
+    conn: psycopg.Connection[Any],
+    rng: random.Random,
+    ids: list[uuid.UUID],
+    *,
+    allow_destructive: bool = True,
 ) -> str:
     """Apply one random write in its own transaction on `conn`; returns its event type.
 
@@ -56,7 +60,9 @@ def random_write(
             event = "provider.rated"
         elif roll < 0.70:
             langs = sorted(rng.sample(["fr", "en", "es", "de", "ar", "it"], rng.randint(1, 3)))
-            conn.execute("UPDATE provider_profiles SET languages = %s WHERE user_id = %s", (langs, pid))
+            conn.execute(
+                "UPDATE provider_profiles SET languages = %s WHERE user_id = %s", (langs, pid)
+            )
             event = "provider.updated"
         elif roll < 0.90:
             start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(

@@ -167,7 +167,9 @@ def search_dataset(database_url: str) -> Iterator[str]:
 
     truncate_all(database_url)
     with psycopg.connect(database_url, autocommit=True) as conn:
-        seed(conn, SeedParams(tutors=2500, coaches=500, students=20, seed=11, start=date(2030, 3, 4)))
+        seed(
+            conn, SeedParams(tutors=2500, coaches=500, students=20, seed=11, start=date(2030, 3, 4))
+        )
         with conn.transaction():
             build_all(conn)
     yield database_url

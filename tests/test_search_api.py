@@ -52,7 +52,10 @@ async def api(search_dataset: str, redis_url: str) -> AsyncIterator[httpx.AsyncC
         (BASE + "?currency=EURO", "currency"),
         (BASE + "?min_rating=6", "min_rating"),
         (BASE + "?mode=teleport", "mode"),
-        (BASE + "?available_from=2030-03-05T10:00:00Z&available_to=2030-03-05T09:00:00Z", "available_to"),
+        (
+            BASE + "?available_from=2030-03-05T10:00:00Z&available_to=2030-03-05T09:00:00Z",
+            "available_to",
+        ),
         (BASE + "?available_from=2030-03-05T10:00:00", "available_from"),
         (BASE + "/map?bbox=3,48,2,49&zoom=5", "bbox"),
         (BASE + "/map?bbox=2,49,3,48&zoom=5", "bbox"),
@@ -84,7 +87,9 @@ async def test_foreign_cursor_is_rejected(api: httpx.AsyncClient) -> None:
     )
     assert other.status_code == 422
     assert other.json()["errors"][0]["param"] == "cursor"
-    tampered = first["next_cursor"][:-2] + ("AA" if not first["next_cursor"].endswith("AA") else "BB")
+    tampered = first["next_cursor"][:-2] + (
+        "AA" if not first["next_cursor"].endswith("AA") else "BB"
+    )
     assert (await api.get(BASE, params={"sort": "price", "cursor": tampered})).status_code == 422
 
 

@@ -93,12 +93,18 @@ def test_version_guard_and_deletes(db: psycopg.Connection[Any]) -> None:
     with db.transaction():
         assert rebuild_documents(db, [pid]).upserted == 1
     # a newer document already indexed is never overwritten by an older source version
-    db.execute("UPDATE tutor_documents SET version = 9, display_name = 'Newer' WHERE provider_id = %s", (pid,))
+    db.execute(
+        "UPDATE tutor_documents SET version = 9, display_name = 'Newer' WHERE provider_id = %s",
+        (pid,),
+    )
     with db.transaction():
         assert rebuild_documents(db, [pid]).upserted == 0
     assert db.execute("SELECT display_name FROM tutor_documents").fetchone() == ("Newer",)
     # kind change moves the document to the other table
-    db.execute("UPDATE provider_profiles SET kind = 'coach', expertises = '{leadership}', version = 10 WHERE user_id = %s", (pid,))
+    db.execute(
+        "UPDATE provider_profiles SET kind = 'coach', expertises = '{leadership}', version = 10 WHERE user_id = %s",
+        (pid,),
+    )
     with db.transaction():
         r = rebuild_documents(db, [pid])
     assert (r.upserted, r.deleted) == (1, 1)
@@ -137,7 +143,9 @@ def test_availability_is_open_future_slots(db: psycopg.Connection[Any]) -> None:
 # ---------------------------------------------------------------- text
 
 
-def test_text_folds_accents_prefixes_and_stems(db: psycopg.Connection[Any], et: EngineThread) -> None:
+def test_text_folds_accents_prefixes_and_stems(
+    db: psycopg.Connection[Any], et: EngineThread
+) -> None:
     maths = provider(db, headline="Professeur de mathématiques", subjects=["mathematics"])
     phys = provider(db, headline="Cours de physique", subjects=["physics"], name="Paul Durand")
     eng = provider(db, headline="Friendly lessons for teenagers", subjects=["english"],
@@ -176,7 +184,9 @@ def test_radius_boundary(db: psycopg.Connection[Any], et: EngineThread) -> None:
     lat0, lng0 = 45.0, 5.0
     inside = provider(db, lat=_place(lat0, lng0, 30, 4995)[0], lng=_place(lat0, lng0, 30, 4995)[1])
     at = provider(db, lat=_place(lat0, lng0, 120, 5000)[0], lng=_place(lat0, lng0, 120, 5000)[1])
-    outside = provider(db, lat=_place(lat0, lng0, 250, 5005)[0], lng=_place(lat0, lng0, 250, 5005)[1])
+    outside = provider(
+        db, lat=_place(lat0, lng0, 250, 5005)[0], lng=_place(lat0, lng0, 250, 5005)[1]
+    )
     with db.transaction():
         build_all(db)
     (d,) = db.execute(
@@ -207,7 +217,9 @@ def test_antimeridian_and_poles(db: psycopg.Connection[Any], et: EngineThread) -
 # ---------------------------------------------------------------- cursor
 
 
-def test_cursor_walk_is_stable_when_rows_change(db: psycopg.Connection[Any], et: EngineThread) -> None:
+def test_cursor_walk_is_stable_when_rows_change(
+    db: psycopg.Connection[Any], et: EngineThread
+) -> None:
     ratings = [4.9, 4.5, 4.5, 4.5, 3.0, 3.0, None, 2.0, 4.5, 5.0, 1.5, None]
     ids = [provider(db, rating=r, price=1000 + i) for i, r in enumerate(ratings)]
     with db.transaction():
@@ -221,7 +233,9 @@ def test_cursor_walk_is_stable_when_rows_change(db: psycopg.Connection[Any], et:
     with db.transaction():
         db.execute("UPDATE users SET active = false WHERE id = %s", (unseen,))
         newcomer = provider(db, rating=1.0)
-        db.execute("UPDATE provider_profiles SET hourly_rate_minor = 9999 WHERE user_id = %s", (seen[0],))
+        db.execute(
+            "UPDATE provider_profiles SET hourly_rate_minor = 9999 WHERE user_id = %s", (seen[0],)
+        )
         rebuild_documents(db, [uuid.UUID(unseen), newcomer, uuid.UUID(seen[0])])
     while page.next_cursor:
         page = et.run(et.engine.search_tutors(q.model_copy(update={"cursor": page.next_cursor})))

@@ -165,7 +165,11 @@ _filters = {
 
 def _common(draw: Any) -> dict[str, Any]:
     d: dict[str, Any] = {k: draw(v) for k, v in _filters.items() if k != "window"}
-    if d["min_price"] is not None and d["max_price"] is not None and d["min_price"] > d["max_price"]:
+    if (
+        d["min_price"] is not None
+        and d["max_price"] is not None
+        and d["min_price"] > d["max_price"]
+    ):
         d["min_price"], d["max_price"] = d["max_price"], d["min_price"]
     w = draw(_filters["window"])
     if w:
