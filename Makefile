@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/educonnect
 export REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: install services migrate seed run test lint typecheck format bench-seed bench-search clean
+.PHONY: install services migrate seed run test lint typecheck format bench-seed bench-search bench-indexer clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -67,3 +67,6 @@ bench-search: install services  ## seed 200k tutors + 50k coaches, time the sear
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache artifacts
+
+bench-indexer: install services  ## relay freshness at 200 writes/s and catch-up throughput
+	$(BIN)/python -m loadtests.bench_indexer

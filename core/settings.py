@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8000, ge=1, le=65535)
     readiness_timeout_s: float = Field(default=2.0, gt=0, le=30)
     secret_key: str = Field(default="dev-only-change-me-0123456789abcdef", min_length=16)
+    # Outbox relay (indexer/relay.py)
+    indexer_partitions: int = Field(default=1, ge=1, le=64)
+    indexer_batch_size: int = Field(default=1000, ge=1, le=20_000)
+    indexer_poll_interval_s: float = Field(default=1.0, gt=0, le=60)
+    indexer_metrics_port: int = Field(default=9108, ge=0, le=65535)
+    outbox_retention_s: float = Field(default=3600.0, ge=0)
     search_engine: Literal["postgres"] = "postgres"
     search_cache_enabled: bool = True
     search_cache_ttl_s: int = Field(default=60, ge=1, le=86400)

@@ -1,2 +1,1 @@
-"""The indexer: projections (provider → search document) and, later, the outbox relay,
-sinks and reindex tasks."""
+"""The indexer: outbox relay, projections (provider -> search document), sinks, reindex."""

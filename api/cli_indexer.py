@@ -1,0 +1,175 @@
+"""`educonnect indexer …`: run the outbox relay, show its status, repartition it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import psycopg
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from core.logging import configure_logging, get_logger
+from core.settings import get_settings
+
+indexer_app = typer.Typer(no_args_is_help=True, help="The outbox relay (streaming indexer).")
+console = Console()
+log = get_logger(__name__)
+
+
+def _connect(application_name: str = "educonnect-cli") -> psycopg.Connection[Any]:
+    return psycopg.connect(
+        get_settings().libpq_database_url, autocommit=True, application_name=application_name
+    )
+
+
+def relay_on_commit(engine: str = "postgres") -> Callable[[], None]:
+    """The post-commit hook of a relay: bump `engine`'s search cache generation.
+
+    Redis down is logged and tolerated: the cache then serves nothing new (its reads fail
+    too) and its TTL bounds any staleness once Redis is back.
+    """
+    from search.cache import bump_generation_sync
+
+    from core.redis import get_sync_redis
+
+    def bump() -> None:
+        try:
+            bump_generation_sync(get_sync_redis(), engine)
+        except Exception as exc:
+            log.warning("cache_generation_bump_failed", error=repr(exc))
+
+    return bump
+
+
+def _samples_writer(path: Path) -> Callable[[Sequence[Any], datetime], None]:
+    out = path.open("a", buffering=1)
+
+    def write(events: Sequence[Any], visible_at: datetime) -> None:
+        v = visible_at.timestamp()
+        out.write("".join(f"{e.created_at.timestamp():.6f} {v:.6f}\n" for e in events))
+
+    return write
+
+
+@indexer_app.command("run")
+def run(
+    consumer: Annotated[str, typer.Option(help="Consumer (sink) name")] = "postgres",
+    partitions: Annotated[
+        int | None, typer.Option(min=1, help="Default INDEXER_PARTITIONS")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Default INDEXER_BATCH_SIZE")
+    ] = None,
+    once: Annotated[bool, typer.Option("--once", help="Drain what is there, then exit")] = False,
+    samples_file: Annotated[
+        Path | None,
+        typer.Option(help="Append 'created_at visible_at' (epoch s) per event (benchmarks)"),
+    ] = None,
+) -> None:
+    """Apply outbox events to the search tables, in commit order, until stopped (SIGTERM)."""
+    from prometheus_client import start_http_server
+
+    from indexer.relay import PostgresSink, Relay, RelayConfig, StopFlag, run_forever
+
+    configure_logging()
+    s = get_settings()
+    if consumer != "postgres":
+        raise typer.BadParameter(f"unknown consumer {consumer!r} (known: postgres)")
+    cfg = RelayConfig(
+        consumer=consumer,
+        partitions=partitions or s.indexer_partitions,
+        batch_size=batch_size or s.indexer_batch_size,
+        poll_interval_s=s.indexer_poll_interval_s,
+        retention_s=s.outbox_retention_s,
+    )
+    conn, listen = _connect("educonnect-indexer"), _connect("educonnect-indexer-listen")
+    try:
+        relay = Relay(
+            conn,
+            PostgresSink(),
+            cfg,
+            on_commit=relay_on_commit(),
+            on_batch=_samples_writer(samples_file) if samples_file else None,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if once:
+        t0 = time.perf_counter()
+        n = relay.drain()
+        seconds = time.perf_counter() - t0
+        relay.maintenance(force=True)
+        console.print(
+            f"applied {n} events in {seconds:.2f} s ({n / max(seconds, 1e-9):,.0f} events/s)"
+        )
+        return
+    if s.indexer_metrics_port:
+        start_http_server(s.indexer_metrics_port, addr="127.0.0.1")
+    log.info("indexer_started", consumer=consumer, partitions=cfg.partitions)
+    run_forever(relay, listen, stop=StopFlag())
+    log.info("indexer_stopped", consumer=consumer)
+
+
+@indexer_app.command("status")
+def status() -> None:
+    """Checkpoints, lag (events and seconds) and outbox size of every consumer."""
+    from indexer import repository as repo
+
+    with _connect() as conn:
+        cps = repo.checkpoints(conn)
+        size = conn.execute("SELECT count(*) FROM outbox").fetchone()
+        consumers = sorted({c.consumer for c in cps})
+        lags = {c: repo.consumer_lag(conn, c) for c in consumers}
+    table = Table("consumer", "partitions", "applied", "lag events", "lag s", "last batch")
+    for c in consumers:
+        mine = [cp for cp in cps if cp.consumer == c]
+        table.add_row(
+            c,
+            str(mine[0].partitions),
+            str(lags[c].applied),
+            str(lags[c].events),
+            f"{lags[c].seconds:.2f}",
+            max(cp.updated_at for cp in mine).isoformat(timespec="seconds"),
+        )
+    console.print(table)
+    console.print(f"outbox rows kept: {size[0] if size else 0}")
+    if not consumers:
+        console.print("no consumer has run yet")
+
+
+@indexer_app.command("reset")
+def reset(
+    consumer: Annotated[str, typer.Option(help="Consumer to repartition")] = "postgres",
+    partitions: Annotated[int, typer.Option(min=1, help="New partition count")] = 1,
+) -> None:
+    """Repartition a drained consumer (stop its relays first). Refuses while events are
+    pending (exit 2).
+
+    The new checkpoints start at the *lowest* old one: below it every transaction had
+    finished when it was written, so nothing can be skipped; events between the lowest and
+    the highest are applied again, which the idempotent sinks absorb."""
+    from indexer import repository as repo
+
+    with _connect() as conn, conn.transaction():
+        conn.execute("LOCK TABLE indexer_checkpoints IN EXCLUSIVE MODE")
+        lag = repo.consumer_lag(conn, consumer)
+        if lag.events:
+            raise typer.BadParameter(f"{lag.events} events pending for {consumer!r}; drain first")
+        conn.execute(
+            """
+            WITH old AS (DELETE FROM indexer_checkpoints WHERE consumer = %(c)s RETURNING *),
+            top AS (SELECT txid, outbox_id FROM old ORDER BY txid, outbox_id LIMIT 1),
+            total AS (SELECT coalesce(sum(events), 0) AS events FROM old)
+            INSERT INTO indexer_checkpoints (consumer, partition, partitions, txid, outbox_id, events)
+            SELECT %(c)s, p, %(n)s, coalesce((SELECT txid FROM top), '0'::xid8),
+                   coalesce((SELECT outbox_id FROM top), 0),
+                   CASE WHEN p = 0 THEN (SELECT events FROM total) ELSE 0 END
+            FROM generate_series(0, %(n)s - 1) AS p
+            """,
+            {"c": consumer, "n": partitions},
+        )
+    console.print(f"{consumer}: {partitions} partition(s)")

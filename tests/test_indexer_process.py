@@ -1,0 +1,235 @@
+"""The streaming indexer end to end: the relay as a real process (kill -9 mid-batch and
+restart), replays, out-of-order versions, deletions, and visibility through the search API.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import date
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from api.cli_indexer import relay_on_commit
+from indexer.projection import COACH_COLUMNS, TUTOR_COLUMNS, build_all, rebuild_documents
+from indexer.relay import PostgresSink, Relay, RelayConfig
+from loadtests.writes import provider_ids, random_write
+from profiles.seed import SeedParams, seed
+from tests.conftest import TEST_REDIS_URL
+
+START = date(2030, 3, 4)
+
+
+@pytest.fixture
+def market(db: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
+    """A small seeded marketplace with its documents built from scratch."""
+    seed(db, SeedParams(tutors=300, coaches=100, students=0, seed=21, start=START))
+    with db.transaction():
+        build_all(db)
+    yield db
+    db.execute("DROP TABLE IF EXISTS tutor_documents_expected, coach_documents_expected")
+
+
+def _assert_equals_from_scratch(conn: psycopg.Connection[Any]) -> None:
+    """Every column of both document tables equals a from-scratch projection."""
+    with conn.transaction():
+        build_all(conn, table_suffix="_expected")
+    for table, columns in (("tutor_documents", TUTOR_COLUMNS), ("coach_documents", COACH_COLUMNS)):
+        cols = ", ".join(columns)
+        for a, b in ((table, f"{table}_expected"), (f"{table}_expected", table)):
+            diff = conn.execute(
+                f"SELECT count(*) FROM (SELECT {cols} FROM {a} EXCEPT ALL SELECT {cols} FROM {b}) d"
+            ).fetchone()
+            assert diff == (0,), f"{a} has rows not in {b}"
+
+
+def _relay_process(url: str, *args: str) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "REDIS_URL": TEST_REDIS_URL,
+        "INDEXER_METRICS_PORT": "0",
+        "INDEXER_BATCH_SIZE": "50",
+        "LOG_LEVEL": "WARNING",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "indexer", "run", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(predicate: Any, what: str, limit_s: float = 60.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def test_kill_9_mid_batch_then_restart_equals_from_scratch(
+    market: psycopg.Connection[Any], database_url: str
+) -> None:
+    rng = random.Random(5)
+    ids = provider_ids(market)
+    with psycopg.connect(database_url, autocommit=True) as writer:
+        for _ in range(3000):
+            random_write(writer, rng, ids)
+    (total,) = market.execute("SELECT count(*) FROM outbox").fetchone()
+
+    proc = _relay_process(database_url)
+    try:
+        # Kill while the relay is inside a batch transaction, after some batches committed.
+        def mid_batch() -> bool:
+            row = market.execute(
+                "SELECT (SELECT coalesce(sum(events), 0) FROM indexer_checkpoints),"
+                " EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name ="
+                " 'educonnect-indexer' AND xact_start IS NOT NULL AND backend_xid IS NOT NULL)"
+            ).fetchone()
+            return bool(row and row[0] >= 200 and row[1])
+
+        _wait_for(mid_batch, "the relay to be inside a batch")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    (applied,) = market.execute(
+        "SELECT coalesce(sum(events), 0) FROM indexer_checkpoints"
+    ).fetchone()
+    assert 200 <= applied < total  # it died part-way, its open batch rolled back
+
+    done = _relay_process(database_url, "--once")
+    out, err = done.communicate(timeout=120)
+    assert done.returncode == 0, err
+    (applied,) = market.execute("SELECT sum(events) FROM indexer_checkpoints").fetchone()
+    assert applied == total  # every event applied once by the checkpoints' count
+    _assert_equals_from_scratch(market)
+
+
+def test_replaying_events_changes_nothing(
+    market: psycopg.Connection[Any], database_url: str
+) -> None:
+    rng = random.Random(9)
+    ids = provider_ids(market)
+    for _ in range(300):
+        random_write(market, rng, ids)
+    relay = Relay(psycopg.connect(database_url), PostgresSink(), RelayConfig())
+    relay.drain()
+    before = market.execute(
+        "SELECT provider_id, version, price_minor FROM tutor_documents ORDER BY provider_id"
+    ).fetchall()
+    # replay: rewind the checkpoint to the start and apply everything again
+    market.execute("UPDATE indexer_checkpoints SET txid = '0', outbox_id = 0")
+    assert relay.drain() == 300
+    after = market.execute(
+        "SELECT provider_id, version, price_minor FROM tutor_documents ORDER BY provider_id"
+    ).fetchall()
+    assert after == before
+    _assert_equals_from_scratch(market)
+
+
+def test_older_version_never_overwrites_a_newer_document(market: psycopg.Connection[Any]) -> None:
+    pid, version, price = market.execute(
+        "SELECT provider_id, version, price_minor FROM tutor_documents ORDER BY provider_id LIMIT 1"
+    ).fetchone()
+    # the document already carries a newer version than the source (an event from the future)
+    market.execute(
+        "UPDATE tutor_documents SET version = %s WHERE provider_id = %s", (version + 5, pid)
+    )
+    market.execute(
+        "UPDATE provider_profiles SET hourly_rate_minor = 99999 WHERE user_id = %s", (pid,)
+    )
+    with market.transaction():
+        result = rebuild_documents(market, [pid])
+    assert result.upserted == 0
+    row = market.execute(
+        "SELECT version, price_minor FROM tutor_documents WHERE provider_id = %s", (pid,)
+    ).fetchone()
+    assert row == (version + 5, price)
+
+
+def test_deactivated_and_deleted_providers_disappear(
+    market: psycopg.Connection[Any], database_url: str
+) -> None:
+    a, b = market.execute(
+        "SELECT provider_id FROM tutor_documents ORDER BY provider_id LIMIT 2"
+    ).fetchall()
+    with market.transaction():
+        market.execute("UPDATE users SET active = false WHERE id = %s", (a[0],))
+        market.execute(
+            "INSERT INTO outbox (aggregate_type, aggregate_id, event_type)"
+            " VALUES ('provider', %s, 'provider.deactivated')",
+            (str(a[0]),),
+        )
+    with market.transaction():
+        market.execute("DELETE FROM users WHERE id = %s", (b[0],))
+        market.execute(
+            "INSERT INTO outbox (aggregate_type, aggregate_id, event_type)"
+            " VALUES ('provider', %s, 'provider.deleted')",
+            (str(b[0]),),
+        )
+    Relay(psycopg.connect(database_url), PostgresSink(), RelayConfig()).drain()
+    left = market.execute(
+        "SELECT count(*) FROM tutor_documents WHERE provider_id IN (%s, %s)", (a[0], b[0])
+    ).fetchone()
+    assert left == (0,)
+
+
+async def test_profile_update_becomes_visible_and_invalidates_the_cache(
+    market: psycopg.Connection[Any], client: httpx.AsyncClient, database_url: str
+) -> None:
+    pid, lat, lng = market.execute(
+        "SELECT provider_id, lat, lng FROM tutor_documents WHERE in_person ORDER BY provider_id LIMIT 1"
+    ).fetchone()
+    params = {"lat": lat, "lng": lng, "radius_km": 1, "sort": "distance", "limit": 5}
+    first = (await client.get("/api/v1/search/tutors", params=params)).json()
+    again = (await client.get("/api/v1/search/tutors", params=params)).json()
+    assert again["cached"] is True
+    assert first["items"][0]["id"] == str(pid)
+    new_price = first["items"][0]["price"]["amount_minor"] + 777
+
+    with market.transaction():
+        market.execute(
+            "UPDATE provider_profiles SET hourly_rate_minor = %s, version = version + 1"
+            " WHERE user_id = %s",
+            (new_price, pid),
+        )
+        market.execute(
+            "INSERT INTO outbox (aggregate_type, aggregate_id, event_type)"
+            " VALUES ('provider', %s, 'provider.updated')",
+            (str(pid),),
+        )
+    relay = Relay(
+        psycopg.connect(database_url), PostgresSink(), RelayConfig(), on_commit=relay_on_commit()
+    )
+    assert relay.drain() == 1
+
+    after = (await client.get("/api/v1/search/tutors", params=params)).json()
+    assert after["cached"] is False  # the generation bump invalidated the cached page
+    assert after["items"][0]["id"] == str(pid)
+    assert after["items"][0]["price"]["amount_minor"] == new_price
+
+
+def test_unknown_aggregate_types_are_skipped_but_checkpointed(
+    market: psycopg.Connection[Any], database_url: str
+) -> None:
+    market.execute(
+        "INSERT INTO outbox (aggregate_type, aggregate_id, event_type)"
+        " VALUES ('booking', %s, 'booking.created')",
+        (str(uuid.uuid4()),),
+    )
+    relay = Relay(psycopg.connect(database_url), PostgresSink(), RelayConfig())
+    assert relay.drain() == 1
+    assert relay.drain() == 0
