@@ -33,9 +33,8 @@ def relay_on_commit(engine: str = "postgres") -> Callable[[], None]:
     Redis down is logged and tolerated: the cache then serves nothing new (its reads fail
     too) and its TTL bounds any staleness once Redis is back.
     """
-    from search.cache import bump_generation_sync
-
     from core.redis import get_sync_redis
+    from search.cache import bump_generation_sync
 
     def bump() -> None:
         try:

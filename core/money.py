@@ -38,9 +38,11 @@ def to_minor(amount_major: float, currency: str) -> int:
 
     Raises `KeyError` for an unknown currency. Rounds half to even, like Stripe.
     """
-    return round(amount_major * 10 ** MINOR_UNIT_EXPONENT[currency])
+    scale: int = 10 ** MINOR_UNIT_EXPONENT[currency]
+    return round(amount_major * scale)
 
 
 def to_major(amount_minor: int, currency: str) -> float:
     """Convert integer minor units (2550 EUR) to a major-unit float (25.5)."""
-    return amount_minor / 10 ** MINOR_UNIT_EXPONENT[currency]
+    scale: int = 10 ** MINOR_UNIT_EXPONENT[currency]
+    return amount_minor / scale

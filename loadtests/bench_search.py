@@ -181,7 +181,7 @@ def serve(url: str, port: int, cache: bool) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env.update(DATABASE_URL=url, SEARCH_CACHE_ENABLED=str(cache).lower(), LOG_LEVEL="WARNING",
                SEARCH_POOL_MIN_SIZE="4", SEARCH_POOL_MAX_SIZE="16")  # fmt: skip
-    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+    proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--port", str(port),
          "--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"],
         env=env,

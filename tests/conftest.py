@@ -182,6 +182,8 @@ def engine_thread(search_dataset: str) -> Iterator[EngineThread]:
     et = EngineThread(search_dataset)
     yield et
     et.close()
+
+
 # --- accounts: app, client and factories ----------------------------------------------
 
 DEFAULT_PASSWORD = "correct-horse-battery"

@@ -111,7 +111,7 @@ def test_kill_9_mid_batch_then_restart_equals_from_scratch(
     assert 200 <= applied < total  # it died part-way, its open batch rolled back
 
     done = _relay_process(database_url, "--once")
-    out, err = done.communicate(timeout=120)
+    _, err = done.communicate(timeout=120)
     assert done.returncode == 0, err
     (applied,) = market.execute("SELECT sum(events) FROM indexer_checkpoints").fetchone()
     assert applied == total  # every event applied once by the checkpoints' count

@@ -61,7 +61,9 @@ def test_same_seed_same_rows_other_seed_other_rows(db: psycopg.Connection[Any]) 
 
 def test_loaded_rows_match_the_request(db: psycopg.Connection[Any]) -> None:
     result = seed(db, SMALL)
-    kinds = dict(db.execute("SELECT kind, count(*) FROM provider_profiles GROUP BY kind").fetchall())
+    kinds = dict(
+        db.execute("SELECT kind, count(*) FROM provider_profiles GROUP BY kind").fetchall()
+    )
     assert kinds["tutor"] == 400
     assert kinds.get("coach", 0) + kinds.get("mentor", 0) == 100
     assert kinds.get("mentor", 0) > 0
@@ -107,7 +109,19 @@ def test_codes_are_valid_and_values_plausible(db: psycopg.Connection[Any]) -> No
         " rating_count, online, in_person, country_code FROM provider_profiles"
     ).fetchall()
     ratings = []
-    for kind, subjects, expertises, languages, rate, currency, avg, count, online, in_person, cc in rows:
+    for (
+        kind,
+        subjects,
+        expertises,
+        languages,
+        rate,
+        currency,
+        avg,
+        count,
+        online,
+        in_person,
+        cc,
+    ) in rows:
         assert languages, "every provider speaks at least one language"
         assert set(languages) <= ISO_639_1
         assert currency == COUNTRIES[cc].currency

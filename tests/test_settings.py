@@ -36,7 +36,12 @@ def test_empty_read_url_means_none(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("API_PORT", "0"), ("LOG_LEVEL", "LOUD"), ("DATABASE_POOL_SIZE", "-1"), ("SECRET_KEY", "short")],
+    [
+        ("API_PORT", "0"),
+        ("LOG_LEVEL", "LOUD"),
+        ("DATABASE_POOL_SIZE", "-1"),
+        ("SECRET_KEY", "short"),
+    ],
 )
 def test_invalid_values_fail_at_start_up(
     monkeypatch: pytest.MonkeyPatch, name: str, value: str
