@@ -39,13 +39,13 @@ migrate: install services  ## apply the Alembic migrations
 seed: migrate  ## load the demo marketplace (skipped when already loaded with the same parameters)
 	$(BIN)/educonnect seed --tutors $(TUTORS) --coaches $(COACHES) --students $(STUDENTS) --seed $(SEED) --if-changed
 
-run: seed  ## set everything up, then serve the API
+run: seed  ## set everything up, then run the streaming indexer and serve the API
 	@$(BIN)/educonnect stats
 	@echo "EduConnect API:   http://$(HOST):$(PORT)/"
 	@echo "  OpenAPI docs:   http://$(HOST):$(PORT)/docs"
 	@echo "  health:         http://$(HOST):$(PORT)/healthz   readiness: http://$(HOST):$(PORT)/readyz"
-	@echo "  metrics:        http://$(HOST):$(PORT)/metrics"
-	$(BIN)/educonnect serve --host $(HOST) --port $(PORT)
+	@echo "  metrics:        http://$(HOST):$(PORT)/metrics   (indexer: http://127.0.0.1:9108/metrics)"
+	BIN=$(BIN) bash infra/run-all.sh $(HOST) $(PORT)
 
 test: install services  ## the whole test suite against real PostgreSQL+PostGIS and Redis
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -107,7 +107,7 @@ def run(
         )
         return
     if s.indexer_metrics_port:
-        start_http_server(s.indexer_metrics_port, addr="127.0.0.1")
+        start_http_server(s.indexer_metrics_port, addr=s.indexer_metrics_host)
     log.info("indexer_started", consumer=consumer, partitions=cfg.partitions)
     run_forever(relay, listen, stop=StopFlag())
     log.info("indexer_stopped", consumer=consumer)

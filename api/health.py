@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any
 
+import psycopg
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
@@ -71,7 +72,25 @@ async def readyz() -> Response:
     )
 
 
+def _refresh_indexer_lag() -> None:
+    """Set the indexer lag gauges from the database (the relay runs in its own process;
+    its freshness histogram is on its own `/metrics`, port `INDEXER_METRICS_PORT`)."""
+    from indexer.status import refresh_lag_metrics
+
+    s = get_settings()
+    with psycopg.connect(
+        s.libpq_database_url, connect_timeout=max(1, int(s.readiness_timeout_s))
+    ) as conn:
+        refresh_lag_metrics(conn)
+
+
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics() -> Response:
-    """The process's metrics in the Prometheus text exposition format."""
+    """The process's metrics in the Prometheus text exposition format, with the indexer's
+    lag (`educonnect_indexer_lag_events`, `educonnect_indexer_lag_seconds`) computed from
+    the database at scrape time (omitted, and logged, when the database is down)."""
+    try:
+        await asyncio.to_thread(_refresh_indexer_lag)
+    except Exception as exc:  # metrics must answer even when the database does not
+        log.warning("indexer_lag_unavailable", error=repr(exc))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

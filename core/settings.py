@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     indexer_batch_size: int = Field(default=1000, ge=1, le=20_000)
     indexer_poll_interval_s: float = Field(default=1.0, gt=0, le=60)
     indexer_metrics_port: int = Field(default=9108, ge=0, le=65535)
+    indexer_metrics_host: str = "127.0.0.1"
     outbox_retention_s: float = Field(default=3600.0, ge=0)
     search_engine: Literal["postgres"] = "postgres"
     search_cache_enabled: bool = True

@@ -393,11 +393,11 @@ class Generator:
             in_person = (not online) or rng.random() < 0.25
         years = rng.randint(1, 25)
         lang_text = "fr" if francophone else "en"
-        b = labels[1] if len(labels) > 1 else labels[0]
-        if kind == "tutor":
-            headline = rng.choice(_HEADLINES[lang_text]).format(a=labels[0], b=b, n=years)
-        else:
-            headline = rng.choice(_COACH_HEADLINES[lang_text]).format(a=labels[0], b=b, n=years)
+        templates = (_HEADLINES if kind == "tutor" else _COACH_HEADLINES)[lang_text]
+        if len(labels) == 1:  # "{a} and {b}" needs two different labels
+            templates = tuple(t for t in templates if "{b}" not in t)
+        b = labels[1] if len(labels) > 1 else ""
+        headline = rng.choice(templates).format(a=labels[0], b=b, n=years)
         bio = " ".join(
             (
                 _BIO_OPENERS[lang_text].format(n=years, a=", ".join(labels)),

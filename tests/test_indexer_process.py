@@ -233,3 +233,22 @@ def test_unknown_aggregate_types_are_skipped_but_checkpointed(
     relay = Relay(psycopg.connect(database_url), PostgresSink(), RelayConfig())
     assert relay.drain() == 1
     assert relay.drain() == 0
+
+
+async def test_metrics_expose_indexer_lag(
+    market: psycopg.Connection[Any], client: httpx.AsyncClient, database_url: str
+) -> None:
+    relay = Relay(psycopg.connect(database_url), PostgresSink(), RelayConfig())
+    pid = market.execute("SELECT provider_id FROM tutor_documents LIMIT 1").fetchone()[0]
+    for _ in range(3):
+        market.execute(
+            "INSERT INTO outbox (aggregate_type, aggregate_id, event_type)"
+            " VALUES ('provider', %s, 'provider.updated')",
+            (str(pid),),
+        )
+    text = (await client.get("/metrics")).text
+    assert 'educonnect_indexer_lag_events{consumer="postgres"} 3.0' in text
+    relay.drain()
+    text = (await client.get("/metrics")).text
+    assert 'educonnect_indexer_lag_events{consumer="postgres"} 0.0' in text
+    assert 'educonnect_indexer_lag_seconds{consumer="postgres"} 0.0' in text
