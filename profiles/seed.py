@@ -393,7 +393,9 @@ class Generator:
             in_person = (not online) or rng.random() < 0.25
         years = rng.randint(1, 25)
         lang_text = "fr" if francophone else "en"
-        templates = (_HEADLINES if kind == "tutor" else _COACH_HEADLINES)[lang_text]
+        templates: tuple[str, ...] = (_HEADLINES if kind == "tutor" else _COACH_HEADLINES)[
+            lang_text
+        ]
         if len(labels) == 1:  # "{a} and {b}" needs two different labels
             templates = tuple(t for t in templates if "{b}" not in t)
         b = labels[1] if len(labels) > 1 else ""
