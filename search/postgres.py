@@ -361,7 +361,11 @@ class PostgresEngine:
         clusters = [
             {
                 "count": r[0],
-                "centroid": {"lat": round(r[1], 6), "lng": round(r[2], 6)},
+                # avg() may land a few ulps outside [min, max]; a centroid stays inside its bounds
+                "centroid": {
+                    "lat": min(max(round(r[1], 6), r[3]), r[5]),
+                    "lng": min(max(round(r[2], 6), r[4]), r[6]),
+                },
                 "bounds": {"min_lat": r[3], "min_lng": r[4], "max_lat": r[5], "max_lng": r[6]},
             }
             for r in rows
