@@ -69,40 +69,46 @@ def validation_problem(errors: list[dict[str, Any]]) -> AppError:
     )
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Register the problem+json handlers on `app`."""
+def problem_for_exception(exc: Exception, request: Request) -> ProblemResponse:
+    """The problem+json response a client gets for `exc`, whatever its kind.
 
-    @app.exception_handler(AppError)
-    async def _app_error(request: Request, exc: AppError) -> ProblemResponse:
+    `AppError` → its own status and code; request validation → 422 `validation_error`;
+    Starlette HTTP errors → their status with a stable code (404 `not_found`, …); anything
+    else → 500 `internal_error`, logged with the request id, internals not disclosed.
+    """
+    if isinstance(exc, AppError):
         return problem_response(exc, request)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> ProblemResponse:
+    if isinstance(exc, RequestValidationError):
         return problem_response(validation_problem(list(exc.errors())), request)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> ProblemResponse:
+    if isinstance(exc, StarletteHTTPException):
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         detail = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         err = AppError(
-            detail, code=code, status=exc.status_code, title=code.replace("_", " ").capitalize()
-        )
-        return ProblemResponse(
-            err.to_problem(instance=request.url.path),
-            status_code=exc.status_code,
+            detail,
+            code=code,
+            status=exc.status_code,
+            title=code.replace("_", " ").capitalize(),
             headers=dict(exc.headers or {}),
         )
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> ProblemResponse:
-        log.error("unhandled_error", path=request.url.path, exc_info=exc)
-        err = AppError(
-            "An unexpected error occurred; it has been logged.",
-            code="internal_error",
-            status=500,
-            title="Internal server error",
-        )
         return problem_response(err, request)
+    log.error("unhandled_error", path=request.url.path, exc_info=exc)
+    err = AppError(
+        "An unexpected error occurred; it has been logged.",
+        code="internal_error",
+        status=500,
+        title="Internal server error",
+    )
+    return problem_response(err, request)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the problem+json handlers on `app` (all through `problem_for_exception`)."""
+
+    async def _handle(request: Request, exc: Exception) -> ProblemResponse:
+        return problem_for_exception(exc, request)
+
+    for kind in (AppError, RequestValidationError, StarletteHTTPException, Exception):
+        app.add_exception_handler(kind, _handle)
 
 
 PROBLEM_SCHEMA: dict[str, Any] = {

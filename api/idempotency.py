@@ -23,11 +23,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fastapi import Request, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.errors import problem_response, validation_problem
+from api.errors import problem_for_exception
 from core import idempotency
 from core.db import async_session_factory
 from core.errors import AppError
@@ -92,26 +90,12 @@ def _replay(stored: idempotency.StoredResponse) -> Response:
 
 
 async def _run(request: Request, handler: Callable[[Request], Awaitable[Response]]) -> Response:
-    """Run the route and turn any exception into the response the client would get."""
+    """Run the route and turn any exception into the response the client would get (so
+    it is stored like any response: a retry must not run the work twice)."""
     try:
         return await handler(request)
-    except AppError as exc:
-        return problem_response(exc, request)
-    except RequestValidationError as exc:
-        return problem_response(validation_problem(list(exc.errors())), request)
-    except StarletteHTTPException as exc:
-        detail = exc.detail if isinstance(exc.detail, str) else None
-        err = AppError(detail, code="http_error", status=exc.status_code, title="HTTP error")
-        return problem_response(err, request)
-    except Exception as exc:  # stored like any response: a retry must not run twice
-        log.error("unhandled_error", path=request.url.path, exc_info=exc)
-        err = AppError(
-            "An unexpected error occurred; it has been logged.",
-            code="internal_error",
-            status=500,
-            title="Internal server error",
-        )
-        return problem_response(err, request)
+    except Exception as exc:
+        return problem_for_exception(exc, request)
 
 
 async def handle_idempotently(
