@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Vendor the web pages' JavaScript libraries from the npm registry at pinned versions.
 #
-#   bash infra/vendor-web.sh           # (re)creates api/web/vendor/ and api/web/vendor/VENDORED.md
+#   bash infra/vendor-web.sh           # (re)creates api/web/static/vendor/ and api/web/static/vendor/VENDORED.md
 #   bash infra/vendor-web.sh --check   # verifies the committed files against the tarballs
 #
 # `npm pack` downloads the published tarball (checked by npm against the registry's
@@ -13,7 +13,7 @@ LEAFLET_VERSION=1.9.4
 MARKERCLUSTER_VERSION=1.5.3
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-DEST="$ROOT/api/web/vendor"
+DEST="$ROOT/api/web/static/vendor"
 CHECK=0
 [[ "${1:-}" == "--check" ]] && CHECK=1
 
@@ -68,15 +68,15 @@ cp "$M/package/MIT-LICENCE.txt" "$MD/LICENSE"
 
 if [[ $CHECK == 1 ]]; then
   if diff -r "$OUT" "$DEST" >/dev/null; then
-    echo "vendor-web: api/web/vendor matches the npm tarballs"
+    echo "vendor-web: api/web/static/vendor matches the npm tarballs"
   else
     diff -r "$OUT" "$DEST" | head -20 >&2
-    echo "vendor-web: api/web/vendor differs from the npm tarballs" >&2
+    echo "vendor-web: api/web/static/vendor differs from the npm tarballs" >&2
     exit 1
   fi
 else
   rm -rf "$DEST"
   mkdir -p "$(dirname "$DEST")"
   cp -r "$OUT" "$DEST"
-  echo "vendor-web: leaflet $LEAFLET_VERSION and leaflet.markercluster $MARKERCLUSTER_VERSION in api/web/vendor"
+  echo "vendor-web: leaflet $LEAFLET_VERSION and leaflet.markercluster $MARKERCLUSTER_VERSION in api/web/static/vendor"
 fi
