@@ -50,7 +50,9 @@ CITIES: tuple[dict[str, Any], ...] = (
 )
 
 _PLACEHOLDER = re.compile(r"\{\{t:([a-z0-9_.]+)\}\}")
-_LANG_RANGE = re.compile(r"^\s*([A-Za-z]{1,8}|\*)(?:-[A-Za-z0-9]{1,8})*\s*(?:;\s*q\s*=\s*([0-9.]+))?")
+_LANG_RANGE = re.compile(
+    r"^\s*([A-Za-z]{1,8}|\*)(?:-[A-Za-z0-9]{1,8})*\s*(?:;\s*q\s*=\s*([0-9.]+))?"
+)
 
 router = APIRouter(include_in_schema=False)
 
