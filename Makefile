@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/educonnect
 export REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: install services migrate seed run test lint typecheck format bench-seed bench-search bench-indexer clean
+.PHONY: install services browser migrate seed run test lint typecheck format bench-seed bench-search bench-indexer clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -33,6 +33,9 @@ install: $(VENV)/.installed  ## create .venv and install the project with its de
 services:  ## make PostgreSQL+PostGIS and Redis reachable (installs them on Debian if needed)
 	@bash infra/ensure-services.sh
 
+browser:  ## Debian's chromium for the browser tests (installed as root when missing, else they skip)
+	@bash infra/ensure-browser.sh
+
 migrate: install services  ## apply the Alembic migrations
 	$(BIN)/educonnect db upgrade
 
@@ -42,12 +45,13 @@ seed: migrate  ## load the demo marketplace (skipped when already loaded with th
 run: seed  ## set everything up, then run the streaming indexer and serve the API
 	@$(BIN)/educonnect stats
 	@echo "EduConnect API:   http://$(HOST):$(PORT)/"
+	@echo "  tutor map:      http://$(HOST):$(PORT)/            coaches: http://$(HOST):$(PORT)/coaches"
 	@echo "  OpenAPI docs:   http://$(HOST):$(PORT)/docs"
 	@echo "  health:         http://$(HOST):$(PORT)/healthz   readiness: http://$(HOST):$(PORT)/readyz"
 	@echo "  metrics:        http://$(HOST):$(PORT)/metrics   (indexer: http://127.0.0.1:9108/metrics)"
 	BIN=$(BIN) bash infra/run-all.sh $(HOST) $(PORT)
 
-test: install services  ## the whole test suite against real PostgreSQL+PostGIS and Redis
+test: install services browser  ## the whole test suite (real PostgreSQL+PostGIS, Redis, headless Chromium)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install  ## ruff lint + format check, mypy

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from api import health
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
+from api.pages import install_pages
 from api.routers import admin, auth, profiles
 from api.routers import search as search_router
 from core.db import dispose_engines
@@ -30,7 +31,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app() -> FastAPI:
     """Build the app: routers, problem+json error handlers, request-context middleware.
 
-    OpenAPI is served at `/openapi.json`, Swagger UI at `/docs`.
+    OpenAPI is served at `/openapi.json`, Swagger UI at `/docs`; the web pages at `/`
+    (tutor map search) and `/coaches`, their assets under `/static/` (`api/pages.py`).
     """
     configure_logging()
     app = FastAPI(
@@ -45,4 +47,5 @@ def create_app() -> FastAPI:
     app.include_router(search_router.router, prefix=API_PREFIX)
     for router in (auth.router, profiles.router, admin.router):
         app.include_router(router, prefix=API_PREFIX)
+    install_pages(app)
     return app

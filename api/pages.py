@@ -1,0 +1,172 @@
+"""The public web pages: `/` (tutor map search) and `/coaches` (coach and mentor discovery).
+
+Plain HTML, CSS and JavaScript modules under `api/web/` (no build step), served by the API:
+templates in `api/web/templates/`, assets (and the vendored Leaflet libraries) under
+`/static/` from `api/web/static/`. The pages call the public search API from the browser.
+
+Each page is rendered with the UI language chosen by `?lang=fr|en`, else the best
+`Accept-Language` match, else English. UI strings live in one file,
+`api/web/i18n.json`: `{{t:key}}` placeholders are replaced here, and the strings of the
+chosen language are passed to the scripts with the page configuration (tile URL and
+attribution from `MAP_TILE_URL` / `MAP_TILE_ATTRIBUTION`, catalogue labels, cities).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+from core.languages import LANGUAGE_LABELS
+from core.money import MINOR_UNIT_EXPONENT
+from core.settings import get_settings
+from profiles.catalogue import EXPERTISES, SUBJECTS
+
+WEB_DIR = Path(__file__).resolve().parent / "web"
+STATIC_DIR = WEB_DIR / "static"
+UI_LANGUAGES: tuple[str, ...] = ("en", "fr")
+DEFAULT_LANGUAGE = "en"
+
+# City picker: real city centres (WGS84) of the seeded markets, with their currency.
+CITIES: tuple[dict[str, Any], ...] = (
+    {"id": "paris", "name": "Paris", "lat": 48.8566, "lng": 2.3522, "currency": "EUR"},
+    {"id": "lyon", "name": "Lyon", "lat": 45.764, "lng": 4.8357, "currency": "EUR"},
+    {"id": "marseille", "name": "Marseille", "lat": 43.2965, "lng": 5.3698, "currency": "EUR"},
+    {"id": "brussels", "name": "Bruxelles", "lat": 50.8503, "lng": 4.3517, "currency": "EUR"},
+    {"id": "geneva", "name": "Genève", "lat": 46.2044, "lng": 6.1432, "currency": "CHF"},
+    {"id": "montreal", "name": "Montréal", "lat": 45.5019, "lng": -73.5674, "currency": "CAD"},
+    {"id": "casablanca", "name": "Casablanca", "lat": 33.5731, "lng": -7.5898, "currency": "MAD"},
+    {"id": "dakar", "name": "Dakar", "lat": 14.7167, "lng": -17.4677, "currency": "XOF"},
+    {"id": "abidjan", "name": "Abidjan", "lat": 5.36, "lng": -4.0083, "currency": "XOF"},
+    {"id": "london", "name": "London", "lat": 51.5072, "lng": -0.1276, "currency": "GBP"},
+    {"id": "new-york", "name": "New York", "lat": 40.7128, "lng": -74.006, "currency": "USD"},
+)
+
+_PLACEHOLDER = re.compile(r"\{\{t:([a-z0-9_.]+)\}\}")
+_LANG_RANGE = re.compile(
+    r"^\s*([A-Za-z]{1,8}|\*)(?:-[A-Za-z0-9]{1,8})*\s*(?:;\s*q\s*=\s*([0-9.]+))?"
+)
+
+router = APIRouter(include_in_schema=False)
+
+
+@lru_cache(maxsize=1)
+def messages() -> dict[str, dict[str, str]]:
+    """UI strings by language (`api/web/i18n.json`), every key present in every language."""
+    data: dict[str, dict[str, str]] = json.loads((WEB_DIR / "i18n.json").read_text("utf-8"))
+    return data
+
+
+@lru_cache(maxsize=4)
+def _template(name: str) -> str:
+    return (WEB_DIR / "templates" / name).read_text("utf-8")
+
+
+def choose_language(lang: str | None, accept_language: str | None) -> str:
+    """The UI language: a supported `lang` parameter, else the best supported
+    `Accept-Language` range (q-values honoured, `fr-CA` counts as `fr`), else English."""
+    if lang and lang.lower() in UI_LANGUAGES:
+        return lang.lower()
+    best: tuple[float, int, str] | None = None
+    for index, part in enumerate((accept_language or "").split(",")):
+        m = _LANG_RANGE.match(part)
+        if not m:
+            continue
+        primary = m.group(1).lower()
+        try:
+            weight = float(m.group(2)) if m.group(2) is not None else 1.0
+        except ValueError:
+            continue
+        code = DEFAULT_LANGUAGE if primary == "*" else primary
+        if code in UI_LANGUAGES and weight > 0:
+            candidate = (-weight, index, code)
+            if best is None or candidate < best:
+                best = candidate
+    return best[2] if best else DEFAULT_LANGUAGE
+
+
+def _tile_origin(url: str) -> str | None:
+    """The CSP source of a tile URL template (`{s}` subdomains become a wildcard)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    host = re.sub(r"\{s\}", "*", parts.netloc)
+    return f"{parts.scheme}://{host}"
+
+
+def page_config(lang: str) -> dict[str, Any]:
+    """What the page scripts need: language and strings, tiles, catalogue, cities."""
+    s = get_settings()
+    return {
+        "lang": lang,
+        "messages": messages()[lang],
+        "apiBase": "/api/v1",
+        "tileUrl": s.map_tile_url.strip(),
+        "tileAttribution": s.map_tile_attribution,
+        "subjects": [{"slug": e.slug, "fr": e.fr, "en": e.en} for e in SUBJECTS],
+        "expertises": [{"slug": e.slug, "fr": e.fr, "en": e.en} for e in EXPERTISES],
+        "languages": LANGUAGE_LABELS,
+        "currencyExponent": MINOR_UNIT_EXPONENT,
+        "cities": list(CITIES),
+    }
+
+
+def render_page(template: str, lang: str, path: str) -> str:
+    """The page HTML: strings of `lang` substituted, configuration embedded as JSON."""
+    strings = messages()[lang]
+    other = "fr" if lang == "en" else "en"
+    html = _PLACEHOLDER.sub(lambda m: strings.get(m.group(1), m.group(1)), _template(template))
+    config = json.dumps(page_config(lang), ensure_ascii=False).replace("<", "\\u003c")
+    return (
+        html.replace("{{lang}}", lang)
+        .replace("{{other_lang}}", other)
+        .replace("{{other_lang_href}}", f"{path}?lang={other}")
+        .replace("{{config}}", config)
+    )
+
+
+def _response(template: str, request: Request, lang: str | None) -> HTMLResponse:
+    chosen = choose_language(lang, request.headers.get("accept-language"))
+    tiles = _tile_origin(get_settings().map_tile_url.strip())
+    img_src = " ".join(x for x in ("'self'", "data:", tiles) if x)
+    csp = (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        f"img-src {img_src}; connect-src 'self'; frame-ancestors 'none'; base-uri 'self'"
+    )
+    return HTMLResponse(
+        render_page(template, chosen, request.url.path),
+        headers={
+            "Content-Language": chosen,
+            "Vary": "Accept-Language",
+            "Content-Security-Policy": csp,
+            "Cache-Control": "no-cache",
+        },
+    )
+
+
+LangParam = Query(default=None, description="UI language: fr or en")
+
+
+@router.get("/", response_class=HTMLResponse)
+async def map_page(request: Request, lang: str | None = LangParam) -> HTMLResponse:
+    """Tutor search on a map (Leaflet, clusters from the map endpoint, synchronised list)."""
+    return _response("map.html", request, lang)
+
+
+@router.get("/coaches", response_class=HTMLResponse)
+async def coaches_page(request: Request, lang: str | None = LangParam) -> HTMLResponse:
+    """Coach and mentor discovery (facets, filters, sort, pagination)."""
+    return _response("coaches.html", request, lang)
+
+
+def install_pages(app: FastAPI) -> None:
+    """Mount the pages and their static assets (`/static`) on `app`."""
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
