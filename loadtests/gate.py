@@ -211,6 +211,18 @@ def evaluate(run: dict[str, Any], slo: dict[str, Any]) -> GateResult:
                     "PASS" if ok else "BREACH", f"{e['failures']} failed of {n}",
                 )
             )  # fmt: skip
+    scenario = run.get("scenario_errors") or {}
+    if scenario or "scenario_errors" in run:
+        n_err = sum(scenario.values())
+        limit = int(budget.get("max_scenario_errors", 0))
+        first = next(iter(scenario), "")
+        result.checks.append(
+            Check(
+                "scenario errors", "load-test users", "exceptions", limit, n_err,
+                int(total.get("requests") or 0), "PASS" if n_err <= limit else "BREACH",
+                f"e.g. {first}" if first else "",
+            )
+        )  # fmt: skip
     if int(total.get("requests") or 0) == 0:
         result.checks.append(
             Check("run", "all requests", "requests", 1, 0, 0, "BREACH", "the run sent no request")

@@ -77,6 +77,7 @@ _tokens: dict[str, tuple[str, float]] = {}
 _token_lock = threading.Lock()
 WAIT_SCALE = float(os.environ.get("LOCUST_WAIT_SCALE", "1") or 1)
 CACHED: Counter[tuple[str, bool]] = Counter()
+SCENARIO_ERRORS: Counter[str] = Counter()  # exceptions raised inside the users' tasks
 
 
 def think(lo: float, hi: float) -> Callable[[Any], float]:
@@ -143,12 +144,20 @@ def _test_stop(environment: Any, **_kw: Any) -> None:
     summary.RUN_INFO["metrics_after"] = summary.scrape_cache_metrics(environment.host)
 
 
+@events.user_error.add_listener
+def _user_error(user_instance: Any, exception: Exception, tb: Any, **_kw: Any) -> None:
+    key = f"{type(user_instance).__name__}: {type(exception).__name__}: {exception}"[:300]
+    SCENARIO_ERRORS[key] += 1
+
+
 @events.quitting.add_listener
 def _quitting(environment: Any, **_kw: Any) -> None:
     opts = environment.parsed_options
     path = getattr(opts, "summary_json", "") if opts is not None else ""
     if path:
-        summary.write_summary(environment, path, cached=dict(CACHED))
+        summary.write_summary(
+            environment, path, cached=dict(CACHED), scenario_errors=dict(SCENARIO_ERRORS)
+        )
 
 
 def pick_place() -> Place:
@@ -335,9 +344,9 @@ class TutorListRefiner(SearchUser):
             "lng": lng,
             "radius_km": random.choice((5, 10, 10, 15, 25)),
         }
-        self.run()
+        self.query()
 
-    def run(self, cursor: str | None = None) -> None:
+    def query(self, cursor: str | None = None) -> None:
         """Query with the current filters (page 1, or the page after `cursor`)."""
         params = {**self.params, "cursor": cursor} if cursor else self.params
         body = self.search(N_TUTORS, params)
@@ -357,7 +366,7 @@ class TutorListRefiner(SearchUser):
         value = weighted_value(self.facets.get("subjects", []), exclude=chosen)
         if value:
             self.params["subject"] = sorted(chosen | {value})
-            self.run()
+            self.query()
 
     @task(2)
     def set_price(self) -> None:
@@ -370,26 +379,26 @@ class TutorListRefiner(SearchUser):
         p = prices[0]
         cap = int(random.uniform(p["avg"], max(p["avg"], p["max"])) // 100 * 100) or p["max"]
         self.params.update(max_price=cap, currency=self.place.currency)
-        self.run()
+        self.query()
 
     @task(2)
     def set_rating(self) -> None:
         """Keep only well-rated tutors (4+, or 3+ when 4+ is empty)."""
         buckets = {b["key"]: b["count"] for b in self.facets.get("rating", [])}
         self.params["min_rating"] = 4 if buckets.get("4-5", 0) > 0 else 3
-        self.run()
+        self.query()
 
     @task(2)
     def change_sort(self) -> None:
         """Sort by rating, price or distance."""
         self.params["sort"] = random.choice(("rating", "price", "distance"))
-        self.run()
+        self.query()
 
     @task(4)
     def next_page(self) -> None:
         """Scroll to the next page (`next_cursor`), if any."""
         if self.next_cursor:
-            self.run(self.next_cursor)
+            self.query(self.next_cursor)
 
     @task(2)
     def open_result(self) -> None:
@@ -417,9 +426,9 @@ class CoachDiscovery(SearchUser):
     def reset(self) -> None:
         """Clear every filter and reload."""
         self.params: dict[str, Any] = {}
-        self.run()
+        self.query()
 
-    def run(self, cursor: str | None = None) -> None:
+    def query(self, cursor: str | None = None) -> None:
         """Query with the current filters."""
         params = {**self.params, "cursor": cursor} if cursor else self.params
         body = self.search(N_COACHES, params)
@@ -440,7 +449,7 @@ class CoachDiscovery(SearchUser):
                 return
             chosen.add(value)
         self.params[key] = sorted(chosen)
-        self.run()
+        self.query()
 
     @task(5)
     def click_expertise(self) -> None:
@@ -456,13 +465,13 @@ class CoachDiscovery(SearchUser):
     def click_kind(self) -> None:
         """Coaches only, mentors only, or both."""
         self.params["kind"] = random.choice((["coach"], ["mentor"], []))
-        self.run()
+        self.query()
 
     @task(1)
     def click_rating(self) -> None:
         """4 stars and more."""
         self.params["min_rating"] = 4
-        self.run()
+        self.query()
 
     @task(1)
     def click_price(self) -> None:
@@ -471,19 +480,19 @@ class CoachDiscovery(SearchUser):
         if prices:
             p = prices[0]
             self.params.update(max_price=int(p["avg"]), currency=p["currency"])
-            self.run()
+            self.query()
 
     @task(1)
     def change_sort(self) -> None:
         """Sort by rating or price."""
         self.params["sort"] = random.choice(("rating", "price"))
-        self.run()
+        self.query()
 
     @task(3)
     def next_page(self) -> None:
         """The next page, if any."""
         if self.next_cursor:
-            self.run(self.next_cursor)
+            self.query(self.next_cursor)
 
     @task(2)
     def open_result(self) -> None:

@@ -9,6 +9,7 @@ Shape (`summary.json`):
                     p999_ms, response_times: {ms: count}}, ...],
      "total": {same fields, key "Aggregated"},
      "errors": [{method, name, error, occurrences}],
+     "scenario_errors": {"<User class>: <exception>": count},
      "cache": {"responses": {endpoint: {hit, miss, hit_ratio}}, "hit_ratio": …,
                "metrics": {before, after, delta, hit_ratio} | null}}
 
@@ -83,8 +84,13 @@ def entry_dict(entry: Any) -> dict[str, Any]:
     return d
 
 
-def build_summary(environment: Any, cached: dict[tuple[str, bool], int]) -> dict[str, Any]:
-    """The summary of a finished Locust run (its `environment.stats`)."""
+def build_summary(
+    environment: Any,
+    cached: dict[tuple[str, bool], int],
+    scenario_errors: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """The summary of a finished Locust run (its `environment.stats`); `scenario_errors`
+    counts exceptions raised by the users' own code (a broken scenario measures nothing)."""
     import locust
 
     from loadtests.machine import describe
@@ -132,6 +138,7 @@ def build_summary(environment: Any, cached: dict[tuple[str, bool], int]) -> dict
         "endpoints": endpoints,
         "total": total,
         "errors": errors,
+        "scenario_errors": dict(scenario_errors or {}),
         "cache": {
             "responses": responses,
             "hit_ratio": _ratio(hits, misses),
@@ -140,9 +147,14 @@ def build_summary(environment: Any, cached: dict[tuple[str, bool], int]) -> dict
     }
 
 
-def write_summary(environment: Any, path: str | Path, cached: dict[tuple[str, bool], int]) -> Path:
+def write_summary(
+    environment: Any,
+    path: str | Path,
+    cached: dict[tuple[str, bool], int],
+    scenario_errors: dict[str, int] | None = None,
+) -> Path:
     """Write `build_summary` as JSON to `path` (parents created); returns the path."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(build_summary(environment, cached), indent=2))
+    out.write_text(json.dumps(build_summary(environment, cached, scenario_errors), indent=2))
     return out
