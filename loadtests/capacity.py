@@ -10,7 +10,8 @@ endpoint's P95 is within `--target-ms` (default: the stricter search SLO of slo.
 25 ms) and the error budget holds; the first step that breaks ends the mode. The report
 gives, per mode, the highest step that held: users, total and search req/s, P50/P95/P99
 per endpoint and the cache hit ratio. Writes `capacity.json` (and every step's Locust
-outputs) under `artifacts/loadtest/capacity-<ts>/` and prints a table.
+outputs) and `capacity.md` (the same as Markdown tables for the README) under
+`artifacts/loadtest/capacity-<ts>/` and prints a table.
 """
 
 from __future__ import annotations
@@ -105,6 +106,8 @@ def run_mode(
         stack.start()
         host = stack.url
         env["LOCUST_DATABASE_URL"] = os.environ.get("DATABASE_URL", "")
+        env["LOADTEST_API_WORKERS"] = str(args.workers)
+        env["LOADTEST_SEARCH_CACHE"] = "on" if cache else "off"
     steps: list[dict[str, Any]] = []
     try:
         for users in args.steps:
@@ -186,6 +189,50 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         console.print(e)
 
 
+def capacity_markdown(report: dict[str, Any]) -> str:
+    """The capacity per mode as Markdown (for the README): the step table, then the
+    per-endpoint percentiles at the capacity."""
+    from loadtests.machine import one_line
+
+    out = [
+        f"Search P95 target {report['target_ms']:g} ms; steps of {report['step_duration_s']} s "
+        f"({', '.join(map(str, report['steps']))} users), {report['api_workers']} API workers, "
+        f"think-time scale {report['wait_scale']}; machine: {one_line(report['machine'])}.",
+        "",
+        "| cache | users | req/s | search req/s | tutors P95 | map P95 | coaches P95 | errors | cache hits | held |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for mode in report["modes"]:
+        for s in mode["steps"]:
+            p95 = [s["endpoints"].get(k, {}).get("p95_ms") for k in SEARCH]
+            hit = s["cache_hit_ratio"]
+            out.append(
+                f"| {mode['mode']} | {s['users']} | {s['rps']:.1f} | {s['search_rps']:.1f} | "
+                + " | ".join(f"{v:g} ms" if v is not None else "-" for v in p95)
+                + f" | {s['error_ratio']:.2%} | {f'{hit:.1%}' if hit is not None else '-'} | "
+                + ("yes" if s["held"] else f"no: {s['reason']}")
+                + " |"
+            )
+    for mode in report["modes"]:
+        best = mode["best"]
+        out.append("")
+        if best is None:
+            out.append(f"**{mode['mode']}**: no step held the SLO.")
+            continue
+        out += [
+            f"**{mode['mode']}: {best['rps']:.1f} req/s within SLO** ({best['search_rps']:.1f} "
+            f"search req/s) at {best['users']} users; broke at {mode['broke_at'] or '-'} users.",
+            "",
+            "| endpoint | req/s | P50 ms | P95 ms | P99 ms |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for key, v in sorted(best["endpoints"].items()):
+            out.append(
+                f"| {key} | {v['rps']:.1f} | {v['p50_ms']} | {v['p95_ms']} | {v['p99_ms']} |"
+            )
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the capacity search; 0 when every mode held at least its first step."""
     ap = argparse.ArgumentParser(
@@ -234,8 +281,9 @@ def main(argv: list[str] | None = None) -> int:
         "modes": [run_mode(args, cache, out, target, budget) for cache in modes],
     }
     (out / "capacity.json").write_text(json.dumps(report, indent=2))
+    (out / "capacity.md").write_text(capacity_markdown(report))
     print_report(report, Console(width=160))
-    print(f"[capacity] -> {out / 'capacity.json'}")
+    print(f"[capacity] -> {out / 'capacity.json'}, {out / 'capacity.md'}")
     return 0 if all(m["best"] is not None for m in report["modes"]) else 1
 
 

@@ -128,6 +128,9 @@ def _init(environment: Any, **_kw: Any) -> None:
         places=[f"{p.name} ({p.country})" for p in places[:10]],
         provider_accounts=len(PROVIDER_ACCOUNTS),
         wait_scale=WAIT_SCALE,
+        # set by `make loadtest` / `make capacity` when they start the stack themselves
+        api_workers=os.environ.get("LOADTEST_API_WORKERS"),
+        search_cache=os.environ.get("LOADTEST_SEARCH_CACHE"),
     )
     log.info("places from %s: %s", source, ", ".join(summary.RUN_INFO["places"]))
 

@@ -13,23 +13,40 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-SEARCH = ("/api/v1/search/tutors", "/api/v1/search/tutors/map", "/api/v1/search/coaches")
+SEARCH = (
+    "GET /api/v1/search/tutors",
+    "GET /api/v1/search/tutors/map",
+    "GET /api/v1/search/coaches",
+)
 
 
-def _f(v: str | None) -> float | None:
+NAN = float("nan")
+
+
+def _f(v: str | None) -> float:
+    """A CSV number; NaN (a gap in the plot) when Locust wrote none."""
+    if v is None or v in ("", "N/A"):
+        return NAN
     try:
-        return float(v) if v not in (None, "", "N/A") else None
+        return float(v)
     except ValueError:
-        return None
+        return NAN
 
 
 def read_history(path: Path) -> dict[str, list[dict[str, Any]]]:
-    """Rows of the history CSV grouped by request name ('Aggregated' for the total)."""
+    """Rows of the history CSV grouped by "METHOD name" ('Aggregated' for the total)."""
     series: dict[str, list[dict[str, Any]]] = defaultdict(list)
     with path.open(newline="") as f:
         for row in csv.DictReader(f):
-            series[row["Name"]].append(row)
+            key = row["Name"] if row["Name"] == "Aggregated" else f"{row['Type']} {row['Name']}"
+            series[key].append(row)
     return series
+
+
+def _ms(v: str | None) -> float:
+    """A latency value for a log axis (no data and 0 are gaps, not drops to zero)."""
+    x = _f(v)
+    return x if x > 0 else NAN
 
 
 def plot_history(
@@ -54,14 +71,13 @@ def plot_history(
     out_dir.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(11, 5.5))
     for col, style in (("50%", "-"), ("95%", "-"), ("99%", ":")):
-        ax.plot(xs(agg), [_f(r[col]) for r in agg], style, lw=2, label=f"all requests P{col[:-1]}")
+        ax.plot(xs(agg), [_ms(r[col]) for r in agg], style, lw=2, label=f"all requests P{col[:-1]}")
     for name in SEARCH:
         rows = series.get(name, [])
         if rows:
-            ax.plot(xs(rows), [_f(r["95%"]) for r in rows], "--", lw=1, label=f"{name} P95")
-    for ms in slo_ms:
-        ax.axhline(ms, color="red", lw=0.8, ls="-.")
-        ax.annotate(f"search SLO {ms:g} ms", (0, ms), color="red", fontsize=8, va="bottom")
+            ax.plot(xs(rows), [_ms(r["95%"]) for r in rows], "--", lw=1, label=f"{name} P95")
+    for ms, color in zip(slo_ms, ("red", "darkred", "black"), strict=False):
+        ax.axhline(ms, color=color, lw=0.8, ls="-.", label=f"search P95 SLO {ms:g} ms")
     ax.set_yscale("log")
     ax.set_xlabel("seconds since start")
     ax.set_ylabel("response time (ms, log scale)")

@@ -6,13 +6,15 @@ Without `--host`, migrates and seeds `DATABASE_URL` as `make run` does and start
 stack (indexer + API with `--workers` uvicorn workers) on `--port`, stopping it at the end.
 Outputs go to `artifacts/loadtest/<UTC timestamp>/`: `locust_stats.csv`,
 `locust_stats_history.csv`, `locust_failures.csv`, `report.html` (Locust's), `summary.json`,
-`latency.png`, `throughput.png`, `gate.json` and `stack.log`. The exit code is the gate's
+`latency.png`, `throughput.png`, `gate.json`, `report.md` (the figures as a Markdown table)
+and `stack.log`. The exit code is the gate's
 (0 pass, 1 SLO breached or error budget spent, 2 unreadable input).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from datetime import UTC, datetime
@@ -21,6 +23,7 @@ from pathlib import Path
 from loadtests import gate
 from loadtests.plot import plot_history
 from loadtests.stack import ROOT, Stack, prepare_database, run_locust
+from loadtests.summary import markdown
 
 
 def timestamp() -> str:
@@ -63,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         stack.start()
         host = stack.url
         env["LOCUST_DATABASE_URL"] = os.environ.get("DATABASE_URL", "")
+        env["LOADTEST_API_WORKERS"] = str(args.workers)
+        env["LOADTEST_SEARCH_CACHE"] = "off" if args.no_cache else "on"
     try:
         summary = run_locust(
             host, out, args.users, args.spawn_rate, args.duration,
@@ -75,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     if history.exists():
         for png in plot_history(history, out):
             print(f"[loadtest] plot: {png}")
+    (out / "report.md").write_text(markdown(json.loads(summary.read_text())))
     code = gate.main([str(summary), "--slo", args.slo, "--json-out", str(out / "gate.json")])
     print(f"[loadtest] report: {out / 'report.html'}  summary: {summary}  gate exit code: {code}")
     return code

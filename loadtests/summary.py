@@ -23,6 +23,7 @@ the users received (exact, whatever the number of API workers), and the API's
 from __future__ import annotations
 
 import json
+import logging
 import re
 import urllib.request
 from pathlib import Path
@@ -84,6 +85,23 @@ def entry_dict(entry: Any) -> dict[str, Any]:
     return d
 
 
+def _machine(describe: Any) -> dict[str, Any]:
+    """The machine, with the PostgreSQL version when the load test can reach the database."""
+    import os
+
+    url = os.environ.get("LOCUST_DATABASE_URL")
+    if url:
+        try:
+            import psycopg
+
+            libpq = url.replace("postgresql+psycopg://", "postgresql://", 1)
+            with psycopg.connect(libpq, connect_timeout=3) as conn:
+                return dict(describe(conn))
+        except Exception as exc:  # the figures matter more than the version string
+            logging.getLogger("loadtests").warning("no PostgreSQL version: %s", exc)
+    return dict(describe())
+
+
 def build_summary(
     environment: Any,
     cached: dict[tuple[str, bool], int],
@@ -131,7 +149,7 @@ def build_summary(
         "run_time": getattr(opts, "run_time", None),
         "duration_s": round(last - start, 1),
         "locust": locust.__version__,
-        "machine": describe(),
+        "machine": _machine(describe),
     }
     return {
         "run": run,
@@ -158,3 +176,36 @@ def write_summary(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(build_summary(environment, cached, scenario_errors), indent=2))
     return out
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The run as Markdown for the README: the load, the machine, then P50/P95/P99 and
+    req/s per endpoint and the search cache hit ratio."""
+    from loadtests.machine import one_line
+
+    run = summary.get("run") or {}
+    cache = summary.get("cache") or {}
+    lines = [
+        f"Load: {run.get('users')} users (spawn {run.get('spawn_rate')}/s) for "
+        f"{run.get('duration_s')} s, think-time scale {run.get('wait_scale')}, against "
+        f"{run.get('host')}; cities from {run.get('places_source')}.",
+        f"Machine: {one_line(run['machine']) if run.get('machine') else 'unknown'}.",
+        "",
+        "| endpoint | requests | req/s | P50 ms | P95 ms | P99 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for e in [*summary["endpoints"], summary["total"]]:
+        lines.append(
+            f"| {e['key']} | {e['requests']} | {e['rps']} | {e['p50_ms']} | {e['p95_ms']} "
+            f"| {e['p99_ms']} | {e['error_ratio']:.2%} |"
+        )
+    hit = cache.get("hit_ratio")
+    metrics_hit = (cache.get("metrics") or {}).get("hit_ratio")
+    lines += [
+        "",
+        "Search cache hit ratio: "
+        + (f"{hit:.1%} of search responses" if hit is not None else "n/a")
+        + (f", {metrics_hit:.1%} from /metrics" if metrics_hit is not None else "")
+        + ".",
+    ]
+    return "\n".join(lines) + "\n"
