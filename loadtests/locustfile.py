@@ -347,6 +347,9 @@ class TutorListRefiner(SearchUser):
             "lng": lng,
             "radius_km": random.choice((5, 10, 10, 15, 25)),
         }
+        self.facets: dict[str, Any] = {}
+        self.items: list[dict[str, Any]] = []
+        self.next_cursor: str | None = None
         self.query()
 
     def query(self, cursor: str | None = None) -> None:
@@ -429,6 +432,9 @@ class CoachDiscovery(SearchUser):
     def reset(self) -> None:
         """Clear every filter and reload."""
         self.params: dict[str, Any] = {}
+        self.facets: dict[str, Any] = {}
+        self.items: list[dict[str, Any]] = []
+        self.next_cursor: str | None = None
         self.query()
 
     def query(self, cursor: str | None = None) -> None:
@@ -539,7 +545,7 @@ class ProviderEditor(FastHttpUser):
 
     def on_stop(self) -> None:
         """Cancel the slots this user created and restore the original rate."""
-        for slot_id in list(self.slots):
+        for slot_id in list(getattr(self, "slots", [])):
             self.delete_slot(slot_id)
         if getattr(self, "rate", None):
             self.patch({"hourly_rate_minor": self.rate})
@@ -630,7 +636,8 @@ class ProviderEditor(FastHttpUser):
         if random.random() < 0.2:
             again = self.send("POST", N_AVAIL, N_AVAIL, 201, json=body, headers=dict(headers))
             if again is not None and [s["id"] for s in again.json()["items"]] != created:
-                log.error("Idempotency-Key replay created new slots")
+                # a correctness bug, not latency: counted in `scenario_errors`, fails the gate
+                raise RuntimeError("Idempotency-Key replay created new slots")
 
     @task(2)
     def delete_slot_task(self) -> None:
