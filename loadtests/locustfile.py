@@ -14,9 +14,10 @@ User classes and weights (share of the simulated users; reads dominate a marketp
 | `CoachDiscovery`   |      2 | 1-4 s      | a visitor on the coach discovery page clicking facets (expertise, language, kind), rating, price, sort, next page |
 | `ProviderEditor`   |      1 | 3-10 s     | a provider signed in once (seeded account): PATCH /profiles/me, POST /availability with an Idempotency-Key (sometimes retried), DELETE a slot |
 
-With these weights and think times about 95 % of requests are searches (map ~45 %, list
-~30 %, coaches ~15 %) and ~2 % are provider writes, each of which goes through the outbox
-to the indexer and bumps the search cache generation (so the cache hit ratio is honest).
+With these weights and think times about 90 % of requests are searches (map ~45 %, list
+~33 %, coaches ~11 %), ~7 % profile views and ~2 % provider writes, each of which goes
+through the outbox to the indexer and bumps the search cache generation (so the cache hit
+ratio is honest).
 
 Request names are endpoint templates (`/api/v1/providers/{provider_id}`, …) so Locust's
 statistics and the SLO gate work per endpoint.
