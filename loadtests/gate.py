@@ -230,8 +230,11 @@ def evaluate(run: dict[str, Any], slo: dict[str, Any]) -> GateResult:
     return result
 
 
-def print_report(result: GateResult, run: dict[str, Any], console: Console) -> None:
-    """The checks as a rich table, the cache figures, then one line per breach."""
+def print_report(
+    result: GateResult, run: dict[str, Any], console: Console, slo: dict[str, Any] | None = None
+) -> None:
+    """The checks as a rich table, the cache figures, a note when the run's load is not
+    the SLO file's documented load, then one line per breach."""
     table = Table(title="SLO gate", show_lines=False)
     for col, justify in (
         ("SLO", "left"), ("endpoint", "left"), ("requests", "right"), ("metric", "left"),
@@ -262,6 +265,13 @@ def print_report(result: GateResult, run: dict[str, Any], console: Console) -> N
             f"search cache hit ratio: {cache['hit_ratio']:.1%} (responses)"
             + (f", {m['hit_ratio']:.1%} (/metrics)" if m.get("hit_ratio") is not None else "")
         )
+    documented = (slo or {}).get("documented_load") or {}
+    users = (run.get("run") or {}).get("users")
+    if documented and users is not None and users != documented.get("users"):
+        console.print(
+            f"[yellow]note: this run had {users} users; the stricter search SLO is defined at "
+            f"the documented load of {documented.get('users')} users[/]"
+        )
     for c in result.breaches:
         console.print(f"[bold red]{c.message}[/]")
     if result.passed:
@@ -287,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold red]gate: {exc}[/]")
         return 2
     result = evaluate(run, slo)
-    print_report(result, run, console)
+    print_report(result, run, console, slo)
     if args.json_out:
         Path(args.json_out).write_text(
             json.dumps(
