@@ -15,7 +15,21 @@ PYTEST_ARGS ?=
 export DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/educonnect
 export REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: install services browser migrate seed run test lint typecheck format bench-seed bench-search bench-indexer clean
+# Load tests: `make loadtest HOST=https://…` targets a deployed API; without HOST on the
+# command line, the stack is started locally on LOADTEST_PORT (HOST above is make run's bind address).
+USERS ?= 64
+SPAWN_RATE ?= 16
+DURATION ?= 60s
+API_WORKERS ?= 2
+LOADTEST_PORT ?= 8100
+WAIT_SCALE ?= 1
+CAPACITY_STEPS ?= 8,16,32,64,128,256,512,1024
+STEP_DURATION ?= 30
+CACHE ?= both
+LOADTEST_HOST := $(if $(filter command line,$(origin HOST)),$(HOST),$(LOADTEST_HOST))
+LOADTEST_TARGET = $(if $(LOADTEST_HOST),--host $(LOADTEST_HOST),--port $(LOADTEST_PORT) --workers $(API_WORKERS) --tutors $(TUTORS) --coaches $(COACHES) --students $(STUDENTS))
+
+.PHONY: install services browser migrate seed run test lint typecheck format bench-seed bench-search bench-indexer loadtest capacity clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -74,3 +88,9 @@ clean:
 
 bench-indexer: install services  ## relay freshness at 200 writes/s and catch-up throughput
 	$(BIN)/python -m loadtests.bench_indexer
+
+loadtest: install $(if $(LOADTEST_HOST),,services)  ## Locust run + HTML/CSV/JSON + plots + SLO gate (USERS SPAWN_RATE DURATION HOST)
+	$(BIN)/python -m loadtests.run --users $(USERS) --spawn-rate $(SPAWN_RATE) --duration $(DURATION) --wait-scale $(WAIT_SCALE) $(LOADTEST_TARGET)
+
+capacity: install $(if $(LOADTEST_HOST),,services)  ## step users up until search P95 > 25 ms, cache on and off (heavy: run on a quiet machine)
+	$(BIN)/python -m loadtests.capacity --steps $(CAPACITY_STEPS) --step-duration $(STEP_DURATION) --cache $(CACHE) --wait-scale $(WAIT_SCALE) $(LOADTEST_TARGET)

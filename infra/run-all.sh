@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Start EduConnect's long-running processes for local use (`make run`): the outbox relay
 # (streaming indexer) and the API. Ctrl-C or the exit of any one of them stops them all.
-# Usage: infra/run-all.sh [HOST] [PORT]   (BIN defaults to .venv/bin)
+# Usage: infra/run-all.sh [HOST] [PORT]   (BIN defaults to .venv/bin; API_WORKERS = uvicorn
+# worker processes, default 1)
 set -euo pipefail
 BIN="${BIN:-.venv/bin}"
 HOST="${1:-127.0.0.1}"
 PORT="${2:-8000}"
+WORKERS="${API_WORKERS:-1}"
 pids=()
 stop_all() {
     trap - EXIT INT TERM
@@ -17,8 +19,8 @@ trap stop_all EXIT INT TERM
 echo "[run] indexer: educonnect indexer run (metrics on 127.0.0.1:${INDEXER_METRICS_PORT:-9108})"
 "$BIN/educonnect" indexer run &
 pids+=("$!")
-echo "[run] api: educonnect serve --host $HOST --port $PORT"
-"$BIN/educonnect" serve --host "$HOST" --port "$PORT" &
+echo "[run] api: educonnect serve --host $HOST --port $PORT --workers $WORKERS"
+"$BIN/educonnect" serve --host "$HOST" --port "$PORT" --workers "$WORKERS" &
 pids+=("$!")
 # The first process to exit (crash or signal) takes the others down with it.
 wait -n
