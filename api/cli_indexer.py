@@ -45,6 +45,30 @@ def relay_on_commit(engine: str = "postgres") -> Callable[[], None]:
     return bump
 
 
+CONSUMERS: tuple[str, ...] = ("postgres", "opensearch")
+
+
+def make_sink(consumer: str) -> Any:
+    """The sink of `consumer`: `postgres` (search tables) or `opensearch` (bulk writes to
+    the `tutors`/`coaches` aliases, created with empty `_v1` indices if missing)."""
+    if consumer == "opensearch":
+        from indexer.opensearch_reindex import bootstrap
+        from indexer.opensearch_sink import OpenSearchSink, client_from_settings
+
+        s = get_settings()
+        client = client_from_settings()
+        bootstrap(client, prefix=s.opensearch_index_prefix, replicas=s.opensearch_replicas)
+        return OpenSearchSink(
+            client,
+            prefix=s.opensearch_index_prefix,
+            max_retries=s.opensearch_bulk_max_retries,
+            request_timeout=s.opensearch_bulk_timeout_s,
+        )
+    from indexer.relay import PostgresSink
+
+    return PostgresSink()
+
+
 def _samples_writer(path: Path) -> Callable[[Sequence[Any], datetime], None]:
     out = path.open("a", buffering=1)
 
@@ -57,7 +81,9 @@ def _samples_writer(path: Path) -> Callable[[Sequence[Any], datetime], None]:
 
 @indexer_app.command("run")
 def run(
-    consumer: Annotated[str, typer.Option(help="Consumer (sink) name")] = "postgres",
+    consumer: Annotated[
+        str, typer.Option(help="Consumer (sink): postgres | opensearch")
+    ] = "postgres",
     partitions: Annotated[
         int | None, typer.Option(min=1, help="Default INDEXER_PARTITIONS")
     ] = None,
@@ -70,15 +96,17 @@ def run(
         typer.Option(help="Append 'created_at visible_at' (epoch s) per event (benchmarks)"),
     ] = None,
 ) -> None:
-    """Apply outbox events to the search tables, in commit order, until stopped (SIGTERM)."""
+    """Apply outbox events to a search engine (the PostgreSQL search tables, or
+    OpenSearch with `--consumer opensearch`: its own checkpoints, so one engine being down
+    never blocks the other), in commit order, until stopped (SIGTERM)."""
     from prometheus_client import start_http_server
 
-    from indexer.relay import PostgresSink, Relay, RelayConfig, StopFlag, run_forever
+    from indexer.relay import Relay, RelayConfig, StopFlag, run_forever
 
     configure_logging()
     s = get_settings()
-    if consumer != "postgres":
-        raise typer.BadParameter(f"unknown consumer {consumer!r} (known: postgres)")
+    if consumer not in CONSUMERS:
+        raise typer.BadParameter(f"unknown consumer {consumer!r} (known: {', '.join(CONSUMERS)})")
     cfg = RelayConfig(
         consumer=consumer,
         partitions=partitions or s.indexer_partitions,
@@ -90,9 +118,9 @@ def run(
     try:
         relay = Relay(
             conn,
-            PostgresSink(),
+            make_sink(consumer),
             cfg,
-            on_commit=relay_on_commit(),
+            on_commit=relay_on_commit(consumer),
             on_batch=_samples_writer(samples_file) if samples_file else None,
         )
     except ValueError as exc:

@@ -41,7 +41,15 @@ class Settings(BaseSettings):
     indexer_metrics_port: int = Field(default=9108, ge=0, le=65535)
     indexer_metrics_host: str = "127.0.0.1"
     outbox_retention_s: float = Field(default=3600.0, ge=0)
-    search_engine: Literal["postgres"] = "postgres"
+    search_engine: Literal["postgres", "opensearch"] = "postgres"
+    # OpenSearch (search/opensearch.py, indexer/opensearch_sink.py, indexer/opensearch_reindex.py)
+    opensearch_url: str = "http://127.0.0.1:9200"
+    opensearch_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    opensearch_bulk_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    opensearch_bulk_max_retries: int = Field(default=5, ge=0, le=20)
+    opensearch_index_prefix: str = Field(default="", pattern=r"^[a-z0-9_-]{0,40}$")
+    opensearch_replicas: int = Field(default=1, ge=0, le=10)
+    opensearch_retry_after_s: float = Field(default=5.0, ge=0, le=600)
     search_cache_enabled: bool = True
     search_cache_ttl_s: int = Field(default=60, ge=1, le=86400)
     search_pool_min_size: int = Field(default=2, ge=1, le=100)

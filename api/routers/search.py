@@ -18,6 +18,7 @@ from api.errors import problem_responses, validation_problem
 from core.redis import get_async_redis
 from core.settings import get_settings
 from search.cache import SearchCache
+from search.engine import SearchEngine
 from search.postgres import PostgresEngine
 from search.schemas import CoachQuery, TutorMapQuery, TutorQuery
 from search.service import SearchService
@@ -31,7 +32,10 @@ Opt = Annotated[str | None, Query()]
 
 
 async def get_service(request: Request) -> SearchService:
-    """The app's search service, created on first use (its pool opens then)."""
+    """The app's search service, created on first use (its pool opens then).
+
+    `SEARCH_ENGINE=opensearch`: OpenSearch answers, PostgreSQL is the fallback (and its
+    pool opens too); the cache is keyed by the answering engine's name."""
     service: SearchService | None = getattr(request.app.state, "search_service", None)
     if service is not None:
         return service
@@ -42,24 +46,40 @@ async def get_service(request: Request) -> SearchService:
             url = (s.database_read_url or s.database_url).replace(
                 "postgresql+psycopg://", "postgresql://", 1
             )
-            engine = await PostgresEngine.open(
+            postgres = await PostgresEngine.open(
                 url, min_size=s.search_pool_min_size, max_size=s.search_pool_max_size
             )
+            engine: SearchEngine = postgres
+            fallback: SearchEngine | None = None
+            if s.search_engine == "opensearch":
+                from search.opensearch import OpenSearchEngine
+
+                engine = OpenSearchEngine.open(
+                    s.opensearch_url,
+                    prefix=s.opensearch_index_prefix,
+                    timeout_s=s.opensearch_timeout_s,
+                )
+                fallback = postgres  # OpenSearch down or slow: answer from PostgreSQL
             cache = (
                 SearchCache(get_async_redis(), engine.name, ttl_s=s.search_cache_ttl_s)
                 if s.search_cache_enabled
                 else None
             )
-            service = SearchService(engine, cache)
+            service = SearchService(
+                engine, cache, fallback=fallback, retry_after_s=s.opensearch_retry_after_s
+            )
             request.app.state.search_service = service
     return service
 
 
 async def close_service(app: Any) -> None:
-    """Close the search engine's pool (application shutdown)."""
+    """Close the search engines' pool / HTTP session (application shutdown)."""
     service: SearchService | None = getattr(app.state, "search_service", None)
-    if service is not None and isinstance(service.engine, PostgresEngine):
-        await service.engine.close()
+    if service is not None:
+        for engine in (service.engine, service.fallback):
+            close = getattr(engine, "close", None)
+            if close is not None:
+                await close()
     app.state.search_service = None
 
 
