@@ -39,7 +39,11 @@ class SearchService:
         self.cache = cache
 
     async def _run(
-        self, endpoint: str, query: Any, compute: Callable[[], Awaitable[dict[str, Any]]]
+        self,
+        endpoint: str,
+        query: Any,
+        compute: Callable[[], Awaitable[dict[str, Any]]],
+        target: str | None = None,
     ) -> bytes:
         started = time.perf_counter()
 
@@ -55,7 +59,7 @@ class SearchService:
             return _finish(await body(), cached=False, started=started)
         digest = query_digest(endpoint, normalized(query))
         try:
-            data, hit = await self.cache.get_or_compute(digest, body)
+            data, hit = await self.cache.get_or_compute(digest, body, target_digest=target)
         except redis.RedisError as exc:
             CACHE_LOOKUPS.labels(endpoint, "error").inc()
             DEGRADED.labels(endpoint).inc()
@@ -64,27 +68,28 @@ class SearchService:
         CACHE_LOOKUPS.labels(endpoint, "hit" if hit else "miss").inc()
         return _finish(data, cached=hit, started=started)
 
-    async def search_tutors(self, q: TutorQuery) -> bytes:
-        """The JSON body of `GET /api/v1/search/tutors`."""
+    async def search_tutors(self, q: TutorQuery, target: str | None = None) -> bytes:
+        """The JSON body of `GET /api/v1/search/tutors`. `target`: the raw request target's
+        digest, aliased to the cached body for the lean path (`api.search_fastpath`)."""
 
         async def go() -> dict[str, Any]:
             return (await self.engine.search_tutors(q)).model_dump()
 
-        return await self._run("tutors", q, go)
+        return await self._run("tutors", q, go, target)
 
-    async def tutor_map(self, q: TutorMapQuery) -> bytes:
+    async def tutor_map(self, q: TutorMapQuery, target: str | None = None) -> bytes:
         """The JSON body of `GET /api/v1/search/tutors/map` (viewport snapped to the grid)."""
         q = q.model_copy(update={"bbox": snap_bbox(q.bbox, q.zoom)})
 
         async def go() -> dict[str, Any]:
             return (await self.engine.tutor_map(q)).model_dump()
 
-        return await self._run("tutors_map", q, go)
+        return await self._run("tutors_map", q, go, target)
 
-    async def search_coaches(self, q: CoachQuery) -> bytes:
+    async def search_coaches(self, q: CoachQuery, target: str | None = None) -> bytes:
         """The JSON body of `GET /api/v1/search/coaches`."""
 
         async def go() -> dict[str, Any]:
             return (await self.engine.search_coaches(q)).model_dump()
 
-        return await self._run("coaches", q, go)
+        return await self._run("coaches", q, go, target)
