@@ -13,6 +13,7 @@ from api.middleware import RequestContextMiddleware
 from api.pages import install_pages
 from api.routers import admin, auth, profiles
 from api.routers import search as search_router
+from api.search_fastpath import SearchFastPath
 from core.db import dispose_engines
 from core.logging import configure_logging
 from core.redis import close_redis
@@ -42,6 +43,9 @@ def create_app() -> FastAPI:
         lifespan=_lifespan,
     )
     install_error_handlers(app)
+    # Added first = innermost: cached search hits still get a request id, a log line and
+    # HTTP metrics.
+    app.add_middleware(SearchFastPath)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     app.include_router(search_router.router, prefix=API_PREFIX)

@@ -35,7 +35,17 @@ Document columns (both tables unless noted; the OpenSearch mapping mirrors them)
 |                 |                          | English (both labels + keywords) and headline, with the       |
 |                 |                          | `educonnect_fr` and `educonnect_en` configs; C: bio in the    |
 |                 |                          | provider's locale config. All configs unaccent.               |
+| subject_bits    | bigint (tutor table)     | bit `search_catalogue.bit` set for each subject               |
+| expertise_bits  | bigint (coach table)     | the same for expertises                                       |
+| language_bits   | bigint                   | bit `search_language_bits.bit` set for each language          |
+| languages_other | text[], null             | languages without a bit (sorted), null when there are none    |
+| rating_bucket   | smallint, null           | facet bucket 0-3 (`[1,2) [2,3) [3,4) [4,5]`), null if unrated |
 | indexed_at      | timestamptz              | when the row was written                                      |
+
+The bit columns (migration 0005) let the engine compute every facet from one grouped pass
+on integers: bit positions never change once assigned (catalogue slugs get the next free
+bit on first sync; the 63 language bits are fixed), and a language without a bit is kept
+exactly in `languages_other`.
 
 A provider has a document when it exists, `users.active` is true and `kyc_status` is not
 `rejected`; tutors go to `tutor_documents`, coaches and mentors to `coach_documents`.
@@ -56,12 +66,32 @@ TUTOR_COLUMNS: tuple[str, ...] = (
     "provider_id", "version", "display_name", "headline", "city", "country_code", "subjects",
     "languages", "price_minor", "currency", "rating_avg", "rating_count", "rating_sort",
     "online", "in_person", "location", "lat", "lng", "availability", "search_vector",
+    "subject_bits", "language_bits", "languages_other", "rating_bucket",
 )  # fmt: skip
 COACH_COLUMNS: tuple[str, ...] = (
     "provider_id", "version", "kind", "display_name", "headline", "city", "country_code",
     "expertises", "languages", "price_minor", "currency", "rating_avg", "rating_count",
     "rating_sort", "online", "in_person", "availability", "search_vector",
+    "expertise_bits", "language_bits", "languages_other", "rating_bucket",
 )  # fmt: skip
+
+# The narrow facet rows (migration 0005), derived from the documents: what the grouped facet
+# pass and the structured filters read. `{t}` is the document table.
+TUTOR_FACET_COLUMNS: tuple[str, ...] = (
+    "provider_id", "geom", "ux", "uy", "uz", "subject_bits", "language_bits",
+    "languages_other", "rating_bucket", "currency", "price_minor", "rating_avg", "online",
+    "in_person",
+)  # fmt: skip
+_TUTOR_FACET_EXPRS = (
+    "provider_id, location::geometry, cos(radians(lat)) * cos(radians(lng)),"
+    " cos(radians(lat)) * sin(radians(lng)), sin(radians(lat)), subject_bits, language_bits,"
+    " languages_other, rating_bucket, currency, price_minor, rating_avg, online, in_person"
+)
+COACH_FACET_COLUMNS: tuple[str, ...] = (
+    "provider_id", "kind", "expertise_bits", "language_bits", "languages_other",
+    "rating_bucket", "currency", "price_minor", "rating_avg", "online", "in_person",
+)  # fmt: skip
+_COACH_FACET_EXPRS = ", ".join(COACH_FACET_COLUMNS)
 
 _SUFFIX_RE = re.compile(r"^[a-z0-9_]{0,40}$")
 
@@ -140,7 +170,44 @@ def rebuild_documents(
         upserted += max(cur.rowcount, 0)
         cur.execute(_upsert(coaches, COACH_COLUMNS, _COACH), params)
         upserted += max(cur.rowcount, 0)
+        for docs, facets, columns, exprs in _facet_tables(table_suffix):
+            cur.execute(_sync_facets(docs, facets, columns, exprs), params)
     return ProjectionResult(upserted=upserted, deleted=deleted)
+
+
+def _facet_tables(
+    suffix: str,
+) -> tuple[tuple[sql.Identifier, sql.Identifier, tuple[str, ...], str], ...]:
+    return (
+        (
+            _table("tutor_documents", suffix),
+            _table("tutor_facets", suffix),
+            TUTOR_FACET_COLUMNS,
+            _TUTOR_FACET_EXPRS,
+        ),
+        (
+            _table("coach_documents", suffix),
+            _table("coach_facets", suffix),
+            COACH_FACET_COLUMNS,
+            _COACH_FACET_EXPRS,
+        ),
+    )
+
+
+def _sync_facets(
+    docs: sql.Identifier, facets: sql.Identifier, columns: tuple[str, ...], exprs: str
+) -> sql.Composed:
+    """The facet rows of `ids` := what their documents say (deleted with them)."""
+    updates = sql.SQL(", ").join(
+        sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in columns[1:]
+    )
+    return sql.SQL(
+        "WITH gone AS (DELETE FROM {f} f WHERE f.provider_id = ANY(%(ids)s)"
+        " AND NOT EXISTS (SELECT 1 FROM {d} d WHERE d.provider_id = f.provider_id))"
+        " INSERT INTO {f} ({cols}) SELECT " + exprs + " FROM {d}"
+        " WHERE provider_id = ANY(%(ids)s)"
+        " ON CONFLICT (provider_id) DO UPDATE SET {updates}"
+    ).format(f=facets, d=docs, cols=_cols(columns), updates=updates)
 
 
 def build_all(conn: psycopg.Connection[Any], *, table_suffix: str = "") -> int:
@@ -158,13 +225,21 @@ def build_all(conn: psycopg.Connection[Any], *, table_suffix: str = "") -> int:
     total = 0
     with conn.cursor() as cur:
         if table_suffix:
-            for live, table in (("tutor_documents", tutors), ("coach_documents", coaches)):
+            for live, table in (
+                ("tutor_documents", tutors),
+                ("coach_documents", coaches),
+                ("tutor_facets", _table("tutor_facets", table_suffix)),
+                ("coach_facets", _table("coach_facets", table_suffix)),
+            ):
                 cur.execute(
                     sql.SQL("CREATE TABLE IF NOT EXISTS {} (LIKE {} INCLUDING ALL)").format(
                         table, sql.Identifier(live)
                     )
                 )
-        cur.execute(sql.SQL("TRUNCATE {}, {}").format(tutors, coaches))
+        facets = _facet_tables(table_suffix)
+        cur.execute(
+            sql.SQL("TRUNCATE {}, {}, {}, {}").format(tutors, coaches, facets[0][1], facets[1][1])
+        )
         cur.execute(
             sql.SQL(
                 "INSERT INTO {t} ({cols}) SELECT {cols} FROM search_document_source "
@@ -181,6 +256,19 @@ def build_all(conn: psycopg.Connection[Any], *, table_suffix: str = "") -> int:
             ).format(t=coaches, cols=_cols(COACH_COLUMNS))
         )
         total += max(cur.rowcount, 0)
+        for docs, table, columns, exprs in facets:
+            cur.execute(
+                sql.SQL("INSERT INTO {f} ({cols}) SELECT " + exprs + " FROM {d}").format(
+                    f=table, d=docs, cols=_cols(columns)
+                )
+                # The documents' order: tutors by geohash, so a radius reads few pages.
+                + sql.SQL(
+                    " ORDER BY ST_GeoHash(location::geometry, 8), provider_id"
+                    if table is facets[0][1]
+                    else ""
+                )
+            )
+            cur.execute(sql.SQL("ANALYZE {}").format(table))
         cur.execute(sql.SQL("ANALYZE {}").format(tutors))
         cur.execute(sql.SQL("ANALYZE {}").format(coaches))
     return total
@@ -194,14 +282,20 @@ def sync_catalogue(conn: psycopg.Connection[Any]) -> None:
     rows = [(e.slug, "subject", e.fr, e.en, search_terms(e.slug)) for e in SUBJECTS] + [
         (e.slug, "expertise", e.fr, e.en, search_terms(e.slug)) for e in EXPERTISES
     ]
-    with conn.cursor() as cur:
+    with conn.transaction(), conn.cursor() as cur:
+        # A new slug takes the next free bit of its facet; existing bits never move (the
+        # documents store them). The lock serializes concurrent syncs.
+        cur.execute("LOCK TABLE search_catalogue IN SHARE ROW EXCLUSIVE MODE")
         cur.executemany(
-            "INSERT INTO search_catalogue (slug, facet, label_fr, label_en, terms) "
-            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (slug) DO UPDATE SET "
+            "INSERT INTO search_catalogue (slug, facet, label_fr, label_en, terms, bit) "
+            "VALUES (%s, %s, %s, %s, %s, (SELECT coalesce(max(bit) + 1, 0) "
+            "FROM search_catalogue WHERE facet = %s)) ON CONFLICT (slug) DO UPDATE SET "
+            "bit = CASE WHEN search_catalogue.facet = EXCLUDED.facet "
+            "THEN search_catalogue.bit ELSE EXCLUDED.bit END, "
             "facet = EXCLUDED.facet, label_fr = EXCLUDED.label_fr, "
             "label_en = EXCLUDED.label_en, terms = EXCLUDED.terms "
             "WHERE (search_catalogue.facet, search_catalogue.label_fr, search_catalogue.label_en,"
             " search_catalogue.terms) IS DISTINCT FROM "
             "(EXCLUDED.facet, EXCLUDED.label_fr, EXCLUDED.label_en, EXCLUDED.terms)",
-            rows,
+            [(*r, r[1]) for r in rows],
         )

@@ -330,6 +330,12 @@ else
                 log "postgres: creating cluster ${ver}/main on port ${pg_port}"
                 act pg_createcluster --port "$pg_port" "$ver" main
             fi
+            tune_conf="$(dirname "${BASH_SOURCE[0]}")/postgres/educonnect-search.conf"
+            if [[ -d "/etc/postgresql/${ver}/main/conf.d" && -f "$tune_conf" &&
+                ! -e "/etc/postgresql/${ver}/main/conf.d/educonnect-search.conf" ]]; then
+                log "postgres: installing ${tune_conf} into conf.d (search sizing)"
+                act cp "$tune_conf" "/etc/postgresql/${ver}/main/conf.d/educonnect-search.conf"
+            fi
             if [[ "$SYSTEMD" == "1" ]]; then
                 log "postgres: systemctl start postgresql@${ver}-main"
                 act systemctl start "postgresql@${ver}-main" || warn "systemctl start postgresql@${ver}-main failed"

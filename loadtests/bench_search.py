@@ -6,11 +6,17 @@ runs; `--reseed` redoes it), builds the search documents, then:
 1. engine: each query class of a fixed mix (real cities incl. dense Paris, radius 5-50 km,
    with/without text, each sort, facets always on) runs `--rounds` times directly on the
    PostgreSQL engine; p50/p95/p99 per class;
-2. HTTP, cache off: a uvicorn server (1 worker) and `--clients` concurrent clients replay
-   the mix for `--seconds`; p50/p95/p99 and requests/s;
-3. HTTP, cache on: the same with warm cache entries; requests/s and percentiles.
+2. HTTP, cache off: a uvicorn server (`--workers`, default 2) and `--clients` concurrent
+   clients (httpx, in this process) replay the mix for `--seconds`; p50/p95/p99, req/s;
+3. HTTP, cache on: the same with warm cache entries, driven by `wrk` (C, 2 threads,
+   `--clients` connections, a Lua script rotating the same URL mix; installed with apt-get
+   when missing and running as root) — the Python client cannot generate enough load on
+   the 2 cores it shares with the server; falls back to httpx without wrk.
 
-Prints a table and writes `artifacts/bench-search.json` with the machine described.
+A reused dataset is migrated to head first; when that changed the schema, the documents
+are rebuilt (build_all + VACUUM ANALYZE). Prints a table and writes
+`artifacts/bench-search.json` with the machine, the PostgreSQL settings, the load average
+and the clients described.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -99,6 +107,7 @@ def ensure_dataset(url: str, admin: str, name: str, reseed: bool) -> None:
                 n = c.execute("SELECT count(*) FROM tutor_documents").fetchone()
             if n and n[0] >= 190_000:
                 print(f"reusing {name} ({n[0]} tutor documents)")
+                _migrate_reused(url)
                 return
         a.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         a.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -115,6 +124,29 @@ def ensure_dataset(url: str, admin: str, name: str, reseed: bool) -> None:
         conn.execute("VACUUM ANALYZE tutor_documents")
         conn.execute("VACUUM ANALYZE coach_documents")
     print(f"seeded in {t1 - t0:.1f} s, documents built in {time.perf_counter() - t1:.1f} s")
+
+
+def _revision(url: str) -> str:
+    with psycopg.connect(url) as c:
+        row = c.execute("SELECT version_num FROM alembic_version").fetchone()
+    return str(row[0]) if row else ""
+
+
+def _migrate_reused(url: str) -> None:
+    """Bring a reused dataset to head; rebuild the documents if the schema moved."""
+    before = _revision(url)
+    upgrade("head", url)
+    if _revision(url) == before:
+        return
+    from indexer.projection import build_all
+
+    t0 = time.perf_counter()
+    with psycopg.connect(url, autocommit=True) as conn:
+        with conn.transaction():
+            build_all(conn)
+        for table in ("tutor_documents", "coach_documents", "tutor_facets", "coach_facets"):
+            conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(table)))
+    print(f"migrated {before} -> head, documents rebuilt in {time.perf_counter() - t0:.1f} s")
 
 
 async def engine_bench(url: str, rounds: int) -> dict[str, Any]:
@@ -177,13 +209,78 @@ async def http_bench(base: str, clients: int, seconds: float, distinct: int) -> 
     return {**pct(lat), "req_per_s": round(len(lat) / wall, 1), "errors": errors}
 
 
-def serve(url: str, port: int, cache: bool) -> subprocess.Popen[bytes]:
+_WRK_LUA = """
+local urls = {%s}
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", urls[(i %% #urls) + 1])
+end
+done = function(summary, latency, requests)
+  io.write(string.format("WRKJSON {\\"requests\\": %%d, \\"seconds\\": %%f, \\"errors\\": %%d,"
+    .. " \\"p50\\": %%f, \\"p95\\": %%f, \\"p99\\": %%f}\\n",
+    summary.requests, summary.duration / 1e6,
+    summary.errors.connect + summary.errors.read + summary.errors.write
+      + summary.errors.status + summary.errors.timeout,
+    latency:percentile(50) / 1000, latency:percentile(95) / 1000,
+    latency:percentile(99) / 1000))
+end
+"""
+
+
+def ensure_wrk() -> str | None:
+    """The `wrk` binary, installed with apt-get when missing and running as root."""
+    found = shutil.which("wrk")
+    apt = shutil.which("apt-get")
+    if found or os.geteuid() != 0 or not apt:
+        return found
+    print("installing wrk (apt-get)")
+    subprocess.run([apt, "install", "-y", "-q", "wrk"], check=False,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    return shutil.which("wrk")
+
+
+def wrk_bench(wrk: str, base: str, clients: int, seconds: float, distinct: int) -> dict[str, Any]:
+    """Cached-path throughput with wrk (2 threads, `clients` connections)."""
+    reqs = [
+        str(httpx.URL(_PATHS[k], params=params_for(p, i)))
+        for i in range(distinct)
+        for _, k, p in MIX
+    ]
+    lua = _WRK_LUA % ", ".join(json.dumps(r) for r in reqs)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(lua)
+    try:
+        out = subprocess.run(
+            [wrk, "-t2", f"-c{clients}", f"-d{int(seconds)}s", "-s", f.name, base],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+    finally:
+        os.unlink(f.name)
+    line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
+    r = json.loads(line[len("WRKJSON ") :])
+    return {
+        "p50": round(r["p50"], 2), "p95": round(r["p95"], 2), "p99": round(r["p99"], 2),
+        "n": r["requests"], "req_per_s": round(r["requests"] / r["seconds"], 1),
+        "errors": r["errors"], "client": f"wrk -t2 -c{clients}",
+    }  # fmt: skip
+
+
+def pg_settings(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    """The PostgreSQL settings the figures depend on."""
+    names = ("shared_buffers", "work_mem", "effective_cache_size", "jit", "random_page_cost")
+    return {n: str(conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(n))).fetchone()[0])  # type: ignore[index]
+            for n in names}  # fmt: skip
+
+
+def serve(url: str, port: int, cache: bool, workers: int = 1) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env.update(DATABASE_URL=url, SEARCH_CACHE_ENABLED=str(cache).lower(), LOG_LEVEL="WARNING",
                SEARCH_POOL_MIN_SIZE="4", SEARCH_POOL_MAX_SIZE="16")  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--port", str(port),
-         "--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"],
+         "--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools",
+         "--workers", str(workers)],
         env=env,
     )  # fmt: skip
     for _ in range(100):
@@ -203,6 +300,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     ap.add_argument("--reseed", action="store_true")
     args = ap.parse_args()
     base = get_settings().libpq_database_url
@@ -212,21 +310,32 @@ def main() -> None:
     ensure_dataset(url, admin, name, args.reseed)
     with psycopg.connect(url) as conn:
         machine = describe(conn)
+        machine["postgres_settings"] = pg_settings(conn)
+    machine["loadavg_before"] = os.getloadavg()
     engine = asyncio.run(engine_bench(url, args.rounds))
     for k, v in engine.items():
         print(f"engine {k:40} p50 {v['p50']:8.2f}  p95 {v['p95']:8.2f}  p99 {v['p99']:8.2f} ms")
     report: dict[str, Any] = {"machine": machine, "engine_ms": engine}
+    wrk = ensure_wrk()
     for cache in (False, True):
-        proc = serve(url, args.port, cache)
+        proc = serve(url, args.port, cache, args.workers)
         try:
             base_url = f"http://127.0.0.1:{args.port}"
-            if cache:  # warm every key once
+            if cache:  # warm every key once (and its raw alias, in every worker's reach)
                 asyncio.run(http_bench(base_url, 4, 5, 3))
-            res = asyncio.run(http_bench(base_url, args.clients, args.seconds, 3 if cache else 40))
+            if cache and wrk:
+                res = wrk_bench(wrk, base_url, args.clients, args.seconds, 3)
+            else:
+                res = asyncio.run(
+                    http_bench(base_url, args.clients, args.seconds, 3 if cache else 40)
+                )
+                res["client"] = f"httpx, {args.clients} concurrent clients"
         finally:
             proc.terminate()
             proc.wait(timeout=10)
+        res["workers"] = args.workers
         report["http_cache_on" if cache else "http_cache_off"] = res
+    machine["loadavg_after"] = os.getloadavg()
     out = Path("artifacts/bench-search.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
@@ -237,7 +346,9 @@ def main() -> None:
     for k in ("http_cache_off", "http_cache_on"):
         v = report[k]
         print(f"{k}: p50 {v['p50']} ms, p95 {v['p95']} ms, p99 {v['p99']} ms, "
-              f"{v['req_per_s']} req/s, {v['errors']} errors ({args.clients} clients)")  # fmt: skip
+              f"{v['req_per_s']} req/s, {v['errors']} errors ({v['client']}, "
+              f"{v['workers']} uvicorn workers)")  # fmt: skip
+    print(f"load average before {machine['loadavg_before']}, after {machine['loadavg_after']}")
     print(f"-> {out}")
 
 

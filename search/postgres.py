@@ -6,13 +6,28 @@ run with `plan_cache_mode = force_custom_plan`, so every query is planned with i
 values. A generic plan of the radius query drops the KNN/GiST shape and was measured 30x
 slower; planning costs ~0.2 ms. JIT is off (it costs milliseconds on these short queries).
 
-Each list request runs two statements on one connection: the facet pass over the whole
-filtered set (one scan materialized once, then aggregated four ways) and the page (keyset
-on the sort key + id, `limit + 1` rows to know whether a next page exists).
+Each list request runs two statements on one connection:
+
+- the facet pass: ONE scan of the rows matching every filter except subject/expertise and
+  language, grouped on integers (`*_bits`, `language_bits`, `languages_other`,
+  `rating_bucket`, `currency`) with count/min/max/sum(price). The disjunctive facet
+  arithmetic runs in Python over those groups (a few thousand at most), iterating set
+  bits only; the total, rating buckets and price stats come from the groups whose masks
+  pass the subject/expertise and language filters. Exact, no approximation.
+- the page: keyset on the sort key + id, `limit + 1` rows to know whether a next page
+  exists. Distance pages use the GiST KNN order (sphere) to find the `limit + 1` nearest
+  candidates, then re-rank exactly on the spheroid inside a radius that provably holds
+  every row that could be nearer (sphere and WGS84 distances differ by less than 0.56 %).
+
+Radius test: `ST_DWithin` on the sphere with `r * 1.006` (indexable, a superset), then
+sphere `r * 0.994` (certainly inside) OR the spheroid test with `r` — the spheroid only
+decides the thin ring, and the inclusive radius stays exact.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections import OrderedDict
 from typing import Any
 
@@ -34,6 +49,108 @@ from search.schemas import (
 NAME = "postgres"
 _POINT = "ST_SetSRID(ST_MakePoint(%(lng)s, %(lat)s), 4326)::geography"
 _TSQUERY_CACHE_SIZE = 4096
+_PREFIX_TERM = re.compile(r"^'([a-z0-9]+)':\*$")
+# Great-circle (PostGIS sphere, R = (2a + b) / 3) over WGS84 geodesic distance lies in
+# [0.99440, 1.00449]; these factors keep a margin on both sides.
+_SPHERE_IN = 0.994
+_SPHERE_OUT = 1.006
+_EARTH_R = 6371008.7714  # the PostGIS sphere: (2a + b) / 3 of WGS84
+# Exact radius test on a document (geography): certainly inside on the sphere, or inside on
+# the spheroid. `_ST_DWithin` is the non-indexable form: the bbox above is the index filter.
+_RADIUS_EXACT = (
+    f"(_ST_DWithin(location, {_POINT}, %(radius_in)s, false)"
+    f" OR _ST_DWithin(location, {_POINT}, %(radius_m)s, true))"
+)
+_RADIUS_WIDE = (
+    "(location::geometry) && ST_MakeEnvelope(%(gx0)s, %(gy0)s, %(gx1)s, %(gy1)s, 4326)"
+    f" AND {_RADIUS_EXACT}"
+)
+# The same on a facet row: the sphere test is a dot product of unit vectors; only the thin
+# ring between the two sphere bounds goes to the spheroid.
+_DOT = "(ux * %(px)s + uy * %(py)s + uz * %(pz)s)"
+_RADIUS_FACETS = (
+    "geom && ST_MakeEnvelope(%(gx0)s, %(gy0)s, %(gx1)s, %(gy1)s, 4326)"
+    f" AND ({_DOT} >= %(cos_in)s OR ({_DOT} >= %(cos_out)s"
+    f" AND _ST_DWithin(geom::geography, {_POINT}, %(radius_m)s, true)))"
+)
+
+
+def _radius(s: _Sql, lat: float, lng: float, radius_km: float) -> None:
+    """Add the inclusive WGS84 radius filter (both table shapes) to `s`."""
+    r = radius_km * 1000.0
+    r_in = max(0.0, r * _SPHERE_IN - 1.0)  # 1 m: float rounding of the dot product
+    r_out = r * _SPHERE_OUT + 1.0
+    # A lng/lat box holding the sphere cap of radius r_out (whole longitudes near a pole or
+    # across the antimeridian: a superset is always correct, the exact tests decide).
+    d = r_out / _EARTH_R
+    dlat = math.degrees(d) * 1.001 + 1e-9
+    y0, y1 = lat - dlat, lat + dlat
+    x0, x1 = -180.0, 180.0
+    if y0 > -90.0 and y1 < 90.0:
+        cos_max = math.cos(math.radians(max(abs(y0), abs(y1))))
+        ratio = math.sin(d) / cos_max
+        if ratio < 1.0:
+            dlng = math.degrees(math.asin(ratio)) * 1.001 + 1e-9
+            if lng - dlng > -180.0 and lng + dlng < 180.0:
+                x0, x1 = lng - dlng, lng + dlng
+    phi, lam = math.radians(lat), math.radians(lng)
+    s.params.update(
+        lat=lat,
+        lng=lng,
+        radius_m=r,
+        radius_in=r_in,
+        gx0=x0,
+        gy0=max(-90.0, y0),
+        gx1=x1,
+        gy1=min(90.0, y1),
+        px=math.cos(phi) * math.cos(lam),
+        py=math.cos(phi) * math.sin(lam),
+        pz=math.sin(phi),
+        cos_in=math.cos(r_in / _EARTH_R),
+        cos_out=math.cos(min(math.pi, r_out / _EARTH_R)),
+    )
+    s.geo = (_RADIUS_WIDE, _RADIUS_FACETS)
+
+
+class _Bits:
+    """Bit positions of catalogue slugs and language codes (migration 0005)."""
+
+    def __init__(self, rows: list[tuple[str, str, int]]) -> None:
+        self.bit: dict[tuple[str, str], int] = {(f, v): b for f, v, b in rows}
+        self.value: dict[str, list[str | None]] = {}
+        for f, v, b in rows:
+            table = self.value.setdefault(f, [None] * 64)
+            table[b] = v
+
+    def mask(self, facet: str, values: tuple[str, ...]) -> tuple[int, list[str]]:
+        """(mask of the values that have a bit, the values that have none)."""
+        m, other = 0, []
+        for v in values:
+            b = self.bit.get((facet, v))
+            if b is None:
+                other.append(v)
+            else:
+                m |= 1 << b
+        return m, other
+
+    def names(self, facet: str, mask: int) -> list[str] | None:
+        """The values of the set bits of `mask`, None if a bit is unknown (reload)."""
+        table = self.value.get(facet, [])
+        out = []
+        while mask:
+            low = mask & -mask
+            b = low.bit_length() - 1
+            v = table[b] if b < len(table) else None
+            if v is None:
+                return None
+            out.append(v)
+            mask ^= low
+        return out
+
+
+def _signed(mask: int) -> int:
+    """`mask` as a PostgreSQL bigint parameter (bit 63 would be the sign)."""
+    return mask - (1 << 64) if mask >= 1 << 63 else mask
 
 
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -44,19 +161,32 @@ async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
 
 
 class _Sql:
-    """WHERE clauses and parameters of one query, split the way facets need them."""
+    """WHERE clauses and parameters of one query, split the way facets need them.
+
+    `base` holds conditions valid on both the documents and the facet rows; `geo` the
+    radius filter in each shape; `wide_only` is set by filters only documents can answer
+    (text, availability), which send the facet pass to the documents table.
+    """
 
     def __init__(self) -> None:
         self.base: list[str] = []
         self.params: dict[str, Any] = {}
         self.cat_ok = "true"
         self.lang_ok = "true"
+        self.geo: tuple[str, str] | None = None
+        self.wide_only = False
 
-    def all(self) -> str:
-        return " AND ".join([*self.base, self.cat_ok, self.lang_ok])
+    def _conds(self, facets: bool) -> list[str]:
+        geo = [] if self.geo is None else [self.geo[1] if facets else self.geo[0]]
+        return [*geo, *self.base]
 
-    def base_sql(self) -> str:
-        return " AND ".join(self.base) or "true"
+    def all(self, facets: bool = False) -> str:
+        """Every filter, on the documents table (or the facet rows)."""
+        return " AND ".join([*self._conds(facets), self.cat_ok, self.lang_ok])
+
+    def base_sql(self, facets: bool = False) -> str:
+        """Every filter except subject/expertise and language."""
+        return " AND ".join(self._conds(facets)) or "true"
 
 
 class PostgresEngine:
@@ -66,7 +196,16 @@ class PostgresEngine:
 
     def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
         self.pool = pool
-        self._tsq: OrderedDict[tuple[str, ...], str] = OrderedDict()
+        self._tsq: OrderedDict[tuple[str, ...], tuple[str, str]] = OrderedDict()
+        self._bits: _Bits | None = None
+
+    async def _load_bits(self, conn: psycopg.AsyncConnection[Any]) -> _Bits:
+        cur = await conn.execute(
+            "SELECT facet, slug, bit FROM search_catalogue"
+            " UNION ALL SELECT 'language', code, bit FROM search_language_bits"
+        )
+        self._bits = _Bits([(str(f), str(v), int(b)) for f, v, b in await cur.fetchall()])
+        return self._bits
 
     @classmethod
     async def open(cls, conninfo: str, *, min_size: int = 2, max_size: int = 10) -> PostgresEngine:
@@ -88,9 +227,15 @@ class PostgresEngine:
 
     # ------------------------------------------------------------------ helpers
 
-    async def _tsquery(self, conn: psycopg.AsyncConnection[Any], words: tuple[str, ...]) -> str:
-        """The tsquery (text form) for folded words: every word must match, the last as
-        a prefix, under the French, English or simple configuration (OR of the three)."""
+    async def _tsquery(
+        self, conn: psycopg.AsyncConnection[Any], words: tuple[str, ...]
+    ) -> tuple[str, str]:
+        """(rank query, match query) in text form for folded words: every word must match,
+        the last as a prefix, under the French, English or simple configuration (OR of the
+        three). The rank query is that OR as is (`ts_rank` depends on its shape); the match
+        query matches exactly the same documents with fewer index scans: identical branches
+        dropped, and a one-word prefix branch dropped when a shorter prefix covers it
+        ('physique':* is inside 'physiqu':*)."""
         hit = self._tsq.get(words)
         if hit is not None:
             self._tsq.move_to_end(words)
@@ -98,15 +243,28 @@ class PostgresEngine:
         expr = " & ".join([*words[:-1], words[-1] + ":*"])
         cur = await conn.execute(
             "SELECT (to_tsquery('educonnect_fr', %(e)s) || to_tsquery('educonnect_en', %(e)s)"
-            " || to_tsquery('educonnect_simple', %(e)s))::text",
+            " || to_tsquery('educonnect_simple', %(e)s))::text,"
+            " to_tsquery('educonnect_fr', %(e)s)::text, to_tsquery('educonnect_en', %(e)s)::text,"
+            " to_tsquery('educonnect_simple', %(e)s)::text",
             {"e": expr},
         )
         row = await cur.fetchone()
-        text = str(row[0]) if row else ""
-        self._tsq[words] = text
+        rank = str(row[0]) if row else ""
+        branches = list(dict.fromkeys(str(b) for b in (row[1:] if row else ()) if b))
+        prefixes = {m.group(1) for b in branches if (m := _PREFIX_TERM.match(b))}
+        kept = [
+            b
+            for b in branches
+            if not (
+                (m := _PREFIX_TERM.match(b))
+                and any(p != m.group(1) and m.group(1).startswith(p) for p in prefixes)
+            )
+        ]
+        match = " | ".join(f"( {b} )" for b in kept) if len(kept) > 1 else "".join(kept)
+        self._tsq[words] = (rank, match)
         if len(self._tsq) > _TSQUERY_CACHE_SIZE:
             self._tsq.popitem(last=False)
-        return text
+        return rank, match
 
     async def _filters(
         self,
@@ -118,10 +276,18 @@ class PostgresEngine:
         s = _Sql()
         p = s.params
         if q.q:
-            tsq = await self._tsquery(conn, q.q)
+            tsq, match = await self._tsquery(conn, q.q)
             if tsq:
-                p["tsq"] = tsq
-                s.base.append("search_vector @@ %(tsq)s::tsquery")
+                p["tsq"], p["tsq_match"] = tsq, match
+                if getattr(q, "lat", None) is not None:
+                    # With a radius the spatial index drives and the text is a filter: the
+                    # GIN prefix scan of a common word costs more (40k matches: 60-70 ms)
+                    # than testing the few thousand rows of the radius. The function form
+                    # of @@ is not matched to the GIN index.
+                    s.base.append("ts_match_vq(search_vector, %(tsq_match)s::tsquery)")
+                else:
+                    s.base.append("search_vector @@ %(tsq_match)s::tsquery")
+                s.wide_only = True
         if q.min_price is not None:
             p["min_price"] = q.min_price
             s.base.append("price_minor >= %(min_price)s")
@@ -139,12 +305,26 @@ class PostgresEngine:
         if q.available_from or q.available_to:
             p["af"], p["at"] = q.available_from, q.available_to
             s.base.append("availability && tstzrange(%(af)s, %(at)s)")
+            s.wide_only = True
+        bits = self._bits or await self._load_bits(conn)
+        facet = "subject" if catalogue_col == "subjects" else "expertise"
         if catalogue:
-            p["cat"] = list(catalogue)
-            s.cat_ok = f"{catalogue_col} && %(cat)s::text[]"
+            cat_mask, unknown = bits.mask(facet, catalogue)
+            if unknown:  # a slug newer than our copy of the bit table
+                bits = await self._load_bits(conn)
+                cat_mask, unknown = bits.mask(facet, catalogue)
+            p["cat_mask"] = _signed(cat_mask)
+            s.cat_ok = f"({facet}_bits & %(cat_mask)s) <> 0"
         if q.language:
-            p["lang"] = list(q.language)
-            s.lang_ok = "languages && %(lang)s::text[]"
+            lang_mask, other = bits.mask("language", q.language)
+            ors = []
+            if lang_mask:
+                p["lang_mask"] = _signed(lang_mask)
+                ors.append("(language_bits & %(lang_mask)s) <> 0")
+            if other:
+                p["lang_other"] = other
+                ors.append("languages_other && %(lang_other)s::text[]")
+            s.lang_ok = "(" + " OR ".join(ors) + ")"
         return s
 
     async def _facets(
@@ -156,48 +336,100 @@ class PostgresEngine:
         selected: tuple[str, ...],
         langs: tuple[str, ...],
     ) -> tuple[dict[str, Any], int]:
-        sql = f"""
-            WITH b AS MATERIALIZED (
-                SELECT {col} AS cat, languages, rating_avg, price_minor, currency,
-                       {s.cat_ok} AS c_ok, {s.lang_ok} AS l_ok
-                  FROM {table} WHERE {s.base_sql()}
+        facet = "subject" if col == "subjects" else "expertise"
+        narrow = not s.wide_only
+        if narrow:  # the narrow facet rows answer every remaining filter
+            table = table.replace("_documents", "_facets")
+        async with conn.transaction():
+            # Row estimates of the radius are far too low in dense cities (13x at Paris),
+            # which makes the planner sort 27k rows for a GroupAggregate; the hash
+            # aggregate is always the right plan for this statement.
+            await conn.execute("SET LOCAL enable_sort = off")
+            both = f"{s.cat_ok} AND {s.lang_ok}"
+            cur = await conn.execute(
+                f"SELECT GROUPING({facet}_bits, language_bits, rating_bucket), {facet}_bits,"
+                " language_bits, languages_other, rating_bucket, currency,"
+                f" count(*) FILTER (WHERE {s.lang_ok}), count(*) FILTER (WHERE {s.cat_ok}),"
+                f" count(*) FILTER (WHERE {both}), min(price_minor) FILTER (WHERE {both}),"
+                f" max(price_minor) FILTER (WHERE {both}), sum(price_minor) FILTER (WHERE {both})"
+                f" FROM {table} WHERE {s.base_sql(narrow)} GROUP BY GROUPING SETS"
+                f" (({facet}_bits), (language_bits, languages_other), (rating_bucket, currency))",
+                s.params,
             )
-            SELECT 0, x, count(*), NULL::int, NULL::int, NULL::bigint
-              FROM b, unnest(b.cat) x WHERE l_ok GROUP BY x
-            UNION ALL
-            SELECT 1, x, count(*), NULL, NULL, NULL
-              FROM b, unnest(b.languages) x WHERE c_ok GROUP BY x
-            UNION ALL
-            SELECT 2, (least(floor(rating_avg), 4)::int - 1)::text, count(*), NULL, NULL, NULL
-              FROM b WHERE c_ok AND l_ok AND rating_avg IS NOT NULL GROUP BY 2
-            UNION ALL
-            SELECT 3, currency, count(*), min(price_minor), max(price_minor), sum(price_minor)
-              FROM b WHERE c_ok AND l_ok GROUP BY currency
-        """
-        cur = await conn.execute(sql, s.params)
-        cat: dict[str, int] = {}
-        lang: dict[str, int] = {}
+            groups = await cur.fetchall()
+        bits = self._bits or await self._load_bits(conn)
+        out = self._arithmetic(bits, groups, facet, selected, langs)
+        if out is None:  # a bit this process does not know yet: reload the tables once
+            out = self._arithmetic(await self._load_bits(conn), groups, facet, selected, langs)
+            if out is None:
+                raise RuntimeError(f"a {facet} or language bit is in no bit table")
+        return out
+
+    def _arithmetic(
+        self,
+        bits: _Bits,
+        groups: list[tuple[Any, ...]],
+        facet: str,
+        selected: tuple[str, ...],
+        langs: tuple[str, ...],
+    ) -> tuple[dict[str, Any], int] | None:
+        """Facets and total from the grouping sets, or None when a mask has an unknown bit.
+
+        GROUPING() tells the set: 3 = per subject/expertise mask (rows passing the language
+        filter), 5 = per language mask (rows passing the subject/expertise filter), 6 = per
+        rating bucket and currency (rows passing both: the results)."""
+        cat_by_mask: dict[int, int] = {}
+        lang_by_mask: dict[int, int] = {}
+        lang_other_counts: dict[str, int] = {}
         rating: dict[int, int] = {}
-        price: dict[str, tuple[int, int, int, int]] = {}
-        for kind, key, n, mn, mx, total in await cur.fetchall():
-            if kind == 0:
-                cat[key] = n
-            elif kind == 1:
-                lang[key] = n
-            elif kind == 2:
-                rating[int(key)] = n
-            else:
-                price[key] = (n, mn, mx, int(total))
+        price: dict[str, list[int]] = {}
+        for g, cmask, lmask, others, bucket, currency, n_l, n_c, n, mn, mx, total in groups:
+            if g == 3:
+                if n_l:
+                    cat_by_mask[cmask] = n_l
+            elif g == 5:
+                if n_c:
+                    lang_by_mask[lmask] = lang_by_mask.get(lmask, 0) + n_c
+                    for code in others or ():
+                        lang_other_counts[code] = lang_other_counts.get(code, 0) + n_c
+            elif n:
+                if bucket is not None:
+                    rating[bucket] = rating.get(bucket, 0) + n
+                st = price.get(currency)
+                if st is None:
+                    price[currency] = [n, mn, mx, int(total)]
+                else:
+                    st[0] += n
+                    st[1] = min(st[1], mn)
+                    st[2] = max(st[2], mx)
+                    st[3] += int(total)
+        cat = self._expand(bits, facet, cat_by_mask)
+        lang = self._expand(bits, "language", lang_by_mask)
+        if cat is None or lang is None:
+            return None
+        for code, n in lang_other_counts.items():
+            lang[code] = lang.get(code, 0) + n
         facets = build_facets(
-            catalogue_facet="subjects" if col == "subjects" else "expertises",
+            catalogue_facet=facet + "s",
             catalogue_counts=cat,
             catalogue_selected=selected,
             language_counts=lang,
             language_selected=langs,
             rating_counts=rating,
-            price_stats=price,
+            price_stats={k: (v[0], v[1], v[2], v[3]) for k, v in price.items()},
         )
         return facets, sum(v[0] for v in price.values())
+
+    @staticmethod
+    def _expand(bits: _Bits, facet: str, by_mask: dict[int, int]) -> dict[str, int] | None:
+        out: dict[str, int] = {}
+        for mask, n in by_mask.items():
+            names = bits.names(facet, mask)
+            if names is None:
+                return None
+            for v in names:
+                out[v] = out.get(v, 0) + n
+        return out
 
     @staticmethod
     def _order(sort: str, key: list[Any] | None, p: dict[str, Any]) -> tuple[str, str, str]:
@@ -244,8 +476,31 @@ class PostgresEngine:
         if extra:
             # Computed for the page only, not for every row of the filtered set.
             sql = f"SELECT *, {extra} FROM ({sql}) page ORDER BY {order.replace(expr, 'sort_key')}"
+        if sort == "distance":
+            sql = self._knn_page(table, columns, s, cond, order)
         cur = await conn.execute(sql, p)
         return await cur.fetchall()
+
+    @staticmethod
+    def _knn_page(table: str, columns: str, s: _Sql, cond: str, order: str) -> str:
+        """The distance page, exact on the spheroid but found through the GiST KNN order.
+
+        The `limit + 1` nearest rows on the sphere (index order) give `m`, their largest
+        spheroid distance; a row nearer than `m` on the spheroid is within `m * 1.006` on
+        the sphere, so the page is the first `limit + 1` rows, exactly ordered by
+        (spheroid distance, id), among the rows within that sphere radius."""
+        where = f"{s.all()} AND {cond}"
+        # No bbox in the KNN part: the GiST KNN scan must be the only index path.
+        knn_where = where.replace(_RADIUS_WIDE, _RADIUS_EXACT)
+        return (
+            "WITH knn AS MATERIALIZED (SELECT max(d) AS m FROM ("
+            f"SELECT ST_Distance(location, {_POINT}) AS d FROM {table} WHERE {knn_where}"
+            f" ORDER BY location <-> {_POINT} LIMIT %(limit)s) x)"
+            f" SELECT {columns}, ST_Distance(location, {_POINT}) AS sort_key FROM {table}"
+            f" WHERE {knn_where} AND ST_DWithin(location, {_POINT},"
+            f" (SELECT m FROM knn) * {_SPHERE_OUT}, false)"
+            f" ORDER BY {order} LIMIT %(limit)s"
+        )
 
     @staticmethod
     def _cursor_key(sort: str, value: Any, pid: Any) -> list[Any]:
@@ -265,8 +520,7 @@ class PostgresEngine:
         async with self.pool.connection() as conn:
             s = await self._filters(conn, q, "subjects", q.subject)
             if q.lat is not None and q.lng is not None and q.radius_km is not None:
-                s.params.update(lat=q.lat, lng=q.lng, radius_m=q.radius_km * 1000.0)
-                s.base.insert(0, f"ST_DWithin(location, {_POINT}, %(radius_m)s)")
+                _radius(s, q.lat, q.lng, q.radius_km)
             facets, total = await self._facets(
                 conn, "tutor_documents", "subjects", s, q.subject, q.language
             )
@@ -317,19 +571,17 @@ class PostgresEngine:
         async with self.pool.connection() as conn:
             s = await self._filters(conn, q, "subjects", q.subject)
             if q.lat is not None and q.lng is not None and q.radius_km is not None:
-                s.params.update(lat=q.lat, lng=q.lng, radius_m=q.radius_km * 1000.0)
-                s.base.insert(0, f"ST_DWithin(location, {_POINT}, %(radius_m)s)")
+                _radius(s, q.lat, q.lng, q.radius_km)
             min_lng, min_lat, max_lng, max_lat = q.bbox
             s.params.update(x0=min_lng, y0=min_lat, x1=max_lng, y1=max_lat)
-            s.base.insert(
-                0, "(location::geometry) && ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, 4326)"
-            )
+            box = "ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, 4326)"
             if q.zoom >= POINTS_ZOOM:
                 s.params["max_points"] = MAX_POINTS
                 cur = await conn.execute(
                     "SELECT provider_id, lat, lng, display_name, price_minor, currency,"
                     " rating_avg, rating_count, count(*) OVER () FROM tutor_documents"
-                    f" WHERE {s.all()} ORDER BY rating_sort DESC, provider_id"
+                    f" WHERE (location::geometry) && {box} AND {s.all()}"
+                    " ORDER BY rating_sort DESC, provider_id"
                     " LIMIT %(max_points)s",
                     s.params,
                 )
@@ -350,9 +602,14 @@ class PostgresEngine:
                     mode="points", clusters=[], points=points, total=total, engine=NAME
                 )
             s.params["cell"] = cell_deg(q.zoom)
+            if s.wide_only:
+                source = f"SELECT lat, lng FROM tutor_documents WHERE (location::geometry) && {box}"
+            else:  # the narrow facet rows hold every other filter and the point
+                source = "SELECT ST_Y(geom) AS lat, ST_X(geom) AS lng FROM tutor_facets"
+                source += f" WHERE geom && {box}"
             cur = await conn.execute(
                 "SELECT count(*), avg(lat), avg(lng), min(lat), min(lng), max(lat), max(lng)"
-                f" FROM tutor_documents WHERE {s.all()}"
+                f" FROM ({source} AND {s.all(not s.wide_only)}) m"
                 " GROUP BY floor(lng / %(cell)s), floor(lat / %(cell)s)"
                 " ORDER BY 1 DESC, 2, 3",
                 s.params,

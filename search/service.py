@@ -112,6 +112,7 @@ class SearchService:
         endpoint: str,
         query: Any,
         compute: Callable[[SearchEngine], Awaitable[dict[str, Any]]],
+        target: str | None = None,
     ) -> bytes:
         started = time.perf_counter()
 
@@ -135,7 +136,7 @@ class SearchService:
             return _finish(await uncached(), cached=False, started=started)
         digest = query_digest(endpoint, normalized(query))
         try:
-            data, hit = await self.cache.get_or_compute(digest, body)
+            data, hit = await self.cache.get_or_compute(digest, body, target_digest=target)
         except _Degraded as d:
             CACHE_LOOKUPS.labels(endpoint, "miss").inc()
             return _finish(d.body, cached=False, started=started)
@@ -158,27 +159,28 @@ class SearchService:
         # degraded answer restarts from the first page rather than fail.
         return dict((await run(q.model_copy(update={"cursor": None}))).model_dump())
 
-    async def search_tutors(self, q: TutorQuery) -> bytes:
-        """The JSON body of `GET /api/v1/search/tutors`."""
+    async def search_tutors(self, q: TutorQuery, target: str | None = None) -> bytes:
+        """The JSON body of `GET /api/v1/search/tutors`. `target`: the raw request target's
+        digest, aliased to the cached body for the lean path (`api.search_fastpath`)."""
 
         async def go(engine: SearchEngine) -> dict[str, Any]:
             return await self._listing(engine, q, "search_tutors")
 
-        return await self._run("tutors", q, go)
+        return await self._run("tutors", q, go, target)
 
-    async def tutor_map(self, q: TutorMapQuery) -> bytes:
+    async def tutor_map(self, q: TutorMapQuery, target: str | None = None) -> bytes:
         """The JSON body of `GET /api/v1/search/tutors/map` (viewport snapped to the grid)."""
         q = q.model_copy(update={"bbox": snap_bbox(q.bbox, q.zoom)})
 
         async def go(engine: SearchEngine) -> dict[str, Any]:
             return (await engine.tutor_map(q)).model_dump()
 
-        return await self._run("tutors_map", q, go)
+        return await self._run("tutors_map", q, go, target)
 
-    async def search_coaches(self, q: CoachQuery) -> bytes:
+    async def search_coaches(self, q: CoachQuery, target: str | None = None) -> bytes:
         """The JSON body of `GET /api/v1/search/coaches`."""
 
         async def go(engine: SearchEngine) -> dict[str, Any]:
             return await self._listing(engine, q, "search_coaches")
 
-        return await self._run("coaches", q, go)
+        return await self._run("coaches", q, go, target)

@@ -20,7 +20,14 @@ import psycopg
 import pytest
 
 from api.cli_indexer import relay_on_commit
-from indexer.projection import COACH_COLUMNS, TUTOR_COLUMNS, build_all, rebuild_documents
+from indexer.projection import (
+    COACH_COLUMNS,
+    COACH_FACET_COLUMNS,
+    TUTOR_COLUMNS,
+    TUTOR_FACET_COLUMNS,
+    build_all,
+    rebuild_documents,
+)
 from indexer.relay import PostgresSink, Relay, RelayConfig
 from loadtests.writes import provider_ids, random_write
 from profiles.seed import SeedParams, seed
@@ -36,14 +43,23 @@ def market(db: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
     with db.transaction():
         build_all(db)
     yield db
-    db.execute("DROP TABLE IF EXISTS tutor_documents_expected, coach_documents_expected")
+    db.execute(
+        "DROP TABLE IF EXISTS tutor_documents_expected, coach_documents_expected,"
+        " tutor_facets_expected, coach_facets_expected"
+    )
 
 
 def _assert_equals_from_scratch(conn: psycopg.Connection[Any]) -> None:
-    """Every column of both document tables equals a from-scratch projection."""
+    """Every column of both document tables (and their facet rows) equals a from-scratch
+    projection."""
     with conn.transaction():
         build_all(conn, table_suffix="_expected")
-    for table, columns in (("tutor_documents", TUTOR_COLUMNS), ("coach_documents", COACH_COLUMNS)):
+    for table, columns in (
+        ("tutor_documents", TUTOR_COLUMNS),
+        ("coach_documents", COACH_COLUMNS),
+        ("tutor_facets", TUTOR_FACET_COLUMNS),
+        ("coach_facets", COACH_FACET_COLUMNS),
+    ):
         cols = ", ".join(columns)
         for a, b in ((table, f"{table}_expected"), (f"{table}_expected", table)):
             diff = conn.execute(

@@ -139,6 +139,28 @@ async def test_generation_bump_invalidates(api: httpx.AsyncClient) -> None:
     assert (await api.get(url)).json()["cached"] is True
 
 
+async def test_repeated_target_is_served_from_its_raw_alias(
+    api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from api.routers import search as search_router
+    from core.redis import get_async_redis
+
+    url = BASE + "?subject=chemistry&sort=price&limit=5"
+    first = (await api.get(url)).json()
+    assert first["cached"] is False
+
+    def no_model(*_args: Any) -> Any:
+        raise AssertionError("the lean path must not build the query model")
+
+    monkeypatch.setattr(search_router, "_query", no_model)
+    second = (await api.get(url)).json()
+    assert second["cached"] is True
+    assert {**second, "cached": False, "took_ms": 0} == {**first, "took_ms": 0}
+    monkeypatch.undo()
+    await SearchCache(get_async_redis(), "postgres").bump_generation()
+    assert (await api.get(url)).json()["cached"] is False  # the alias went with the generation
+
+
 async def test_hits_and_misses_are_in_metrics(api: httpx.AsyncClient) -> None:
     await api.get(BASE + "?subject=latin")
     await api.get(BASE + "?subject=latin")

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from api.errors import problem_responses, validation_problem
 from core.redis import get_async_redis
 from core.settings import get_settings
-from search.cache import SearchCache
+from search.cache import SearchCache, target_digest
 from search.engine import SearchEngine
 from search.postgres import PostgresEngine
 from search.schemas import CoachQuery, TutorMapQuery, TutorQuery
@@ -83,6 +83,10 @@ async def close_service(app: Any) -> None:
     app.state.search_service = None
 
 
+def _target(request: Request) -> str:
+    return target_digest(request.scope["path"], request.scope["query_string"])
+
+
 def _json(body: bytes) -> Response:
     return Response(body, media_type="application/json")
 
@@ -145,7 +149,7 @@ async def search_tutors(
     """
     query = _query(request, TutorQuery, ("subject", "language"))
     service = await get_service(request)
-    return _json(await service.search_tutors(query))
+    return _json(await service.search_tutors(query, _target(request)))
 
 
 @router.get(
@@ -174,7 +178,7 @@ async def tutor_map(
     """`{mode, clusters, points, total, engine, cached, took_ms}` for the snapped viewport."""
     query = _query(request, TutorMapQuery, ("subject", "language"))
     service = await get_service(request)
-    return _json(await service.tutor_map(query))
+    return _json(await service.tutor_map(query, _target(request)))
 
 
 @router.get(
@@ -202,4 +206,4 @@ async def search_coaches(
     """Coaches and mentors, one page, with facets (`expertises`, `languages`, …)."""
     query = _query(request, CoachQuery, ("expertise", "language", "kind"))
     service = await get_service(request)
-    return _json(await service.search_coaches(query))
+    return _json(await service.search_coaches(query, _target(request)))
