@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from api import health
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
-from api.routers import admin, auth, profiles
+from api.routers import admin, auth, profiles, reindex
 from api.routers import search as search_router
 from core.db import dispose_engines
 from core.logging import configure_logging
@@ -43,6 +43,6 @@ def create_app() -> FastAPI:
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     app.include_router(search_router.router, prefix=API_PREFIX)
-    for router in (auth.router, profiles.router, admin.router):
+    for router in (auth.router, profiles.router, admin.router, reindex.router):
         app.include_router(router, prefix=API_PREFIX)
     return app
