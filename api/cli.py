@@ -15,12 +15,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from api.cli_indexer import indexer_app
+from api.cli_reindex import reindex_cmd
 from core.settings import get_settings
 
 app = typer.Typer(no_args_is_help=True, help="EduConnect: tutoring and coaching marketplace.")
 db_app = typer.Typer(no_args_is_help=True, help="Database migrations (Alembic).")
 app.add_typer(db_app, name="db")
 app.add_typer(indexer_app, name="indexer")
+app.command("reindex")(reindex_cmd)
 console = Console(stderr=True)
 
 

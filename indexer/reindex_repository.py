@@ -414,9 +414,7 @@ def describe_table(conn: psycopg.Connection[Any], live: str, shadow: str) -> Tab
             definition = ("UNIQUE" if unique else "") + _index_tail(indexdef)
             head = "CREATE UNIQUE INDEX" if unique else "CREATE INDEX"
             create = f"{head} {ident} ON {target}{_index_tail(indexdef)}"
-        indexes.append(
-            IndexCopy(name, shadow_name, conname, definition, create, bool(clustered))
-        )
+        indexes.append(IndexCopy(name, shadow_name, conname, definition, create, bool(clustered)))
     fks = conn.execute(
         "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
         " WHERE conrelid = %s::regclass AND contype = 'f' ORDER BY conname",

@@ -25,7 +25,7 @@ router = APIRouter(prefix="/admin/reindex", tags=["admin"])
 _PREFIX = "/api/v1/admin/reindex"
 
 
-def _connect() -> psycopg.Connection[Any]:
+def connect_db() -> psycopg.Connection[Any]:
     return psycopg.connect(
         get_settings().libpq_database_url, autocommit=True, application_name="educonnect-api"
     )
@@ -41,7 +41,7 @@ def request_reindex(engine: str, kind: str, requested_by: uuid.UUID | None) -> R
     """Create the run (409 if one is active) and queue its task (503 if the broker is
     unreachable; the run is then marked failed). Blocking: call from a thread."""
     s = get_settings()
-    with _connect() as conn:
+    with connect_db() as conn:
         with conn.transaction():
             run = service.create_run(
                 conn,
@@ -62,12 +62,12 @@ def request_reindex(engine: str, kind: str, requested_by: uuid.UUID | None) -> R
 
 
 def _get(run_id: uuid.UUID) -> ReindexRun:
-    with _connect() as conn:
+    with connect_db() as conn:
         return service.get_run(conn, run_id)
 
 
 def _cancel(run_id: uuid.UUID) -> ReindexRun:
-    with _connect() as conn, conn.transaction():
+    with connect_db() as conn, conn.transaction():
         run = service.cancel_run(conn, run_id)
     if run.state == "canceled":
         try:  # a queued message that no worker has taken yet: drop it from the queue
