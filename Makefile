@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/educonnect
 export REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: install services migrate seed run test lint typecheck format bench-seed bench-search bench-indexer clean
+.PHONY: install services migrate seed run worker test lint typecheck format bench-seed bench-search bench-indexer bench-reindex clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -47,6 +47,9 @@ run: seed  ## set everything up, then serve the API
 	@echo "  metrics:        http://$(HOST):$(PORT)/metrics"
 	$(BIN)/educonnect serve --host $(HOST) --port $(PORT)
 
+worker: migrate  ## only a Celery worker (reindex and background tasks)
+	$(BIN)/celery -A core.celery_app worker --pool=prefork --concurrency=1 --loglevel=INFO
+
 test: install services  ## the whole test suite against real PostgreSQL+PostGIS and Redis
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -70,3 +73,6 @@ clean:
 
 bench-indexer: install services  ## relay freshness at 200 writes/s and catch-up throughput
 	$(BIN)/python -m loadtests.bench_indexer
+
+bench-reindex: install services  ## full reindex of 200k tutors + 50k coaches through a real Celery worker
+	$(BIN)/python -m loadtests.bench_reindex

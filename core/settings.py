@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     reindex_queue_timeout_s: float = Field(default=900.0, ge=1, le=86_400)
     reindex_lock_timeout_s: float = Field(default=2.0, gt=0, le=60)
     reindex_swap_timeout_s: float = Field(default=120.0, gt=0, le=3600)
+    reindex_parallelism: int = Field(default=2, ge=1, le=32)
+    reindex_maintenance_work_mem: str = Field(default="256MB", pattern=r"^[0-9]+(kB|MB|GB)$")
 
     @field_validator("database_url", "database_read_url")
     @classmethod

@@ -50,11 +50,14 @@ commits); leftover shadow tables are dropped by the next run.
 
 from __future__ import annotations
 
+import functools
+import queue
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -237,6 +240,8 @@ class ReindexConfig:
     lease_s: float = 60.0
     lock_timeout_s: float = 2.0
     swap_timeout_s: float = 120.0
+    parallelism: int = 2
+    maintenance_work_mem: str = "256MB"
 
 
 class _Control:
@@ -291,6 +296,11 @@ class _Control:
             return repo.finish_run(
                 self.conn, self.run_id, attempt=self.attempt, state=state, error=error
             )
+
+    def record_phases(self, phases: dict[str, float]) -> None:
+        """Store the phase timings on the run row (whatever its state)."""
+        with self._lock:
+            repo.record_phases(self.conn, self.run_id, attempt=self.attempt, phases=phases)
 
     def close(self) -> None:
         self._stop.set()
@@ -369,6 +379,10 @@ def run_reindex(
         bound.exception("reindex_failed", seconds=round(seconds, 3))
         raise
     finally:
+        try:
+            control.record_phases(runner.phases)
+        except psycopg.Error as exc:
+            bound.warning("reindex_phases_not_recorded", error=repr(exc))
         control.close()
         runner.close()
     seconds = time.perf_counter() - t0
@@ -397,6 +411,28 @@ def run_reindex(
         "seconds": round(seconds, 3),
         "documents_per_s": round(rate, 1),
     }
+
+
+def _build_index(
+    conn: psycopg.Connection[Any], *, shape: TableShape, index: Any, work_mem: str
+) -> None:
+    repo.set_maintenance_work_mem(conn, work_mem)
+    repo.finish_shadow(conn, shape, index)
+
+
+def _vacuum(conn: psycopg.Connection[Any], *, table: str) -> None:
+    repo.vacuum_analyze(conn, table)
+
+
+def _load_batch(
+    conn: psycopg.Connection[Any],
+    *,
+    snapshot: str,
+    table: str,
+    shadow: str,
+    ids: Sequence[uuid.UUID],
+) -> int:
+    return repo.load_batch(conn, snapshot, table, shadow, COLUMNS[table], ids)
 
 
 class _Runner:
@@ -438,7 +474,7 @@ class _Runner:
 
     def _phase(self, name: str, started: float) -> None:
         took = time.perf_counter() - started
-        self.phases[name] = took
+        self.phases[name] = round(took, 3)
         metrics.PHASE_SECONDS.labels(self.engine, name).observe(took)
         self.log.info("reindex_phase", phase=name, seconds=round(took, 3))
 
@@ -463,18 +499,30 @@ class _Runner:
 
         t = time.perf_counter()
         c.beat(phase="indexes", loaded=True)
+        builds = [
+            (self.shapes[table], index)
+            for table in self.tables
+            for index in self.shapes[table].indexes
+        ]
+        self._parallel(
+            [
+                functools.partial(
+                    _build_index, shape=s, index=i, work_mem=self.config.maintenance_work_mem
+                )
+                for s, i in builds
+            ],
+            on_done=lambda _: c.beat(),
+        )
         for table in self.tables:
-            shape = self.shapes[table]
-            for index in shape.indexes:
-                repo.finish_shadow(w, shape, index)
-                c.beat()
-            repo.finish_shadow_extras(w, shape)
+            repo.finish_shadow_extras(w, self.shapes[table])
         self._phase("indexes", t)
 
         t = time.perf_counter()
         c.beat(phase="analyze")
-        for table in self.tables:
-            repo.vacuum_analyze(w, self.shapes[table].shadow)
+        self._parallel(
+            [functools.partial(_vacuum, table=self.shapes[table].shadow) for table in self.tables],
+            on_done=lambda _: c.beat(),
+        )
         self._phase("analyze", t)
 
         t = time.perf_counter()
@@ -488,19 +536,68 @@ class _Runner:
         self._swap()
         self._phase("swap", t)
 
+    def _parallel(
+        self,
+        jobs: Sequence[Callable[[psycopg.Connection[Any]], Any]],
+        *,
+        on_done: Callable[[Any], None],
+    ) -> None:
+        """Run `jobs` (started in order) on `config.parallelism` connections of their own,
+        calling `on_done(result)` in this thread after each; the cancel and lease checks
+        in `on_done` stop the jobs not started yet (running ones finish first)."""
+        n = max(1, min(self.config.parallelism, len(jobs)))
+        conns: queue.SimpleQueue[psycopg.Connection[Any]] = queue.SimpleQueue()
+        opened = [
+            psycopg.connect(
+                self.url,
+                autocommit=True,
+                application_name="educonnect-reindex-worker",
+                prepare_threshold=None,
+            )
+            for _ in range(n)
+        ]
+        for conn in opened:
+            conns.put(conn)
+
+        def call(job: Callable[[psycopg.Connection[Any]], Any]) -> Any:
+            conn = conns.get()
+            try:
+                return job(conn)
+            finally:
+                conns.put(conn)
+
+        pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="reindex")
+        try:
+            for future in as_completed([pool.submit(call, job) for job in jobs]):
+                on_done(future.result())
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            for conn in opened:
+                conn.close()
+
     def _load(self) -> None:
         holder = psycopg.connect(self.url, application_name="educonnect-reindex-snapshot")
         try:
             snapshot = repo.export_snapshot(holder)
             ids = {table: repo.document_ids(holder, table) for table in self.tables}
             self.control.beat(total=sum(len(v) for v in ids.values()))
-            for table in self.tables:
-                shadow = self.shapes[table].shadow
-                for chunk in _chunks(ids[table], self.config.batch_size):
-                    self.done += repo.load_batch(
-                        self.work, snapshot, table, shadow, COLUMNS[table], chunk
-                    )
-                    self.control.beat(done=self.done)
+            jobs = [
+                functools.partial(
+                    _load_batch,
+                    snapshot=snapshot,
+                    table=table,
+                    shadow=self.shapes[table].shadow,
+                    ids=chunk,
+                )
+                for table in self.tables
+                for chunk in _chunks(ids[table], self.config.batch_size)
+            ]
+
+            def loaded(rows: int) -> None:
+                self.done += rows
+                self.control.beat(done=self.done)
+
+            self._parallel(jobs, on_done=loaded)
         finally:
             holder.close()
 

@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from indexer.repository import OutboxEvent
 
@@ -38,7 +39,7 @@ LOAD_ORDER = {
 _RUN_COLUMNS = (
     "id, engine, kind, state, phase, requested_by, created_at, started_at, loaded_at,"
     " finished_at, lease_until, heartbeat_at, cancel_requested, attempts, worker,"
-    " shadow_suffix, mark::text::bigint AS mark, total, done, replayed, error,"
+    " shadow_suffix, mark::text::bigint AS mark, total, done, replayed, phases, error,"
     " now() AS db_now"
 )
 
@@ -67,6 +68,7 @@ class ReindexRun:
     total: int
     done: int
     replayed: int
+    phases: dict[str, float]
     error: str | None
     db_now: datetime
 
@@ -237,6 +239,16 @@ def finish_run(
         (state, state, error, run_id, attempt),
     )
     return cur.rowcount == 1
+
+
+def record_phases(
+    conn: psycopg.Connection[Any], run_id: uuid.UUID, *, attempt: int, phases: dict[str, float]
+) -> None:
+    """Store the seconds spent in each phase by our attempt of `run_id` (any state)."""
+    conn.execute(
+        "UPDATE reindex_runs SET phases = %s WHERE id = %s AND attempts = %s",
+        (Jsonb(phases), run_id, attempt),
+    )
 
 
 def request_cancel(conn: psycopg.Connection[Any], run_id: uuid.UUID) -> ReindexRun | None:
@@ -469,6 +481,11 @@ def create_scratch_shadow(conn: psycopg.Connection[Any], live: str, shadow: str)
             sql.Identifier(shadow), sql.Identifier(live)
         )
     )
+
+
+def set_maintenance_work_mem(conn: psycopg.Connection[Any], value: str) -> None:
+    """`maintenance_work_mem` for this session (index builds; GIN builds fit in memory)."""
+    conn.execute("SELECT set_config('maintenance_work_mem', %s, false)", (value,))
 
 
 def finish_shadow(conn: psycopg.Connection[Any], shape: TableShape, index: IndexCopy) -> None:

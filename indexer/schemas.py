@@ -53,6 +53,7 @@ class ReindexStatus(BaseModel):
     eta_s: float | None
     elapsed_s: float | None
     replayed: int
+    phases: dict[str, float] = Field(description="seconds spent in each finished phase")
     cancel_requested: bool
     attempts: int
     worker: str | None
@@ -77,6 +78,7 @@ class ReindexStatus(BaseModel):
             eta_s=None if p.eta_s is None else round(p.eta_s, 1),
             elapsed_s=p.elapsed_s,
             replayed=run.replayed,
+            phases=run.phases,
             cancel_requested=run.cancel_requested,
             attempts=run.attempts,
             worker=run.worker,

@@ -44,6 +44,8 @@ def reindex(self: Task, engine: str = "postgres", kind: str = "all") -> dict[str
         lease_s=s.reindex_lease_s,
         lock_timeout_s=s.reindex_lock_timeout_s,
         swap_timeout_s=s.reindex_swap_timeout_s,
+        parallelism=s.reindex_parallelism,
+        maintenance_work_mem=s.reindex_maintenance_work_mem,
     )
     return run_reindex(
         uuid.UUID(task_id),

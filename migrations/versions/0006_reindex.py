@@ -45,6 +45,7 @@ def upgrade() -> None:
             total             bigint NOT NULL DEFAULT 0,
             done              bigint NOT NULL DEFAULT 0,
             replayed          bigint NOT NULL DEFAULT 0,
+            phases            jsonb NOT NULL DEFAULT '{}'::jsonb,
             error             text
         )
         """
