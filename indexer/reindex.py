@@ -413,11 +413,18 @@ def run_reindex(
     }
 
 
-def _build_index(
-    conn: psycopg.Connection[Any], *, shape: TableShape, index: Any, work_mem: str
+def _build_indexes(
+    conn: psycopg.Connection[Any],
+    *,
+    shape: TableShape,
+    work_mem: str,
+    check: Callable[[], None],
 ) -> None:
     repo.set_maintenance_work_mem(conn, work_mem)
-    repo.finish_shadow(conn, shape, index)
+    # largest first is unknowable cheaply; the catalog order is stable
+    for index in shape.indexes:
+        repo.finish_shadow(conn, shape, index)
+        check()
 
 
 def _vacuum(conn: psycopg.Connection[Any], *, table: str) -> None:
@@ -499,17 +506,17 @@ class _Runner:
 
         t = time.perf_counter()
         c.beat(phase="indexes", loaded=True)
-        builds = [
-            (self.shapes[table], index)
-            for table in self.tables
-            for index in self.shapes[table].indexes
-        ]
+        # One job per table: concurrent builds on one table would wait for each other
+        # (each takes SHARE UPDATE EXCLUSIVE); tables build in parallel.
         self._parallel(
             [
                 functools.partial(
-                    _build_index, shape=s, index=i, work_mem=self.config.maintenance_work_mem
+                    _build_indexes,
+                    shape=self.shapes[table],
+                    work_mem=self.config.maintenance_work_mem,
+                    check=c.beat,
                 )
-                for s, i in builds
+                for table in self.tables
             ],
             on_done=lambda _: c.beat(),
         )

@@ -352,7 +352,7 @@ class IndexCopy:
     shadow_name: str
     constraint: str | None
     definition: str
-    create: str
+    statements: tuple[str, ...]
     clustered: bool
 
 
@@ -419,14 +419,27 @@ def describe_table(conn: psycopg.Connection[Any], live: str, shadow: str) -> Tab
         shadow_name = f"{shadow}_i{n}"
         target = sql.Identifier(shadow).as_string(conn)
         ident = sql.Identifier(shadow_name).as_string(conn)
+        # CONCURRENTLY: a plain CREATE INDEX holds an xid for the whole build, which pins
+        # the outbox horizon and stalls the streaming relay for that long (measured: the
+        # whole GIN build); a concurrent build holds one only for moments.
+        head = "CREATE UNIQUE INDEX CONCURRENTLY" if unique else "CREATE INDEX CONCURRENTLY"
+        build = f"{head} {ident} ON {target}{_index_tail(indexdef)}"
         if conname:
             definition = str(condef)
-            create = f"ALTER TABLE {target} ADD CONSTRAINT {ident} {definition}"
+            kind = definition.split(" (", 1)[0]
+            if kind in ("PRIMARY KEY", "UNIQUE") and "DEFERRABLE" not in definition:
+                statements: tuple[str, ...] = (
+                    build,
+                    f"ALTER TABLE {target} ADD CONSTRAINT {ident} {kind} USING INDEX {ident}",
+                )
+            else:  # exclusion or deferrable constraints cannot adopt an index
+                statements = (f"ALTER TABLE {target} ADD CONSTRAINT {ident} {definition}",)
         else:
             definition = ("UNIQUE" if unique else "") + _index_tail(indexdef)
-            head = "CREATE UNIQUE INDEX" if unique else "CREATE INDEX"
-            create = f"{head} {ident} ON {target}{_index_tail(indexdef)}"
-        indexes.append(IndexCopy(name, shadow_name, conname, definition, create, bool(clustered)))
+            statements = (build,)
+        indexes.append(
+            IndexCopy(name, shadow_name, conname, definition, statements, bool(clustered))
+        )
     fks = conn.execute(
         "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
         " WHERE conrelid = %s::regclass AND contype = 'f' ORDER BY conname",
@@ -489,8 +502,9 @@ def set_maintenance_work_mem(conn: psycopg.Connection[Any], value: str) -> None:
 
 
 def finish_shadow(conn: psycopg.Connection[Any], shape: TableShape, index: IndexCopy) -> None:
-    """Build one index (or index-backed constraint) of the shadow table."""
-    conn.execute(index.create.encode())
+    """Build one index (or index-backed constraint) of the shadow table (autocommit)."""
+    for statement in index.statements:
+        conn.execute(statement.encode())
     if index.clustered:
         conn.execute(
             sql.SQL("ALTER TABLE {} CLUSTER ON {}").format(
