@@ -104,14 +104,20 @@ def _start_metrics_solo(sender: Any = None, **_: Any) -> None:
         _serve_metrics()
 
 
+_metrics_served_by: set[int] = set()
+
+
 def _serve_metrics() -> None:
+    import os
+
     from prometheus_client import start_http_server
 
     from core.logging import get_logger
 
     s = get_settings()
-    if not s.worker_metrics_port:
+    if not s.worker_metrics_port or os.getpid() in _metrics_served_by:
         return
+    _metrics_served_by.add(os.getpid())
     try:
         start_http_server(s.worker_metrics_port, addr=s.worker_metrics_host)
     except OSError as exc:

@@ -9,6 +9,7 @@ from celery import Task
 
 from core.celery_app import app
 from core.settings import get_settings
+from indexer import reindex_metrics  # noqa: F401  (registered at import: /metrics lists them)
 
 
 def _bump_generation(engine: str) -> None:
