@@ -1,42 +1,32 @@
 #!/usr/bin/env bash
-# Run the EduConnect processes side by side in the foreground (what `make run` does):
-# the HTTP API, the streaming indexer (outbox relay) and a Celery worker (reindex and
-# other background tasks). Ctrl-C / SIGTERM stops all of them; if one exits, the others
-# are stopped too, so a crash is never hidden.
-#
-#   BIN=.venv/bin bash infra/run-all.sh [HOST] [PORT]
-#
-# Add a process: append a `start NAME COMMAND...` line below.
+# Start EduConnect's long-running processes for local use (`make run`): the outbox relay
+# (streaming indexer), the API and a Celery worker (reindex, background tasks). Ctrl-C or
+# the exit of any one of them stops them all.
+# Usage: infra/run-all.sh [HOST] [PORT]   (BIN defaults to .venv/bin; API_WORKERS = uvicorn
+# worker processes, default 1)
 set -euo pipefail
-
 BIN="${BIN:-.venv/bin}"
 HOST="${1:-127.0.0.1}"
 PORT="${2:-8000}"
+WORKERS="${API_WORKERS:-1}"
 pids=()
-
-start() {
-  local name="$1"; shift
-  "$@" &
-  pids+=("$!")
-  echo "[run-all] started ${name} (pid $!)"
-}
-
 stop_all() {
-  trap - INT TERM EXIT
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+    trap - EXIT INT TERM
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
 }
-trap stop_all INT TERM EXIT
+trap stop_all EXIT INT TERM
 
-start api     "$BIN/educonnect" serve --host "$HOST" --port "$PORT"
-start indexer "$BIN/educonnect" indexer run
+echo "[run] indexer: educonnect indexer run (metrics on 127.0.0.1:${INDEXER_METRICS_PORT:-9108})"
+"$BIN/educonnect" indexer run &
+pids+=("$!")
+echo "[run] api: educonnect serve --host $HOST --port $PORT --workers $WORKERS"
+"$BIN/educonnect" serve --host "$HOST" --port "$PORT" --workers "$WORKERS" &
+pids+=("$!")
 # prefork with one process: hard time limits are enforced (the solo pool cannot), and the
-# worker's metrics are one process (WORKER_METRICS_PORT, default 9109).
-start worker  "$BIN/celery" -A core.celery_app worker --pool=prefork --concurrency=1 \
-              --loglevel=INFO -n "educonnect@%h"
-
-# Exit (and stop the others) as soon as any process exits.
+# worker's metrics come from that one process (WORKER_METRICS_PORT, default 9109).
+echo "[run] worker: celery -A core.celery_app worker --pool=prefork --concurrency=1"
+"$BIN/celery" -A core.celery_app worker --pool=prefork --concurrency=1 --loglevel=INFO -n "educonnect@%h" &
+pids+=("$!")
+# The first process to exit (crash or signal) takes the others down with it.
 wait -n
-status=$?
-echo "[run-all] a process exited (status ${status}); stopping the others"
-exit "$status"
