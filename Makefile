@@ -29,7 +29,7 @@ CACHE ?= both
 LOADTEST_HOST := $(if $(filter command line,$(origin HOST)),$(HOST),$(LOADTEST_HOST))
 LOADTEST_TARGET = $(if $(LOADTEST_HOST),--host $(LOADTEST_HOST),--port $(LOADTEST_PORT) --workers $(API_WORKERS) --tutors $(TUTORS) --coaches $(COACHES) --students $(STUDENTS))
 
-.PHONY: install services browser migrate seed run test lint typecheck format bench-seed bench-search bench-indexer loadtest capacity clean
+.PHONY: install services browser migrate seed run worker test lint typecheck format bench-seed bench-search bench-indexer bench-reindex loadtest capacity clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -65,6 +65,9 @@ run: seed  ## set everything up, then run the streaming indexer and serve the AP
 	@echo "  metrics:        http://$(HOST):$(PORT)/metrics   (indexer: http://127.0.0.1:9108/metrics)"
 	BIN=$(BIN) bash infra/run-all.sh $(HOST) $(PORT)
 
+worker: migrate  ## only a Celery worker (reindex and background tasks)
+	$(BIN)/celery -A core.celery_app worker --pool=prefork --concurrency=1 --loglevel=INFO
+
 test: install services browser  ## the whole test suite (real PostgreSQL+PostGIS, Redis, headless Chromium)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -94,3 +97,6 @@ loadtest: install $(if $(LOADTEST_HOST),,services)  ## Locust run + HTML/CSV/JSO
 
 capacity: install $(if $(LOADTEST_HOST),,services)  ## step users up until search P95 > 25 ms, cache on and off (heavy: run on a quiet machine)
 	$(BIN)/python -m loadtests.capacity --steps $(CAPACITY_STEPS) --step-duration $(STEP_DURATION) --cache $(CACHE) --wait-scale $(WAIT_SCALE) $(LOADTEST_TARGET)
+
+bench-reindex: install services  ## full reindex of 200k tutors + 50k coaches through a real Celery worker
+	$(BIN)/python -m loadtests.bench_reindex

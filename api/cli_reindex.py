@@ -1,20 +1,27 @@
-"""`educonnect reindex --engine opensearch [--rollback]`: rebuild the OpenSearch indices
-behind their aliases with no downtime, or swap the aliases back.
+"""`educonnect reindex`: rebuild a search engine's index from the source of truth with no
+downtime.
 
-The PostgreSQL reindex (issue 6, a Celery task with an admin endpoint) is built on its
-own branch; when both are merged the admin task calls
-`indexer.opensearch_reindex.reindex` for `engine=opensearch` and this command can move
-under the shared one.
+`--engine postgres` queues the Celery task (shadow tables, replay, atomic rename swap) and
+with `--wait` follows it with a progress bar; `--engine opensearch` builds the next
+versioned index, replays and swaps the aliases atomically (`--rollback` swaps them back).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import psycopg
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from core.logging import configure_logging
 from core.settings import get_settings
@@ -22,12 +29,72 @@ from core.settings import get_settings
 console = Console(stderr=True)
 
 
-def reindex_cmd(
-    engine: Annotated[str, typer.Option(help="Engine to rebuild: opensearch")] = "opensearch",
-    rollback: Annotated[
-        bool, typer.Option("--rollback", help="Point the aliases back at the previous index")
-    ] = False,
-) -> None:
+def _postgres(engine: str, kind: str, wait: bool, poll_s: float) -> None:
+    """Rebuild the search tables from the source of truth with no downtime (a Celery worker
+    runs it). Exit codes: 0 queued (or succeeded with --wait), 1 failed or canceled,
+    2 bad input, 3 another reindex of this engine is active (its task id is printed)."""
+    from api.routers.reindex import request_reindex
+    from core.errors import AppError
+    from indexer import reindex as service
+    from indexer.reindex import ReindexRunning, UnsupportedEngine
+
+    try:
+        run = request_reindex(engine, kind, None)
+    except UnsupportedEngine as exc:
+        raise typer.BadParameter(exc.detail) from None
+    except ReindexRunning as exc:
+        console.print(f"[yellow]{exc.detail}[/]")
+        typer.echo(exc.extra.get("task_id") or "")
+        raise typer.Exit(3) from None
+    except AppError as exc:
+        console.print(f"[red]{exc.detail}[/]")
+        raise typer.Exit(1) from None
+    typer.echo(str(run.id))
+    if not wait:
+        console.print(f"reindex queued: task {run.id} (follow: GET /api/v1/admin/reindex/{run.id})")
+        return
+
+    from api.routers.reindex import connect_db
+
+    with (
+        connect_db() as conn,
+        Progress(
+            TextColumn("[bold]{task.fields[phase]:<9}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as bar,
+    ):
+        task = bar.add_task("reindex", total=None, phase="queued", rate="")
+        while True:
+            current = service.get_run(conn, run.id)
+            p = service.progress(current)
+            bar.update(
+                task,
+                total=current.total or None,
+                completed=current.done,
+                phase=current.phase,
+                rate=f"{p.rate:,.0f} docs/s" if p.rate else "",
+            )
+            if not current.active:
+                break
+            time.sleep(poll_s)
+    p = service.progress(current)
+    summary = (
+        f"{current.state}: {current.done} documents, {current.replayed} events replayed"
+        f" in {p.elapsed_s or 0:.1f} s"
+    )
+    if current.state == "succeeded":
+        console.print(f"[green]{summary}[/]")
+        return
+    console.print(f"[red]{summary}[/] {current.error or ''}")
+    raise typer.Exit(1)
+
+
+def _opensearch(rollback: bool) -> None:
     """Rebuild OpenSearch into new versioned indices and swap the aliases atomically
     (or roll the aliases back). Exit 2 on bad input, 1 when the cluster refuses."""
     from indexer.opensearch_reindex import ReindexError
@@ -35,11 +102,6 @@ def reindex_cmd(
     from indexer.opensearch_reindex import rollback as run_rollback
     from indexer.opensearch_sink import client_from_settings
 
-    if engine != "opensearch":
-        raise typer.BadParameter(
-            "only --engine opensearch here; the PostgreSQL reindex is the admin task of issue 6",
-            param_hint="--engine",
-        )
     configure_logging()
     s = get_settings()
     client = client_from_settings()
@@ -74,3 +136,30 @@ def reindex_cmd(
         f"{result.documents} documents, {result.replayed} outbox events replayed"
         f" in {result.seconds:.1f} s"
     )
+
+
+def reindex_cmd(
+    engine: Annotated[
+        str, typer.Option(help="Search engine to rebuild: postgres or opensearch")
+    ] = "postgres",
+    kind: Annotated[str, typer.Option(help="postgres: all, tutors or coaches")] = "all",
+    wait: Annotated[
+        bool,
+        typer.Option("--wait", help="postgres: follow the run with a progress bar until it ends"),
+    ] = False,
+    poll_s: Annotated[float, typer.Option(min=0.05, help="Seconds between polls")] = 0.5,
+    rollback: Annotated[
+        bool,
+        typer.Option("--rollback", help="opensearch: point the aliases back at the previous index"),
+    ] = False,
+) -> None:
+    """Rebuild a search engine's index with no downtime. Exit codes: 0 done (or queued),
+    1 failed or canceled, 2 bad input, 3 another reindex of this engine is active."""
+    if engine == "opensearch":
+        _opensearch(rollback)
+        return
+    if rollback:
+        raise typer.BadParameter(
+            "--rollback applies to --engine opensearch", param_hint="--rollback"
+        )
+    _postgres(engine, kind, wait, poll_s)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -66,6 +66,23 @@ class Settings(BaseSettings):
     map_tile_attribution: str = (
         '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors'
     )
+    # Celery (core/celery_app.py): broker and result backend default to REDIS_URL.
+    celery_broker_url: str | None = None
+    celery_result_backend: str | None = None
+    celery_visibility_timeout_s: int = Field(default=7200, ge=60, le=7 * 86_400)
+    celery_task_soft_time_limit_s: int = Field(default=1500, ge=1, le=86_400)
+    celery_task_time_limit_s: int = Field(default=1800, ge=1, le=86_400)
+    celery_result_expires_s: int = Field(default=7 * 86_400, ge=60)
+    worker_metrics_port: int = Field(default=9109, ge=0, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
+    # Full reindex (indexer/reindex.py)
+    reindex_batch_size: int = Field(default=5000, ge=1, le=100_000)
+    reindex_lease_s: float = Field(default=60.0, ge=1, le=3600)
+    reindex_queue_timeout_s: float = Field(default=900.0, ge=1, le=86_400)
+    reindex_lock_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    reindex_swap_timeout_s: float = Field(default=120.0, gt=0, le=3600)
+    reindex_parallelism: int = Field(default=2, ge=1, le=32)
+    reindex_maintenance_work_mem: str = Field(default="256MB", pattern=r"^[0-9]+(kB|MB|GB)$")
 
     @field_validator("database_url", "database_read_url")
     @classmethod
@@ -74,6 +91,27 @@ class Settings(BaseSettings):
         if value is None or value == "":
             return None
         return sqlalchemy_url(value)
+
+    @model_validator(mode="after")
+    def _celery_limits(self) -> Settings:
+        """With `acks_late`, a task still running when the Redis visibility timeout expires
+        is delivered a second time: the timeout must exceed the hard time limit, which
+        must exceed the soft one."""
+        if not self.celery_task_soft_time_limit_s < self.celery_task_time_limit_s:
+            raise ValueError("celery_task_soft_time_limit_s must be < celery_task_time_limit_s")
+        if not self.celery_task_time_limit_s < self.celery_visibility_timeout_s:
+            raise ValueError("celery_task_time_limit_s must be < celery_visibility_timeout_s")
+        return self
+
+    @property
+    def celery_broker(self) -> str:
+        """The Celery broker URL: `CELERY_BROKER_URL`, else `REDIS_URL`."""
+        return self.celery_broker_url or self.redis_url
+
+    @property
+    def celery_backend(self) -> str:
+        """The Celery result backend URL: `CELERY_RESULT_BACKEND`, else the broker's."""
+        return self.celery_result_backend or self.celery_broker
 
     @property
     def libpq_database_url(self) -> str:

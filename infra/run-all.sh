@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start EduConnect's long-running processes for local use (`make run`): the outbox relay
-# (streaming indexer) and the API. Ctrl-C or the exit of any one of them stops them all.
+# (streaming indexer), the API and a Celery worker (reindex, background tasks). Ctrl-C or
+# the exit of any one of them stops them all.
 # Usage: infra/run-all.sh [HOST] [PORT]   (BIN defaults to .venv/bin; API_WORKERS = uvicorn
 # worker processes, default 1)
 set -euo pipefail
@@ -21,6 +22,11 @@ echo "[run] indexer: educonnect indexer run (metrics on 127.0.0.1:${INDEXER_METR
 pids+=("$!")
 echo "[run] api: educonnect serve --host $HOST --port $PORT --workers $WORKERS"
 "$BIN/educonnect" serve --host "$HOST" --port "$PORT" --workers "$WORKERS" &
+pids+=("$!")
+# prefork with one process: hard time limits are enforced (the solo pool cannot), and the
+# worker's metrics come from that one process (WORKER_METRICS_PORT, default 9109).
+echo "[run] worker: celery -A core.celery_app worker --pool=prefork --concurrency=1"
+"$BIN/celery" -A core.celery_app worker --pool=prefork --concurrency=1 --loglevel=INFO -n "educonnect@%h" &
 pids+=("$!")
 # The first process to exit (crash or signal) takes the others down with it.
 wait -n

@@ -1,0 +1,474 @@
+"""Full reindex end to end: a real Celery worker process (solo pool) on the test Redis and
+the test database, the admin API, concurrent searches and writes (outbox + relay), a
+worker killed with SIGKILL mid-run, cancellation, the one-run-per-engine lock and RBAC.
+
+Runs are parked deterministically where a test needs them: a reader holding an
+`ACCESS SHARE` lock on a live table (a long search, in effect) makes the swap wait, so
+the run sits in its `swap` phase, with its shadow tables complete, until the reader ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import date
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from core.celery_app import celery_config
+from core.settings import Settings
+from indexer.projection import COACH_COLUMNS, TUTOR_COLUMNS, build_all
+from indexer.relay import PostgresSink, Relay, RelayConfig
+from loadtests.writes import provider_ids, random_write
+from profiles.seed import SeedParams, seed
+from tests.conftest import TEST_REDIS_URL, bearer, create_user
+
+START = date(2030, 3, 4)
+BASE = "/api/v1/admin/reindex"
+LIVE = ("tutor_documents", "coach_documents")
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+class Worker:
+    """A `celery worker` subprocess (solo pool) on the test database and Redis."""
+
+    def __init__(self, database_url: str) -> None:
+        self.name = f"reindex-test-{uuid.uuid4().hex[:8]}@localhost"
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
+            prefix="celery-", suffix=".log", delete=False
+        )
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": TEST_REDIS_URL,
+            "REINDEX_BATCH_SIZE": "50",
+            "REINDEX_LEASE_S": "3",
+            "REINDEX_LOCK_TIMEOUT_S": "0.2",
+            "REINDEX_SWAP_TIMEOUT_S": "120",
+            "WORKER_METRICS_PORT": "0",
+            "LOG_LEVEL": "INFO",
+        }
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "core.celery_app", "worker",
+                "--pool=solo", "--without-gossip", "--without-mingle", "-n", self.name,
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        from core.celery_app import app
+
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited: {self.output()}")
+            return bool(app.control.ping(destination=[self.name], timeout=0.5))
+
+        wait_for(ready, "the Celery worker to answer ping")
+
+    def output(self) -> str:
+        self.log.flush()
+        with open(self.log.name) as f:
+            return f.read()[-4000:]
+
+    def kill(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        self.log.close()
+        os.unlink(self.log.name)
+
+
+@pytest.fixture
+def start_worker(database_url: str, redis_url: str) -> Iterator[Callable[[], Worker]]:
+    """Start Celery workers on demand; every one is stopped after the test (before the
+    test Redis is flushed)."""
+    workers: list[Worker] = []
+
+    def start() -> Worker:
+        w = Worker(database_url)
+        workers.append(w)
+        return w
+
+    yield start
+    for w in workers:
+        w.stop()
+
+
+@pytest.fixture
+def market(db: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
+    """A small seeded marketplace with its documents built, and no leftover tables."""
+    seed(db, SeedParams(tutors=500, coaches=150, students=0, seed=21, start=START))
+    with db.transaction():
+        build_all(db)
+    yield db
+    for t in [*shadow_tables(db), "tutor_documents_expected", "coach_documents_expected"]:
+        db.execute(f'DROP TABLE IF EXISTS "{t}"')
+
+
+def wait_for(predicate: Callable[[], Any], what: str, limit_s: float = 120.0) -> Any:
+    """Poll `predicate` until it returns a truthy value (bounded)."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+async def await_for(predicate: Callable[[], Any], what: str, limit_s: float = 120.0) -> Any:
+    """`wait_for` for coroutine predicates, yielding to the event loop between polls."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def shadow_tables(conn: psycopg.Connection[Any]) -> list[str]:
+    rows = conn.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        " AND tablename ~ '^(tutor|coach)_documents_rx'"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def live_state(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    """Identity (oid), index names and a digest of every row of the live tables."""
+    out: dict[str, Any] = {}
+    for t in LIVE:
+        oid = conn.execute("SELECT %s::regclass::oid", (t,)).fetchone()
+        idx = conn.execute(
+            "SELECT array_agg(indexname ORDER BY indexname) FROM pg_indexes WHERE tablename = %s",
+            (t,),
+        ).fetchone()
+        digest = conn.execute(
+            f"SELECT count(*), md5(coalesce(string_agg(d::text, '|' ORDER BY provider_id), ''))"
+            f" FROM {t} d"
+        ).fetchone()
+        out[t] = (oid, idx, digest)
+    return out
+
+
+def index_names(conn: psycopg.Connection[Any]) -> dict[str, list[str]]:
+    return {
+        t: [
+            r[0]
+            for r in conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE tablename = %s ORDER BY 1", (t,)
+            )
+        ]
+        for t in LIVE
+    }
+
+
+def assert_equals_from_scratch(conn: psycopg.Connection[Any]) -> None:
+    """Every column of both live tables equals a from-scratch projection."""
+    with conn.transaction():
+        build_all(conn, table_suffix="_expected")
+    for table, columns in (("tutor_documents", TUTOR_COLUMNS), ("coach_documents", COACH_COLUMNS)):
+        cols = ", ".join(columns)
+        for a, b in ((table, f"{table}_expected"), (f"{table}_expected", table)):
+            diff = conn.execute(
+                f"SELECT count(*) FROM (SELECT {cols} FROM {a} EXCEPT ALL SELECT {cols} FROM {b}) d"
+            ).fetchone()
+            assert diff == (0,), f"{a} has rows not in {b}"
+
+
+def run_row(conn: psycopg.Connection[Any], task_id: str) -> dict[str, Any]:
+    cur = conn.execute(
+        "SELECT state, phase, done, total, replayed, error, mark::text::bigint AS mark"
+        " FROM reindex_runs WHERE id = %s",
+        (task_id,),
+    )
+    row = cur.fetchone()
+    assert row is not None
+    return dict(zip([d.name for d in cur.description or []], row, strict=True))
+
+
+class Reader:
+    """A transaction holding `ACCESS SHARE` on a live table (what a long search holds)."""
+
+    def __init__(self, url: str, table: str = "tutor_documents") -> None:
+        self.conn = psycopg.connect(url)
+        self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+
+    def release(self) -> None:
+        self.conn.rollback()
+        self.conn.close()
+
+
+# ---------------------------------------------------------------------- tests
+
+
+async def test_reindex_under_searches_and_writes_equals_from_scratch(
+    market: psycopg.Connection[Any],
+    api: httpx.AsyncClient,
+    database_url: str,
+    start_worker: Callable[[], Worker],
+) -> None:
+    start_worker()
+    admin = bearer(create_user(market, role="admin"), "admin")
+    names_before = index_names(market)
+    # a connection whose statement on the live table is prepared server-side before the swap
+    prepared = psycopg.connect(database_url, autocommit=True)
+    probe = "SELECT count(*), max(indexed_at) FROM tutor_documents"
+    for _ in range(3):
+        _, first_indexed = prepared.execute(probe, prepare=True).fetchone()
+
+    stop = threading.Event()
+    writes = [0]
+
+    def writer() -> None:
+        rng = random.Random(7)
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            ids = provider_ids(conn)
+            while not stop.is_set():
+                random_write(conn, rng, ids)
+                writes[0] += 1
+
+    relay = Relay(psycopg.connect(database_url), PostgresSink(), RelayConfig(batch_size=50))
+
+    def relay_loop() -> None:
+        while not stop.is_set():
+            if not relay.run_once().events:
+                stop.wait(0.005)
+
+    threads = [threading.Thread(target=writer), threading.Thread(target=relay_loop)]
+    for th in threads:
+        th.start()
+
+    statuses: dict[int, int] = {}
+    searching = True
+
+    async def searches() -> None:
+        rng = random.Random(3)
+        while searching:
+            if rng.random() < 0.7:
+                params = {
+                    "lat": 48.85 + rng.uniform(-0.2, 0.2),
+                    "lng": 2.35 + rng.uniform(-0.2, 0.2),
+                    "radius_km": rng.choice([5, 20, 100]),
+                    "sort": rng.choice(["distance", "rating", "price"]),
+                }
+                r = await api.get("/api/v1/search/tutors", params=params)
+            else:
+                r = await api.get("/api/v1/search/coaches", params={"sort": "rating"})
+            statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+
+    search_task = asyncio.create_task(searches())
+    try:
+        r = await api.post(BASE, headers=admin, json={"engine": "postgres", "kind": "all"})
+        assert r.status_code == 202, r.text
+        task_id = r.json()["task_id"]
+        assert r.headers["location"] == f"{BASE}/{task_id}"
+        seen_phases: set[str] = set()
+
+        async def finished() -> dict[str, Any] | None:
+            body: dict[str, Any] = (await api.get(f"{BASE}/{task_id}", headers=admin)).json()
+            seen_phases.add(body["phase"])
+            return body if body["state"] not in ("queued", "running") else None
+
+        final = await await_for(finished, "the reindex to finish")
+    finally:
+        searching = False
+        await search_task
+        stop.set()
+        for th in threads:
+            th.join(timeout=60)
+    assert final["state"] == "succeeded", final
+    assert final["done"] == final["total"] > 0
+    assert final["errors"] == []
+    assert final["rate"] > 0
+    row = run_row(market, task_id)
+    (during,) = market.execute(
+        "SELECT count(*) FROM outbox WHERE txid >= %s::text::xid8", (row["mark"],)
+    ).fetchone()
+    assert during > 0
+    assert row["replayed"] > 0
+    # zero failed searches, and searches ran throughout
+    assert set(statuses) == {200}, statuses
+    assert statuses[200] >= 10
+
+    relay.drain()  # what the relay had not applied yet goes to the new tables
+    assert_equals_from_scratch(market)
+    assert index_names(market) == names_before  # names stable for the next run
+    assert shadow_tables(market) == []
+    assert market.execute(
+        "SELECT count(*) FROM indexer_checkpoints WHERE consumer LIKE 'reindex:%'"
+    ).fetchone() == (0,)
+    # the prepared statement was re-planned against the new table, without an error
+    _, indexed = prepared.execute(probe, prepare=True).fetchone()
+    assert indexed > first_indexed
+    prepared.close()
+    relay.conn.close()
+
+
+async def test_worker_killed_mid_run_leaves_live_tables_and_a_retry_completes(
+    market: psycopg.Connection[Any],
+    api: httpx.AsyncClient,
+    database_url: str,
+    start_worker: Callable[[], Worker],
+) -> None:
+    worker = start_worker()
+    admin = bearer(create_user(market, role="admin"), "admin")
+    before = live_state(market)
+    reader = Reader(database_url)  # parks the run at the swap, shadows fully built
+    try:
+        r = await api.post(BASE, headers=admin, json={})
+        assert r.status_code == 202
+        task_id = r.json()["task_id"]
+        wait_for(lambda: run_row(market, task_id)["phase"] == "swap", "the swap phase")
+        assert len(shadow_tables(market)) == 2
+        worker.kill()
+    finally:
+        reader.release()
+    assert live_state(market) == before  # same tables, same rows, same indexes
+    r = await api.get("/api/v1/search/tutors", params={"lat": 48.85, "lng": 2.35})
+    assert r.status_code == 200
+
+    # Until its lease expires the dead run still holds the engine…
+    r = await api.post(BASE, headers=admin, json={})
+    assert (r.status_code, r.json()["code"], r.json()["task_id"]) == (
+        409,
+        "reindex_running",
+        task_id,
+    )
+    assert r.headers["content-type"] == "application/problem+json"
+    # …then a retried reindex is accepted and completes on a new worker.
+    start_worker()
+
+    async def accepted() -> httpx.Response | None:
+        resp = await api.post(BASE, headers=admin, json={})
+        return resp if resp.status_code == 202 else None
+
+    retry = (await await_for(accepted, "the dead run's lease to expire", 60)).json()["task_id"]
+    dead = run_row(market, task_id)
+    assert dead["state"] == "failed"
+    assert "worker lost" in dead["error"]
+    wait_for(lambda: run_row(market, retry)["state"] == "succeeded", "the retried reindex")
+    assert shadow_tables(market) == []  # the dead run's shadows were dropped
+    assert market.execute(
+        "SELECT count(*) FROM indexer_checkpoints WHERE consumer LIKE 'reindex:%'"
+    ).fetchone() == (0,)
+    assert_equals_from_scratch(market)
+
+
+async def test_cancel_drops_the_shadow_and_leaves_live_tables(
+    market: psycopg.Connection[Any],
+    api: httpx.AsyncClient,
+    database_url: str,
+    start_worker: Callable[[], Worker],
+) -> None:
+    start_worker()
+    admin = bearer(create_user(market, role="admin"), "admin")
+    before = live_state(market)
+    reader = Reader(database_url, "coach_documents")
+    try:
+        task_id = (await api.post(BASE, headers=admin, json={})).json()["task_id"]
+        wait_for(lambda: run_row(market, task_id)["phase"] == "swap", "the swap phase")
+        r = await api.delete(f"{BASE}/{task_id}", headers=admin)
+        assert r.status_code == 202
+        assert r.json()["cancel_requested"] is True
+        wait_for(lambda: run_row(market, task_id)["state"] == "canceled", "the cancel")
+    finally:
+        reader.release()
+    assert shadow_tables(market) == []
+    assert live_state(market) == before
+    r = await api.delete(f"{BASE}/{task_id}", headers=admin)
+    assert r.status_code == 202  # canceling a canceled run is idempotent
+    # the engine is free again
+    r = await api.post(BASE, headers=admin, json={"kind": "coaches"})
+    assert r.status_code == 202
+    wait_for(lambda: run_row(market, r.json()["task_id"])["state"] == "succeeded", "a reindex")
+    assert_equals_from_scratch(market)
+
+
+async def test_one_reindex_per_engine_and_cancel_while_queued(
+    db: psycopg.Connection[Any], api: httpx.AsyncClient
+) -> None:
+    # no worker: the run stays queued
+    admin = bearer(create_user(db, role="admin"), "admin")
+    first = await api.post(BASE, headers=admin, json={"engine": "postgres", "kind": "tutors"})
+    assert first.status_code == 202
+    task_id = first.json()["task_id"]
+    second = await api.post(BASE, headers=admin)
+    assert second.status_code == 409
+    assert second.headers["content-type"] == "application/problem+json"
+    assert (second.json()["code"], second.json()["task_id"]) == ("reindex_running", task_id)
+
+    status = (await api.get(f"{BASE}/{task_id}", headers=admin)).json()
+    assert (status["state"], status["done"], status["total"], status["rate"]) == (
+        "queued",
+        0,
+        0,
+        None,
+    )
+    r = await api.delete(f"{BASE}/{task_id}", headers=admin)
+    assert (r.status_code, r.json()["state"]) == (202, "canceled")
+    assert (await api.post(BASE, headers=admin)).status_code == 202
+
+    r = await api.get(f"{BASE}/{uuid.uuid4()}", headers=admin)
+    assert (r.status_code, r.json()["code"]) == (404, "reindex_not_found")
+    r = await api.post(BASE, headers=admin, json={"engine": "elastic"})
+    assert r.status_code == 422
+
+
+@pytest.mark.parametrize("role", ["student", "parent", "tutor", "coach", "mentor"])
+async def test_reindex_is_for_admins(
+    db: psycopg.Connection[Any], api: httpx.AsyncClient, role: str
+) -> None:
+    h = bearer(create_user(db, role=role), role)
+    some = uuid.uuid4()
+    for method, url in (("POST", BASE), ("GET", f"{BASE}/{some}"), ("DELETE", f"{BASE}/{some}")):
+        r = await api.request(method, url, headers=h)
+        assert r.status_code == 403
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["code"] == "forbidden"
+    assert (await api.post(BASE)).status_code == 401
+    assert db.execute("SELECT count(*) FROM reindex_runs").fetchone() == (0,)
+
+
+def test_celery_configuration_is_deliberate() -> None:
+    s = Settings(_env_file=None, redis_url="redis://example:6379/3")  # type: ignore[call-arg]
+    c = celery_config(s)
+    assert c["broker_url"] == c["result_backend"] == "redis://example:6379/3"
+    assert (c["task_serializer"], c["result_serializer"], c["accept_content"]) == (
+        "json",
+        "json",
+        ["json"],
+    )
+    assert c["task_acks_late"] is True
+    assert c["task_reject_on_worker_lost"] is False
+    vt = c["broker_transport_options"]["visibility_timeout"]
+    assert vt == c["result_backend_transport_options"]["visibility_timeout"]
+    assert c["task_soft_time_limit"] < c["task_time_limit"] < vt
+    with pytest.raises(ValueError, match="visibility"):
+        Settings(_env_file=None, celery_task_time_limit_s=8000)  # type: ignore[call-arg]
