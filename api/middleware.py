@@ -24,6 +24,21 @@ _QUIET_ROUTES = frozenset({"/healthz", "/metrics"})
 log = get_logger("educonnect.access")
 
 
+def route_template(scope: Scope) -> str:
+    """The matched route's full path template (`/api/v1/admin/reindex/{task_id}`), or
+    `unmatched`. FastAPI ≥ 0.16x includes routers lazily and `scope["route"]` carries the
+    router-relative template; the router prefix (parameter-free here) is taken back from
+    the request path's leading segments."""
+    template = getattr(scope.get("route"), "path", None)
+    if not template:
+        return "unmatched"
+    path: str = scope["path"]
+    extra = path.count("/") - template.count("/")
+    if extra > 0 and not path.startswith(template):
+        return "/".join(path.split("/")[: extra + 1]) + template
+    return str(template)
+
+
 class RequestContextMiddleware:
     """Binds `request_id`, logs one `request` line per request, records HTTP metrics."""
 
@@ -53,8 +68,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - start
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = route_template(scope)
             method = scope["method"]
             HTTP_REQUESTS.labels(method, template, str(status)).inc()
             HTTP_LATENCY.labels(method, template).observe(elapsed)

@@ -256,22 +256,31 @@ def build_all(conn: psycopg.Connection[Any], *, table_suffix: str = "") -> int:
             ).format(t=coaches, cols=_cols(COACH_COLUMNS))
         )
         total += max(cur.rowcount, 0)
-        for docs, table, columns, exprs in facets:
-            cur.execute(
-                sql.SQL("INSERT INTO {f} ({cols}) SELECT " + exprs + " FROM {d}").format(
-                    f=table, d=docs, cols=_cols(columns)
-                )
-                # The documents' order: tutors by geohash, so a radius reads few pages.
-                + sql.SQL(
-                    " ORDER BY ST_GeoHash(location::geometry, 8), provider_id"
-                    if table is facets[0][1]
-                    else ""
-                )
-            )
-            cur.execute(sql.SQL("ANALYZE {}").format(table))
+        for family in ("tutor", "coach"):
+            fill_facets(conn, family=family, table_suffix=table_suffix)
+            cur.execute(sql.SQL("ANALYZE {}").format(_table(f"{family}_facets", table_suffix)))
         cur.execute(sql.SQL("ANALYZE {}").format(tutors))
         cur.execute(sql.SQL("ANALYZE {}").format(coaches))
     return total
+
+
+def fill_facets(conn: psycopg.Connection[Any], *, family: str, table_suffix: str = "") -> int:
+    """Fill the empty `{family}_facets{suffix}` from `{family}_documents{suffix}` (family
+    `tutor` or `coach`), tutors in geohash order so a radius reads few pages. The one
+    bulk definition of facet rows, used by `build_all` and the reindex. Returns rows."""
+    docs, facets, columns, exprs = _facet_tables(table_suffix)[0 if family == "tutor" else 1]
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("INSERT INTO {f} ({cols}) SELECT " + exprs + " FROM {d}").format(
+                f=facets, d=docs, cols=_cols(columns)
+            )
+            + sql.SQL(
+                " ORDER BY ST_GeoHash(location::geometry, 8), provider_id"
+                if family == "tutor"
+                else ""
+            )
+        )
+        return max(cur.rowcount, 0)
 
 
 def sync_catalogue(conn: psycopg.Connection[Any]) -> None:

@@ -68,7 +68,7 @@ from core.errors import AppError, Conflict, NotFound, ServiceUnavailable
 from core.logging import get_logger
 from indexer import reindex_metrics as metrics
 from indexer import reindex_repository as repo
-from indexer.projection import COACH_COLUMNS, TUTOR_COLUMNS, rebuild_documents
+from indexer.projection import COACH_COLUMNS, TUTOR_COLUMNS, fill_facets, rebuild_documents
 from indexer.reindex_repository import ReindexRun, TableShape
 from indexer.relay import provider_ids
 
@@ -462,8 +462,14 @@ class _Runner:
         self.control = control
         self.log = log
         self.tables = tables_for(run.kind)
+        # Rebuilt and swapped: the documents tables and their facet tables.
+        self.live = self.tables + tuple(repo.FACETS_OF[t] for t in self.tables)
+        # Written by the replay but not swapped (the other kind's pair, for `kind` != all).
         self.scratch = tuple(
-            t for t in (repo.TUTOR_TABLE, repo.COACH_TABLE) if t not in self.tables
+            name
+            for t in (repo.TUTOR_TABLE, repo.COACH_TABLE)
+            if t not in self.tables
+            for name in (t, repo.FACETS_OF[t])
         )
         self.hold = f"reindex:{run.engine}:{suffix[3:]}"
         self.done = 0
@@ -492,7 +498,7 @@ class _Runner:
         # Shadows of runs that died are dropped: we hold the engine's only active slot.
         repo.drop_tables(w, repo.leftover_shadows(w))
         repo.release_other_holds(w, self.hold)
-        for table in self.tables:
+        for table in self.live:
             self.shapes[table] = repo.describe_table(w, table, table + self.suffix)
             repo.create_shadow(w, self.shapes[table])
         for table in self.scratch:
@@ -502,6 +508,8 @@ class _Runner:
         repo.hold_outbox(w, self.hold, self.mark)
         c.beat(phase="snapshot", mark=self.mark)
         self._load()
+        for table in self.tables:  # facet rows derive from the loaded documents
+            fill_facets(w, family=table.split("_")[0], table_suffix=self.suffix)
         self._phase("snapshot", t)
 
         t = time.perf_counter()
@@ -516,18 +524,18 @@ class _Runner:
                     work_mem=self.config.maintenance_work_mem,
                     check=c.beat,
                 )
-                for table in self.tables
+                for table in self.live
             ],
             on_done=lambda _: c.beat(),
         )
-        for table in self.tables:
+        for table in self.live:
             repo.finish_shadow_extras(w, self.shapes[table])
         self._phase("indexes", t)
 
         t = time.perf_counter()
         c.beat(phase="analyze")
         self._parallel(
-            [functools.partial(_vacuum, table=self.shapes[table].shadow) for table in self.tables],
+            [functools.partial(_vacuum, table=self.shapes[table].shadow) for table in self.live],
             on_done=lambda _: c.beat(),
         )
         self._phase("analyze", t)
@@ -634,7 +642,7 @@ class _Runner:
             attempts += 1
             try:
                 with w.transaction():
-                    repo.lock_live(w, self.tables, self.config.lock_timeout_s)
+                    repo.lock_live(w, self.live, self.config.lock_timeout_s)
                     row = repo.lock_run(w, self.run_row.id)
                     if (
                         row is None
@@ -648,13 +656,13 @@ class _Runner:
                     # live tables (the relay) wait for us.
                     while self._replay_batch():
                         pass
-                    for table in self.tables:
+                    for table in self.live:
                         now = repo.describe_table(w, table, table + self.suffix)
                         if now.signature() != self.shapes[table].signature():
                             raise SchemaChanged(
                                 f"{table} changed during the reindex (a migration?); retry"
                             )
-                    for table in self.tables:
+                    for table in self.live:
                         repo.swap_table(w, self.shapes[table])
                     repo.drop_tables(w, [t + self.suffix for t in self.scratch])
                     repo.release_outbox(w, self.hold)
@@ -669,7 +677,7 @@ class _Runner:
                 self.control.beat(replayed=self.replayed)
                 if time.monotonic() > deadline:
                     raise TimeoutError(
-                        f"could not lock {', '.join(self.tables)} within "
+                        f"could not lock {', '.join(self.live)} within "
                         f"{self.config.swap_timeout_s} s (long-running queries?)"
                     ) from exc
 
@@ -678,7 +686,12 @@ class _Runner:
         try:
             with psycopg.connect(self.url, autocommit=True) as conn:
                 repo.drop_tables(
-                    conn, [t + self.suffix for t in (repo.TUTOR_TABLE, repo.COACH_TABLE)]
+                    conn,
+                    [
+                        name + self.suffix
+                        for t in (repo.TUTOR_TABLE, repo.COACH_TABLE)
+                        for name in (t, repo.FACETS_OF[t])
+                    ],
                 )
                 repo.release_outbox(conn, self.hold)
         except psycopg.Error as exc:  # the next run drops leftovers

@@ -29,6 +29,9 @@ TERMINAL_STATES = ("succeeded", "failed", "canceled")
 # `search_document_source`; these only split it between the two tables).
 TUTOR_TABLE = "tutor_documents"
 COACH_TABLE = "coach_documents"
+# Each documents table has a narrow facet table derived from it (migration 0005); a reindex
+# rebuilds and swaps both, documents first (the relay's lock order).
+FACETS_OF = {TUTOR_TABLE: "tutor_facets", COACH_TABLE: "coach_facets"}
 KIND_FILTER = {TUTOR_TABLE: "kind = 'tutor'", COACH_TABLE: "kind IN ('coach', 'mentor')"}
 # Tutors are inserted in Z-order (geohash), like `build_all`, so neighbours share heap pages.
 LOAD_ORDER = {
@@ -545,10 +548,11 @@ def drop_tables(conn: psycopg.Connection[Any], tables: Sequence[str]) -> None:
 
 
 def leftover_shadows(conn: psycopg.Connection[Any], keep_suffix: str | None = None) -> list[str]:
-    """Shadow tables of earlier runs (`{tutor,coach}_documents_rx…`), except `keep_suffix`'s."""
+    """Shadow tables of earlier runs (`{tutor,coach}_{documents,facets}_rx…`), except
+    `keep_suffix`'s."""
     rows = conn.execute(
         "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
-        " AND tablename ~ '^(tutor|coach)_documents_rx[0-9a-f]{8}$' ORDER BY tablename"
+        " AND tablename ~ '^(tutor|coach)_(documents|facets)_rx[0-9a-f]{8}$' ORDER BY tablename"
     ).fetchall()
     keep = {f"{TUTOR_TABLE}{keep_suffix}", f"{COACH_TABLE}{keep_suffix}"} if keep_suffix else set()
     return [r[0] for r in rows if r[0] not in keep]

@@ -92,3 +92,9 @@ async def test_openapi_and_docs_are_served(client: httpx.AsyncClient) -> None:
     assert r.status_code == 200
     assert "/readyz" in r.json()["paths"]
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_metrics_label_routes_by_full_template(client: httpx.AsyncClient) -> None:
+    await client.get("/api/v1/providers/00000000-0000-4000-8000-000000000000")
+    text = (await client.get("/metrics")).text
+    assert 'route="/api/v1/providers/{provider_id}",status="404"' in text

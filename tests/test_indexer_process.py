@@ -21,10 +21,6 @@ import pytest
 
 from api.cli_indexer import relay_on_commit
 from indexer.projection import (
-    COACH_COLUMNS,
-    COACH_FACET_COLUMNS,
-    TUTOR_COLUMNS,
-    TUTOR_FACET_COLUMNS,
     build_all,
     rebuild_documents,
 )
@@ -32,6 +28,7 @@ from indexer.relay import PostgresSink, Relay, RelayConfig
 from loadtests.writes import provider_ids, random_write
 from profiles.seed import SeedParams, seed
 from tests.conftest import TEST_REDIS_URL
+from tests.projection_check import assert_equals_from_scratch, drop_expected
 
 START = date(2030, 3, 4)
 
@@ -43,29 +40,7 @@ def market(db: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
     with db.transaction():
         build_all(db)
     yield db
-    db.execute(
-        "DROP TABLE IF EXISTS tutor_documents_expected, coach_documents_expected,"
-        " tutor_facets_expected, coach_facets_expected"
-    )
-
-
-def _assert_equals_from_scratch(conn: psycopg.Connection[Any]) -> None:
-    """Every column of both document tables (and their facet rows) equals a from-scratch
-    projection."""
-    with conn.transaction():
-        build_all(conn, table_suffix="_expected")
-    for table, columns in (
-        ("tutor_documents", TUTOR_COLUMNS),
-        ("coach_documents", COACH_COLUMNS),
-        ("tutor_facets", TUTOR_FACET_COLUMNS),
-        ("coach_facets", COACH_FACET_COLUMNS),
-    ):
-        cols = ", ".join(columns)
-        for a, b in ((table, f"{table}_expected"), (f"{table}_expected", table)):
-            diff = conn.execute(
-                f"SELECT count(*) FROM (SELECT {cols} FROM {a} EXCEPT ALL SELECT {cols} FROM {b}) d"
-            ).fetchone()
-            assert diff == (0,), f"{a} has rows not in {b}"
+    drop_expected(db)
 
 
 def _relay_process(url: str, *args: str) -> subprocess.Popen[str]:
@@ -131,7 +106,7 @@ def test_kill_9_mid_batch_then_restart_equals_from_scratch(
     assert done.returncode == 0, err
     (applied,) = market.execute("SELECT sum(events) FROM indexer_checkpoints").fetchone()
     assert applied == total  # every event applied once by the checkpoints' count
-    _assert_equals_from_scratch(market)
+    assert_equals_from_scratch(market)
 
 
 def test_replaying_events_changes_nothing(
@@ -153,7 +128,7 @@ def test_replaying_events_changes_nothing(
         "SELECT provider_id, version, price_minor FROM tutor_documents ORDER BY provider_id"
     ).fetchall()
     assert after == before
-    _assert_equals_from_scratch(market)
+    assert_equals_from_scratch(market)
 
 
 def test_older_version_never_overwrites_a_newer_document(market: psycopg.Connection[Any]) -> None:

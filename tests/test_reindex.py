@@ -29,15 +29,16 @@ import pytest
 
 from core.celery_app import celery_config
 from core.settings import Settings
-from indexer.projection import COACH_COLUMNS, TUTOR_COLUMNS, build_all
+from indexer.projection import build_all
 from indexer.relay import PostgresSink, Relay, RelayConfig
 from loadtests.writes import provider_ids, random_write
 from profiles.seed import SeedParams, seed
 from tests.conftest import TEST_REDIS_URL, bearer, create_user
+from tests.projection_check import assert_equals_from_scratch, drop_expected
 
 START = date(2030, 3, 4)
 BASE = "/api/v1/admin/reindex"
-LIVE = ("tutor_documents", "coach_documents")
+LIVE = ("tutor_documents", "coach_documents", "tutor_facets", "coach_facets")
 
 
 # ------------------------------------------------------------------ fixtures
@@ -124,8 +125,9 @@ def market(db: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
     with db.transaction():
         build_all(db)
     yield db
-    for t in [*shadow_tables(db), "tutor_documents_expected", "coach_documents_expected"]:
+    for t in shadow_tables(db):
         db.execute(f'DROP TABLE IF EXISTS "{t}"')
+    drop_expected(db)
 
 
 def wait_for(predicate: Callable[[], Any], what: str, limit_s: float = 120.0) -> Any:
@@ -155,7 +157,7 @@ async def await_for(predicate: Callable[[], Any], what: str, limit_s: float = 12
 def shadow_tables(conn: psycopg.Connection[Any]) -> list[str]:
     rows = conn.execute(
         "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-        " AND tablename ~ '^(tutor|coach)_documents_rx'"
+        " AND tablename ~ '^(tutor|coach)_(documents|facets)_rx'"
     ).fetchall()
     return [r[0] for r in rows]
 
@@ -187,19 +189,6 @@ def index_names(conn: psycopg.Connection[Any]) -> dict[str, list[str]]:
         ]
         for t in LIVE
     }
-
-
-def assert_equals_from_scratch(conn: psycopg.Connection[Any]) -> None:
-    """Every column of both live tables equals a from-scratch projection."""
-    with conn.transaction():
-        build_all(conn, table_suffix="_expected")
-    for table, columns in (("tutor_documents", TUTOR_COLUMNS), ("coach_documents", COACH_COLUMNS)):
-        cols = ", ".join(columns)
-        for a, b in ((table, f"{table}_expected"), (f"{table}_expected", table)):
-            diff = conn.execute(
-                f"SELECT count(*) FROM (SELECT {cols} FROM {a} EXCEPT ALL SELECT {cols} FROM {b}) d"
-            ).fetchone()
-            assert diff == (0,), f"{a} has rows not in {b}"
 
 
 def run_row(conn: psycopg.Connection[Any], task_id: str) -> dict[str, Any]:
@@ -346,7 +335,7 @@ async def test_worker_killed_mid_run_leaves_live_tables_and_a_retry_completes(
         assert r.status_code == 202
         task_id = r.json()["task_id"]
         wait_for(lambda: run_row(market, task_id)["phase"] == "swap", "the swap phase")
-        assert len(shadow_tables(market)) == 2
+        assert len(shadow_tables(market)) == 4  # documents and facets, tutors and coaches
         worker.kill()
     finally:
         reader.release()
