@@ -29,14 +29,14 @@ def route_template(scope: Scope) -> str:
     `unmatched`. FastAPI ≥ 0.16x includes routers lazily and `scope["route"]` carries the
     router-relative template; the router prefix (parameter-free here) is taken back from
     the request path's leading segments."""
-    template = getattr(scope.get("route"), "path", None)
+    template: str | None = getattr(scope.get("route"), "path", None)
     if not template:
         return "unmatched"
     path: str = scope["path"]
     extra = path.count("/") - template.count("/")
     if extra > 0 and not path.startswith(template):
         return "/".join(path.split("/")[: extra + 1]) + template
-    return str(template)
+    return template
 
 
 class RequestContextMiddleware:
