@@ -1,9 +1,11 @@
 """`educonnect reindex`: rebuild a search engine's index from the source of truth with no
 downtime.
 
-`--engine postgres` queues the Celery task (shadow tables, replay, atomic rename swap) and
-with `--wait` follows it with a progress bar; `--engine opensearch` builds the next
-versioned index, replays and swaps the aliases atomically (`--rollback` swaps them back).
+Both engines go through the Celery task (`indexer.reindex`), like the admin endpoint:
+`--engine postgres` builds shadow tables, replays and swaps them by rename;
+`--engine opensearch` builds the next versioned indices, replays and swaps the aliases
+atomically. `--wait` follows the run with a progress bar; `--engine opensearch
+--rollback` swaps the aliases back to the previous indices (synchronously).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from core.settings import get_settings
 console = Console(stderr=True)
 
 
-def _postgres(engine: str, kind: str, wait: bool, poll_s: float) -> None:
+def _queue(engine: str, kind: str, wait: bool, poll_s: float) -> None:
     """Rebuild the search tables from the source of truth with no downtime (a Celery worker
     runs it). Exit codes: 0 queued (or succeeded with --wait), 1 failed or canceled,
     2 bad input, 3 another reindex of this engine is active (its task id is printed)."""
@@ -94,48 +96,23 @@ def _postgres(engine: str, kind: str, wait: bool, poll_s: float) -> None:
     raise typer.Exit(1)
 
 
-def _opensearch(rollback: bool) -> None:
-    """Rebuild OpenSearch into new versioned indices and swap the aliases atomically
-    (or roll the aliases back). Exit 2 on bad input, 1 when the cluster refuses."""
+def _opensearch_rollback() -> None:
+    """Point the OpenSearch aliases back at the previous versioned indices (kept by every
+    reindex), replaying what they missed. Exit 1 when there is nothing to roll back to."""
     from indexer.opensearch_reindex import ReindexError
-    from indexer.opensearch_reindex import reindex as run_reindex
     from indexer.opensearch_reindex import rollback as run_rollback
     from indexer.opensearch_sink import client_from_settings
 
     configure_logging()
     s = get_settings()
-    client = client_from_settings()
     with psycopg.connect(s.libpq_database_url, autocommit=True) as conn:
         try:
-            if rollback:
-                result = run_rollback(conn, client, prefix=s.opensearch_index_prefix)
-            else:
-                row = conn.execute(
-                    "SELECT count(*) FROM search_document_source WHERE searchable"
-                ).fetchone()
-                total = int(row[0]) if row else 0
-                with Progress(
-                    TextColumn("[bold]indexing"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console,
-                ) as bar:  # fmt: skip
-                    task = bar.add_task("documents", total=total)
-                    result = run_reindex(
-                        conn,
-                        client,
-                        prefix=s.opensearch_index_prefix,
-                        replicas=s.opensearch_replicas,
-                        max_retries=s.opensearch_bulk_max_retries,
-                        progress=lambda n: bar.advance(task, n),
-                    )
+            result = run_rollback(conn, client_from_settings(), prefix=s.opensearch_index_prefix)
         except ReindexError as exc:
             console.print(f"[red]{exc}[/]")
             raise typer.Exit(1) from None
     for alias, (old, new) in result.swapped.items():
         console.print(f"{alias}: {old or '(none)'} → {new}")
-    console.print(
-        f"{result.documents} documents, {result.replayed} outbox events replayed"
-        f" in {result.seconds:.1f} s"
-    )
 
 
 def reindex_cmd(
@@ -145,7 +122,7 @@ def reindex_cmd(
     kind: Annotated[str, typer.Option(help="postgres: all, tutors or coaches")] = "all",
     wait: Annotated[
         bool,
-        typer.Option("--wait", help="postgres: follow the run with a progress bar until it ends"),
+        typer.Option("--wait", help="Follow the run with a progress bar until it ends"),
     ] = False,
     poll_s: Annotated[float, typer.Option(min=0.05, help="Seconds between polls")] = 0.5,
     rollback: Annotated[
@@ -155,11 +132,11 @@ def reindex_cmd(
 ) -> None:
     """Rebuild a search engine's index with no downtime. Exit codes: 0 done (or queued),
     1 failed or canceled, 2 bad input, 3 another reindex of this engine is active."""
-    if engine == "opensearch":
-        _opensearch(rollback)
+    if rollback and engine == "opensearch":
+        _opensearch_rollback()
         return
     if rollback:
         raise typer.BadParameter(
             "--rollback applies to --engine opensearch", param_hint="--rollback"
         )
-    _postgres(engine, kind, wait, poll_s)
+    _queue(engine, kind, wait, poll_s)

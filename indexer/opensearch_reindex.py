@@ -272,6 +272,22 @@ def _load(
     return n
 
 
+def drop_unaliased_newer(client: OpenSearch, *, prefix: str = "") -> list[str]:
+    """Delete the versioned indices newer than the one each alias points at: builds of a
+    reindex that was canceled or died before its swap (only one reindex per engine runs at
+    a time, and rollback targets are older). Returns the deleted index names."""
+    deleted: list[str] = []
+    for family in FAMILIES:
+        live = alias_target(client, alias_name(family, prefix))
+        live_v = int(live.rsplit("_v", 1)[1]) if live and "_v" in live else 0
+        for v in versions(client, family, prefix):
+            if v > live_v:
+                name = index_name(family, v, prefix)
+                client.indices.delete(index=name)
+                deleted.append(name)
+    return deleted
+
+
 def rollback(
     conn: psycopg.Connection[Any],
     client: OpenSearch,

@@ -74,7 +74,7 @@ from indexer.relay import provider_ids
 
 log = get_logger(__name__)
 
-ENGINES = ("postgres",)
+ENGINES = ("postgres", "opensearch")
 KINDS = ("all", "tutors", "coaches")
 COLUMNS = {repo.TUTOR_TABLE: TUTOR_COLUMNS, repo.COACH_TABLE: COACH_COLUMNS}
 REPLAY_BATCH = 1000
@@ -358,7 +358,11 @@ def run_reindex(
     bound.info("reindex_started", worker=worker)
     control = _Control(url, run_id, run.attempts, config.lease_s)
     t0 = time.perf_counter()
-    runner = _Runner(url, run, suffix, config, control, bound)
+    runner: _Runner | _OpenSearchRunner = (
+        _OpenSearchRunner(url, control, bound)
+        if engine == "opensearch"
+        else _Runner(url, run, suffix, config, control, bound)
+    )
     outcome = "failed"
     try:
         runner.run()
@@ -411,6 +415,72 @@ def run_reindex(
         "seconds": round(seconds, 3),
         "documents_per_s": round(rate, 1),
     }
+
+
+class _OpenSearchRunner:
+    """A run of the OpenSearch engine, with the same run row, lease, progress and cancel
+    as the PostgreSQL one: `indexer.opensearch_reindex.reindex` builds the next versioned
+    indices from a REPEATABLE READ snapshot (replicas 0, refresh off), replays the outbox
+    from the mark, restores the settings, refreshes and swaps the aliases in one request;
+    the previous indices stay for `educonnect reindex --engine opensearch --rollback`.
+    Canceled or failed before the swap: the new indices are deleted, the aliases (and so
+    the live search) never moved."""
+
+    def __init__(self, url: str, control: _Control, log: Any) -> None:
+        self.control = control
+        self.log = log
+        self.done = 0
+        self.replayed = 0
+        self.phases: dict[str, float] = {}
+        self.work = psycopg.connect(
+            url, autocommit=True, application_name="educonnect-reindex", prepare_threshold=None
+        )
+        self.client: Any = None
+
+    def run(self) -> None:
+        from core.settings import get_settings
+        from indexer.opensearch_reindex import reindex as opensearch_reindex
+        from indexer.opensearch_sink import client_from_settings
+
+        s = get_settings()
+        self.client = client_from_settings()
+        row = self.work.execute(
+            "SELECT count(*) FROM search_document_source WHERE searchable"
+        ).fetchone()
+        self.control.beat(phase="snapshot", total=int(row[0]) if row else 0)
+
+        def progress(n: int) -> None:
+            self.done += n
+            self.control.beat(done=self.done)  # raises Canceled / LeaseLost
+
+        t = time.perf_counter()
+        result = opensearch_reindex(
+            self.work,
+            self.client,
+            prefix=s.opensearch_index_prefix,
+            replicas=s.opensearch_replicas,
+            max_retries=s.opensearch_bulk_max_retries,
+            progress=progress,
+        )
+        self.replayed = result.replayed
+        self.phases["opensearch"] = round(time.perf_counter() - t, 3)
+        if not self.control.finish("succeeded"):
+            raise LeaseLost(str(self.control.run_id))
+
+    def cleanup(self) -> None:
+        """Delete indices built by this run that no alias points at (live untouched)."""
+        if self.client is None:
+            return
+        from core.settings import get_settings
+        from indexer.opensearch_reindex import drop_unaliased_newer
+
+        try:
+            drop_unaliased_newer(self.client, prefix=get_settings().opensearch_index_prefix)
+        except Exception as exc:  # the next run deletes leftovers too
+            self.log.warning("reindex_cleanup_failed", error=repr(exc))
+
+    def close(self) -> None:
+        self.work.close()
 
 
 def _build_indexes(

@@ -19,7 +19,7 @@ class ReindexRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    engine: Literal["postgres"] = "postgres"
+    engine: Literal["postgres", "opensearch"] = "postgres"
     kind: Literal["all", "tutors", "coaches"] = "all"
 
 

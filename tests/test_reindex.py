@@ -47,7 +47,7 @@ LIVE = ("tutor_documents", "coach_documents", "tutor_facets", "coach_facets")
 class Worker:
     """A `celery worker` subprocess (solo pool) on the test database and Redis."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, extra_env: dict[str, str] | None = None) -> None:
         self.name = f"reindex-test-{uuid.uuid4().hex[:8]}@localhost"
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
             prefix="celery-", suffix=".log", delete=False
@@ -62,6 +62,7 @@ class Worker:
             "REINDEX_SWAP_TIMEOUT_S": "120",
             "WORKER_METRICS_PORT": "0",
             "LOG_LEVEL": "INFO",
+            **(extra_env or {}),
         }
         self.proc = subprocess.Popen(
             [
@@ -103,13 +104,13 @@ class Worker:
 
 
 @pytest.fixture
-def start_worker(database_url: str, redis_url: str) -> Iterator[Callable[[], Worker]]:
+def start_worker(database_url: str, redis_url: str) -> Iterator[Callable[..., Worker]]:
     """Start Celery workers on demand; every one is stopped after the test (before the
     test Redis is flushed)."""
     workers: list[Worker] = []
 
-    def start() -> Worker:
-        w = Worker(database_url)
+    def start(extra_env: dict[str, str] | None = None) -> Worker:
+        w = Worker(database_url, extra_env)
         workers.append(w)
         return w
 
@@ -461,3 +462,42 @@ def test_celery_configuration_is_deliberate() -> None:
     assert c["task_soft_time_limit"] < c["task_time_limit"] < vt
     with pytest.raises(ValueError, match="visibility"):
         Settings(_env_file=None, celery_task_time_limit_s=8000)  # type: ignore[call-arg]
+
+
+async def test_opensearch_reindex_runs_in_the_worker_and_swaps_the_aliases(
+    market: psycopg.Connection[Any],
+    api: httpx.AsyncClient,
+    start_worker: Callable[..., Worker],
+) -> None:
+    """`engine=opensearch` goes through the same run row, worker and progress; the cluster
+    is the HTTP stand-in (tests/opensearch_standin.py), which keeps indices and aliases."""
+    from tests.opensearch_standin import StandIn
+
+    standin = StandIn()
+    try:
+        start_worker({"OPENSEARCH_URL": standin.url, "OPENSEARCH_REPLICAS": "0"})
+        admin = bearer(create_user(market, role="admin"), "admin")
+        r = await api.post(BASE, headers=admin, json={"engine": "opensearch"})
+        assert r.status_code == 202, r.text
+        task_id = r.json()["task_id"]
+        wait_for(lambda: run_row(market, task_id)["state"] != "queued"
+                 and run_row(market, task_id)["state"] != "running", "the run to end")  # fmt: skip
+        row = run_row(market, task_id)
+        assert row["state"] == "succeeded", row["error"]
+        (searchable,) = market.execute(
+            "SELECT count(*) FROM search_document_source WHERE searchable"
+        ).fetchone()
+        assert row["done"] == searchable
+        assert standin.state.aliases == {"tutors": "tutors_v1", "coaches": "coaches_v1"}
+        indexed = sum(
+            1
+            for rec in standin.requests
+            if rec.path.endswith("/_bulk")
+            for line in rec.body.splitlines()
+            if line.startswith(b'{"index"')
+        )
+        assert indexed == searchable
+        status = (await api.get(f"{BASE}/{task_id}", headers=admin)).json()
+        assert status["state"] == "succeeded"
+    finally:
+        standin.close()
