@@ -101,7 +101,7 @@ def run(
     never blocks the other), in commit order, until stopped (SIGTERM)."""
     from prometheus_client import start_http_server
 
-    from indexer.relay import Relay, RelayConfig, StopFlag, run_forever
+    from indexer.relay import Relay, RelayConfig, StopFlag, supervise
 
     configure_logging()
     s = get_settings()
@@ -114,8 +114,10 @@ def run(
         poll_interval_s=s.indexer_poll_interval_s,
         retention_s=s.outbox_retention_s,
     )
-    conn, listen = _connect("educonnect-indexer"), _connect("educonnect-indexer-listen")
-    try:
+
+    def open_relay() -> tuple[Relay, psycopg.Connection[Any]]:
+        conn = _connect("educonnect-indexer")
+        listen = _connect("educonnect-indexer-listen")
         relay = Relay(
             conn,
             make_sink(consumer),
@@ -123,9 +125,14 @@ def run(
             on_commit=relay_on_commit(consumer),
             on_batch=_samples_writer(samples_file) if samples_file else None,
         )
-    except ValueError as exc:
+        return relay, listen
+
+    try:
+        relay, listen = open_relay()
+    except ValueError as exc:  # e.g. another partition count: a usage error, exit 2
         raise typer.BadParameter(str(exc)) from None
     if once:
+        listen.close()
         t0 = time.perf_counter()
         n = relay.drain()
         seconds = time.perf_counter() - t0
@@ -134,10 +141,13 @@ def run(
             f"applied {n} events in {seconds:.2f} s ({n / max(seconds, 1e-9):,.0f} events/s)"
         )
         return
+    relay.conn.close()
+    listen.close()
     if s.indexer_metrics_port:
         start_http_server(s.indexer_metrics_port, addr=s.indexer_metrics_host)
     log.info("indexer_started", consumer=consumer, partitions=cfg.partitions)
-    run_forever(relay, listen, stop=StopFlag())
+    # Reconnects with backoff when the database goes away; exits only on SIGTERM/SIGINT.
+    supervise(open_relay, stop=StopFlag())
     log.info("indexer_stopped", consumer=consumer)
 
 

@@ -215,6 +215,40 @@ def run_forever(
             pass
 
 
+def supervise(
+    open_relay: Callable[[], tuple[Relay, psycopg.Connection[Any]]],
+    *,
+    stop: Callable[[], bool],
+    max_backoff_s: float = 30.0,
+) -> None:
+    """Keep a relay running until `stop()`: `open_relay()` returns a fresh relay and its
+    LISTEN connection; when the database goes away or a batch keeps failing, the error is
+    logged (and counted by the relay), the connections are closed and, after an
+    exponential backoff (0.5 s doubling to `max_backoff_s`, reset after a healthy minute),
+    new ones are opened. Nothing is lost meanwhile: the checkpoint only moves on commit."""
+    backoff = 0.5
+    while not stop():
+        started = time.monotonic()
+        conns: list[psycopg.Connection[Any]] = []
+        try:
+            relay, listen = open_relay()
+            conns = [relay.conn, listen]
+            run_forever(relay, listen, stop=stop)
+        except Exception as exc:
+            log.warning("indexer_restarting", error=repr(exc), retry_in_s=backoff)
+        finally:
+            for c in conns:
+                c.close()
+        if stop():
+            break
+        if time.monotonic() - started > 60:
+            backoff = 0.5
+        deadline = time.monotonic() + backoff
+        while not stop() and time.monotonic() < deadline:
+            time.sleep(min(0.1, backoff))
+        backoff = min(backoff * 2, max_backoff_s)
+
+
 class StopFlag:
     """Set by SIGTERM/SIGINT: the relay finishes its batch and exits cleanly."""
 

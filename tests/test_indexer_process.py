@@ -243,3 +243,35 @@ async def test_metrics_expose_indexer_lag(
     text = (await client.get("/metrics")).text
     assert 'educonnect_indexer_lag_events{consumer="postgres"} 0.0' in text
     assert 'educonnect_indexer_lag_seconds{consumer="postgres"} 0.0' in text
+
+
+def test_relay_process_reconnects_when_its_connections_are_lost(
+    market: psycopg.Connection[Any], database_url: str
+) -> None:
+    def emit() -> None:
+        pid = market.execute("SELECT provider_id FROM tutor_documents LIMIT 1").fetchone()[0]
+        market.execute(
+            "INSERT INTO outbox (aggregate_type, aggregate_id, event_type)"
+            " VALUES ('provider', %s, 'provider.updated')",
+            (str(pid),),
+        )
+
+    def applied() -> int:
+        row = market.execute("SELECT coalesce(sum(events), 0) FROM indexer_checkpoints").fetchone()
+        return int(row[0])
+
+    proc = _relay_process(database_url)
+    try:
+        emit()
+        _wait_for(lambda: applied() == 1, "the first event")
+        (killed,) = market.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name LIKE 'educonnect-indexer%%'"
+        ).fetchone()
+        assert killed == 2  # the relay's and its LISTEN connection
+        emit()
+        _wait_for(lambda: applied() == 2, "the event after the reconnection")
+        assert proc.poll() is None  # still the same process
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
