@@ -1,11 +1,13 @@
 """The projection: a provider (profile + account + open future slots + rating) → one row
 of `tutor_documents` or `coach_documents`.
 
-One definition, two paths. The SQL view `search_document_source` (migration 0002) computes
-a document for every provider; `build_all` bulk-inserts it into empty tables (the seed, a
-shadow table for a reindex) and `rebuild_documents` upserts it for a few ids (the streaming
-indexer). So a streaming rebuild equals a from-scratch build column for column, except
-`indexed_at`.
+One definition, two paths. The SQL view `search_document_source` (migrations 0002, 0005,
+0007) computes a document for every provider; `build_all` bulk-inserts it into empty tables
+(the seed, a shadow table for a reindex) and `rebuild_documents` upserts it for a few ids
+(the streaming indexer: ONE statement per batch — the view evaluated once per id into a
+materialized CTE, then the deletes and version-guarded upserts of both families, and the
+facet rows from the upserts' RETURNING). So a streaming rebuild equals a from-scratch build
+column for column, except `indexed_at`.
 
 Document columns (both tables unless noted; the OpenSearch mapping mirrors them):
 
@@ -80,16 +82,18 @@ COACH_COLUMNS: tuple[str, ...] = (
 TUTOR_FACET_COLUMNS: tuple[str, ...] = (
     "provider_id", "geom", "ux", "uy", "uz", "subject_bits", "language_bits",
     "languages_other", "rating_bucket", "currency", "price_minor", "rating_avg", "online",
-    "in_person",
+    "in_person", "availability",
 )  # fmt: skip
 _TUTOR_FACET_EXPRS = (
     "provider_id, location::geometry, cos(radians(lat)) * cos(radians(lng)),"
     " cos(radians(lat)) * sin(radians(lng)), sin(radians(lat)), subject_bits, language_bits,"
-    " languages_other, rating_bucket, currency, price_minor, rating_avg, online, in_person"
+    " languages_other, rating_bucket, currency, price_minor, rating_avg, online, in_person,"
+    " availability"
 )
 COACH_FACET_COLUMNS: tuple[str, ...] = (
     "provider_id", "kind", "expertise_bits", "language_bits", "languages_other",
     "rating_bucket", "currency", "price_minor", "rating_avg", "online", "in_person",
+    "availability",
 )  # fmt: skip
 _COACH_FACET_EXPRS = ", ".join(COACH_FACET_COLUMNS)
 
@@ -114,65 +118,49 @@ def _cols(columns: Sequence[str]) -> sql.Composed:
     return sql.SQL(", ").join(map(sql.Identifier, columns))
 
 
-def _upsert(table: sql.Identifier, columns: Sequence[str], kind_filter: str) -> sql.Composed:
-    updates = sql.SQL(", ").join(
-        sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
-        for c in (*columns[1:], "indexed_at")
-    )
-    return sql.SQL(
-        "INSERT INTO {t} AS target ({cols}) "
-        "SELECT {cols} FROM search_document_source "
-        "WHERE provider_id = ANY(%(ids)s) AND searchable AND " + kind_filter + " "
-        "ON CONFLICT (provider_id) DO UPDATE SET {updates} "
-        "WHERE target.version <= EXCLUDED.version"
-    ).format(t=table, cols=_cols(columns), updates=updates)
-
-
-def _delete_stale(table: sql.Identifier, kind_filter: str) -> sql.Composed:
-    return sql.SQL(
-        "DELETE FROM {t} d WHERE d.provider_id = ANY(%(ids)s) AND NOT EXISTS ("
-        "SELECT 1 FROM provider_profiles p JOIN users u ON u.id = p.user_id "
-        "WHERE p.user_id = d.provider_id AND u.active AND p.kyc_status <> 'rejected' AND "
-        + kind_filter.replace("kind", "p.kind")
-        + ")"
-    ).format(t=table)
-
-
 _TUTOR = "kind = 'tutor'"
 _COACH = "kind IN ('coach', 'mentor')"
 
 
-def rebuild_documents(
-    conn: psycopg.Connection[Any], provider_ids: Sequence[uuid.UUID], *, table_suffix: str = ""
-) -> ProjectionResult:
-    """Recompute the documents of `provider_ids` from the source tables, in the caller's
-    transaction (never commits).
-
-    Upserts the document of each searchable provider into its kind's table, guarded by
-    version (an older version never overwrites a newer one; an equal version rewrites, so
-    availability changes land). Deletes the document of a provider that no longer exists,
-    is inactive, was KYC-rejected, or changed kind (from the other table). Returns the
-    number of rows upserted (skipped stale versions do not count) and deleted.
-    """
-    ids = list(dict.fromkeys(provider_ids))
-    if not ids:
-        return ProjectionResult(0, 0)
-    params = {"ids": ids}
-    tutors = _table("tutor_documents", table_suffix)
-    coaches = _table("coach_documents", table_suffix)
-    deleted = 0
-    upserted = 0
-    with conn.cursor() as cur:
-        for table, kind in ((tutors, _TUTOR), (coaches, _COACH)):
-            cur.execute(_delete_stale(table, kind), params)
-            deleted += max(cur.rowcount, 0)
-        cur.execute(_upsert(tutors, TUTOR_COLUMNS, _TUTOR), params)
-        upserted += max(cur.rowcount, 0)
-        cur.execute(_upsert(coaches, COACH_COLUMNS, _COACH), params)
-        upserted += max(cur.rowcount, 0)
-        for docs, facets, columns, exprs in _facet_tables(table_suffix):
-            cur.execute(_sync_facets(docs, facets, columns, exprs), params)
-    return ProjectionResult(upserted=upserted, deleted=deleted)
+def _family_ctes(
+    n: int,
+    docs: sql.Identifier,
+    facets: sql.Identifier,
+    columns: Sequence[str],
+    facet_columns: Sequence[str],
+    facet_exprs: str,
+) -> sql.Composed:
+    """The data-modifying CTEs of family `n` (0 tutors, 1 coaches) of `rebuild_documents`:
+    documents of the batch that are no longer searchable in this family deleted, the
+    others upserted from `src` (version guarded), and the facet rows deleted / upserted
+    from exactly what the document upsert wrote (its RETURNING), so a stale version that
+    the guard skips leaves both rows untouched."""
+    updates = sql.SQL(", ").join(
+        sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
+        for c in (*columns[1:], "indexed_at")
+    )
+    facet_updates = sql.SQL(", ").join(
+        sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in facet_columns[1:]
+    )
+    return sql.SQL(
+        "del{n} AS (DELETE FROM {d} WHERE provider_id = ANY (ARRAY("
+        "SELECT id FROM fam WHERE family IS DISTINCT FROM {n})) RETURNING 1),"
+        " fdel{n} AS (DELETE FROM {f} WHERE provider_id = ANY (ARRAY("
+        "SELECT id FROM fam WHERE family IS DISTINCT FROM {n})) RETURNING 1),"
+        " up{n} AS (INSERT INTO {d} AS target ({cols}) SELECT {cols} FROM src"
+        " WHERE family = {n} ON CONFLICT (provider_id) DO UPDATE SET"
+        " {updates} WHERE target.version <= EXCLUDED.version RETURNING " + facet_exprs + "),"
+        " fup{n} AS (INSERT INTO {f} ({fcols}) SELECT * FROM up{n}"
+        " ON CONFLICT (provider_id) DO UPDATE SET {fupdates} RETURNING 1)"
+    ).format(
+        n=sql.Literal(n),
+        d=docs,
+        f=facets,
+        cols=_cols(columns),
+        updates=updates,
+        fcols=_cols(facet_columns),
+        fupdates=facet_updates,
+    )
 
 
 def _facet_tables(
@@ -194,20 +182,57 @@ def _facet_tables(
     )
 
 
-def _sync_facets(
-    docs: sql.Identifier, facets: sql.Identifier, columns: tuple[str, ...], exprs: str
-) -> sql.Composed:
-    """The facet rows of `ids` := what their documents say (deleted with them)."""
-    updates = sql.SQL(", ").join(
-        sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in columns[1:]
-    )
+def _rebuild_statement(suffix: str) -> sql.Composed:
+    """ONE statement for a batch of ids: the view is evaluated once per id (`src`,
+    materialized: the tsvectors and multiranges are computed once), then both families'
+    deletes and version-guarded upserts, documents and facet rows, read from it."""
+    src_cols = sorted({*TUTOR_COLUMNS, *COACH_COLUMNS})
+    families = [
+        _family_ctes(i, docs, facets, cols, fcols, fexprs)
+        for i, ((docs, facets, fcols, fexprs), cols) in enumerate(
+            zip(_facet_tables(suffix), (TUTOR_COLUMNS, COACH_COLUMNS), strict=True),
+        )
+    ]
+    # `family`: 0 = a tutor document, 1 = a coach document, null = no document.
     return sql.SQL(
-        "WITH gone AS (DELETE FROM {f} f WHERE f.provider_id = ANY(%(ids)s)"
-        " AND NOT EXISTS (SELECT 1 FROM {d} d WHERE d.provider_id = f.provider_id))"
-        " INSERT INTO {f} ({cols}) SELECT " + exprs + " FROM {d}"
-        " WHERE provider_id = ANY(%(ids)s)"
-        " ON CONFLICT (provider_id) DO UPDATE SET {updates}"
-    ).format(f=facets, d=docs, cols=_cols(columns), updates=updates)
+        "WITH ids AS MATERIALIZED (SELECT id FROM unnest(%(ids)s::uuid[]) i(id)),"
+        " src AS MATERIALIZED (SELECT {src}, CASE WHEN s.searchable AND s."
+        + _TUTOR
+        + " THEN 0 WHEN s.searchable AND s."
+        + _COACH
+        + " THEN 1 END AS family"
+        " FROM search_document_source s JOIN ids ON s.provider_id = ids.id),"
+        " fam AS MATERIALIZED (SELECT ids.id, src.family FROM ids"
+        " LEFT JOIN src ON src.provider_id = ids.id), {families}"
+        " SELECT (SELECT count(*) FROM del0) + (SELECT count(*) FROM del1),"
+        " (SELECT count(*) FROM up0) + (SELECT count(*) FROM up1),"
+        " (SELECT count(*) FROM fdel0) + (SELECT count(*) FROM fdel1)"
+        " + (SELECT count(*) FROM fup0) + (SELECT count(*) FROM fup1)"
+    ).format(
+        src=sql.SQL(", ").join(sql.SQL("s.") + sql.Identifier(c) for c in src_cols),
+        families=sql.SQL(", ").join(families),
+    )
+
+
+def rebuild_documents(
+    conn: psycopg.Connection[Any], provider_ids: Sequence[uuid.UUID], *, table_suffix: str = ""
+) -> ProjectionResult:
+    """Recompute the documents of `provider_ids` from the source tables, in the caller's
+    transaction (never commits).
+
+    Upserts the document of each searchable provider into its kind's table, guarded by
+    version (an older version never overwrites a newer one; an equal version rewrites, so
+    availability changes land). Deletes the document of a provider that no longer exists,
+    is inactive, was KYC-rejected, or changed kind (from the other table). The facet rows
+    follow their documents in the same statement. Returns the number of rows upserted
+    (skipped stale versions do not count) and deleted.
+    """
+    ids = list(dict.fromkeys(provider_ids))
+    if not ids:
+        return ProjectionResult(0, 0)
+    row = conn.execute(_rebuild_statement(table_suffix), {"ids": ids}).fetchone()
+    assert row is not None
+    return ProjectionResult(upserted=int(row[1]), deleted=int(row[0]))
 
 
 def build_all(conn: psycopg.Connection[Any], *, table_suffix: str = "") -> int:

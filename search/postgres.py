@@ -54,6 +54,10 @@ _PREFIX_TERM = re.compile(r"^'([a-z0-9]+)':\*$")
 # [0.99440, 1.00449]; these factors keep a margin on both sides.
 _SPHERE_IN = 0.994
 _SPHERE_OUT = 1.006
+# A rating/price page comes from the facet rows when the facet pass counted at most this
+# many results (see `_page`).
+_FACET_PAGE_MAX = 5000
+_FACET_PAGE_SCAN_MAX = 12000
 _EARTH_R = 6371008.7714  # the PostGIS sphere: (2a + b) / 3 of WGS84
 # Exact radius test on a document (geography): certainly inside on the sphere, or inside on
 # the spheroid. `_ST_DWithin` is the non-indexable form: the bbox above is the index filter.
@@ -175,6 +179,7 @@ class _Sql:
         self.lang_ok = "true"
         self.geo: tuple[str, str] | None = None
         self.wide_only = False
+        self.scanned = 0
 
     def _conds(self, facets: bool) -> list[str]:
         geo = [] if self.geo is None else [self.geo[1] if facets else self.geo[0]]
@@ -304,8 +309,8 @@ class PostgresEngine:
             s.base.append("online" if q.mode == "online" else "in_person")
         if q.available_from or q.available_to:
             p["af"], p["at"] = q.available_from, q.available_to
+            # On the facet rows too (migration 0007): not a wide-only filter.
             s.base.append("availability && tstzrange(%(af)s, %(at)s)")
-            s.wide_only = True
         bits = self._bits or await self._load_bits(conn)
         facet = "subject" if catalogue_col == "subjects" else "expertise"
         if catalogue:
@@ -358,6 +363,9 @@ class PostgresEngine:
             )
             groups = await cur.fetchall()
         bits = self._bits or await self._load_bits(conn)
+        # Rows passing every filter but subject/expertise: a lower bound of what a scan of
+        # the facet rows reads (the choice of the rating/price page plan, `_page`).
+        s.scanned = sum(g[6] for g in groups if g[0] == 3)
         out = self._arithmetic(bits, groups, facet, selected, langs)
         if out is None:  # a bit this process does not know yet: reload the tables once
             out = self._arithmetic(await self._load_bits(conn), groups, facet, selected, langs)
@@ -465,13 +473,35 @@ class PostgresEngine:
         limit: int,
         key: list[Any] | None,
         extra: str = "",
+        total: int | None = None,
     ) -> list[tuple[Any, ...]]:
         p = dict(s.params)
         expr, cond, order = self._order(sort, key, p)
         p["limit"] = limit + 1
+        where = f"{s.all()} AND {cond}"
+        if (
+            sort in ("rating", "price")
+            and not s.wide_only
+            and total is not None
+            and total <= _FACET_PAGE_MAX
+            and s.scanned <= _FACET_PAGE_SCAN_MAX
+        ):
+            # Few results: the keyset page is found on the narrow facet rows (every
+            # filter is there), then only its rows are read from the documents. The
+            # documents' sort-key btree walk would read (limit / selectivity) wide
+            # rows, and the planner ANDs big bitmaps (price, availability) instead.
+            f_cond, f_order = (
+                (c.replace("rating_sort", "coalesce(rating_avg, 0)") for c in (cond, order))
+                if sort == "rating"
+                else (cond, order)
+            )
+            where = (
+                f"provider_id IN (SELECT provider_id FROM {table.replace('_documents', '_facets')}"
+                f" WHERE {s.all(True)} AND {f_cond} ORDER BY {f_order} LIMIT %(limit)s)"
+            )
         sql = (
             f"SELECT {columns}, {expr} AS sort_key{', location AS page_location' if extra else ''}"
-            f" FROM {table} WHERE {s.all()} AND {cond} ORDER BY {order} LIMIT %(limit)s"
+            f" FROM {table} WHERE {where} ORDER BY {order} LIMIT %(limit)s"
         )
         if extra:
             # Computed for the page only, not for every row of the filtered set.
@@ -533,7 +563,9 @@ class PostgresEngine:
             extra = ""
             if has_point and q.sort != "distance":
                 extra = f"ST_Distance(page_location, {_POINT}) AS dist"
-            rows = await self._page(conn, "tutor_documents", cols, s, q.sort, q.limit, key, extra)
+            rows = await self._page(
+                conn, "tutor_documents", cols, s, q.sort, q.limit, key, extra, total
+            )
         items = []
         for r in rows[: q.limit]:
             dist = r[15] if q.sort == "distance" else (r[17] if extra else None)
@@ -653,7 +685,9 @@ class PostgresEngine:
                 "provider_id, kind, display_name, headline, expertises, languages, price_minor,"
                 " currency, rating_avg, rating_count, online, in_person, city, country_code"
             )
-            rows = await self._page(conn, "coach_documents", cols, s, q.sort, q.limit, key)
+            rows = await self._page(
+                conn, "coach_documents", cols, s, q.sort, q.limit, key, total=total
+            )
         items = [
             {
                 "id": str(r[0]),
