@@ -63,6 +63,8 @@ MIX: list[tuple[str, str, dict[str, Any]]] = [
     ("brussels_10km_rating", "tutors", {"city": "brussels", "radius_km": 10, "sort": "rating"}),
     ("montreal_30km_text", "tutors", {"city": "montreal", "radius_km": 30, "q": "physique", "sort": "relevance"}),
     ("dakar_20km_distance", "tutors", {"city": "dakar", "radius_km": 20, "sort": "distance"}),
+    # A selective filter: fewer matches than a page, so the KNN walk must stop at the radius.
+    ("montreal_10km_selective_distance", "tutors", {"city": "montreal", "radius_km": 10, "subject": "latin", "min_rating": 4.5, "sort": "distance"}),
     ("london_40km_availability", "tutors", {"city": "london", "radius_km": 40, "available_from": "+2d", "available_to": "+3d", "sort": "rating"}),
     ("coaches_expertise_rating", "coaches", {"expertise": "leadership", "sort": "rating"}),
     ("coaches_text_relevance", "coaches", {"q": "carriere reconversion", "sort": "relevance"}),

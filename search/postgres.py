@@ -520,8 +520,13 @@ class PostgresEngine:
         the sphere, so the page is the first `limit + 1` rows, exactly ordered by
         (spheroid distance, id), among the rows within that sphere radius."""
         where = f"{s.all()} AND {cond}"
-        # No bbox in the KNN part: the GiST KNN scan must be the only index path.
+        # No geometry bbox in the KNN part (another index would compete with the KNN
+        # order), but the sphere bound on the geography itself: the same GiST scan then
+        # stops at the radius instead of walking the whole table when fewer than
+        # `limit + 1` rows match (a selective filter, the last page of a walk).
         knn_where = where.replace(_RADIUS_WIDE, _RADIUS_EXACT)
+        if _RADIUS_WIDE in where:
+            knn_where += f" AND ST_DWithin(location, {_POINT}, %(radius_m)s * {_SPHERE_OUT}, false)"
         return (
             "WITH knn AS MATERIALIZED (SELECT max(d) AS m FROM ("
             f"SELECT ST_Distance(location, {_POINT}) AS d FROM {table} WHERE {knn_where}"
