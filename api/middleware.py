@@ -77,6 +77,7 @@ class RequestContextMiddleware:
                     "request",
                     method=method,
                     path=scope["path"],
+                    query=scope.get("query_string", b"").decode("latin-1")[:512] or None,
                     route=template,
                     status=status,
                     duration_ms=round(elapsed * 1000, 2),
