@@ -44,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         "--no-cache", action="store_true", help="start the API with SEARCH_CACHE_ENABLED=false"
     )
     ap.add_argument("--wait-scale", type=float, default=1.0, help="think-time multiplier")
+    ap.add_argument(
+        "--warmup", type=int, default=None,
+        help="unmeasured seconds of the same load first (default 20 when the stack is started "
+        "here: fresh pools and caches are start-up, not the steady state; 0 for a --host)",
+    )  # fmt: skip
     ap.add_argument("--slo", default=str(gate.DEFAULT_SLO))
     ap.add_argument("--out", default="", help="output directory (default artifacts/loadtest/<ts>)")
     ap.add_argument("--tutors", type=int, default=int(os.environ.get("TUTORS", 20000)))
@@ -68,10 +73,18 @@ def main(argv: list[str] | None = None) -> int:
         env["LOCUST_DATABASE_URL"] = os.environ.get("DATABASE_URL", "")
         env["LOADTEST_API_WORKERS"] = str(args.workers)
         env["LOADTEST_SEARCH_CACHE"] = "off" if args.no_cache else "on"
+    warmup = args.warmup if args.warmup is not None else (0 if args.host else 20)
     try:
+        if warmup > 0:
+            print(f"[loadtest] warm-up: {warmup} s at {args.users} users (not measured)")
+            run_locust(
+                host, out / "warmup", args.users, args.spawn_rate, f"{warmup}s",
+                wait_scale=args.wait_scale, reset_stats=True, env=env, quiet=True,
+            )  # fmt: skip
+        # Measured from the end of the ramp (--reset-stats): the SLOs are for the steady load.
         summary = run_locust(
             host, out, args.users, args.spawn_rate, args.duration,
-            wait_scale=args.wait_scale, env=env,
+            wait_scale=args.wait_scale, reset_stats=True, env=env,
         )  # fmt: skip
     finally:
         if stack is not None:
