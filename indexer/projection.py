@@ -120,6 +120,8 @@ def _cols(columns: Sequence[str]) -> sql.Composed:
 
 _TUTOR = "kind = 'tutor'"
 _COACH = "kind IN ('coach', 'mentor')"
+# Which providers go to which documents table: the one definition (the reindex uses it too).
+KIND_FILTER: dict[str, str] = {"tutor_documents": _TUTOR, "coach_documents": _COACH}
 
 
 def _family_ctes(

@@ -19,20 +19,20 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from indexer.projection import KIND_FILTER
 from indexer.repository import OutboxEvent
 
 ACTIVE_STATES = ("queued", "running")
 TERMINAL_STATES = ("succeeded", "failed", "canceled")
 
 # The document tables a reindex rebuilds, and which providers go where. The kind filters
-# are those of `indexer.projection` (the one definition of a document is the view
+# come from `indexer.projection` (the one definition of a document is the view
 # `search_document_source`; these only split it between the two tables).
 TUTOR_TABLE = "tutor_documents"
 COACH_TABLE = "coach_documents"
 # Each documents table has a narrow facet table derived from it (migration 0005); a reindex
 # rebuilds and swaps both, documents first (the relay's lock order).
 FACETS_OF = {TUTOR_TABLE: "tutor_facets", COACH_TABLE: "coach_facets"}
-KIND_FILTER = {TUTOR_TABLE: "kind = 'tutor'", COACH_TABLE: "kind IN ('coach', 'mentor')"}
 # Tutors are inserted in Z-order (geohash), like `build_all`, so neighbours share heap pages.
 LOAD_ORDER = {
     TUTOR_TABLE: "ST_GeoHash(location::geometry, 8), provider_id",
