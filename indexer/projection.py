@@ -64,6 +64,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from search.blocks import block_rows_sql
+
 TUTOR_COLUMNS: tuple[str, ...] = (
     "provider_id", "version", "display_name", "headline", "city", "country_code", "subjects",
     "languages", "price_minor", "currency", "rating_avg", "rating_count", "rating_sort",
@@ -232,9 +234,68 @@ def rebuild_documents(
     ids = list(dict.fromkeys(provider_ids))
     if not ids:
         return ProjectionResult(0, 0)
+    facets = [_table(f"{family}_facets", table_suffix) for family in FAMILIES]
+    before = [
+        [r[0] for r in conn.execute(
+            sql.SQL("SELECT DISTINCT cell FROM {} WHERE provider_id = ANY (%(ids)s::uuid[])")
+            .format(f), {"ids": ids})]
+        for f in facets
+    ]  # fmt: skip
     row = conn.execute(_rebuild_statement(table_suffix), {"ids": ids}).fetchone()
     assert row is not None
+    for family, cells in zip(FAMILIES, before, strict=True):
+        refresh_blocks(conn, family, ids, cells, table_suffix=table_suffix)
     return ProjectionResult(upserted=int(row[1]), deleted=int(row[0]))
+
+
+FAMILIES = ("tutor", "coach")
+# `pg_advisory_xact_lock(class, cell)` classes: one writer at a time re-packs a cell.
+BLOCK_LOCK_CLASS = {"tutor": 0x45430001, "coach": 0x45430002}
+
+
+def refresh_blocks(
+    conn: psycopg.Connection[Any],
+    family: str,
+    provider_ids: Sequence[uuid.UUID],
+    cells: Sequence[int],
+    *,
+    table_suffix: str = "",
+) -> int:
+    """Re-pack the facet blocks (`search.blocks`) of `cells` (where the providers' facet
+    rows were before the change) and of the cells their rows are in now, in the caller's
+    transaction, which must be READ COMMITTED: the cells are locked first (advisory
+    transaction locks, sorted, so concurrent writers cannot deadlock), then re-packed by
+    a later statement whose snapshot holds every writer that released them. A cell left
+    without rows loses its block. Returns the number of cells re-packed."""
+    facets = _table(f"{family}_facets", table_suffix)
+    blocks = _table(f"{family}_facet_blocks", table_suffix)
+    now = conn.execute(
+        sql.SQL("SELECT DISTINCT cell FROM {} WHERE provider_id = ANY (%(ids)s::uuid[])").format(
+            facets
+        ),
+        {"ids": list(provider_ids)},
+    ).fetchall()
+    touched = sorted({*cells, *(r[0] for r in now)})
+    if not touched:
+        return 0
+    conn.execute(
+        "SELECT count(pg_advisory_xact_lock(%(cls)s, c))"
+        " FROM (SELECT unnest(%(cells)s::integer[]) AS c ORDER BY 1) x",
+        {"cls": BLOCK_LOCK_CLASS[family], "cells": touched},
+    )
+    rows = block_rows_sql(family, facets.as_string(conn), "cell = ANY (%(cells)s::integer[])")
+    conn.execute(
+        sql.SQL(
+            "WITH fresh AS MATERIALIZED (" + rows + "),"
+            " gone AS (DELETE FROM {b} WHERE cell = ANY (%(cells)s::integer[])"
+            " AND cell NOT IN (SELECT cell FROM fresh))"
+            " INSERT INTO {b} AS b (cell, n, rows, others) SELECT * FROM fresh"
+            " ON CONFLICT (cell) DO UPDATE SET n = EXCLUDED.n, rows = EXCLUDED.rows,"
+            " others = EXCLUDED.others"
+        ).format(b=blocks),
+        {"cells": touched},
+    )
+    return len(touched)
 
 
 def build_all(conn: psycopg.Connection[Any], *, table_suffix: str = "") -> int:
@@ -257,6 +318,8 @@ def build_all(conn: psycopg.Connection[Any], *, table_suffix: str = "") -> int:
                 ("coach_documents", coaches),
                 ("tutor_facets", _table("tutor_facets", table_suffix)),
                 ("coach_facets", _table("coach_facets", table_suffix)),
+                ("tutor_facet_blocks", _table("tutor_facet_blocks", table_suffix)),
+                ("coach_facet_blocks", _table("coach_facet_blocks", table_suffix)),
             ):
                 cur.execute(
                     sql.SQL("CREATE TABLE IF NOT EXISTS {} (LIKE {} INCLUDING ALL)").format(
@@ -265,7 +328,14 @@ def build_all(conn: psycopg.Connection[Any], *, table_suffix: str = "") -> int:
                 )
         facets = _facet_tables(table_suffix)
         cur.execute(
-            sql.SQL("TRUNCATE {}, {}, {}, {}").format(tutors, coaches, facets[0][1], facets[1][1])
+            sql.SQL("TRUNCATE {}, {}, {}, {}, {}, {}").format(
+                tutors,
+                coaches,
+                facets[0][1],
+                facets[1][1],
+                _table("tutor_facet_blocks", table_suffix),
+                _table("coach_facet_blocks", table_suffix),
+            )
         )
         cur.execute(
             sql.SQL(
@@ -283,9 +353,11 @@ def build_all(conn: psycopg.Connection[Any], *, table_suffix: str = "") -> int:
             ).format(t=coaches, cols=_cols(COACH_COLUMNS))
         )
         total += max(cur.rowcount, 0)
-        for family in ("tutor", "coach"):
+        for family in FAMILIES:
             fill_facets(conn, family=family, table_suffix=table_suffix)
-            cur.execute(sql.SQL("ANALYZE {}").format(_table(f"{family}_facets", table_suffix)))
+            fill_blocks(conn, family=family, table_suffix=table_suffix)
+            for name in (f"{family}_facets", f"{family}_facet_blocks"):
+                cur.execute(sql.SQL("ANALYZE {}").format(_table(name, table_suffix)))
         cur.execute(sql.SQL("ANALYZE {}").format(tutors))
         cur.execute(sql.SQL("ANALYZE {}").format(coaches))
     return total
@@ -306,6 +378,20 @@ def fill_facets(conn: psycopg.Connection[Any], *, family: str, table_suffix: str
                 if family == "tutor"
                 else ""
             )
+        )
+        return max(cur.rowcount, 0)
+
+
+def fill_blocks(conn: psycopg.Connection[Any], *, family: str, table_suffix: str = "") -> int:
+    """Fill the empty `{family}_facet_blocks{suffix}` from `{family}_facets{suffix}` (the
+    one bulk definition of blocks: `search.blocks.block_rows_sql`), in cell order.
+    Returns the number of blocks."""
+    facets = _table(f"{family}_facets", table_suffix)
+    blocks = _table(f"{family}_facet_blocks", table_suffix)
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("INSERT INTO {} (cell, n, rows, others) ").format(blocks)
+            + sql.SQL(block_rows_sql(family, facets.as_string(conn)) + " ORDER BY cell")
         )
         return max(cur.rowcount, 0)
 

@@ -68,7 +68,13 @@ from core.errors import AppError, Conflict, NotFound, ServiceUnavailable
 from core.logging import get_logger
 from indexer import reindex_metrics as metrics
 from indexer import reindex_repository as repo
-from indexer.projection import COACH_COLUMNS, TUTOR_COLUMNS, fill_facets, rebuild_documents
+from indexer.projection import (
+    COACH_COLUMNS,
+    TUTOR_COLUMNS,
+    fill_blocks,
+    fill_facets,
+    rebuild_documents,
+)
 from indexer.reindex_repository import ReindexRun, TableShape
 from indexer.relay import provider_ids
 
@@ -532,14 +538,14 @@ class _Runner:
         self.control = control
         self.log = log
         self.tables = tables_for(run.kind)
-        # Rebuilt and swapped: the documents tables and their facet tables.
-        self.live = self.tables + tuple(repo.FACETS_OF[t] for t in self.tables)
+        # Rebuilt and swapped: the documents tables, their facet rows and facet blocks.
+        self.live = self.tables + tuple(c for t in self.tables for c in repo.COMPANIONS[t])
         # Written by the replay but not swapped (the other kind's pair, for `kind` != all).
         self.scratch = tuple(
             name
             for t in (repo.TUTOR_TABLE, repo.COACH_TABLE)
             if t not in self.tables
-            for name in (t, repo.FACETS_OF[t])
+            for name in (t, *repo.COMPANIONS[t])
         )
         self.hold = f"reindex:{run.engine}:{suffix[3:]}"
         self.done = 0
@@ -578,8 +584,10 @@ class _Runner:
         repo.hold_outbox(w, self.hold, self.mark)
         c.beat(phase="snapshot", mark=self.mark)
         self._load()
-        for table in self.tables:  # facet rows derive from the loaded documents
-            fill_facets(w, family=table.split("_")[0], table_suffix=self.suffix)
+        for table in self.tables:  # facet rows derive from the loaded documents, blocks
+            family = table.split("_")[0]  # from the facet rows
+            fill_facets(w, family=family, table_suffix=self.suffix)
+            fill_blocks(w, family=family, table_suffix=self.suffix)
         self._phase("snapshot", t)
 
         t = time.perf_counter()
@@ -760,7 +768,7 @@ class _Runner:
                     [
                         name + self.suffix
                         for t in (repo.TUTOR_TABLE, repo.COACH_TABLE)
-                        for name in (t, repo.FACETS_OF[t])
+                        for name in (t, *repo.COMPANIONS[t])
                     ],
                 )
                 repo.release_outbox(conn, self.hold)

@@ -30,9 +30,13 @@ TERMINAL_STATES = ("succeeded", "failed", "canceled")
 # `search_document_source`; these only split it between the two tables).
 TUTOR_TABLE = "tutor_documents"
 COACH_TABLE = "coach_documents"
-# Each documents table has a narrow facet table derived from it (migration 0005); a reindex
-# rebuilds and swaps both, documents first (the relay's lock order).
-FACETS_OF = {TUTOR_TABLE: "tutor_facets", COACH_TABLE: "coach_facets"}
+# Each documents table has a narrow facet table derived from it (migration 0005) and the
+# facet blocks derived from those (migration 0008); a reindex rebuilds and swaps all three,
+# in the relay's lock order: documents, facet rows, blocks.
+COMPANIONS = {
+    TUTOR_TABLE: ("tutor_facets", "tutor_facet_blocks"),
+    COACH_TABLE: ("coach_facets", "coach_facet_blocks"),
+}
 # Tutors are inserted in Z-order (geohash), like `build_all`, so neighbours share heap pages.
 LOAD_ORDER = {
     TUTOR_TABLE: "ST_GeoHash(location::geometry, 8), provider_id",
@@ -548,11 +552,11 @@ def drop_tables(conn: psycopg.Connection[Any], tables: Sequence[str]) -> None:
 
 
 def leftover_shadows(conn: psycopg.Connection[Any], keep_suffix: str | None = None) -> list[str]:
-    """Shadow tables of earlier runs (`{tutor,coach}_{documents,facets}_rx…`), except
+    """Shadow tables of earlier runs (`{tutor,coach}_{documents,facets,facet_blocks}_rx…`), except
     `keep_suffix`'s."""
     rows = conn.execute(
         "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
-        " AND tablename ~ '^(tutor|coach)_(documents|facets)_rx[0-9a-f]{8}$' ORDER BY tablename"
+        " AND tablename ~ '^(tutor|coach)_(documents|facets|facet_blocks)_rx[0-9a-f]{8}$' ORDER BY tablename"
     ).fetchall()
     keep = {f"{TUTOR_TABLE}{keep_suffix}", f"{COACH_TABLE}{keep_suffix}"} if keep_suffix else set()
     return [r[0] for r in rows if r[0] not in keep]

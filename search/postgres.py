@@ -35,6 +35,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from search import cursor as cursors
+from search.blocks import ALL_CELLS, Blocks, Counts, Filters, radius_cover
 from search.facets import build_facets
 from search.schemas import (
     CoachQuery,
@@ -72,10 +73,12 @@ _RADIUS_WIDE = (
 # The same on a facet row: the sphere test is a dot product of unit vectors; only the thin
 # ring between the two sphere bounds goes to the spheroid.
 _DOT = "(ux * %(px)s + uy * %(py)s + uz * %(pz)s)"
-_RADIUS_FACETS = (
-    "geom && ST_MakeEnvelope(%(gx0)s, %(gy0)s, %(gx1)s, %(gy1)s, 4326)"
-    f" AND ({_DOT} >= %(cos_in)s OR ({_DOT} >= %(cos_out)s"
+_RADIUS_DOT = (
+    f"({_DOT} >= %(cos_in)s OR ({_DOT} >= %(cos_out)s"
     f" AND _ST_DWithin(geom::geography, {_POINT}, %(radius_m)s, true)))"
+)
+_RADIUS_FACETS = (
+    f"geom && ST_MakeEnvelope(%(gx0)s, %(gy0)s, %(gx1)s, %(gy1)s, 4326) AND {_RADIUS_DOT}"
 )
 
 
@@ -103,6 +106,7 @@ def _radius(s: _Sql, lat: float, lng: float, radius_km: float) -> None:
         lng=lng,
         radius_m=r,
         radius_in=r_in,
+        radius_out=r_out,
         gx0=x0,
         gy0=max(-90.0, y0),
         gx1=x1,
@@ -199,8 +203,11 @@ class PostgresEngine:
 
     name = NAME
 
-    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+    def __init__(self, pool: AsyncConnectionPool[Any], *, blocks: bool = True) -> None:
+        """`blocks`: run the facet pass on the facet blocks where it can (the default);
+        False keeps it in SQL (tests and A/B benchmarks compare the two)."""
         self.pool = pool
+        self.blocks = blocks
         self._tsq: OrderedDict[tuple[str, ...], tuple[str, str]] = OrderedDict()
         self._bits: _Bits | None = None
 
@@ -213,8 +220,11 @@ class PostgresEngine:
         return self._bits
 
     @classmethod
-    async def open(cls, conninfo: str, *, min_size: int = 2, max_size: int = 10) -> PostgresEngine:
-        """Open a pool on `conninfo` (libpq URL) and return the engine."""
+    async def open(
+        cls, conninfo: str, *, min_size: int = 2, max_size: int = 10, blocks: bool = True
+    ) -> PostgresEngine:
+        """Open a pool on `conninfo` (libpq URL) and return the engine (`blocks`: see
+        `__init__`)."""
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             conninfo,
             min_size=min_size,
@@ -224,7 +234,7 @@ class PostgresEngine:
             open=False,
         )
         await pool.open(wait=True, timeout=10)
-        return cls(pool)
+        return cls(pool, blocks=blocks)
 
     async def close(self) -> None:
         """Close the pool."""
@@ -340,8 +350,13 @@ class PostgresEngine:
         s: _Sql,
         selected: tuple[str, ...],
         langs: tuple[str, ...],
+        q: TutorQuery | CoachQuery,
     ) -> tuple[dict[str, Any], int]:
         facet = "subject" if col == "subjects" else "expertise"
+        if self.blocks and not s.wide_only and not (q.available_from or q.available_to):
+            got = await self._block_facets(conn, table, q, s, facet, selected, langs)
+            if got is not None:
+                return got
         narrow = not s.wide_only
         if narrow:  # the narrow facet rows answer every remaining filter
             table = table.replace("_documents", "_facets")
@@ -372,6 +387,118 @@ class PostgresEngine:
             if out is None:
                 raise RuntimeError(f"a {facet} or language bit is in no bit table")
         return out
+
+    async def _block_facets(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        table: str,
+        q: TutorQuery | CoachQuery,
+        s: _Sql,
+        facet: str,
+        selected: tuple[str, ...],
+        langs: tuple[str, ...],
+    ) -> tuple[dict[str, Any], int] | None:
+        """The facet pass on the facet blocks (`search.blocks`): the blocks of the cells
+        the radius covers (every block without one) in one statement; the records of the
+        cells on its edge are tested on the sphere with numpy, and the few in the thin
+        ring where sphere and spheroid disagree by PostGIS (`_ST_DWithin` on the WGS84
+        spheroid, like the SQL pass); the filters and counts run on the records. None
+        when the radius box wraps (the SQL pass answers)."""
+        family = "tutor" if table.startswith("tutor") else "coach"
+        p = s.params
+        ranges: list[tuple[int, int, bool]] = [(lo, hi, False) for lo, hi in ALL_CELLS]
+        if "radius_m" in p:
+            cover = radius_cover(
+                p["lat"], p["lng"], p["radius_in"], p["radius_out"],
+                (p["gx0"], p["gy0"], p["gx1"], p["gy1"]),
+            )  # fmt: skip
+            if cover is None:
+                return None
+            ranges = [(lo, hi, False) for lo, hi in cover.inner]
+            ranges += [(lo, hi, True) for lo, hi in cover.edge]
+        cur = await conn.cursor(binary=True).execute(
+            "SELECT b.n, b.rows, b.others, r.edge FROM unnest(%(lo)s::integer[],"
+            " %(hi)s::integer[], %(edge)s::boolean[]) r(lo, hi, edge)"
+            f" JOIN {family}_facet_blocks b ON b.cell BETWEEN r.lo AND r.hi",
+            {
+                "lo": [r[0] for r in ranges],
+                "hi": [r[1] for r in ranges],
+                "edge": [r[2] for r in ranges],
+            },
+        )
+        blocks = Blocks(family, await cur.fetchall())
+        keep = None
+        if blocks.edge.any():
+            keep, ring = blocks.sphere_test(p["lat"], p["lng"], p["cos_in"], p["cos_out"])
+            if ring.size:  # the spheroid decides (PostGIS, as the SQL pass does)
+                rec = blocks.records
+                cur = await conn.execute(
+                    "SELECT array_agg(_ST_DWithin(ST_SetSRID(ST_MakePoint(x, y), 4326)"
+                    f"::geography, {_POINT}, %(radius_m)s, true) ORDER BY i)"
+                    " FROM unnest(%(xs)s::float8[], %(ys)s::float8[]) WITH ORDINALITY u(x, y, i)",
+                    {
+                        **p,
+                        "xs": rec["lng"][ring].astype(float).tolist(),
+                        "ys": rec["lat"][ring].astype(float).tolist(),
+                    },
+                )
+                row = await cur.fetchone()
+                keep[ring] = row[0] if row else False
+        bits = self._bits or await self._load_bits(conn)
+        f = Filters(
+            min_price=q.min_price,
+            max_price=q.max_price,
+            currency=q.currency,
+            min_rating=q.min_rating,
+            mode=q.mode,
+            kinds=tuple(getattr(q, "kind", ())),
+            cat_mask=(int(p["cat_mask"]) & ((1 << 64) - 1)) if "cat_mask" in p else None,
+            lang_mask=int(p.get("lang_mask", 0)) & ((1 << 64) - 1),
+            lang_other=tuple(p.get("lang_other", ())),
+            lang_filtered=bool(q.language),
+        )
+        counts = blocks.count(f, keep)
+        s.scanned = counts.scanned
+        out = self._block_arithmetic(bits, counts, facet, selected, langs)
+        if out is None:  # a bit this process does not know yet: reload the tables once
+            bits = await self._load_bits(conn)
+            out = self._block_arithmetic(bits, counts, facet, selected, langs)
+            if out is None:
+                raise RuntimeError(f"a {facet} or language bit is in no bit table")
+        return out
+
+    @staticmethod
+    def _block_arithmetic(
+        bits: _Bits,
+        c: Counts,
+        facet: str,
+        selected: tuple[str, ...],
+        langs: tuple[str, ...],
+    ) -> tuple[dict[str, Any], int] | None:
+        """Facets and total from the block counts, None when a bit has no name."""
+        names: list[dict[str, int]] = []
+        for name, by_bit in ((facet, c.cat), ("language", c.lang)):
+            table = bits.value.get(name, [])
+            out: dict[str, int] = {}
+            for b, n in by_bit.items():
+                v = table[b] if b < len(table) else None
+                if v is None:
+                    return None
+                out[v] = n
+            names.append(out)
+        cat, lang = names
+        for code, n in c.lang_other.items():
+            lang[code] = lang.get(code, 0) + n
+        facets = build_facets(
+            catalogue_facet=facet + "s",
+            catalogue_counts=cat,
+            catalogue_selected=selected,
+            language_counts=lang,
+            language_selected=langs,
+            rating_counts=c.rating,
+            price_stats=c.price,
+        )
+        return facets, c.total
 
     def _arithmetic(
         self,
@@ -557,7 +684,7 @@ class PostgresEngine:
             if q.lat is not None and q.lng is not None and q.radius_km is not None:
                 _radius(s, q.lat, q.lng, q.radius_km)
             facets, total = await self._facets(
-                conn, "tutor_documents", "subjects", s, q.subject, q.language
+                conn, "tutor_documents", "subjects", s, q.subject, q.language, q
             )
             cols = (
                 "provider_id, display_name, headline, subjects, languages, price_minor,"
@@ -684,7 +811,7 @@ class PostgresEngine:
                 s.params["kinds"] = list(q.kind)
                 s.base.append("kind = ANY(%(kinds)s::text[])")
             facets, total = await self._facets(
-                conn, "coach_documents", "expertises", s, q.expertise, q.language
+                conn, "coach_documents", "expertises", s, q.expertise, q.language, q
             )
             cols = (
                 "provider_id, kind, display_name, headline, expertises, languages, price_minor,"

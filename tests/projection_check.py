@@ -14,19 +14,22 @@ from indexer.projection import (
     build_all,
 )
 
+BLOCK_COLUMNS = ("cell", "n", "rows", "others")
 SEARCH_TABLES = (
     ("tutor_documents", TUTOR_COLUMNS),
     ("coach_documents", COACH_COLUMNS),
     ("tutor_facets", TUTOR_FACET_COLUMNS),
     ("coach_facets", COACH_FACET_COLUMNS),
+    ("tutor_facet_blocks", BLOCK_COLUMNS),
+    ("coach_facet_blocks", BLOCK_COLUMNS),
 )
 EXPECTED_SUFFIX = "_expected"
 
 
 def assert_equals_from_scratch(conn: psycopg.Connection[Any]) -> None:
-    """Every column (but `indexed_at`) of the documents and facet tables equals what
-    `build_all` produces from the source tables now (`*_expected` tables, left in place
-    for `drop_expected`)."""
+    """Every column (but `indexed_at`) of the documents, facet rows and facet blocks
+    equals what `build_all` produces from the source tables now (`*_expected` tables,
+    left in place for `drop_expected`)."""
     with conn.transaction():
         build_all(conn, table_suffix=EXPECTED_SUFFIX)
     for table, columns in SEARCH_TABLES:

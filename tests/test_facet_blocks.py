@@ -1,0 +1,250 @@
+"""Facet blocks (`search/blocks.py`, migration 0008): the radius cover is sound, the block
+facet pass answers exactly what the SQL pass answers, and the blocks stay equal to a
+from-scratch build under streaming writes, moves, deletes and concurrent writers."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import date
+from typing import Any
+
+import psycopg
+import pytest
+from geographiclib.geodesic import Geodesic
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from indexer.projection import build_all, rebuild_documents
+from profiles.seed import SeedParams, seed
+from search.blocks import CELL_DEG, COLUMN, Blocks, radius_cover
+from search.postgres import PostgresEngine, _radius, _Sql
+from search.schemas import CoachQuery, TutorQuery
+from tests.conftest import EngineThread
+from tests.projection_check import assert_equals_from_scratch, drop_expected
+from tests.test_search_oracle import coach_queries, tutor_queries
+
+# --------------------------------------------------------------------- the cover (no DB)
+
+
+def _cell(lat: float, lng: float) -> int:
+    """The SQL generated column's arithmetic (IEEE doubles, same operations)."""
+    return math.floor((lng + 180) / CELL_DEG) * COLUMN + math.floor((lat + 90) / CELL_DEG)
+
+
+def _in(ranges: list[tuple[int, int]], cell: int) -> bool:
+    return any(lo <= cell <= hi for lo, hi in ranges)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lat=st.floats(-75, 75),
+    lng=st.floats(-170, 170),
+    radius_km=st.sampled_from([0.3, 1.0, 5.0, 12.5, 40.0, 150.0]),
+    fractions=st.lists(st.tuples(st.floats(-1.3, 1.3), st.floats(-1.3, 1.3)), min_size=40),
+)
+def test_cover_is_sound(
+    lat: float, lng: float, radius_km: float, fractions: list[tuple[float, float]]
+) -> None:
+    """A point in an inner cell is within the radius (WGS84 geodesic, geographiclib); a
+    point in no inner or edge cell is outside it."""
+    s = _Sql()
+    _radius(s, lat, lng, radius_km)
+    p = s.params
+    cover = radius_cover(
+        lat, lng, p["radius_in"], p["radius_out"], (p["gx0"], p["gy0"], p["gx1"], p["gy1"])
+    )
+    assert cover is not None
+    assert cover.edge, "a circle always has an edge"
+    half_w, half_h = (p["gx1"] - p["gx0"]) / 2, (p["gy1"] - p["gy0"]) / 2
+    # random points over the box and beyond, plus the corners of cells (the worst case)
+    points = [(lat + fy * half_h, lng + fx * half_w) for fx, fy in fractions]
+    points += [
+        (math.floor((y + 90) / CELL_DEG) * CELL_DEG - 90, math.floor((x + 180) / CELL_DEG) * CELL_DEG - 180)
+        for y, x in points
+    ]  # fmt: skip
+    for y, x in points:
+        if not -90 <= y <= 90:
+            continue
+        d = Geodesic.WGS84.Inverse(lat, lng, y, x)["s12"]
+        cell = _cell(y, x)
+        if _in(cover.inner, cell):
+            assert d <= radius_km * 1000, (y, x, d)
+        elif not _in(cover.edge, cell):
+            assert d > radius_km * 1000, (y, x, d)
+
+
+def test_cover_gives_way_when_the_box_wraps() -> None:
+    for lat, lng in ((10.0, 179.9), (89.9, 0.0), (-10.0, -179.95)):
+        s = _Sql()
+        _radius(s, lat, lng, 50)
+        p = s.params
+        box = (p["gx0"], p["gy0"], p["gx1"], p["gy1"])
+        assert radius_cover(lat, lng, p["radius_in"], p["radius_out"], box) is None
+
+
+def test_records_decode_with_their_languages_and_edge_flags() -> None:
+    rec = (
+        (5).to_bytes(8, "big", signed=True)  # cat bits 0 and 2
+        + (1 << 63).to_bytes(8, "big")  # language bit 63 (the sign bit)
+        + (2500).to_bytes(4, "big")
+        + (487).to_bytes(2, "big")
+        + (1 | 4).to_bytes(2, "big")
+        + b"EUR"
+    )
+    unrated = rec[:20] + (-1).to_bytes(2, "big", signed=True) + rec[22:]
+    blocks = Blocks("coach", [(2, rec + unrated, ["1:tlh,qya"], True)])
+    assert blocks.records["price"].tolist() == [2500, 2500]
+    assert blocks.records["rating"].tolist() == [487, -1]
+    assert blocks.others == {1: ["tlh", "qya"]}
+    assert blocks.edge.tolist() == [True, True]
+    with pytest.raises(ValueError, match="counts"):
+        Blocks("coach", [(3, rec, None, False)])
+
+
+# --------------------------------------------------------------------- block pass == SQL pass
+
+
+@pytest.fixture(scope="module")
+def sql_engine(engine_thread: EngineThread, search_dataset: str) -> Iterator[PostgresEngine]:
+    """The same engine with the facet pass kept in SQL, on `engine_thread`'s loop."""
+    engine = engine_thread.run(
+        PostgresEngine.open(search_dataset, min_size=1, max_size=1, blocks=False)
+    )
+    yield engine
+    engine_thread.run(engine.close())
+
+
+_SETTINGS = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@_SETTINGS
+@given(q=tutor_queries())
+def test_block_pass_equals_sql_pass_tutors(
+    engine_thread: EngineThread, sql_engine: PostgresEngine, q: TutorQuery
+) -> None:
+    got = engine_thread.run(engine_thread.engine.search_tutors(q))
+    want = engine_thread.run(sql_engine.search_tutors(q))
+    assert got.model_dump() == want.model_dump()
+
+
+@_SETTINGS
+@given(q=coach_queries())
+def test_block_pass_equals_sql_pass_coaches(
+    engine_thread: EngineThread, sql_engine: PostgresEngine, q: CoachQuery
+) -> None:
+    got = engine_thread.run(engine_thread.engine.search_coaches(q))
+    want = engine_thread.run(sql_engine.search_coaches(q))
+    assert got.model_dump() == want.model_dump()
+
+
+def test_block_pass_without_a_position_covers_every_tutor(
+    engine_thread: EngineThread, sql_engine: PostgresEngine
+) -> None:
+    q = TutorQuery(subject=["mathematics"], language=["fr", "en"], sort="price")
+    got = engine_thread.run(engine_thread.engine.search_tutors(q))
+    want = engine_thread.run(sql_engine.search_tutors(q))
+    assert got.total > 0
+    assert got.model_dump() == want.model_dump()
+
+
+# --------------------------------------------------------------------- streaming exactness
+
+
+@pytest.fixture
+def market(db: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
+    """A small seeded marketplace with its documents built from scratch."""
+    seed(db, SeedParams(tutors=300, coaches=100, students=0, seed=5, start=date(2030, 3, 4)))
+    with db.transaction():
+        build_all(db)
+    yield db
+    drop_expected(db)
+
+
+def _rebuild(conn: psycopg.Connection[Any], ids: list[uuid.UUID]) -> None:
+    with conn.transaction():
+        rebuild_documents(conn, ids)
+
+
+def test_moves_deletes_and_kind_switches_keep_blocks_exact(market: psycopg.Connection[Any]) -> None:
+    rows = market.execute(
+        "SELECT provider_id, cell FROM tutor_facets WHERE cell >= 0 ORDER BY provider_id LIMIT 3"
+    ).fetchall()
+    moved, deleted, switched = (r[0] for r in rows)
+    # a move to a cell of its own (the old cell loses the record, the new one gains it)
+    market.execute(
+        "UPDATE provider_profiles SET location = ST_SetSRID(ST_MakePoint(-21.94, 64.15),"
+        " 4326)::geography WHERE user_id = %s",
+        (moved,),
+    )
+    market.execute("DELETE FROM users WHERE id = %s", (deleted,))
+    market.execute(
+        "UPDATE provider_profiles SET kind = 'mentor', expertises = ARRAY['leadership']"
+        " WHERE user_id = %s",
+        (switched,),
+    )
+    _rebuild(market, [moved, deleted, switched])
+    assert market.execute(
+        "SELECT n FROM tutor_facet_blocks WHERE cell = (SELECT cell FROM tutor_facets"
+        " WHERE provider_id = %s)",
+        (moved,),
+    ).fetchone() == (1,)
+    assert_equals_from_scratch(market)
+
+
+def test_concurrent_writers_in_one_cell_leave_exact_blocks(
+    market: psycopg.Connection[Any], database_url: str
+) -> None:
+    """Two transactions re-pack the same cell: the second waits for the first's cell
+    lock and re-packs with its committed change (without the lock, the second's stale
+    snapshot would overwrite the first's record)."""
+    a, b = market.execute(
+        "SELECT min(provider_id::text)::uuid, max(provider_id::text)::uuid"
+        " FROM tutor_facets WHERE cell >= 0 GROUP BY cell HAVING count(*) >= 2"
+        " ORDER BY count(*) DESC LIMIT 1"
+    ).fetchone()
+    first = psycopg.connect(database_url)
+    second = psycopg.connect(database_url)
+    try:
+        first.execute(
+            "UPDATE provider_profiles SET hourly_rate_minor = hourly_rate_minor + 7"
+            " WHERE user_id = %s",
+            (a,),
+        )
+        rebuild_documents(first, [a])  # holds the cell's lock until it commits
+        errors: list[BaseException] = []
+
+        def other() -> None:
+            try:
+                second.execute(
+                    "UPDATE provider_profiles SET hourly_rate_minor = hourly_rate_minor + 11"
+                    " WHERE user_id = %s",
+                    (b,),
+                )
+                rebuild_documents(second, [b])
+                second.commit()
+            except BaseException as exc:  # reported by the main thread
+                errors.append(exc)
+
+        t = threading.Thread(target=other)
+        t.start()
+        deadline = time.monotonic() + 30
+        while not market.execute(
+            "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s",
+            (second.info.backend_pid,),
+        ).fetchone()[0]:
+            assert time.monotonic() < deadline, "the second writer never waited for the cell"
+            assert t.is_alive(), errors
+            time.sleep(0.01)  # polling the lock table, not waiting for an outcome
+        first.commit()
+        t.join(timeout=30)
+        assert not errors, errors
+    finally:
+        first.close()
+        second.close()
+    assert_equals_from_scratch(market)
