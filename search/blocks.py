@@ -88,6 +88,9 @@ CELL_SQL: dict[str, str] = {
     ),
     "coach": _LOOSE,
 }
+# Records this close to a viewport side (degrees) are tested by PostGIS: `&&` compares
+# float4 boxes (a float4 step at 180 degrees is 1.5e-5).
+BOX_MARGIN = 1e-4
 # Every cell id (both families): one range.
 ALL_CELLS = ((-(2**31), 2**31 - 1),)
 
@@ -172,9 +175,9 @@ def radius_cover(
 
 
 def bbox_cover(box: tuple[float, float, float, float]) -> Cover:
-    """The cover of a lng/lat box (x0, y0, x1, y1): inner cells lie inside it with a
-    1e-6 degree margin (the `&&` test of a point is inclusive and runs on float4
-    boxes), the other cells it touches are edge cells."""
+    """The cover of a lng/lat box (x0, y0, x1, y1): inner cells lie inside it by more
+    than `BOX_MARGIN` (the `&&` test of a point is inclusive and runs on float4 boxes),
+    the other cells it touches are edge cells."""
     x0, y0, x1, y1 = box
     ix0 = max(0, math.floor((x0 + 180.0) / CELL_DEG) - 1)
     ix1 = min(COLUMN, math.floor((x1 + 180.0) / CELL_DEG) + 1)
@@ -182,7 +185,7 @@ def bbox_cover(box: tuple[float, float, float, float]) -> Cover:
     iy1 = min(COLUMN // 2, math.floor((y1 + 90.0) / CELL_DEG) + 1)
     xs = np.arange(ix0, ix1 + 2, dtype=np.float64) * CELL_DEG - 180.0
     ys = np.arange(iy0, iy1 + 2, dtype=np.float64) * CELL_DEG - 90.0
-    m = 1e-6
+    m = BOX_MARGIN
     in_x = (xs[:-1] >= x0 + m) & (xs[1:] <= x1 - m)
     in_y = (ys[:-1] >= y0 + m) & (ys[1:] <= y1 - m)
     touch_x = (xs[1:] >= x0 - m) & (xs[:-1] <= x1 + m)
@@ -289,12 +292,13 @@ class Blocks:
         ring = idx[(dot < cos_in) & (dot >= cos_out)]
         return keep, ring
 
-    def count(self, f: Filters, keep: npt.NDArray[np.bool_] | None = None) -> Counts:
-        """The facet pass over the records in `keep` (all by default), see `Counts`."""
+    def masks(
+        self, f: Filters, keep: npt.NDArray[np.bool_] | None = None
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+        """(base, cat_ok, lang_ok) over the records: `base` = in `keep` (all by default)
+        and passing every filter but the catalogue and language ones; the other two the
+        catalogue and language filters alone."""
         r = self.records
-        out = Counts()
-        if r.size == 0:
-            return out
         flags = r["flags"].astype(np.int16)
         base = np.ones(r.size, dtype=bool) if keep is None else keep.copy()
         if f.min_price is not None:
@@ -337,6 +341,17 @@ class Blocks:
                         lang_ok[i] = True
         else:
             lang_ok = np.ones(r.size, dtype=bool)
+        return base, cat_ok, lang_ok
+
+    def count(self, f: Filters, keep: npt.NDArray[np.bool_] | None = None) -> Counts:
+        """The facet pass over the records in `keep` (all by default), see `Counts`."""
+        r = self.records
+        out = Counts()
+        if r.size == 0:
+            return out
+        base, cat_ok, lang_ok = self.masks(f, keep)
+        cat = r["cat"].astype(np.int64)
+        lang = r["lang"].astype(np.int64)
         by_lang = base & lang_ok
         by_cat = base & cat_ok
         hits = by_lang & cat_ok
@@ -362,3 +377,49 @@ class Blocks:
                 p = price[currency == cur]
                 out.price[cur.decode()] = (int(p.size), int(p.min()), int(p.max()), int(p.sum()))
         return out
+
+    def box_test(
+        self, box: tuple[float, float, float, float]
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.intp]]:
+        """The viewport test `geom && box` of the edge records: (keep mask over all
+        records — every non-edge record and the edge records inside the box by more
+        than `BOX_MARGIN`; indexes of the edge records within `BOX_MARGIN` of a side,
+        which PostGIS decides: `&&` compares float4 boxes)."""
+        x0, y0, x1, y1 = box
+        idx = np.flatnonzero(self.edge)
+        rec = self.records[idx]
+        lat, lng = rec["lat"].astype(np.float64), rec["lng"].astype(np.float64)
+        m = BOX_MARGIN
+        inside = (lng >= x0 + m) & (lng <= x1 - m) & (lat >= y0 + m) & (lat <= y1 - m)
+        near = (lng >= x0 - m) & (lng <= x1 + m) & (lat >= y0 - m) & (lat <= y1 + m) & ~inside
+        keep = ~self.edge
+        keep[idx[inside]] = True
+        return keep, idx[near]
+
+    def clusters(self, hits: npt.NDArray[np.bool_], cell: float) -> list[tuple[Any, ...]]:
+        """Clusters of the `hits` records on the grid of `cell` degrees (tutors): one
+        (count, avg lat, avg lng, min lat, min lng, max lat, max lng) per non-empty grid
+        cell `(floor(lng / cell), floor(lat / cell))`, by count descending, then average
+        latitude and longitude (the SQL pass's order)."""
+        rec = self.records[hits]
+        if rec.size == 0:
+            return []
+        lat, lng = rec["lat"].astype(np.float64), rec["lng"].astype(np.float64)
+        key = np.floor(lng / cell).astype(np.int64) * (1 << 32) + np.floor(lat / cell).astype(
+            np.int64
+        )
+        order = np.argsort(key, kind="stable")
+        key, lat, lng = key[order], lat[order], lng[order]
+        starts = np.concatenate(([0], np.flatnonzero(np.diff(key)) + 1))
+        n = np.diff(np.append(starts, key.size))
+        rows = zip(
+            n.tolist(),
+            (np.add.reduceat(lat, starts) / n).tolist(),
+            (np.add.reduceat(lng, starts) / n).tolist(),
+            np.minimum.reduceat(lat, starts).tolist(),
+            np.minimum.reduceat(lng, starts).tolist(),
+            np.maximum.reduceat(lat, starts).tolist(),
+            np.maximum.reduceat(lng, starts).tolist(),
+            strict=True,
+        )
+        return sorted(rows, key=lambda c: (-c[0], c[1], c[2]))

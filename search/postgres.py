@@ -35,7 +35,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from search import cursor as cursors
-from search.blocks import ALL_CELLS, Blocks, Counts, Filters, radius_cover
+from search.blocks import ALL_CELLS, Blocks, Counts, Filters, bbox_cover, radius_cover
 from search.facets import build_facets
 from search.schemas import (
     CoachQuery,
@@ -154,6 +154,22 @@ class _Bits:
             out.append(v)
             mask ^= low
         return out
+
+
+def _block_filters(q: TutorQuery | TutorMapQuery | CoachQuery, p: dict[str, Any]) -> Filters:
+    """The block filters of `q`; the masks come from `_filters`' parameters `p`."""
+    return Filters(
+        min_price=q.min_price,
+        max_price=q.max_price,
+        currency=q.currency,
+        min_rating=q.min_rating,
+        mode=q.mode,
+        kinds=tuple(getattr(q, "kind", ())),
+        cat_mask=(int(p["cat_mask"]) & ((1 << 64) - 1)) if "cat_mask" in p else None,
+        lang_mask=int(p.get("lang_mask", 0)) & ((1 << 64) - 1),
+        lang_other=tuple(p.get("lang_other", ())),
+        lang_filtered=bool(q.language),
+    )
 
 
 def _signed(mask: int) -> int:
@@ -416,6 +432,57 @@ class PostgresEngine:
                 return None
             ranges = [(lo, hi, False) for lo, hi in cover.inner]
             ranges += [(lo, hi, True) for lo, hi in cover.edge]
+        blocks = await self._fetch_blocks(conn, family, ranges)
+        keep = None
+        if blocks.edge.any():
+            keep, ring = blocks.sphere_test(p["lat"], p["lng"], p["cos_in"], p["cos_out"])
+            # the spheroid decides the thin ring (PostGIS, as the SQL pass does)
+            await self._decide(
+                conn, blocks, keep, ring,
+                f"_ST_DWithin(ST_SetSRID(ST_MakePoint(x, y), 4326)::geography, {_POINT},"
+                " %(radius_m)s, true)",
+                p,
+            )  # fmt: skip
+        bits = self._bits or await self._load_bits(conn)
+        counts = blocks.count(_block_filters(q, p), keep)
+        s.scanned = counts.scanned
+        out = self._block_arithmetic(bits, counts, facet, selected, langs)
+        if out is None:  # a bit this process does not know yet: reload the tables once
+            bits = await self._load_bits(conn)
+            out = self._block_arithmetic(bits, counts, facet, selected, langs)
+            if out is None:
+                raise RuntimeError(f"a {facet} or language bit is in no bit table")
+        return out
+
+    async def _block_clusters(
+        self, conn: psycopg.AsyncConnection[Any], q: TutorMapQuery, s: _Sql
+    ) -> list[tuple[Any, ...]]:
+        """Map clusters from the facet blocks of the viewport's cells: the records of
+        the cells on its sides are tested in numpy, those within `BOX_MARGIN` of a side
+        by PostGIS (`&&`, like the SQL pass); filters as in the facet pass."""
+        p = s.params
+        box = (p["x0"], p["y0"], p["x1"], p["y1"])
+        cover = bbox_cover(box)
+        ranges = [(lo, hi, False) for lo, hi in cover.inner]
+        ranges += [(lo, hi, True) for lo, hi in cover.edge]
+        blocks = await self._fetch_blocks(conn, "tutor", ranges)
+        keep = None
+        if blocks.edge.any():
+            keep, near = blocks.box_test(box)
+            await self._decide(
+                conn, blocks, keep, near,
+                "ST_SetSRID(ST_MakePoint(x, y), 4326)"
+                " && ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, 4326)",
+                p,
+            )  # fmt: skip
+        base, cat_ok, lang_ok = blocks.masks(_block_filters(q, p), keep)
+        return blocks.clusters(base & cat_ok & lang_ok, p["cell"])
+
+    @staticmethod
+    async def _fetch_blocks(
+        conn: psycopg.AsyncConnection[Any], family: str, ranges: list[tuple[int, int, bool]]
+    ) -> Blocks:
+        """The blocks of the cell id ranges (lo, hi, edge) in one statement."""
         cur = await conn.cursor(binary=True).execute(
             "SELECT b.n, b.rows, b.others, r.edge FROM unnest(%(lo)s::integer[],"
             " %(hi)s::integer[], %(edge)s::boolean[]) r(lo, hi, edge)"
@@ -426,46 +493,33 @@ class PostgresEngine:
                 "edge": [r[2] for r in ranges],
             },
         )
-        blocks = Blocks(family, await cur.fetchall())
-        keep = None
-        if blocks.edge.any():
-            keep, ring = blocks.sphere_test(p["lat"], p["lng"], p["cos_in"], p["cos_out"])
-            if ring.size:  # the spheroid decides (PostGIS, as the SQL pass does)
-                rec = blocks.records
-                cur = await conn.execute(
-                    "SELECT array_agg(_ST_DWithin(ST_SetSRID(ST_MakePoint(x, y), 4326)"
-                    f"::geography, {_POINT}, %(radius_m)s, true) ORDER BY i)"
-                    " FROM unnest(%(xs)s::float8[], %(ys)s::float8[]) WITH ORDINALITY u(x, y, i)",
-                    {
-                        **p,
-                        "xs": rec["lng"][ring].astype(float).tolist(),
-                        "ys": rec["lat"][ring].astype(float).tolist(),
-                    },
-                )
-                row = await cur.fetchone()
-                keep[ring] = row[0] if row else False
-        bits = self._bits or await self._load_bits(conn)
-        f = Filters(
-            min_price=q.min_price,
-            max_price=q.max_price,
-            currency=q.currency,
-            min_rating=q.min_rating,
-            mode=q.mode,
-            kinds=tuple(getattr(q, "kind", ())),
-            cat_mask=(int(p["cat_mask"]) & ((1 << 64) - 1)) if "cat_mask" in p else None,
-            lang_mask=int(p.get("lang_mask", 0)) & ((1 << 64) - 1),
-            lang_other=tuple(p.get("lang_other", ())),
-            lang_filtered=bool(q.language),
+        return Blocks(family, await cur.fetchall())
+
+    @staticmethod
+    async def _decide(
+        conn: psycopg.AsyncConnection[Any],
+        blocks: Blocks,
+        keep: Any,
+        undecided: Any,
+        predicate: str,
+        params: dict[str, Any],
+    ) -> None:
+        """Set `keep[i]` for the records `undecided` (indexes) to what PostgreSQL answers
+        for `predicate` (SQL over a record's `x` = lng, `y` = lat, and `params`)."""
+        if not undecided.size:
+            return
+        rec = blocks.records
+        cur = await conn.execute(
+            f"SELECT array_agg({predicate} ORDER BY i)"
+            " FROM unnest(%(xs)s::float8[], %(ys)s::float8[]) WITH ORDINALITY u(x, y, i)",
+            {
+                **params,
+                "xs": rec["lng"][undecided].astype(float).tolist(),
+                "ys": rec["lat"][undecided].astype(float).tolist(),
+            },
         )
-        counts = blocks.count(f, keep)
-        s.scanned = counts.scanned
-        out = self._block_arithmetic(bits, counts, facet, selected, langs)
-        if out is None:  # a bit this process does not know yet: reload the tables once
-            bits = await self._load_bits(conn)
-            out = self._block_arithmetic(bits, counts, facet, selected, langs)
-            if out is None:
-                raise RuntimeError(f"a {facet} or language bit is in no bit table")
-        return out
+        row = await cur.fetchone()
+        keep[undecided] = row[0] if row else False
 
     @staticmethod
     def _block_arithmetic(
@@ -766,19 +820,28 @@ class PostgresEngine:
                     mode="points", clusters=[], points=points, total=total, engine=NAME
                 )
             s.params["cell"] = cell_deg(q.zoom)
-            if s.wide_only:
+            grouped: list[Any] | None = None
+            if (
+                self.blocks
+                and not s.wide_only
+                and not (q.available_from or q.available_to)
+                and "radius_m" not in s.params
+            ):
+                grouped = await self._block_clusters(conn, q, s)
+            elif s.wide_only:
                 source = f"SELECT lat, lng FROM tutor_documents WHERE (location::geometry) && {box}"
             else:  # the narrow facet rows hold every other filter and the point
                 source = "SELECT ST_Y(geom) AS lat, ST_X(geom) AS lng FROM tutor_facets"
                 source += f" WHERE geom && {box}"
-            cur = await conn.execute(
-                "SELECT count(*), avg(lat), avg(lng), min(lat), min(lng), max(lat), max(lng)"
-                f" FROM ({source} AND {s.all(not s.wide_only)}) m"
-                " GROUP BY floor(lng / %(cell)s), floor(lat / %(cell)s)"
-                " ORDER BY 1 DESC, 2, 3",
-                s.params,
-            )
-            rows = await cur.fetchall()
+            if grouped is None:
+                cur = await conn.execute(
+                    "SELECT count(*), avg(lat), avg(lng), min(lat), min(lng), max(lat),"
+                    f" max(lng) FROM ({source} AND {s.all(not s.wide_only)}) m"
+                    " GROUP BY floor(lng / %(cell)s), floor(lat / %(cell)s)"
+                    " ORDER BY 1 DESC, 2, 3",
+                    s.params,
+                )
+                grouped = await cur.fetchall()
         clusters = [
             {
                 "count": r[0],
@@ -789,7 +852,7 @@ class PostgresEngine:
                 },
                 "bounds": {"min_lat": r[3], "min_lng": r[4], "max_lat": r[5], "max_lng": r[6]},
             }
-            for r in rows
+            for r in grouped
         ]
         return MapResults(
             mode="clusters",
