@@ -22,6 +22,7 @@ within a block:
 
 | bytes | field         | meaning                                                         |
 |------:|---------------|-----------------------------------------------------------------|
+| 16    | id            | `provider_id` (the page of a rating or price sort comes from here) |
 | 8     | cat_bits      | `subject_bits` (tutors) / `expertise_bits` (coaches)            |
 | 8     | language_bits | `language_bits`                                                 |
 | 4     | price         | `price_minor`                                                   |
@@ -37,6 +38,7 @@ entries, `index` counted from 0 within the block.
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
@@ -51,6 +53,8 @@ _EARTH_R = 6371008.7714  # the PostGIS sphere: (2a + b) / 3 of WGS84
 F_ONLINE, F_IN_PERSON, F_OTHERS, F_MENTOR = 1, 2, 4, 8
 
 _BASE = [
+    ("id_hi", ">u8"),
+    ("id_lo", ">u8"),
     ("cat", ">i8"),
     ("lang", ">i8"),
     ("price", ">i4"),
@@ -66,7 +70,7 @@ DTYPE: dict[str, np.dtype[Any]] = {
 # The one definition of a packed record, per family, over a `{family}_facets` row. The
 # projection builds blocks with it and the engine packs edge rows with it.
 _PACK = (
-    "int8send({cat}) || int8send(language_bits) || int4send(price_minor)"
+    "uuid_send(provider_id) || int8send({cat}) || int8send(language_bits) || int4send(price_minor)"
     " || int2send(coalesce((rating_avg * 100)::smallint, -1::smallint))"
     " || int2send((online::int | (in_person::int << 1)"
     " | ((languages_other IS NOT NULL)::int << 2){mentor})::smallint)"
@@ -220,8 +224,9 @@ class Filters:
 class Counts:
     """Raw facet counts: per catalogue bit (rows passing every filter but the catalogue
     one), per language bit and per other code (every filter but the language one), per
-    rating bucket and per currency (count, min, max, sum) of the results, `total` and
-    `scanned` (rows passing every filter but the catalogue one)."""
+    rating bucket and per currency (count, min, max, sum) of the results, `total`,
+    `scanned` (rows passing every filter but the catalogue one) and `hits` (the results'
+    mask over the records)."""
 
     cat: dict[int, int] = field(default_factory=dict)
     lang: dict[int, int] = field(default_factory=dict)
@@ -230,6 +235,7 @@ class Counts:
     price: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
     total: int = 0
     scanned: int = 0
+    hits: npt.NDArray[np.bool_] | None = None  # the results, over the records
 
 
 def _as_signed(mask: int) -> np.int64:
@@ -346,7 +352,7 @@ class Blocks:
     def count(self, f: Filters, keep: npt.NDArray[np.bool_] | None = None) -> Counts:
         """The facet pass over the records in `keep` (all by default), see `Counts`."""
         r = self.records
-        out = Counts()
+        out = Counts(hits=np.zeros(r.size, dtype=bool))
         if r.size == 0:
             return out
         base, cat_ok, lang_ok = self.masks(f, keep)
@@ -362,6 +368,7 @@ class Blocks:
             if by_cat[i]:
                 for code in codes:
                     out.lang_other[code] = out.lang_other.get(code, 0) + 1
+        out.hits = hits
         out.total = int(np.count_nonzero(hits))
         if out.total:
             rating = r["rating"][hits].astype(np.int32)
@@ -423,3 +430,36 @@ class Blocks:
             strict=True,
         )
         return sorted(rows, key=lambda c: (-c[0], c[1], c[2]))
+
+    def page(
+        self, hits: npt.NDArray[np.bool_], sort: str, limit: int, key: list[Any] | None
+    ) -> list[uuid.UUID]:
+        """The ids of the first `limit` records of `hits` in the order of `sort` after
+        the keyset `key` (the cursor's [sort value, provider id]): `rating` =
+        coalesce(rating_avg, 0) descending, `price` = price_minor ascending, ties by
+        provider_id ascending (uuid order is byte order: (id_hi, id_lo) as unsigned)."""
+        r = self.records
+        if sort == "rating":
+            primary = -np.maximum(r["rating"].astype(np.int64), 0)
+            k0 = None if key is None else -int(Decimal(str(key[0])) * 100)
+        elif sort == "price":
+            primary = r["price"].astype(np.int64)
+            k0 = None if key is None else int(key[0])
+        else:
+            raise ValueError(f"no block page for sort {sort!r}")
+        hi, lo = r["id_hi"].astype(np.uint64), r["id_lo"].astype(np.uint64)
+        ok = hits.copy()
+        if key is not None and k0 is not None:
+            kid = uuid.UUID(str(key[1])).int
+            k_hi, k_lo = np.uint64(kid >> 64), np.uint64(kid & ((1 << 64) - 1))
+            after_id = (hi > k_hi) | ((hi == k_hi) & (lo > k_lo))
+            ok &= (primary > k0) | ((primary == k0) & after_id)
+        idx = np.flatnonzero(ok)
+        if idx.size > limit:  # only the records up to the limit-th primary value sort
+            cut = np.partition(primary[idx], limit - 1)[limit - 1]
+            idx = idx[primary[idx] <= cut]
+        order = idx[np.lexsort((lo[idx], hi[idx], primary[idx]))][:limit]
+        return [
+            uuid.UUID(int=(int(a) << 64) | int(b))
+            for a, b in zip(hi[order], lo[order], strict=True)
+        ]

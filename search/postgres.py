@@ -200,6 +200,8 @@ class _Sql:
         self.geo: tuple[str, str] | None = None
         self.wide_only = False
         self.scanned = 0
+        # (blocks, results mask) when the facet pass ran on the facet blocks
+        self.block_hits: tuple[Blocks, Any] | None = None
 
     def _conds(self, facets: bool) -> list[str]:
         geo = [] if self.geo is None else [self.geo[1] if facets else self.geo[0]]
@@ -446,6 +448,7 @@ class PostgresEngine:
         bits = self._bits or await self._load_bits(conn)
         counts = blocks.count(_block_filters(q, p), keep)
         s.scanned = counts.scanned
+        s.block_hits = (blocks, counts.hits)
         out = self._block_arithmetic(bits, counts, facet, selected, langs)
         if out is None:  # a bit this process does not know yet: reload the tables once
             bits = await self._load_bits(conn)
@@ -660,7 +663,15 @@ class PostgresEngine:
         expr, cond, order = self._order(sort, key, p)
         p["limit"] = limit + 1
         where = f"{s.all()} AND {cond}"
-        if (
+        block_page = None
+        if sort in ("rating", "price") and s.block_hits is not None:
+            # The facet blocks hold every result with its sort key and id: the page is
+            # picked there, and only its rows are read from the documents.
+            blocks, hits = s.block_hits
+            block_page = blocks.page(hits, sort, limit + 1, key)
+            p["page_ids"] = block_page
+            where = "provider_id = ANY (%(page_ids)s::uuid[])"
+        elif (
             sort in ("rating", "price")
             and not s.wide_only
             and total is not None
@@ -690,7 +701,12 @@ class PostgresEngine:
         if sort == "distance":
             sql = self._knn_page(table, columns, s, cond, order)
         cur = await conn.execute(sql, p)
-        return await cur.fetchall()
+        rows = await cur.fetchall()
+        if block_page is not None and len(rows) != len(block_page):
+            # a document went away between the two statements: the SQL page answers
+            s.block_hits = None
+            return await self._page(conn, table, columns, s, sort, limit, key, extra, total)
+        return rows
 
     @staticmethod
     def _knn_page(table: str, columns: str, s: _Sql, cond: str, order: str) -> str:

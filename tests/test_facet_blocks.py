@@ -89,17 +89,20 @@ def test_cover_gives_way_when_the_box_wraps() -> None:
 
 
 def test_records_decode_with_their_languages_and_edge_flags() -> None:
+    pid = uuid.UUID("f0000000-0000-4000-8000-000000000001")
     rec = (
-        (5).to_bytes(8, "big", signed=True)  # cat bits 0 and 2
+        pid.bytes
+        + (5).to_bytes(8, "big", signed=True)  # cat bits 0 and 2
         + (1 << 63).to_bytes(8, "big")  # language bit 63 (the sign bit)
         + (2500).to_bytes(4, "big")
         + (487).to_bytes(2, "big")
         + (1 | 4).to_bytes(2, "big")
         + b"EUR"
     )
-    unrated = rec[:20] + (-1).to_bytes(2, "big", signed=True) + rec[22:]
+    unrated = rec[:36] + (-1).to_bytes(2, "big", signed=True) + rec[38:]
     blocks = Blocks("coach", [(2, rec + unrated, ["1:tlh,qya"], True)])
     assert blocks.records["price"].tolist() == [2500, 2500]
+    assert blocks.records["id_hi"][0] == pid.int >> 64
     assert blocks.records["rating"].tolist() == [487, -1]
     assert blocks.others == {1: ["tlh", "qya"]}
     assert blocks.edge.tolist() == [True, True]
@@ -155,7 +158,67 @@ def test_block_pass_without_a_position_covers_every_tutor(
     assert got.model_dump() == want.model_dump()
 
 
+@st.composite
+def map_queries(draw: Any) -> TutorMapQuery:
+    lat, lng = draw(st.sampled_from(CENTRES))
+    w, h = draw(st.floats(0.01, 3.0)), draw(st.floats(0.01, 2.0))
+    x0, y0 = lng + draw(st.floats(-1.5, 0.5)), lat + draw(st.floats(-1.0, 0.3))
+    bbox = (x0, y0, x0 + w, y0 + h)
+    zoom = draw(st.integers(3, 12))
+    if draw(st.booleans()):  # the API snaps viewports; raw ones cut through cells
+        bbox = snap_bbox(bbox, zoom)
+    return TutorMapQuery(
+        bbox=",".join(repr(v) for v in bbox),
+        zoom=zoom,
+        subject=draw(st.lists(st.sampled_from([e.slug for e in SUBJECTS]), max_size=2)),
+        language=draw(st.lists(st.sampled_from(["fr", "en", "ar", "nl"]), max_size=1)),
+        min_price=draw(st.one_of(st.none(), st.integers(0, 6000))),
+        min_rating=draw(st.one_of(st.none(), st.sampled_from([3.5, 4.2]))),
+        mode=draw(st.one_of(st.none(), st.sampled_from(["online", "in_person"]))),
+    )
+
+
+@_SETTINGS
+@given(q=map_queries())
+def test_block_clusters_equal_sql_clusters(
+    engine_thread: EngineThread, sql_engine: PostgresEngine, q: TutorMapQuery
+) -> None:
+    got = engine_thread.run(engine_thread.engine.tutor_map(q)).model_dump()
+    want = engine_thread.run(sql_engine.tutor_map(q)).model_dump()
+    assert got["total"] == want["total"]
+    assert len(got["clusters"]) == len(want["clusters"])
+    for g, w in zip(got["clusters"], want["clusters"], strict=True):
+        assert (g["count"], g["bounds"]) == (w["count"], w["bounds"])
+        # averages summed in another order may differ in the last ulp, then in the 6th
+        # decimal once rounded
+        for axis in ("lat", "lng"):
+            assert math.isclose(g["centroid"][axis], w["centroid"][axis], abs_tol=1.01e-6)
+
+
+def test_viewport_sides_through_a_tutor_match_postgis(
+    engine_thread: EngineThread, sql_engine: PostgresEngine, search_dataset: str
+) -> None:
+    """A viewport side exactly on a tutor (Québec: large longitudes, coarse float4) or
+    a hair beside it, where `&&`'s float4 boxes and the exact coordinates disagree,
+    counts what PostGIS counts."""
+    with psycopg.connect(search_dataset) as conn:
+        lat, lng = conn.execute(
+            "SELECT lat, lng FROM tutor_documents WHERE lat BETWEEN 48 AND 49.5"
+            " AND lng BETWEEN -75 AND -70 LIMIT 1"
+        ).fetchone()
+    seen = set()
+    # a float4 step at |lng| 64-128 is 7.6e-6 degrees
+    for dx in (0.0, 1e-9, -1e-9, 1e-6, -1e-6, -1e-5, -5e-5, -2e-4, 2e-4):
+        q = TutorMapQuery(bbox=f"{lng - 0.5!r},{lat - 0.3!r},{lng + dx!r},{lat + 0.3!r}", zoom=9)
+        got = engine_thread.run(engine_thread.engine.tutor_map(q))
+        want = engine_thread.run(sql_engine.tutor_map(q))
+        assert got.total == want.total
+        seen.add(got.total)
+    assert len(seen) > 1, "the side never crossed the tutor"
+
+
 # --------------------------------------------------------------------- streaming exactness
+# (last in the module: the `db` fixture empties the tables `search_dataset` filled)
 
 
 @pytest.fixture
@@ -250,62 +313,3 @@ def test_concurrent_writers_in_one_cell_leave_exact_blocks(
         first.close()
         second.close()
     assert_equals_from_scratch(market)
-
-
-@st.composite
-def map_queries(draw: Any) -> TutorMapQuery:
-    lat, lng = draw(st.sampled_from(CENTRES))
-    w, h = draw(st.floats(0.01, 3.0)), draw(st.floats(0.01, 2.0))
-    x0, y0 = lng + draw(st.floats(-1.5, 0.5)), lat + draw(st.floats(-1.0, 0.3))
-    bbox = (x0, y0, x0 + w, y0 + h)
-    zoom = draw(st.integers(3, 12))
-    if draw(st.booleans()):  # the API snaps viewports; raw ones cut through cells
-        bbox = snap_bbox(bbox, zoom)
-    return TutorMapQuery(
-        bbox=",".join(repr(v) for v in bbox),
-        zoom=zoom,
-        subject=draw(st.lists(st.sampled_from([e.slug for e in SUBJECTS]), max_size=2)),
-        language=draw(st.lists(st.sampled_from(["fr", "en", "ar", "nl"]), max_size=1)),
-        min_price=draw(st.one_of(st.none(), st.integers(0, 6000))),
-        min_rating=draw(st.one_of(st.none(), st.sampled_from([3.5, 4.2]))),
-        mode=draw(st.one_of(st.none(), st.sampled_from(["online", "in_person"]))),
-    )
-
-
-@_SETTINGS
-@given(q=map_queries())
-def test_block_clusters_equal_sql_clusters(
-    engine_thread: EngineThread, sql_engine: PostgresEngine, q: TutorMapQuery
-) -> None:
-    got = engine_thread.run(engine_thread.engine.tutor_map(q)).model_dump()
-    want = engine_thread.run(sql_engine.tutor_map(q)).model_dump()
-    assert got["total"] == want["total"]
-    assert len(got["clusters"]) == len(want["clusters"])
-    for g, w in zip(got["clusters"], want["clusters"], strict=True):
-        assert (g["count"], g["bounds"]) == (w["count"], w["bounds"])
-        # averages summed in another order may differ in the last ulp, then in the 6th
-        # decimal once rounded
-        for axis in ("lat", "lng"):
-            assert math.isclose(g["centroid"][axis], w["centroid"][axis], abs_tol=1.01e-6)
-
-
-def test_viewport_sides_through_a_tutor_match_postgis(
-    engine_thread: EngineThread, sql_engine: PostgresEngine, search_dataset: str
-) -> None:
-    """A viewport side exactly on a tutor (Québec: large longitudes, coarse float4) or
-    a hair beside it, where `&&`'s float4 boxes and the exact coordinates disagree,
-    counts what PostGIS counts."""
-    with psycopg.connect(search_dataset) as conn:
-        lat, lng = conn.execute(
-            "SELECT lat, lng FROM tutor_documents WHERE lat BETWEEN 48 AND 49.5"
-            " AND lng BETWEEN -75 AND -70 LIMIT 1"
-        ).fetchone()
-    seen = set()
-    # a float4 step at |lng| 64-128 is 7.6e-6 degrees
-    for dx in (0.0, 1e-9, -1e-9, 1e-6, -1e-6, -1e-5, -5e-5, -2e-4, 2e-4):
-        q = TutorMapQuery(bbox=f"{lng - 0.5!r},{lat - 0.3!r},{lng + dx!r},{lat + 0.3!r}", zoom=9)
-        got = engine_thread.run(engine_thread.engine.tutor_map(q))
-        want = engine_thread.run(sql_engine.tutor_map(q))
-        assert got.total == want.total
-        seen.add(got.total)
-    assert len(seen) > 1, "the side never crossed the tutor"
