@@ -265,8 +265,9 @@ def refresh_blocks(
     rows were before the change) and of the cells their rows are in now, in the caller's
     transaction, which must be READ COMMITTED: the cells are locked first (advisory
     transaction locks, sorted, so concurrent writers cannot deadlock), then re-packed by
-    a later statement whose snapshot holds every writer that released them. A cell left
-    without rows loses its block. Returns the number of cells re-packed."""
+    a later statement whose snapshot holds every writer that released them. A re-packed
+    block takes a new `version` (engines cache blocks by it); a cell left without rows
+    loses its block. Returns the number of cells re-packed."""
     facets = _table(f"{family}_facets", table_suffix)
     blocks = _table(f"{family}_facet_blocks", table_suffix)
     now = conn.execute(
@@ -291,7 +292,7 @@ def refresh_blocks(
             " AND cell NOT IN (SELECT cell FROM fresh))"
             " INSERT INTO {b} AS b (cell, n, rows, others) SELECT * FROM fresh"
             " ON CONFLICT (cell) DO UPDATE SET n = EXCLUDED.n, rows = EXCLUDED.rows,"
-            " others = EXCLUDED.others"
+            " others = EXCLUDED.others, version = EXCLUDED.version"
         ).format(b=blocks),
         {"cells": touched},
     )

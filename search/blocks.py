@@ -262,22 +262,30 @@ class Blocks:
     """Decoded records of fetched blocks: `records` (a numpy structured array, native
     byte order) and `others` ({record index: codes}) for `languages_other`."""
 
-    def __init__(self, family: str, parts: list[tuple[int, bytes, list[str] | None, bool]]) -> None:
-        """`parts`: (records, packed rows, `others` entries, edge cell) per block."""
-        dt = DTYPE[family]
-        self.records = np.frombuffer(b"".join(part[1] for part in parts), dtype=dt)
+    def __init__(self, family: str, parts: list[tuple[bytes, list[str] | None, bool]]) -> None:
+        """`parts`: (packed records, `others` entries, edge cell) per block, each block's
+        size already checked (`check`)."""
+        size = DTYPE[family].itemsize
+        # one join + one frombuffer: np.concatenate of unaligned records is ~15x slower
+        self.records = np.frombuffer(b"".join([part[0] for part in parts]), dtype=DTYPE[family])
         self.others: dict[int, list[str]] = {}
         self.edge = np.zeros(len(self.records), dtype=bool)
         offset = 0
-        for n, _, entries, edge in parts:
+        for rows, entries, edge in parts:
+            n = len(rows) // size
             for entry in entries or ():
                 i, _, codes = entry.partition(":")
                 self.others[offset + int(i)] = codes.split(",")
             if edge:
                 self.edge[offset : offset + n] = True
             offset += n
-        if len(self.records) != offset:
-            raise ValueError(f"blocks hold {len(self.records)} records, their counts {offset}")
+
+    @staticmethod
+    def check(family: str, n: int, rows: bytes) -> bytes:
+        """`rows` when it holds exactly `n` records; ValueError otherwise."""
+        if len(rows) != n * DTYPE[family].itemsize:
+            raise ValueError(f"a block holds {len(rows)} bytes, its count {n} records")
+        return rows
 
     def sphere_test(
         self, lat: float, lng: float, cos_in: float, cos_out: float

@@ -31,6 +31,8 @@ import re
 from collections import OrderedDict
 from typing import Any
 
+import numpy as np
+import orjson
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
@@ -58,6 +60,9 @@ _SPHERE_OUT = 1.006
 # A rating/price page comes from the facet rows when the facet pass counted at most this
 # many results (see `_page`).
 _FACET_PAGE_MAX = 5000
+# Packed facet blocks kept per process (the 250k-provider benchmark's are 14 MB); over it,
+# start over.
+_BLOCK_CACHE_BYTES = 64 * 1024 * 1024
 _FACET_PAGE_SCAN_MAX = 12000
 _EARTH_R = 6371008.7714  # the PostGIS sphere: (2a + b) / 3 of WGS84
 # Exact radius test on a document (geography): certainly inside on the sphere, or inside on
@@ -226,6 +231,10 @@ class PostgresEngine:
         False keeps it in SQL (tests and A/B benchmarks compare the two)."""
         self.pool = pool
         self.blocks = blocks
+        # family -> cell -> (version, packed records, others); the sorted cells held
+        self._block_cache: dict[str, dict[int, tuple[int, bytes, list[str] | None]]] = {}
+        self._block_index: dict[str, Any] = {}
+        self._block_bytes = 0
         self._tsq: OrderedDict[tuple[str, ...], tuple[str, str]] = OrderedDict()
         self._bits: _Bits | None = None
 
@@ -481,22 +490,64 @@ class PostgresEngine:
         base, cat_ok, lang_ok = blocks.masks(_block_filters(q, p), keep)
         return blocks.clusters(base & cat_ok & lang_ok, p["cell"])
 
-    @staticmethod
     async def _fetch_blocks(
-        conn: psycopg.AsyncConnection[Any], family: str, ranges: list[tuple[int, int, bool]]
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        family: str,
+        ranges: list[tuple[int, int, bool]],
     ) -> Blocks:
-        """The blocks of the cell id ranges (lo, hi, edge) in one statement."""
+        """The blocks of the cell id ranges (lo, hi, edge), in one statement. Blocks are
+        cached (packed) in this process by (cell, version): the statement sends the
+        versions held for the cells of the ranges and PostgreSQL returns the packed rows
+        only of the blocks whose version differs (a re-pack always takes a new version),
+        so the answer is the current blocks, read in the statement's snapshot."""
+        cache = self._block_cache.setdefault(family, {})
+        index = self._block_index.get(family)
+        if index is None:
+            index = np.array(sorted(cache), dtype=np.int64)
+            self._block_index[family] = index
+        held: dict[int, tuple[int, bytes, list[str] | None]] = {}
+        for lo, hi, _ in ranges:
+            a, b = np.searchsorted(index, [lo, hi + 1])
+            for cell in index[a:b].tolist():
+                entry = cache.get(cell)
+                if entry is not None:
+                    held[cell] = entry
+        # The held versions travel as one jsonb object (cell -> version): a lookup per
+        # block, no join for the planner to misjudge (a range join's row estimate is
+        # ~1000x too high, and it hashed it to disk).
+        same = "(%(held)s::jsonb ->> b.cell::text) = b.version::text"
         cur = await conn.cursor(binary=True).execute(
-            "SELECT b.n, b.rows, b.others, r.edge FROM unnest(%(lo)s::integer[],"
-            " %(hi)s::integer[], %(edge)s::boolean[]) r(lo, hi, edge)"
-            f" JOIN {family}_facet_blocks b ON b.cell BETWEEN r.lo AND r.hi",
+            f"SELECT b.cell, b.version, r.edge, b.n, CASE WHEN {same} THEN NULL ELSE b.rows"
+            f" END, CASE WHEN {same} THEN NULL ELSE b.others END"
+            " FROM unnest(%(lo)s::integer[], %(hi)s::integer[], %(edge)s::boolean[])"
+            f" r(lo, hi, edge) JOIN {family}_facet_blocks b ON b.cell BETWEEN r.lo AND r.hi",
             {
                 "lo": [r[0] for r in ranges],
                 "hi": [r[1] for r in ranges],
                 "edge": [r[2] for r in ranges],
+                "held": orjson.dumps({str(c): e[0] for c, e in held.items()}).decode(),
             },
         )
-        return Blocks(family, await cur.fetchall())
+        parts = []
+        for cell, version, edge, n, rows, others in await cur.fetchall():
+            if rows is None:  # the version this process holds
+                _, records, others = held[cell]
+            else:
+                records = Blocks.check(family, n, bytes(rows))
+                old = cache.get(cell)
+                if old is None:
+                    self._block_index.pop(family, None)  # a new cell: re-sort on next use
+                else:
+                    self._block_bytes -= len(old[1])
+                cache[cell] = (version, records, others)
+                self._block_bytes += len(records)
+            parts.append((records, others, edge))
+        if self._block_bytes > _BLOCK_CACHE_BYTES:  # start over rather than track use
+            self._block_cache.clear()
+            self._block_index.clear()
+            self._block_bytes = 0
+        return Blocks(family, parts)
 
     @staticmethod
     async def _decide(

@@ -100,14 +100,14 @@ def test_records_decode_with_their_languages_and_edge_flags() -> None:
         + b"EUR"
     )
     unrated = rec[:36] + (-1).to_bytes(2, "big", signed=True) + rec[38:]
-    blocks = Blocks("coach", [(2, rec + unrated, ["1:tlh,qya"], True)])
+    blocks = Blocks("coach", [(Blocks.check("coach", 2, rec + unrated), ["1:tlh,qya"], True)])
     assert blocks.records["price"].tolist() == [2500, 2500]
     assert blocks.records["id_hi"][0] == pid.int >> 64
     assert blocks.records["rating"].tolist() == [487, -1]
     assert blocks.others == {1: ["tlh", "qya"]}
     assert blocks.edge.tolist() == [True, True]
-    with pytest.raises(ValueError, match="counts"):
-        Blocks("coach", [(3, rec, None, False)])
+    with pytest.raises(ValueError, match="count 3"):
+        Blocks.check("coach", 3, rec)
 
 
 # --------------------------------------------------------------------- block pass == SQL pass
@@ -313,3 +313,31 @@ def test_concurrent_writers_in_one_cell_leave_exact_blocks(
         first.close()
         second.close()
     assert_equals_from_scratch(market)
+
+
+def test_cached_blocks_follow_writes(market: psycopg.Connection[Any], database_url: str) -> None:
+    """An engine holding decoded blocks answers with the re-packed ones after a write
+    (versions differ), and equals the SQL pass before and after."""
+    et = EngineThread(database_url)
+    sql = et.run(PostgresEngine.open(database_url, min_size=1, max_size=1, blocks=False))
+    try:
+        lat, lng, pid = market.execute(
+            "SELECT ST_Y(geom), ST_X(geom), provider_id FROM tutor_facets WHERE cell >= 0"
+            " ORDER BY provider_id LIMIT 1"
+        ).fetchone()
+        q = TutorQuery(lat=lat, lng=lng, radius_km=30, sort="price")
+        before = et.run(et.engine.search_tutors(q))
+        assert before.model_dump() == et.run(sql.search_tutors(q)).model_dump()
+        assert et.engine._block_cache["tutor"], "the engine holds the blocks it read"
+        market.execute(
+            "UPDATE provider_profiles SET hourly_rate_minor = 1, currency = 'EUR'"
+            " WHERE user_id = %s",
+            (pid,),
+        )
+        _rebuild(market, [pid])
+        after = et.run(et.engine.search_tutors(q))
+        assert after.model_dump() == et.run(sql.search_tutors(q)).model_dump()
+        assert after.items[0]["id"] == str(pid)  # the cheapest now
+    finally:
+        et.run(sql.close())
+        et.close()

@@ -4,7 +4,9 @@
   (`search.blocks.CELL_SQL`: a 360/2^14-degree lng/lat grid for tutors with a position,
   64 uuid-hashed negative cells for the others and for coaches), with a btree index.
 - `tutor_facet_blocks` / `coach_facet_blocks` (cell primary key, n records, rows = the
-  packed records in provider_id order, others = `languages_other` entries): derived from
+  packed records in provider_id order, others = `languages_other` entries, version = a
+  new `search_facet_block_version` value at every write, so a reader holding a copy
+  knows whether it is current): derived from
   the facet rows by the projection (bulk and streaming: the cells a batch touched are
   re-packed in its transaction), swapped with them by a reindex. `rows` is stored
   uncompressed (STORAGE EXTERNAL) and inline up to ~8 KB (toast_tuple_target), so reading
@@ -38,6 +40,7 @@ BLOCK_ROWS = {
 
 
 def upgrade() -> None:
+    op.execute("CREATE SEQUENCE search_facet_block_version")
     for family in ("tutor", "coach"):
         op.execute(
             f"ALTER TABLE {family}_facets ADD COLUMN cell integer"
@@ -46,7 +49,8 @@ def upgrade() -> None:
         op.execute(f"CREATE INDEX {family}_facets_cell_idx ON {family}_facets (cell)")
         op.execute(
             f"CREATE TABLE {family}_facet_blocks (cell integer PRIMARY KEY,"
-            " n integer NOT NULL, rows bytea NOT NULL, others text[])"
+            " n integer NOT NULL, rows bytea NOT NULL, others text[],"
+            " version bigint NOT NULL DEFAULT nextval('search_facet_block_version'))"
             " WITH (toast_tuple_target = 8160)"
         )
         op.execute(f"ALTER TABLE {family}_facet_blocks ALTER COLUMN rows SET STORAGE EXTERNAL")
@@ -62,3 +66,4 @@ def downgrade() -> None:
     for family in ("tutor", "coach"):
         op.execute(f"DROP TABLE {family}_facet_blocks")
         op.execute(f"ALTER TABLE {family}_facets DROP COLUMN cell")
+    op.execute("DROP SEQUENCE search_facet_block_version")
