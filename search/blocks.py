@@ -471,3 +471,35 @@ class Blocks:
             uuid.UUID(int=(int(a) << 64) | int(b))
             for a, b in zip(hi[order], lo[order], strict=True)
         ]
+
+    def nearest(
+        self, hits: npt.NDArray[np.bool_], lat: float, lng: float, limit: int, after: float | None
+    ) -> list[uuid.UUID]:
+        """Candidate ids for the first `limit` records of `hits` by WGS84 distance to
+        (lat, lng) at or after the distance `after` (metres, the cursor's): a superset
+        the database orders exactly. Sphere and spheroid distances differ by less than
+        0.56 %, so spheroid = sphere x [1/1.006, 1.006] (+ 1 m for float rounding). The
+        records that may be at or after `after` have sphere >= after / 1.006 - 1; those
+        certainly after it have sphere > after x 1.006 + 1. With `D` the `limit`-th
+        smallest sphere distance among the latter, the exact page lies within the
+        spheroid `D` x 1.006 + 1, hence within the sphere (`D` x 1.006 + 1) x 1.006 + 1:
+        the candidates are every record of the uncertain band and those up to there."""
+        idx = np.flatnonzero(hits)
+        if idx.size == 0:
+            return []
+        rec = self.records[idx]
+        dot = _unit(rec["lat"].astype(np.float64), rec["lng"].astype(np.float64)) @ _unit(
+            np.array(lat), np.array(lng)
+        )
+        dist = np.arccos(np.clip(dot, -1.0, 1.0)) * _EARTH_R
+        certain = np.ones(idx.size, dtype=bool)
+        if after is not None:
+            maybe = dist >= after / 1.006 - 1.0
+            certain = dist > after * 1.006 + 1.0
+            idx, dist, certain = idx[maybe], dist[maybe], certain[maybe]
+        if np.count_nonzero(certain) > limit:
+            d = np.partition(dist[certain], limit - 1)[limit - 1]
+            keep = ~certain | (dist <= (d * 1.006 + 1.0) * 1.006 + 1.0)
+            idx = idx[keep]
+        hi, lo = self.records["id_hi"][idx], self.records["id_lo"][idx]
+        return [uuid.UUID(int=(int(a) << 64) | int(b)) for a, b in zip(hi, lo, strict=True)]

@@ -722,6 +722,24 @@ class PostgresEngine:
             block_page = blocks.page(hits, sort, limit + 1, key)
             p["page_ids"] = block_page
             where = "provider_id = ANY (%(page_ids)s::uuid[])"
+        elif sort == "distance" and s.block_hits is not None and "lat" in p:
+            # Candidates on the sphere from the blocks, ordered exactly on the spheroid.
+            blocks, hits = s.block_hits
+            after = float(key[0]) if key is not None else None
+            p["page_ids"] = ids = blocks.nearest(hits, p["lat"], p["lng"], limit + 1, after)
+            cur = await conn.execute(
+                f"SELECT * FROM (SELECT {columns}, {expr} AS sort_key, count(*) OVER ()"
+                f" AS found FROM {table} WHERE provider_id = ANY (%(page_ids)s::uuid[])) c"
+                f" WHERE {cond.replace(expr, 'sort_key')}"
+                f" ORDER BY sort_key, provider_id LIMIT %(limit)s",
+                p,
+            )
+            rows = await cur.fetchall()
+            if all(r[-1] == len(ids) for r in rows) and (rows or not ids):
+                return [r[:-1] for r in rows]
+            # a document went away between the two statements: the SQL page answers
+            s.block_hits = None
+            return await self._page(conn, table, columns, s, sort, limit, key, extra, total)
         elif (
             sort in ("rating", "price")
             and not s.wide_only

@@ -158,6 +158,27 @@ def test_block_pass_without_a_position_covers_every_tutor(
     assert got.model_dump() == want.model_dump()
 
 
+@pytest.mark.parametrize("sort", ["distance", "rating", "price"])
+def test_a_page_candidate_without_a_document_falls_back_to_sql(
+    engine_thread: EngineThread,
+    sql_engine: PostgresEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    sort: str,
+) -> None:
+    """A document removed between the facet pass and the page (simulated: a candidate id
+    with no document) sends the page to the SQL path, which answers exactly."""
+    ghost = uuid.UUID("00000000-0000-4000-8000-000000000000")
+    for name in ("page", "nearest"):
+        real = getattr(Blocks, name)
+        # the first real candidate is replaced: without the fallback the page loses it
+        monkeypatch.setattr(Blocks, name, lambda *a, _r=real, **k: [ghost, *_r(*a, **k)[1:]])
+    q = TutorQuery(lat=48.8566, lng=2.3522, radius_km=40, sort=sort, limit=7)
+    got = engine_thread.run(engine_thread.engine.search_tutors(q))
+    want = engine_thread.run(sql_engine.search_tutors(q))
+    assert got.total > 7
+    assert got.model_dump() == want.model_dump()
+
+
 @st.composite
 def map_queries(draw: Any) -> TutorMapQuery:
     lat, lng = draw(st.sampled_from(CENTRES))
