@@ -270,6 +270,7 @@ class Blocks:
         self.records = np.frombuffer(b"".join([part[0] for part in parts]), dtype=DTYPE[family])
         self.others: dict[int, list[str]] = {}
         self.edge = np.zeros(len(self.records), dtype=bool)
+        self.rank: npt.NDArray[np.float64] | None = None  # see `among`
         offset = 0
         for rows, entries, edge in parts:
             n = len(rows) // size
@@ -286,6 +287,31 @@ class Blocks:
         if len(rows) != n * DTYPE[family].itemsize:
             raise ValueError(f"a block holds {len(rows)} bytes, its count {n} records")
         return rows
+
+    def among(self, ids: bytes, ranks: bytes) -> npt.NDArray[np.bool_]:
+        """Mask of the records whose provider id is in `ids` (16-byte uuids, packed);
+        `ranks` (big-endian float4, one per id, or empty) become `self.rank`, the rank of
+        each matched record (the relevance page's key)."""
+        match = np.frombuffer(ids, dtype=">u8").reshape(-1, 2)
+        mh, ml = match[:, 0].astype(np.uint64), match[:, 1].astype(np.uint64)
+        order = np.lexsort((ml, mh))
+        mh, ml = mh[order], ml[order]
+        rh = self.records["id_hi"].astype(np.uint64)
+        rl = self.records["id_lo"].astype(np.uint64)
+        if len(mh) > 1 and not np.all(mh[1:] != mh[:-1]):
+            # two matches share their first 8 bytes (p ~ 1e-11): an exact set instead
+            pairs = {(int(h), int(low)): i for i, (h, low) in enumerate(zip(mh, ml, strict=True))}
+            at = np.array(
+                [pairs.get((int(h), int(low)), -1) for h, low in zip(rh, rl, strict=True)]
+            )
+            found = at >= 0
+        else:
+            at = np.minimum(np.searchsorted(mh, rh), max(len(mh) - 1, 0))
+            found = (mh[at] == rh) & (ml[at] == rl) if len(mh) else np.zeros(len(rh), bool)
+        if ranks:
+            rank = np.frombuffer(ranks, dtype=">f4").astype(np.float64)[order]
+            self.rank = np.where(found, rank[np.maximum(at, 0)], np.nan) if len(rank) else None
+        return found
 
     def sphere_test(
         self, lat: float, lng: float, cos_in: float, cos_out: float
@@ -444,15 +470,22 @@ class Blocks:
     ) -> list[uuid.UUID]:
         """The ids of the first `limit` records of `hits` in the order of `sort` after
         the keyset `key` (the cursor's [sort value, provider id]): `rating` =
-        coalesce(rating_avg, 0) descending, `price` = price_minor ascending, ties by
-        provider_id ascending (uuid order is byte order: (id_hi, id_lo) as unsigned)."""
+        coalesce(rating_avg, 0) descending, `price` = price_minor ascending, `relevance`
+        = `self.rank` descending; ties by provider_id ascending (uuid order is byte
+        order: (id_hi, id_lo) as unsigned)."""
         r = self.records
+        k0: float | None
         if sort == "rating":
             primary = -np.maximum(r["rating"].astype(np.int64), 0)
             k0 = None if key is None else -int(Decimal(str(key[0])) * 100)
         elif sort == "price":
             primary = r["price"].astype(np.int64)
             k0 = None if key is None else int(key[0])
+        elif sort == "relevance" and self.rank is not None:
+            # ts_rank is a float4: its float64 image orders and compares exactly; the
+            # cursor holds its shortest decimal text, compared as ::real like in SQL
+            primary = -self.rank
+            k0 = None if key is None else -float(np.float32(key[0]))
         else:
             raise ValueError(f"no block page for sort {sort!r}")
         hi, lo = r["id_hi"].astype(np.uint64), r["id_lo"].astype(np.uint64)

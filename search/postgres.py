@@ -204,6 +204,7 @@ class _Sql:
         self.lang_ok = "true"
         self.geo: tuple[str, str] | None = None
         self.wide_only = False
+        self.text: str | None = None  # the full-text condition (documents only)
         self.scanned = 0
         # (blocks, results mask) when the facet pass ran on the facet blocks
         self.block_hits: tuple[Blocks, Any] | None = None
@@ -326,9 +327,10 @@ class PostgresEngine:
                     # GIN prefix scan of a common word costs more (40k matches: 60-70 ms)
                     # than testing the few thousand rows of the radius. The function form
                     # of @@ is not matched to the GIN index.
-                    s.base.append("ts_match_vq(search_vector, %(tsq_match)s::tsquery)")
+                    s.text = "ts_match_vq(search_vector, %(tsq_match)s::tsquery)"
                 else:
-                    s.base.append("search_vector @@ %(tsq_match)s::tsquery")
+                    s.text = "search_vector @@ %(tsq_match)s::tsquery"
+                s.base.append(s.text)
                 s.wide_only = True
         if q.min_price is not None:
             p["min_price"] = q.min_price
@@ -380,7 +382,7 @@ class PostgresEngine:
         q: TutorQuery | CoachQuery,
     ) -> tuple[dict[str, Any], int]:
         facet = "subject" if col == "subjects" else "expertise"
-        if self.blocks and not s.wide_only and not (q.available_from or q.available_to):
+        if self.blocks and not (q.available_from or q.available_to):
             got = await self._block_facets(conn, table, q, s, facet, selected, langs)
             if got is not None:
                 return got
@@ -443,6 +445,25 @@ class PostgresEngine:
                 return None
             ranges = [(lo, hi, False) for lo, hi in cover.inner]
             ranges += [(lo, hi, True) for lo, hi in cover.edge]
+        text = None
+        if s.text is not None:
+            # The one pass over the documents the text needs: the ids of the matches in
+            # the radius's box (and their ranks for a relevance sort), packed. The box
+            # only: the blocks decide the radius (a geography test per row would cost
+            # more than the text match).
+            rank = "ts_rank(search_vector, %(tsq)s::tsquery)"
+            box = (
+                "(location::geometry) && ST_MakeEnvelope(%(gx0)s, %(gy0)s, %(gx1)s, %(gy1)s, 4326)"
+            )
+            cur = await conn.cursor(binary=True).execute(
+                "SELECT coalesce(string_agg(uuid_send(provider_id), ''::bytea), ''::bytea),"
+                f" coalesce(string_agg(float4send({rank if q.sort == 'relevance' else '0'}),"
+                f" ''::bytea), ''::bytea) FROM {table} WHERE"
+                f" {box if s.geo else 'true'} AND {s.text}",
+                p,
+            )
+            row = await cur.fetchone()
+            text = (bytes(row[0]), bytes(row[1])) if row else (b"", b"")
         blocks = await self._fetch_blocks(conn, family, ranges)
         keep = None
         if blocks.edge.any():
@@ -454,6 +475,9 @@ class PostgresEngine:
                 " %(radius_m)s, true)",
                 p,
             )  # fmt: skip
+        if text is not None:
+            matched = blocks.among(*text)
+            keep = matched if keep is None else keep & matched
         bits = self._bits or await self._load_bits(conn)
         counts = blocks.count(_block_filters(q, p), keep)
         s.scanned = counts.scanned
@@ -720,7 +744,10 @@ class PostgresEngine:
         p["limit"] = limit + 1
         where = f"{s.all()} AND {cond}"
         block_page = None
-        if sort in ("rating", "price") and s.block_hits is not None:
+        if s.block_hits is not None and (
+            sort in ("rating", "price")
+            or (sort == "relevance" and s.block_hits[0].rank is not None)
+        ):
             # The facet blocks hold every result with its sort key and id: the page is
             # picked there, and only its rows are read from the documents.
             blocks, hits = s.block_hits

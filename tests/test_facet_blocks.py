@@ -179,6 +179,46 @@ def test_a_page_candidate_without_a_document_falls_back_to_sql(
     assert got.model_dump() == want.model_dump()
 
 
+WORDS = ["maths", "math", "anglais", "physique", "algeb", "histoire", "piano", "english",
+         "chem", "mar", "jean", "prof", "cours", "the", "xyzzy"]  # fmt: skip
+
+
+@st.composite
+def text_queries(draw: Any) -> TutorQuery | CoachQuery:
+    words = draw(st.lists(st.sampled_from(WORDS), min_size=1, max_size=2))
+    common = {
+        "q": " ".join(words),
+        "sort": draw(st.sampled_from(["relevance", "rating", "price"])),
+        "min_rating": draw(st.one_of(st.none(), st.sampled_from([3.5, 4.2]))),
+        "language": draw(st.lists(st.sampled_from(["fr", "en"]), max_size=1)),
+        "limit": draw(st.integers(1, 30)),
+    }
+    if draw(st.booleans()):
+        return CoachQuery(**common)
+    lat, lng = draw(st.sampled_from(CENTRES))
+    if draw(st.booleans()):
+        common["sort"] = draw(st.sampled_from([common["sort"], "distance"]))
+        common.update(lat=lat, lng=lng, radius_km=draw(st.sampled_from([5.0, 40.0, 300.0])))
+    return TutorQuery(**common)
+
+
+@_SETTINGS
+@given(q=text_queries())
+def test_block_text_pass_equals_sql_pass(
+    engine_thread: EngineThread, sql_engine: PostgresEngine, q: TutorQuery | CoachQuery
+) -> None:
+    """Text queries: the matches (and ranks) from one pass over the documents, facets and
+    pages on the blocks — every page of a cursor walk equals the SQL path's."""
+    method = "search_tutors" if isinstance(q, TutorQuery) else "search_coaches"
+    for _ in range(4):
+        got = engine_thread.run(getattr(engine_thread.engine, method)(q))
+        want = engine_thread.run(getattr(sql_engine, method)(q))
+        assert got.model_dump() == want.model_dump()
+        if got.next_cursor is None:
+            break
+        q = q.model_copy(update={"cursor": got.next_cursor})
+
+
 @st.composite
 def map_queries(draw: Any) -> TutorMapQuery:
     lat, lng = draw(st.sampled_from(CENTRES))
