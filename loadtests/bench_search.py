@@ -302,7 +302,7 @@ def pg_settings(conn: psycopg.Connection[Any]) -> dict[str, str]:
 
 
 def serve(
-    url: str, port: int, cache: bool, workers: int = 1, pool: tuple[int, int] = (4, 16)
+    url: str, port: int, cache: bool, workers: int = 1, pool: tuple[int, int] = (4, 4)
 ) -> subprocess.Popen[bytes]:
     """A uvicorn server on `url` (`pool` = search pool min, max size per worker)."""
     env = dict(os.environ)
@@ -358,7 +358,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--port", type=int, default=8765)
     ap.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
-    ap.add_argument("--pool", default="4,16", help="search pool min,max size per worker")
+    ap.add_argument("--pool", default="4,4", help="search pool min,max size per worker")
     ap.add_argument("--distinct", type=int, default=40, help="rounds of the mix, cache off")
     ap.add_argument("--client", choices=("wrk", "httpx"), default="wrk")
     ap.add_argument("--skip-engine", action="store_true", help="HTTP phases only")
