@@ -44,7 +44,7 @@ ANCHORS: list[tuple[str, str]] = [
     ("api/routers/search.py", "handler"),
     ("search/service.py", "service, cache, JSON"),
     ("search/cache.py", "service, cache, JSON"),
-    ("api/search_fastpath.py", "fast path (miss)"),
+    ("api/search_fastpath.py", "lean path"),
     ("api/middleware.py", "middleware, access log, metrics"),
     ("structlog", "middleware, access log, metrics"),
     ("logging/", "middleware, access log, metrics"),
