@@ -392,3 +392,33 @@ async def test_openapi_describes_parameters_and_bodies(api: httpx.AsyncClient) -
     schemas = doc["components"]["schemas"]
     assert set(schemas["TutorItem"]["required"]) >= {"id", "price", "rating", "distance_km"}
     assert set(schemas["RatingBucket"]["properties"]) == {"key", "from", "to", "count"}
+
+
+async def test_a_miss_stores_body_alias_and_releases_the_lock(redis_url: str) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url)
+    cache = SearchCache(client, "postgres", ttl_s=30)
+    try:
+
+        async def compute() -> bytes:
+            return b'{"total":1}'
+
+        body, hit = await cache.get_or_compute("d1", compute, target_digest="t1")
+        assert (body, hit) == (b'{"total":1}', False)
+        gen = await cache.generation()
+        assert await client.get(f"search:v1:postgres:{gen}:d1") == body
+        assert await cache.get_raw("t1") == body
+        assert 0 < await client.ttl(f"search:v1:postgres:raw:{gen}:t1") <= 30
+        assert not await client.exists(f"search:v1:postgres:{gen}:d1:lock")
+        assert await cache.get_or_compute("d1", compute) == (body, True)
+
+        async def failing() -> bytes:
+            raise RuntimeError("engine down")
+
+        with pytest.raises(RuntimeError):
+            await cache.get_or_compute("d2", failing, target_digest="t2")
+        assert not await client.exists(f"search:v1:postgres:{gen}:d2:lock")
+        assert await cache.get_raw("t2") is None
+    finally:
+        await client.aclose()
