@@ -43,8 +43,8 @@ def create_app() -> FastAPI:
         lifespan=_lifespan,
     )
     install_error_handlers(app)
-    # Added first = innermost: cached search hits still get a request id, a log line and
-    # HTTP metrics.
+    # Added first = innermost: the search GETs it answers (hits and misses) still get a
+    # request id, a log line and HTTP metrics.
     app.add_middleware(SearchFastPath)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)

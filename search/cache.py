@@ -16,6 +16,8 @@ the generation is part of the key, so a bump invalidates aliases too.
 Concurrent misses of one key compute once: in one process the waiters share an asyncio
 future; across processes the first takes a short Redis lock (`SET NX PX`) and the others
 wait for its value (polling, bounded by the lock's lifetime) before computing themselves.
+The computed body, its raw alias and the lock's release go in one pipelined round trip (a
+miss costs 3 round trips: lookup, lock, store — each ~0.1 ms of client CPU in redis-py).
 """
 
 from __future__ import annotations
@@ -97,9 +99,12 @@ class SearchCache:
         )
         return body if isinstance(body, bytes) else None
 
+    def _raw_key(self, gen: int, target_digest: str) -> str:
+        return f"{self._base()}:raw:{gen}:{target_digest}"
+
     async def put_raw(self, gen: int, target_digest: str, body: bytes) -> None:
         """Alias a raw request target to `body` (computed at generation `gen`)."""
-        await self.client.set(f"{self._base()}:raw:{gen}:{target_digest}", body, ex=self.ttl_s)
+        await self.client.set(self._raw_key(gen, target_digest), body, ex=self.ttl_s)
 
     async def get_or_compute(
         self,
@@ -125,11 +130,10 @@ class SearchCache:
             return body, False
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._inflight[key] = fut
+        raw = self._raw_key(gen, target_digest) if target_digest is not None else None
         try:
-            body = await self._compute_locked(key, compute)
+            body = await self._compute_locked(key, compute, raw)
             fut.set_result(body)
-            if target_digest is not None:
-                await self.put_raw(gen, target_digest, body)
             return body, False
         except BaseException as exc:
             fut.set_exception(exc)
@@ -138,7 +142,11 @@ class SearchCache:
         finally:
             del self._inflight[key]
 
-    async def _compute_locked(self, key: str, compute: Callable[[], Awaitable[bytes]]) -> bytes:
+    async def _compute_locked(
+        self, key: str, compute: Callable[[], Awaitable[bytes]], raw: str | None
+    ) -> bytes:
+        """Compute under the cross-process lock and store the body (and its raw alias
+        `raw`) and release the lock in one round trip."""
         lock = key + ":lock"
         if not await self.client.set(lock, b"1", nx=True, px=self.lock_ms):
             # Another process computes it: wait for its value, bounded by the lock's life.
@@ -147,12 +155,20 @@ class SearchCache:
                 await asyncio.sleep(0.005)
                 body = await self.client.get(key)
                 if isinstance(body, bytes):
+                    if raw is not None:
+                        await self.client.set(raw, body, ex=self.ttl_s)
                     return body
                 if not await self.client.exists(lock):
                     break
         try:
             body = await compute()
-            await self.client.set(key, body, ex=self.ttl_s)
-            return body
-        finally:
+        except BaseException:
             await self.client.delete(lock)
+            raise
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(key, body, ex=self.ttl_s)
+        if raw is not None:
+            pipe.set(raw, body, ex=self.ttl_s)
+        pipe.delete(lock)
+        await pipe.execute()
+        return body

@@ -32,7 +32,7 @@ from search.engine import EngineUnavailable, SearchEngine
 from search.errors import InvalidParameter
 from search.geo import snap_bbox
 from search.metrics import CACHE_LOOKUPS, DEGRADED, ENGINE_LATENCY
-from search.schemas import CoachQuery, TutorMapQuery, TutorQuery, normalized
+from search.schemas import CoachQuery, TutorMapQuery, TutorQuery, body_fields, normalized
 
 log = get_logger(__name__)
 
@@ -118,8 +118,6 @@ class SearchService:
 
         async def body() -> bytes:
             result, degraded = await self._answer(endpoint, compute)
-            result.pop("cached", None)
-            result.pop("took_ms", None)
             if degraded is None:
                 return orjson.dumps(result)
             result["degraded"] = True
@@ -151,13 +149,13 @@ class SearchService:
     async def _listing(self, engine: SearchEngine, q: Any, method: str) -> dict[str, Any]:
         run = getattr(engine, method)
         try:
-            return dict((await run(q)).model_dump())
+            return body_fields(await run(q))
         except InvalidParameter as exc:
             if engine is self.engine or exc.param != "cursor" or q.cursor is None:
                 raise
         # The fallback cannot read this cursor (a relevance cursor of the primary): the
         # degraded answer restarts from the first page rather than fail.
-        return dict((await run(q.model_copy(update={"cursor": None}))).model_dump())
+        return body_fields(await run(q.model_copy(update={"cursor": None})))
 
     async def search_tutors(self, q: TutorQuery, target: str | None = None) -> bytes:
         """The JSON body of `GET /api/v1/search/tutors`. `target`: the raw request target's
@@ -173,7 +171,7 @@ class SearchService:
         q = q.model_copy(update={"bbox": snap_bbox(q.bbox, q.zoom)})
 
         async def go(engine: SearchEngine) -> dict[str, Any]:
-            return (await engine.tutor_map(q)).model_dump()
+            return body_fields(await engine.tutor_map(q))
 
         return await self._run("tutors_map", q, go, target)
 

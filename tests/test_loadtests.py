@@ -214,3 +214,49 @@ def test_gate_passes_on_a_tiny_real_load(
     r = gate(str(path), "--slo", str(CI_SLO))
     assert r.returncode == 0, r.stdout
     assert "SLO gate passed" in r.stdout
+
+
+def test_wrk_phase_rotates_the_mix_and_reports_errors() -> None:
+    """The cache-off HTTP phase's wrk script (Lua) runs, walks the URL mix from a different
+    place in each thread, and reports percentiles, throughput and non-2xx answers."""
+    import shutil
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from loadtests.bench_search import wrk_bench, wrk_urls
+
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        pytest.skip("wrk is not installed")
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            status = 404 if self.path.startswith("/api/v1/search/coaches") else 200
+            self.send_response(status)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        res = wrk_bench(wrk, f"http://127.0.0.1:{server.server_port}", 4, 1, 2)
+    finally:
+        server.shutdown()
+        server.server_close()
+    urls = wrk_urls(2)
+    assert res["urls"] == len(urls) == 36
+    assert res["n"] > 0
+    assert res["req_per_s"] > 0
+    assert 0 < res["errors"] < res["n"]  # the coach URLs answered 404
+    assert 0 <= res["p50"] <= res["p95"] <= res["p99"]
+    assert "closed loop" in res["client"]
+    assert set(seen) <= set(urls)
+    assert len(set(seen)) == len(set(urls))  # the whole mix in one second, no URL left out

@@ -251,3 +251,174 @@ async def test_map_viewport_is_snapped_for_the_cache(api: httpx.AsyncClient) -> 
     assert a.json()["cached"] is False
     assert b.json()["cached"] is True
     assert a.json()["mode"] == "clusters"
+
+
+# --- the lean miss path, the response models, the OpenAPI document -------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "model"),
+    [
+        (BASE, {"lat": 48.8566, "lng": 2.3522, "radius_km": 30, "subject": "mathematics"}, "T"),
+        (BASE, {"sort": "price", "limit": 3, "language": "en"}, "T"),
+        ("/api/v1/search/coaches", {"kind": "mentor", "limit": 5}, "C"),
+        (BASE + "/map", {"bbox": "1.5,48.5,3.2,49.2", "zoom": 8}, "M"),
+        (BASE + "/map", {"bbox": "2.2,48.8,2.5,48.9", "zoom": 14}, "M"),
+    ],
+)
+async def test_bodies_have_the_documented_shape(
+    api: httpx.AsyncClient, path: str, params: dict[str, Any], model: str
+) -> None:
+    """Every field and type of a real body, miss and hit, against the models the OpenAPI
+    document publishes (`extra="forbid"`: no undocumented field either)."""
+    from search.schemas import CoachPage, MapPage, TutorPage
+
+    page = {"T": TutorPage, "C": CoachPage, "M": MapPage}[model]
+    for cached in (False, True):
+        r = await api.get(path, params=params)
+        assert r.status_code == 200
+        assert r.headers["content-type"] == "application/json"
+        body = r.json()
+        assert body["cached"] is cached
+        parsed = page.model_validate(body, strict=True)
+        assert parsed.model_dump(by_alias=True, exclude_unset=True) == body
+    if model == "M":
+        assert body["mode"] == ("points" if params["zoom"] >= 13 else "clusters")
+        assert body["total"] > 0
+    else:
+        assert body["items"]
+        assert body["facets"]["rating"]
+
+
+async def test_missing_map_viewport_is_a_422_naming_each_parameter(
+    api: httpx.AsyncClient,
+) -> None:
+    r = await api.get(BASE + "/map", params={"subject": "physics"})
+    assert r.status_code == 422
+    assert r.headers["content-type"] == "application/problem+json"
+    body = r.json()
+    assert body["code"] == "validation_error"
+    assert [(e["param"], e["in"], e["type"]) for e in body["errors"]] == [
+        ("bbox", "query", "missing"),
+        ("zoom", "query", "missing"),
+    ]
+
+
+async def test_lean_path_and_fastapi_routes_answer_alike(
+    search_dataset: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The FastAPI routes (taken when the lean ASGI path is not installed) and the lean
+    path answer through one function: same bodies, same errors."""
+    from api.app import create_app
+    from api.search_fastpath import SearchFastPath
+    from core.settings import get_settings
+
+    monkeypatch.setenv("SEARCH_CACHE_ENABLED", "false")
+    get_settings.cache_clear()
+    targets = [
+        BASE + "?lat=45.764&lng=4.8357&subject=physics&limit=4",
+        BASE + "/map?bbox=2,48,3,49&zoom=9",
+        "/api/v1/search/coaches?expertise=leadership&sort=price&limit=3",
+        BASE + "?sort=distance",
+        BASE + "/map?zoom=9",
+    ]
+    seen: list[list[tuple[int, str, Any]]] = []
+    try:
+        for lean in (True, False):
+            app = create_app()
+            if not lean:
+                app.user_middleware = [
+                    m for m in app.user_middleware if m.cls is not SearchFastPath
+                ]
+            async with app.router.lifespan_context(app):
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                    out = []
+                    for t in targets:
+                        r = await c.get(t)
+                        body = r.json()
+                        body.pop("took_ms", None)
+                        out.append((r.status_code, r.headers["content-type"], body))
+                    seen.append(out)
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert seen[0] == seen[1]
+    assert [s for s, _, _ in seen[0]] == [200, 200, 200, 422, 422]
+
+
+async def test_unexpected_error_on_a_miss_is_a_500_problem(
+    api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def boom(*_args: Any, **_kwargs: Any) -> bytes:
+        raise RuntimeError("boom: internal detail")
+
+    monkeypatch.setattr(SearchService, "search_coaches", boom)
+    r = await api.get("/api/v1/search/coaches", params={"limit": 7})
+    assert r.status_code == 500
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["code"] == "internal_error"
+    assert "boom" not in r.text
+    assert r.headers["x-request-id"]
+
+
+async def test_misses_are_counted_under_their_route(api: httpx.AsyncClient) -> None:
+    await api.get(BASE, params={"subject": "geography", "limit": 2})
+    await api.get(BASE, params={"lat": "x", "lng": 2})
+    text = (await api.get("/metrics")).text
+    for status in ("200", "422"):
+        assert (
+            'educonnect_http_requests_total{method="GET",route="/api/v1/search/tutors",'
+            f'status="{status}"}}'
+        ) in text
+
+
+async def test_openapi_describes_parameters_and_bodies(api: httpx.AsyncClient) -> None:
+    doc = (await api.get("/openapi.json")).json()
+    expected = {
+        "/api/v1/search/tutors": ("TutorPage", {"subject", "lat", "lng", "radius_km", "sort", "cursor"}, set()),
+        "/api/v1/search/tutors/map": ("MapPage", {"bbox", "zoom", "subject", "language"}, {"bbox", "zoom"}),
+        "/api/v1/search/coaches": ("CoachPage", {"expertise", "kind", "language", "sort", "limit"}, set()),
+    }  # fmt: skip
+    for path, (page, some, required) in expected.items():
+        op = doc["paths"][path]["get"]
+        params = {p["name"]: p for p in op["parameters"]}
+        assert some <= set(params)
+        assert {n for n, p in params.items() if p["required"]} == required
+        assert all(p["in"] == "query" for p in params.values())
+        ok = op["responses"]["200"]["content"]["application/json"]["schema"]
+        assert ok == {"$ref": f"#/components/schemas/{page}"}
+        assert "application/problem+json" in op["responses"]["422"]["content"]
+    schemas = doc["components"]["schemas"]
+    assert set(schemas["TutorItem"]["required"]) >= {"id", "price", "rating", "distance_km"}
+    assert set(schemas["RatingBucket"]["properties"]) == {"key", "from", "to", "count"}
+
+
+async def test_a_miss_stores_body_alias_and_releases_the_lock(redis_url: str) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url)
+    cache = SearchCache(client, "postgres", ttl_s=30)
+    try:
+
+        async def compute() -> bytes:
+            return b'{"total":1}'
+
+        body, hit = await cache.get_or_compute("d1", compute, target_digest="t1")
+        assert (body, hit) == (b'{"total":1}', False)
+        gen = await cache.generation()
+        assert await client.get(f"search:v1:postgres:{gen}:d1") == body
+        assert await cache.get_raw("t1") == body
+        assert 0 < await client.ttl(f"search:v1:postgres:raw:{gen}:t1") <= 30
+        assert not await client.exists(f"search:v1:postgres:{gen}:d1:lock")
+        assert await cache.get_or_compute("d1", compute) == (body, True)
+
+        async def failing() -> bytes:
+            raise RuntimeError("engine down")
+
+        with pytest.raises(RuntimeError):
+            await cache.get_or_compute("d2", failing, target_digest="t2")
+        assert not await client.exists(f"search:v1:postgres:{gen}:d2:lock")
+        assert await cache.get_raw("t2") is None
+    finally:
+        await client.aclose()

@@ -4,14 +4,23 @@ Query parameters are read as strings and validated by the query models of
 `search/schemas.py` (one source of rules for HTTP and for direct callers); every bad
 value is a 422 problem naming the parameter. Multi-valued filters (`subject`,
 `expertise`, `language`, `kind`) accept repeated parameters and comma-separated lists.
+
+The handlers take only the `Request`: the parameters are declared for OpenAPI
+(`openapi_extra`, the same entries FastAPI would generate from typed arguments) but not
+resolved by FastAPI — resolving 16 optional string parameters cost ~0.15 ms CPU per
+request, and the query model reads the query string anyway. In the running app the lean
+ASGI path (`api.search_fastpath`) answers these GETs through `answer()` before FastAPI's
+routing; the routes describe them in OpenAPI and answer when that path is not installed. The 200 bodies are documented
+by `search.schemas.TutorPage` / `CoachPage` / `MapPage` (the service sends JSON bytes, not
+re-validated).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ValidationError
 
 from api.errors import problem_responses, validation_problem
@@ -20,15 +29,12 @@ from core.settings import get_settings
 from search.cache import SearchCache, target_digest
 from search.engine import SearchEngine
 from search.postgres import PostgresEngine
-from search.schemas import CoachQuery, TutorMapQuery, TutorQuery
+from search.schemas import CoachPage, CoachQuery, MapPage, TutorMapQuery, TutorPage, TutorQuery
 from search.service import SearchService
 
 M = TypeVar("M", bound=BaseModel)
 router = APIRouter(prefix="/search", tags=["search"])
 _lock = asyncio.Lock()
-
-Multi = Annotated[list[str] | None, Query()]
-Opt = Annotated[str | None, Query()]
 
 
 async def get_service(request: Request) -> SearchService:
@@ -91,9 +97,32 @@ def _json(body: bytes) -> Response:
     return Response(body, media_type="application/json")
 
 
-def _query(request: Request, model: type[M], multi: tuple[str, ...]) -> M:
-    """Build `model` from the query string (multi-valued keys as lists); 422 on bad input."""
+async def answer(request: Request, endpoint: str) -> bytes:
+    """The JSON body for `endpoint` (`tutors`, `tutors_map`, `coaches`): the query model
+    first (a bad request never opens the pool), then the service. Raises the errors the
+    problem+json handlers render. The routes below and the lean ASGI path
+    (`api.search_fastpath`) both answer through here."""
+    if endpoint == "tutors":
+        tq = _query(request, TutorQuery, ("subject", "language"))
+        return await (await get_service(request)).search_tutors(tq, _target(request))
+    if endpoint == "tutors_map":
+        mq = _query(request, TutorMapQuery, ("subject", "language"), ("bbox", "zoom"))
+        return await (await get_service(request)).tutor_map(mq, _target(request))
+    cq = _query(request, CoachQuery, ("expertise", "language", "kind"))
+    return await (await get_service(request)).search_coaches(cq, _target(request))
+
+
+def _query(
+    request: Request, model: type[M], multi: tuple[str, ...], required: tuple[str, ...] = ()
+) -> M:
+    """Build `model` from the query string (multi-valued keys as lists); 422 on bad input
+    (a missing `required` parameter as FastAPI reports it: `missing`, "Field required")."""
     qp = request.query_params
+    missing = [k for k in required if k not in qp]
+    if missing:
+        raise validation_problem(
+            [{"loc": ("query", k), "msg": "Field required", "type": "missing"} for k in missing]
+        )
     params: dict[str, Any] = {k: qp.get(k) for k in qp if k not in multi}
     for k in multi:
         if k in qp:
@@ -104,6 +133,30 @@ def _query(request: Request, model: type[M], multi: tuple[str, ...]) -> M:
         raise validation_problem(
             [{**e, "loc": ("query", *e["loc"])} for e in exc.errors()]
         ) from None
+
+
+def _param(name: str, description: str | None = None, *, kind: str = "opt") -> dict[str, Any]:
+    """An OpenAPI query parameter as FastAPI generates it for `Annotated[str | None,
+    Query(description=...)]` (`kind="opt"`), `list[str] | None` (`"multi"`) or a required
+    `str` (`"required"`)."""
+    title = name.replace("_", " ").title()
+    if kind == "required":
+        schema: dict[str, Any] = {"type": "string", "title": title}
+    elif kind == "multi":
+        schema = {"anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "null"}]}
+        schema["title"] = title
+    else:
+        schema = {"anyOf": [{"type": "string"}, {"type": "null"}], "title": title}
+    out: dict[str, Any] = {"name": name, "in": "query", "required": kind == "required"}
+    if description:
+        schema["description"] = description
+        out["description"] = description
+    out["schema"] = schema
+    return out
+
+
+def _parameters(*params: dict[str, Any]) -> dict[str, Any]:
+    return {"parameters": list(params)}
 
 
 _COMMON = {
@@ -117,93 +170,81 @@ _COMMON = {
     "available_from": "RFC 3339: an open slot overlapping [available_from, available_to)",
     "available_to": "RFC 3339 end of the availability window",
 }
+_SUBJECT = _param("subject", "Subject slugs (repeat or comma-separate; any of them)", kind="multi")
+_GEO = (
+    _param("lat", "Latitude, degrees (with lng)"),
+    _param("lng", "Longitude, degrees (with lat)"),
+    _param("radius_km", "0 < r ≤ 500, default 25"),
+)
+_FILTERS = (
+    _param("min_price", _COMMON["min_price"]),
+    _param("max_price", _COMMON["max_price"]),
+    _param("currency", _COMMON["currency"]),
+    _param("min_rating", _COMMON["min_rating"]),
+    _param("language", _COMMON["language"], kind="multi"),
+    _param("mode", _COMMON["mode"]),
+    _param("available_from", _COMMON["available_from"]),
+    _param("available_to", _COMMON["available_to"]),
+)
+_CURSOR = _param("cursor", "`next_cursor` of the previous page")
 
 
 @router.get(
     "/tutors",
     summary="Search tutors (geo radius, text, filters, facets, keyset paging)",
-    responses=problem_responses(422, 503),
+    responses={200: {"model": TutorPage}, **problem_responses(422, 503)},
+    openapi_extra=_parameters(
+        _SUBJECT,
+        _param("q", _COMMON["q"]),
+        *_GEO,
+        *_FILTERS,
+        _param("sort", "distance | rating | price | relevance"),
+        _param("limit", "1-100, default 20"),
+        _CURSOR,
+    ),
 )
-async def search_tutors(
-    request: Request,
-    subject: Multi = None,
-    q: Annotated[str | None, Query(description=_COMMON["q"])] = None,
-    lat: Annotated[str | None, Query(description="Latitude, degrees (with lng)")] = None,
-    lng: Annotated[str | None, Query(description="Longitude, degrees (with lat)")] = None,
-    radius_km: Annotated[str | None, Query(description="0 < r ≤ 500, default 25")] = None,
-    min_price: Opt = None,
-    max_price: Opt = None,
-    currency: Opt = None,
-    min_rating: Opt = None,
-    language: Multi = None,
-    mode: Opt = None,
-    available_from: Opt = None,
-    available_to: Opt = None,
-    sort: Annotated[str | None, Query(description="distance | rating | price | relevance")] = None,
-    limit: Annotated[str | None, Query(description="1-100, default 20")] = None,
-    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
-) -> Response:
+async def search_tutors(request: Request) -> Response:
     """Tutors matching every filter, one page, with facets over the whole filtered set.
 
     Body: `{items, facets, total, next_cursor, engine, cached, took_ms}` (README: Search).
     """
-    query = _query(request, TutorQuery, ("subject", "language"))
-    service = await get_service(request)
-    return _json(await service.search_tutors(query, _target(request)))
+    return _json(await answer(request, "tutors"))
 
 
 @router.get(
     "/tutors/map",
     summary="Tutors on a map viewport: clusters at low zoom, points from zoom 13",
-    responses=problem_responses(422, 503),
+    responses={200: {"model": MapPage}, **problem_responses(422, 503)},
+    openapi_extra=_parameters(
+        _param("bbox", "min_lng,min_lat,max_lng,max_lat (degrees)", kind="required"),
+        _param("zoom", "Web-map zoom 0-22", kind="required"),
+        _SUBJECT,
+        _param("q", _COMMON["q"]),
+        *_GEO,
+        *_FILTERS,
+    ),
 )
-async def tutor_map(
-    request: Request,
-    bbox: Annotated[str, Query(description="min_lng,min_lat,max_lng,max_lat (degrees)")],
-    zoom: Annotated[str, Query(description="Web-map zoom 0-22")],
-    subject: Multi = None,
-    q: Opt = None,
-    lat: Opt = None,
-    lng: Opt = None,
-    radius_km: Opt = None,
-    min_price: Opt = None,
-    max_price: Opt = None,
-    currency: Opt = None,
-    min_rating: Opt = None,
-    language: Multi = None,
-    mode: Opt = None,
-    available_from: Opt = None,
-    available_to: Opt = None,
-) -> Response:
+async def tutor_map(request: Request) -> Response:
     """`{mode, clusters, points, total, engine, cached, took_ms}` for the snapped viewport."""
-    query = _query(request, TutorMapQuery, ("subject", "language"))
-    service = await get_service(request)
-    return _json(await service.tutor_map(query, _target(request)))
+    return _json(await answer(request, "tutors_map"))
 
 
 @router.get(
     "/coaches",
     summary="Search coaches and mentors (expertise, language, kind, text, facets)",
-    responses=problem_responses(422, 503),
+    responses={200: {"model": CoachPage}, **problem_responses(422, 503)},
+    openapi_extra=_parameters(
+        _param(
+            "expertise", "Expertise slugs (repeat or comma-separate; any of them)", kind="multi"
+        ),
+        _param("kind", "coach | mentor (repeat or comma-separate)", kind="multi"),
+        _param("q", _COMMON["q"]),
+        *_FILTERS,
+        _param("sort", "rating | price | relevance"),
+        _param("limit", "1-100, default 20"),
+        _CURSOR,
+    ),
 )
-async def search_coaches(
-    request: Request,
-    expertise: Multi = None,
-    kind: Multi = None,
-    q: Opt = None,
-    min_price: Opt = None,
-    max_price: Opt = None,
-    currency: Opt = None,
-    min_rating: Opt = None,
-    language: Multi = None,
-    mode: Opt = None,
-    available_from: Opt = None,
-    available_to: Opt = None,
-    sort: Annotated[str | None, Query(description="rating | price | relevance")] = None,
-    limit: Opt = None,
-    cursor: Opt = None,
-) -> Response:
+async def search_coaches(request: Request) -> Response:
     """Coaches and mentors, one page, with facets (`expertises`, `languages`, …)."""
-    query = _query(request, CoachQuery, ("expertise", "language", "kind"))
-    service = await get_service(request)
-    return _json(await service.search_coaches(query, _target(request)))
+    return _json(await answer(request, "coaches"))
