@@ -382,7 +382,7 @@ class PostgresEngine:
         q: TutorQuery | CoachQuery,
     ) -> tuple[dict[str, Any], int]:
         facet = "subject" if col == "subjects" else "expertise"
-        if self.blocks and not (q.available_from or q.available_to):
+        if self.blocks:
             got = await self._block_facets(conn, table, q, s, facet, selected, langs)
             if got is not None:
                 return got
@@ -445,7 +445,7 @@ class PostgresEngine:
                 return None
             ranges = [(lo, hi, False) for lo, hi in cover.inner]
             ranges += [(lo, hi, True) for lo, hi in cover.edge]
-        text = None
+        text: tuple[bytes, bytes] | None = None
         if s.text is not None:
             # The one pass over the documents the text needs: the ids of the matches in
             # the radius's box (and their ranks for a relevance sort), packed. The box
@@ -464,6 +464,19 @@ class PostgresEngine:
             )
             row = await cur.fetchone()
             text = (bytes(row[0]), bytes(row[1])) if row else (b"", b"")
+        available = None
+        if q.available_from or q.available_to:
+            # The providers with an open slot in the window (in the radius's box), from
+            # the facet rows' multiranges; the blocks decide the rest.
+            where = "geom && ST_MakeEnvelope(%(gx0)s, %(gy0)s, %(gx1)s, %(gy1)s, 4326)"
+            cur = await conn.cursor(binary=True).execute(
+                "SELECT coalesce(string_agg(uuid_send(provider_id), ''::bytea), ''::bytea)"
+                f" FROM {family}_facets WHERE {where if s.geo else 'true'}"
+                " AND availability && tstzrange(%(af)s, %(at)s)",
+                p,
+            )
+            row = await cur.fetchone()
+            available = bytes(row[0]) if row else b""
         blocks = await self._fetch_blocks(conn, family, ranges)
         keep = None
         if blocks.edge.any():
@@ -475,8 +488,11 @@ class PostgresEngine:
                 " %(radius_m)s, true)",
                 p,
             )  # fmt: skip
-        if text is not None:
-            matched = blocks.among(*text)
+        prefilters = [text] if text is not None else []
+        if available is not None:
+            prefilters.append((available, b""))
+        for ids, ranks in prefilters:
+            matched = blocks.among(ids, ranks)
             keep = matched if keep is None else keep & matched
         bits = self._bits or await self._load_bits(conn)
         counts = blocks.count(_block_filters(q, p), keep)
