@@ -14,8 +14,9 @@ Cells: a regular lng/lat grid of `CELL_DEG` = 360 / 2^14 degrees (about 2.4 km x
 Paris), aligned on (-180, -90) so it nests in the map's cluster grids (`search.geo`).
 `cell = ix * 16384 + iy` with `ix = floor((lng + 180) / CELL_DEG)` and
 `iy = floor((lat + 90) / CELL_DEG)`, so one grid column is one contiguous id range. A
-tutor without a position and every coach go to one of 64 negative cells
-`-1 - (first byte of the uuid & 63)` (they are only read whole).
+tutor without a position and every coach go to one of 1024 negative cells
+`-1 - (first two bytes of the uuid & 1023)`: they are only read whole, and small cells
+keep the re-pack of a streaming write small (~50 records at 50,000 coaches).
 
 Record (big-endian, as PostgreSQL's `*send` functions write it), in provider_id order
 within a block:
@@ -83,7 +84,7 @@ PACK_SQL: dict[str, str] = {
     "coach": _PACK.format(cat="expertise_bits", mentor=" | ((kind = 'mentor')::int << 3)"),
 }
 # The cell of a facet row (a generated column of `{family}_facets`, migration 0008).
-_LOOSE = "(-1 - (get_byte(uuid_send(provider_id), 0) & 63))"
+_LOOSE = "(-1 - (((get_byte(uuid_send(provider_id), 0) << 8) | get_byte(uuid_send(provider_id), 1)) & 1023))"
 CELL_SQL: dict[str, str] = {
     "tutor": (
         "CASE WHEN geom IS NULL THEN " + _LOOSE + " ELSE"

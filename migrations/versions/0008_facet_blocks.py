@@ -2,7 +2,7 @@
 
 - `tutor_facets.cell` / `coach_facets.cell`: a generated column, the row's cell
   (`search.blocks.CELL_SQL`: a 360/2^14-degree lng/lat grid for tutors with a position,
-  64 uuid-hashed negative cells for the others and for coaches), with a btree index.
+  1024 uuid-hashed negative cells for the others and for coaches), with a btree index.
 - `tutor_facet_blocks` / `coach_facet_blocks` (cell primary key, n records, rows = the
   packed records in provider_id order, others = `languages_other` entries, version = a
   new `search_facet_block_version` value at every write, so a reader holding a copy
@@ -30,8 +30,8 @@ branch_labels = None
 depends_on = None
 
 CELL = {
-    "tutor": "CASE WHEN geom IS NULL THEN (-1 - (get_byte(uuid_send(provider_id), 0) & 63)) ELSE (floor((ST_X(geom) + 180) / 0.02197265625)::integer * 16384 + floor((ST_Y(geom) + 90) / 0.02197265625)::integer) END",
-    "coach": "(-1 - (get_byte(uuid_send(provider_id), 0) & 63))",
+    "tutor": "CASE WHEN geom IS NULL THEN (-1 - (((get_byte(uuid_send(provider_id), 0) << 8) | get_byte(uuid_send(provider_id), 1)) & 1023)) ELSE (floor((ST_X(geom) + 180) / 0.02197265625)::integer * 16384 + floor((ST_Y(geom) + 90) / 0.02197265625)::integer) END",
+    "coach": "(-1 - (((get_byte(uuid_send(provider_id), 0) << 8) | get_byte(uuid_send(provider_id), 1)) & 1023))",
 }
 BLOCK_ROWS = {
     "tutor": "SELECT cell, count(*)::integer, string_agg(uuid_send(provider_id) || int8send(subject_bits) || int8send(language_bits) || int4send(price_minor) || int2send(coalesce((rating_avg * 100)::smallint, -1::smallint)) || int2send((online::int | (in_person::int << 1) | ((languages_other IS NOT NULL)::int << 2))::smallint) || convert_to(currency::text, 'SQL_ASCII') || float8send(coalesce(ST_Y(geom), 'NaN')) || float8send(coalesce(ST_X(geom), 'NaN')), ''::bytea ORDER BY provider_id), array_agg(rn::text || ':' || array_to_string(languages_other, ',') ORDER BY rn) FILTER (WHERE languages_other IS NOT NULL) FROM (SELECT f.*, (row_number() OVER (PARTITION BY cell ORDER BY provider_id) - 1) AS rn FROM tutor_facets f WHERE true) x GROUP BY cell",
