@@ -42,6 +42,7 @@ import math
 import uuid
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -49,7 +50,7 @@ import numpy.typing as npt
 
 CELL_DEG = 360.0 / 16384.0
 COLUMN = 16384  # cell ids per grid column
-_EARTH_R = 6371008.7714  # the PostGIS sphere: (2a + b) / 3 of WGS84
+EARTH_R = 6371008.7714  # the PostGIS sphere: (2a + b) / 3 of WGS84
 
 F_ONLINE, F_IN_PERSON, F_OTHERS, F_MENTOR = 1, 2, 4, 8
 
@@ -125,6 +126,10 @@ class Cover:
     inner: list[tuple[int, int]]
     edge: list[tuple[int, int]]
 
+    def ranges(self) -> list[tuple[int, int, bool]]:
+        """(lo, hi, edge) of every range, inner ones first."""
+        return [(lo, hi, False) for lo, hi in self.inner] + [(lo, hi, True) for lo, hi in self.edge]
+
 
 def _unit(lat: npt.NDArray[np.float64], lng: npt.NDArray[np.float64]) -> npt.NDArray[Any]:
     phi, lam = np.radians(lat), np.radians(lng)
@@ -166,7 +171,7 @@ def radius_cover(
     ys = np.arange(iy0, iy1 + 2, dtype=np.float64) * CELL_DEG - 90.0
     p = _unit(np.array(lat), np.array(lng))
     gx, gy = np.meshgrid(xs, ys, indexing="ij")  # corners, (nx + 1, ny + 1)
-    cos_in = math.cos(max(0.0, r_in - 1.0) / _EARTH_R)
+    cos_in = math.cos(max(0.0, r_in - 1.0) / EARTH_R)
     corner_in = _unit(gy, gx) @ p >= cos_in
     inner = corner_in[:-1, :-1] & corner_in[1:, :-1] & corner_in[:-1, 1:] & corner_in[1:, 1:]
     # nearest point of each cell in lng/lat (clamped), then the triangle inequality
@@ -175,7 +180,7 @@ def radius_cover(
     cx, cy = np.broadcast_arrays(cx, cy)
     diam = 1.5 * math.radians(CELL_DEG)
     near = np.arccos(np.clip(_unit(cy, cx) @ p, -1.0, 1.0)) - diam
-    edge = ~inner & (near * _EARTH_R <= r_out)
+    edge = ~inner & (near * EARTH_R <= r_out)
     return Cover(_runs(inner, ix0, iy0), _runs(edge, ix0, iy0))
 
 
@@ -239,8 +244,14 @@ class Counts:
     hits: npt.NDArray[np.bool_] | None = None  # the results, over the records
 
 
+def signed64(mask: int) -> int:
+    """An unsigned 64-bit `mask` as a signed int64 (bit 63 is the sign): a PostgreSQL
+    bigint, or a numpy int64 to test against."""
+    return mask - (1 << 64) if mask >= 1 << 63 else mask
+
+
 def _as_signed(mask: int) -> np.int64:
-    return np.int64(mask - (1 << 64) if mask >= 1 << 63 else mask)
+    return np.int64(signed64(mask))
 
 
 def _bit_counts(values: npt.NDArray[np.int64]) -> dict[int, int]:
@@ -281,6 +292,16 @@ class Blocks:
             if edge:
                 self.edge[offset : offset + n] = True
             offset += n
+
+    @cached_property
+    def cat(self) -> npt.NDArray[np.int64]:
+        """The catalogue masks in native int64 (converted once per query)."""
+        return self.records["cat"].astype(np.int64)
+
+    @cached_property
+    def lang(self) -> npt.NDArray[np.int64]:
+        """The language masks in native int64 (converted once per query)."""
+        return self.records["lang"].astype(np.int64)
 
     @staticmethod
     def check(family: str, n: int, rows: bytes) -> bytes:
@@ -366,8 +387,7 @@ class Blocks:
             if "coach" in f.kinds:
                 want |= ~mentor
             base &= want
-        cat = r["cat"].astype(np.int64)
-        lang = r["lang"].astype(np.int64)
+        cat, lang = self.cat, self.lang
         cat_ok = (
             (cat & _as_signed(f.cat_mask)) != 0
             if f.cat_mask is not None
@@ -391,8 +411,7 @@ class Blocks:
         if r.size == 0:
             return out
         base, cat_ok, lang_ok = self.masks(f, keep)
-        cat = r["cat"].astype(np.int64)
-        lang = r["lang"].astype(np.int64)
+        cat, lang = self.cat, self.lang
         by_lang = base & lang_ok
         by_cat = base & cat_ok
         hits = by_lang & cat_ok
@@ -525,7 +544,7 @@ class Blocks:
         dot = _unit(rec["lat"].astype(np.float64), rec["lng"].astype(np.float64)) @ _unit(
             np.array(lat), np.array(lng)
         )
-        dist = np.arccos(np.clip(dot, -1.0, 1.0)) * _EARTH_R
+        dist = np.arccos(np.clip(dot, -1.0, 1.0)) * EARTH_R
         certain = np.ones(idx.size, dtype=bool)
         if after is not None:
             maybe = dist >= after / 1.006 - 1.0

@@ -37,7 +37,16 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from search import cursor as cursors
-from search.blocks import ALL_CELLS, Blocks, Counts, Filters, bbox_cover, radius_cover
+from search.blocks import (
+    ALL_CELLS,
+    EARTH_R,
+    Blocks,
+    Counts,
+    Filters,
+    bbox_cover,
+    radius_cover,
+    signed64,
+)
 from search.facets import build_facets
 from search.schemas import (
     CoachQuery,
@@ -64,7 +73,6 @@ _FACET_PAGE_MAX = 5000
 # start over.
 _BLOCK_CACHE_BYTES = 64 * 1024 * 1024
 _FACET_PAGE_SCAN_MAX = 12000
-_EARTH_R = 6371008.7714  # the PostGIS sphere: (2a + b) / 3 of WGS84
 # Exact radius test on a document (geography): certainly inside on the sphere, or inside on
 # the spheroid. `_ST_DWithin` is the non-indexable form: the bbox above is the index filter.
 _RADIUS_EXACT = (
@@ -94,7 +102,7 @@ def _radius(s: _Sql, lat: float, lng: float, radius_km: float) -> None:
     r_out = r * _SPHERE_OUT + 1.0
     # A lng/lat box holding the sphere cap of radius r_out (whole longitudes near a pole or
     # across the antimeridian: a superset is always correct, the exact tests decide).
-    d = r_out / _EARTH_R
+    d = r_out / EARTH_R
     dlat = math.degrees(d) * 1.001 + 1e-9
     y0, y1 = lat - dlat, lat + dlat
     x0, x1 = -180.0, 180.0
@@ -119,8 +127,8 @@ def _radius(s: _Sql, lat: float, lng: float, radius_km: float) -> None:
         px=math.cos(phi) * math.cos(lam),
         py=math.cos(phi) * math.sin(lam),
         pz=math.sin(phi),
-        cos_in=math.cos(r_in / _EARTH_R),
-        cos_out=math.cos(min(math.pi, r_out / _EARTH_R)),
+        cos_in=math.cos(r_in / EARTH_R),
+        cos_out=math.cos(min(math.pi, r_out / EARTH_R)),
     )
     s.geo = (_RADIUS_WIDE, _RADIUS_FACETS)
 
@@ -175,11 +183,6 @@ def _block_filters(q: TutorQuery | TutorMapQuery | CoachQuery, p: dict[str, Any]
         lang_other=tuple(p.get("lang_other", ())),
         lang_filtered=bool(q.language),
     )
-
-
-def _signed(mask: int) -> int:
-    """`mask` as a PostgreSQL bigint parameter (bit 63 would be the sign)."""
-    return mask - (1 << 64) if mask >= 1 << 63 else mask
 
 
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -357,13 +360,13 @@ class PostgresEngine:
             if unknown:  # a slug newer than our copy of the bit table
                 bits = await self._load_bits(conn)
                 cat_mask, unknown = bits.mask(facet, catalogue)
-            p["cat_mask"] = _signed(cat_mask)
+            p["cat_mask"] = signed64(cat_mask)
             s.cat_ok = f"({facet}_bits & %(cat_mask)s) <> 0"
         if q.language:
             lang_mask, other = bits.mask("language", q.language)
             ors = []
             if lang_mask:
-                p["lang_mask"] = _signed(lang_mask)
+                p["lang_mask"] = signed64(lang_mask)
                 ors.append("(language_bits & %(lang_mask)s) <> 0")
             if other:
                 p["lang_other"] = other
@@ -443,8 +446,7 @@ class PostgresEngine:
             )  # fmt: skip
             if cover is None:
                 return None
-            ranges = [(lo, hi, False) for lo, hi in cover.inner]
-            ranges += [(lo, hi, True) for lo, hi in cover.edge]
+            ranges = cover.ranges()
         text: tuple[bytes, bytes] | None = None
         if s.text is not None:
             # The one pass over the documents the text needs: the ids of the matches in
@@ -455,11 +457,15 @@ class PostgresEngine:
             box = (
                 "(location::geometry) && ST_MakeEnvelope(%(gx0)s, %(gy0)s, %(gx1)s, %(gy1)s, 4326)"
             )
+            # ranks only for a relevance sort (none computed otherwise)
+            rank_agg = (
+                f"coalesce(string_agg(float4send({rank}), ''::bytea), ''::bytea)"
+                if q.sort == "relevance"
+                else "''::bytea"
+            )
             cur = await conn.cursor(binary=True).execute(
                 "SELECT coalesce(string_agg(uuid_send(provider_id), ''::bytea), ''::bytea),"
-                f" coalesce(string_agg(float4send({rank if q.sort == 'relevance' else '0'}),"
-                f" ''::bytea), ''::bytea) FROM {table} WHERE"
-                f" {box if s.geo else 'true'} AND {s.text}",
+                f" {rank_agg} FROM {table} WHERE {box if s.geo else 'true'} AND {s.text}",
                 p,
             )
             row = await cur.fetchone()
@@ -514,10 +520,7 @@ class PostgresEngine:
         by PostGIS (`&&`, like the SQL pass); filters as in the facet pass."""
         p = s.params
         box = (p["x0"], p["y0"], p["x1"], p["y1"])
-        cover = bbox_cover(box)
-        ranges = [(lo, hi, False) for lo, hi in cover.inner]
-        ranges += [(lo, hi, True) for lo, hi in cover.edge]
-        blocks = await self._fetch_blocks(conn, "tutor", ranges)
+        blocks = await self._fetch_blocks(conn, "tutor", bbox_cover(box).ranges())
         keep = None
         if blocks.edge.any():
             keep, near = blocks.box_test(box)
@@ -620,38 +623,22 @@ class PostgresEngine:
         row = await cur.fetchone()
         keep[undecided] = row[0] if row else False
 
-    @staticmethod
     def _block_arithmetic(
+        self,
         bits: _Bits,
         c: Counts,
         facet: str,
         selected: tuple[str, ...],
         langs: tuple[str, ...],
     ) -> tuple[dict[str, Any], int] | None:
-        """Facets and total from the block counts, None when a bit has no name."""
-        names: list[dict[str, int]] = []
-        for name, by_bit in ((facet, c.cat), ("language", c.lang)):
-            table = bits.value.get(name, [])
-            out: dict[str, int] = {}
-            for b, n in by_bit.items():
-                v = table[b] if b < len(table) else None
-                if v is None:
-                    return None
-                out[v] = n
-            names.append(out)
-        cat, lang = names
-        for code, n in c.lang_other.items():
-            lang[code] = lang.get(code, 0) + n
-        facets = build_facets(
-            catalogue_facet=facet + "s",
-            catalogue_counts=cat,
-            catalogue_selected=selected,
-            language_counts=lang,
-            language_selected=langs,
-            rating_counts=c.rating,
-            price_stats=c.price,
-        )
-        return facets, c.total
+        """Facets and total from the block counts (per bit: single-bit masks), None when a
+        bit has no name."""
+        return self._facets_from(
+            bits, facet, selected, langs,
+            {1 << b: n for b, n in c.cat.items()},
+            {1 << b: n for b, n in c.lang.items()},
+            c.lang_other, c.rating, c.price,
+        )  # fmt: skip
 
     def _arithmetic(
         self,
@@ -691,11 +678,32 @@ class PostgresEngine:
                     st[1] = min(st[1], mn)
                     st[2] = max(st[2], mx)
                     st[3] += int(total)
+        return self._facets_from(
+            bits, facet, selected, langs, cat_by_mask, lang_by_mask, lang_other_counts,
+            rating, {k: (v[0], v[1], v[2], v[3]) for k, v in price.items()},
+        )  # fmt: skip
+
+    def _facets_from(
+        self,
+        bits: _Bits,
+        facet: str,
+        selected: tuple[str, ...],
+        langs: tuple[str, ...],
+        cat_by_mask: dict[int, int],
+        lang_by_mask: dict[int, int],
+        lang_other: dict[str, int],
+        rating: dict[int, int],
+        price: dict[str, tuple[int, int, int, int]],
+    ) -> tuple[dict[str, Any], int] | None:
+        """The `facets` object and the total (the results: the price counts) from counts
+        per catalogue mask and per language mask (a mask's count goes to each of its
+        bits), per other language code, per rating bucket and per currency; None when a
+        mask has a bit without a name."""
         cat = self._expand(bits, facet, cat_by_mask)
         lang = self._expand(bits, "language", lang_by_mask)
         if cat is None or lang is None:
             return None
-        for code, n in lang_other_counts.items():
+        for code, n in lang_other.items():
             lang[code] = lang.get(code, 0) + n
         facets = build_facets(
             catalogue_facet=facet + "s",
@@ -704,7 +712,7 @@ class PostgresEngine:
             language_counts=lang,
             language_selected=langs,
             rating_counts=rating,
-            price_stats={k: (v[0], v[1], v[2], v[3]) for k, v in price.items()},
+            price_stats=price,
         )
         return facets, sum(v[0] for v in price.values())
 

@@ -128,13 +128,21 @@ _SETTINGS = settings(
 )
 
 
+def _both(et: EngineThread, sql_engine: PostgresEngine, q: Any) -> tuple[Any, Any]:
+    """(block path, SQL path) answers to the tutor or coach query `q`."""
+    method = "search_tutors" if isinstance(q, TutorQuery) else "search_coaches"
+    return (
+        et.run(getattr(et.engine, method)(q)),
+        et.run(getattr(sql_engine, method)(q)),
+    )
+
+
 @_SETTINGS
 @given(q=tutor_queries())
 def test_block_pass_equals_sql_pass_tutors(
     engine_thread: EngineThread, sql_engine: PostgresEngine, q: TutorQuery
 ) -> None:
-    got = engine_thread.run(engine_thread.engine.search_tutors(q))
-    want = engine_thread.run(sql_engine.search_tutors(q))
+    got, want = _both(engine_thread, sql_engine, q)
     assert got.model_dump() == want.model_dump()
 
 
@@ -143,8 +151,7 @@ def test_block_pass_equals_sql_pass_tutors(
 def test_block_pass_equals_sql_pass_coaches(
     engine_thread: EngineThread, sql_engine: PostgresEngine, q: CoachQuery
 ) -> None:
-    got = engine_thread.run(engine_thread.engine.search_coaches(q))
-    want = engine_thread.run(sql_engine.search_coaches(q))
+    got, want = _both(engine_thread, sql_engine, q)
     assert got.model_dump() == want.model_dump()
 
 
@@ -152,8 +159,7 @@ def test_block_pass_without_a_position_covers_every_tutor(
     engine_thread: EngineThread, sql_engine: PostgresEngine
 ) -> None:
     q = TutorQuery(subject=["mathematics"], language=["fr", "en"], sort="price")
-    got = engine_thread.run(engine_thread.engine.search_tutors(q))
-    want = engine_thread.run(sql_engine.search_tutors(q))
+    got, want = _both(engine_thread, sql_engine, q)
     assert got.total > 0
     assert got.model_dump() == want.model_dump()
 
@@ -173,8 +179,7 @@ def test_a_page_candidate_without_a_document_falls_back_to_sql(
         # the first real candidate is replaced: without the fallback the page loses it
         monkeypatch.setattr(Blocks, name, lambda *a, _r=real, **k: [ghost, *_r(*a, **k)[1:]])
     q = TutorQuery(lat=48.8566, lng=2.3522, radius_km=40, sort=sort, limit=7)
-    got = engine_thread.run(engine_thread.engine.search_tutors(q))
-    want = engine_thread.run(sql_engine.search_tutors(q))
+    got, want = _both(engine_thread, sql_engine, q)
     assert got.total > 7
     assert got.model_dump() == want.model_dump()
 
@@ -209,10 +214,8 @@ def test_block_text_pass_equals_sql_pass(
 ) -> None:
     """Text queries: the matches (and ranks) from one pass over the documents, facets and
     pages on the blocks — every page of a cursor walk equals the SQL path's."""
-    method = "search_tutors" if isinstance(q, TutorQuery) else "search_coaches"
     for _ in range(4):
-        got = engine_thread.run(getattr(engine_thread.engine, method)(q))
-        want = engine_thread.run(getattr(sql_engine, method)(q))
+        got, want = _both(engine_thread, sql_engine, q)
         assert got.model_dump() == want.model_dump()
         if got.next_cursor is None:
             break
