@@ -274,18 +274,28 @@ class Blocks:
     """Decoded records of fetched blocks: `records` (a numpy structured array, native
     byte order) and `others` ({record index: codes}) for `languages_other`."""
 
-    def __init__(self, family: str, parts: list[tuple[bytes, list[str] | None, bool]]) -> None:
+    def __init__(
+        self,
+        family: str,
+        parts: list[tuple[bytes, list[str] | None, bool]],
+        keys: list[tuple[int, int]] | None = None,
+    ) -> None:
         """`parts`: (packed records, `others` entries, edge cell) per block, each block's
-        size already checked (`check`)."""
+        size already checked (`check`); `keys`: (cell, version) per block, when known
+        (`spans` then lists each block's records)."""
         size = DTYPE[family].itemsize
         # one join + one frombuffer: np.concatenate of unaligned records is ~15x slower
         self.records = np.frombuffer(b"".join([part[0] for part in parts]), dtype=DTYPE[family])
         self.others: dict[int, list[str]] = {}
         self.edge = np.zeros(len(self.records), dtype=bool)
         self.rank: npt.NDArray[np.float64] | None = None  # see `among`
+        # (cell, version, first record, record count) per block
+        self.spans: list[tuple[int, int, int, int]] = []
         offset = 0
-        for rows, entries, edge in parts:
+        for b, (rows, entries, edge) in enumerate(parts):
             n = len(rows) // size
+            if keys is not None:
+                self.spans.append((keys[b][0], keys[b][1], offset, n))
             for entry in entries or ():
                 i, _, codes = entry.partition(":")
                 self.others[offset + int(i)] = codes.split(",")
@@ -314,6 +324,17 @@ class Blocks:
         """Mask of the records whose provider id is in `ids` (16-byte uuids, packed);
         `ranks` (big-endian float4, one per id, or empty) become `self.rank`, the rank of
         each matched record (the relevance page's key)."""
+        found, rank = self.lookup(ids, ranks)
+        if ranks:
+            self.rank = rank
+        return found
+
+    def lookup(
+        self, ids: bytes, ranks: bytes
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float64] | None]:
+        """(mask of the records whose provider id is in `ids` (16-byte uuids, packed),
+        rank of each record (NaN where unmatched; None when `ranks` is empty)) with
+        `ranks` big-endian float4, one per id."""
         match = np.frombuffer(ids, dtype=">u8").reshape(-1, 2)
         mh, ml = match[:, 0].astype(np.uint64), match[:, 1].astype(np.uint64)
         order = np.lexsort((ml, mh))
@@ -330,10 +351,18 @@ class Blocks:
         else:
             at = np.minimum(np.searchsorted(mh, rh), max(len(mh) - 1, 0))
             found = (mh[at] == rh) & (ml[at] == rl) if len(mh) else np.zeros(len(rh), bool)
-        if ranks:
-            rank = np.frombuffer(ranks, dtype=">f4").astype(np.float64)[order]
-            self.rank = np.where(found, rank[np.maximum(at, 0)], np.nan) if len(rank) else None
-        return found
+        if not ranks:
+            return found, None
+        rank = np.frombuffer(ranks, dtype=">f4").astype(np.float64)[order]
+        if not len(rank):
+            return found, np.full(len(found), np.nan)
+        return found, np.where(found, rank[np.maximum(at, 0)], np.nan)
+
+    def id_literal(self, idx: npt.NDArray[np.intp]) -> str:
+        """The provider ids of records `idx` as a PostgreSQL uuid[] literal."""
+        r = self.records
+        hexed = np.column_stack((r["id_hi"][idx], r["id_lo"][idx])).astype(">u8").tobytes().hex()
+        return "{" + ",".join([hexed[i : i + 32] for i in range(0, len(hexed), 32)]) + "}"
 
     def sphere_test(
         self, lat: float, lng: float, cos_in: float, cos_out: float

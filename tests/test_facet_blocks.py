@@ -405,3 +405,62 @@ def test_cached_blocks_follow_writes(market: psycopg.Connection[Any], database_u
     finally:
         et.run(sql.close())
         et.close()
+
+
+@pytest.mark.parametrize("by_id_cost", [0.0, 1e9], ids=["by-id", "box-pass"])
+def test_cached_text_matches_follow_writes(
+    market: psycopg.Connection[Any],
+    database_url: str,
+    by_id_cost: float,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The text match cache (`search.text_cache`): a word absent everywhere is cached as
+    no match per cell; after a tutor's headline gains it, the cell's new block version
+    makes the engine match again and find the tutor. A wider circle reuses the cached
+    cells and matches only the others (by id, or by a pass over the box: both forced
+    here); every answer equals the SQL pass."""
+    monkeypatch.setattr("search.postgres._BY_ID_COST", by_id_cost)
+    et = EngineThread(database_url)
+    sql = et.run(PostgresEngine.open(database_url, min_size=1, max_size=1, blocks=False))
+    try:
+        # a tutor with another one 100-400 km away (outside a 60 km circle, in a wider one)
+        lat, lng, pid, km = market.execute(
+            "SELECT ST_Y(a.geom), ST_X(a.geom), a.provider_id,"
+            " ST_Distance(a.geom::geography, b.geom::geography) / 1000"
+            " FROM tutor_facets a JOIN tutor_facets b ON a.provider_id <> b.provider_id"
+            " WHERE ST_DWithin(a.geom::geography, b.geom::geography, 400000)"
+            " AND NOT ST_DWithin(a.geom::geography, b.geom::geography, 100000)"
+            " ORDER BY a.provider_id, b.provider_id LIMIT 1"
+        ).fetchone()
+        cache = et.engine._text_cache
+
+        def both(q: TutorQuery) -> Any:
+            got = et.run(et.engine.search_tutors(q))
+            assert got.model_dump() == et.run(sql.search_tutors(q)).model_dump()
+            return got
+
+        q = TutorQuery(lat=lat, lng=lng, radius_km=60, q="quokka", sort="relevance")
+        assert both(q).total == 0
+        cached = len(cache)
+        assert cached > 0, "the first search cached its cells"
+        hits = cache.hits
+        assert both(q).total == 0
+        assert cache.hits - hits == cached, "the same search reads every cell from the cache"
+        market.execute(
+            "UPDATE provider_profiles SET headline = headline || ' quokka' WHERE user_id = %s",
+            (pid,),
+        )
+        _rebuild(market, [pid])
+        found = both(q)
+        assert [i["id"] for i in found.items] == [str(pid)]
+        # the wider circle: the 60 km cells from the cache, the others matched now
+        for word, sort in (("quokka", "relevance"), ("prof", "price"), ("prof", "relevance")):
+            hits, misses = cache.hits, cache.misses
+            wide = q.model_copy(update={"radius_km": km + 10, "q": (word,), "sort": sort})
+            both(wide)
+            both(q.model_copy(update={"q": (word,), "sort": sort}))
+            assert cache.misses > misses
+        assert cache.hits > hits
+    finally:
+        et.run(sql.close())
+        et.close()
