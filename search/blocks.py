@@ -282,26 +282,59 @@ class Blocks:
     ) -> None:
         """`parts`: (packed records, `others` entries, edge cell) per block, each block's
         size already checked (`check`); `keys`: (cell, version) per block, when known
-        (`spans` then lists each block's records)."""
+        (`cells` / `versions` / `starts` / `counts` then describe each block)."""
         size = DTYPE[family].itemsize
+        self._assemble(
+            family,
+            [part[0] for part in parts],
+            np.array([len(part[0]) // size for part in parts], dtype=np.int64),
+            np.array([part[2] for part in parts], dtype=bool),
+            [part[1] for part in parts],
+            np.array([k[0] for k in keys or ()], dtype=np.int64),
+            np.array([k[1] for k in keys or ()], dtype=np.int64),
+        )
+
+    @classmethod
+    def of(
+        cls,
+        family: str,
+        rows: list[bytes],
+        counts: npt.NDArray[np.int64],
+        edge: npt.NDArray[np.bool_],
+        others: list[list[str] | None],
+        cells: npt.NDArray[np.int64],
+        versions: npt.NDArray[np.int64],
+    ) -> Blocks:
+        """The blocks from per-block arrays: packed records (sizes checked), record
+        counts, edge flags, `others` entries, cell ids and versions."""
+        self = cls.__new__(cls)
+        self._assemble(family, rows, counts, edge, others, cells, versions)
+        return self
+
+    def _assemble(
+        self,
+        family: str,
+        rows: list[bytes],
+        counts: npt.NDArray[np.int64],
+        edge: npt.NDArray[np.bool_],
+        others: list[list[str] | None],
+        cells: npt.NDArray[np.int64],
+        versions: npt.NDArray[np.int64],
+    ) -> None:
         # one join + one frombuffer: np.concatenate of unaligned records is ~15x slower
-        self.records = np.frombuffer(b"".join([part[0] for part in parts]), dtype=DTYPE[family])
-        self.others: dict[int, list[str]] = {}
-        self.edge = np.zeros(len(self.records), dtype=bool)
+        self.records = np.frombuffer(b"".join(rows), dtype=DTYPE[family])
+        self.counts = counts
+        self.starts = (np.cumsum(counts) - counts).astype(np.int64)
+        self.cells, self.versions = cells, versions
+        self.edge = np.repeat(edge, counts)
         self.rank: npt.NDArray[np.float64] | None = None  # see `among`
-        # (cell, version, first record, record count) per block
-        self.spans: list[tuple[int, int, int, int]] = []
-        offset = 0
-        for b, (rows, entries, edge) in enumerate(parts):
-            n = len(rows) // size
-            if keys is not None:
-                self.spans.append((keys[b][0], keys[b][1], offset, n))
-            for entry in entries or ():
-                i, _, codes = entry.partition(":")
-                self.others[offset + int(i)] = codes.split(",")
-            if edge:
-                self.edge[offset : offset + n] = True
-            offset += n
+        self.others: dict[int, list[str]] = {}
+        for b, entries in enumerate(others):
+            if entries:
+                offset = int(self.starts[b])
+                for entry in entries:
+                    i, _, codes = entry.partition(":")
+                    self.others[offset + int(i)] = codes.split(",")
 
     @cached_property
     def cat(self) -> npt.NDArray[np.int64]:

@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
@@ -43,6 +42,7 @@ from search.blocks import (
     BOX_MARGIN,
     CELL_DEG,
     COLUMN,
+    DTYPE,
     EARTH_R,
     Blocks,
     Counts,
@@ -83,6 +83,8 @@ _FACET_PAGE_SCAN_MAX = 12000
 # the blocks missing from the text match cache while they hold fewer records than the
 # fetched blocks / this.
 _BY_ID_COST = 2.2
+# (cell, version) of a block, as `_fetch_blocks` packs them
+_BLOCK_META = np.dtype([("cell", ">i4"), ("version", ">i8")])
 # Exact radius test on a document (geography): certainly inside on the sphere, or inside on
 # the spheroid. `_ST_DWithin` is the non-indexable form: the bbox above is the index filter.
 _RADIUS_EXACT = (
@@ -103,6 +105,16 @@ _RADIUS_DOT = (
 _RADIUS_FACETS = (
     f"geom && ST_MakeEnvelope(%(gx0)s, %(gy0)s, %(gx1)s, %(gy1)s, 4326) AND {_RADIUS_DOT}"
 )
+
+
+def _uuid_array(ids: list[Any]) -> str:
+    """A uuid[] literal: psycopg dumps a list element by element (~2 µs each)."""
+    return "{" + ",".join([str(i) for i in ids]) + "}"
+
+
+def _float_array(values: npt.NDArray[Any]) -> str:
+    """A float8[] literal of `values`, exact (`repr` round-trips a float64)."""
+    return "{" + ",".join([repr(v) for v in values.astype(float).tolist()]) + "}"
 
 
 def _radius(s: _Sql, lat: float, lng: float, radius_km: float) -> None:
@@ -247,7 +259,6 @@ class PostgresEngine:
         self.blocks = blocks
         # family -> cell -> (version, packed records, others); the sorted cells held
         self._block_cache: dict[str, dict[int, tuple[int, bytes, list[str] | None]]] = {}
-        self._block_index: dict[str, Any] = {}
         self._block_bytes = 0
         self._text_cache = TextMatchCache()
         self._tsq: OrderedDict[tuple[str, ...], tuple[str, str]] = OrderedDict()
@@ -520,22 +531,17 @@ class PostgresEngine:
         else by one pass over the documents of the box holding every fetched cell
         (~1.1 µs per row), which renews every block's entry."""
         p = s.params
-        match, rank_query = p["tsq_match"], (p["tsq"] if ranked else None)
-        cache = self._text_cache
+        key = (family, p["tsq_match"], p["tsq"] if ranked else None)
+        cells, versions = blocks.cells.tolist(), blocks.versions.tolist()
+        starts, counts = blocks.starts.tolist(), blocks.counts.tolist()
+        pos, pos_rank, missing = self._text_cache.gather(key, cells, versions, starts)
         n = len(blocks.records)
         found = np.zeros(n, dtype=bool)
-        rank = np.full(n, np.nan) if ranked else None
-        missing = []
-        for span in blocks.spans:
-            cell, version, first, count = span
-            e = cache.get(family, match, cell, version, rank_query)
-            if e is None:
-                missing.append(span)
-                continue
-            if e.idx.size:
-                found[first + e.idx] = True
-                if rank is not None and e.ranks is not None:
-                    rank[first + e.idx] = e.ranks
+        found[pos] = True
+        rank = None
+        if ranked:
+            rank = np.full(n, np.nan)
+            rank[pos] = pos_rank
         if missing:
             rank_sql = "ts_rank(search_vector, %(tsq)s::tsquery)"
             rank_agg = (
@@ -543,19 +549,16 @@ class PostgresEngine:
                 if ranked
                 else "''::bytea"
             )
-            n_missing = sum(span[3] for span in missing)
+            n_missing = sum(counts[b] for b in missing)
             if n_missing * _BY_ID_COST < n:
-                idx = np.concatenate(
-                    [np.arange(first, first + count) for _, _, first, count in missing]
-                )
+                idx = np.concatenate([np.arange(starts[b], starts[b] + counts[b]) for b in missing])
                 where = "provider_id = ANY (%(text_ids)s::uuid[])"
                 args = {**p, "text_ids": blocks.id_literal(idx)}
             elif not s.geo:  # every block: the whole table
-                where, args, missing = "true", p, list(blocks.spans)
+                where, args, missing = "true", p, list(range(len(cells)))
             else:
                 # the box of every fetched cell, so each block's matches come out whole
-                cells = np.array([span[0] for span in blocks.spans], dtype=np.int64)
-                ix, iy = cells // COLUMN, cells % COLUMN
+                ix, iy = blocks.cells // COLUMN, blocks.cells % COLUMN
                 args = {
                     **p,
                     "tx0": int(ix.min()) * CELL_DEG - 180.0 - BOX_MARGIN,
@@ -567,7 +570,7 @@ class PostgresEngine:
                     "(location::geometry) && ST_MakeEnvelope(%(tx0)s, %(ty0)s, %(tx1)s,"
                     " %(ty1)s, 4326)"
                 )
-                missing = list(blocks.spans)
+                missing = list(range(len(cells)))
             cur = await conn.cursor(binary=True).execute(
                 "SELECT coalesce(string_agg(uuid_send(provider_id), ''::bytea), ''::bytea),"
                 f" {rank_agg} FROM {table} WHERE {where} AND {s.text}",
@@ -579,10 +582,11 @@ class PostgresEngine:
                 got = np.zeros(n, dtype=bool)
             if ranked and got_rank is None:  # no match at all
                 got_rank = np.full(n, np.nan)
-            for cell, version, first, count in missing:
-                idx = np.flatnonzero(got[first : first + count])
+            for b in missing:
+                first = starts[b]
+                idx = np.flatnonzero(got[first : first + counts[b]])
                 ranks = None if got_rank is None else got_rank[first + idx]
-                cache.put(family, match, cell, version, idx, rank_query, ranks)
+                self._text_cache.store(key, cells[b], versions[b], idx, ranks)
                 found[first + idx] = True
                 if rank is not None and ranks is not None:
                     rank[first + idx] = ranks
@@ -616,65 +620,79 @@ class PostgresEngine:
         family: str,
         ranges: list[tuple[int, int, bool]],
     ) -> Blocks:
-        """The blocks of the cell id ranges (lo, hi, edge), in one statement. Blocks are
-        cached (packed) in this process by (cell, version): the statement sends the
-        versions held for the cells of the ranges and PostgreSQL returns the packed rows
-        only of the blocks whose version differs (a re-pack always takes a new version),
-        so the answer is the current blocks, read in the statement's snapshot."""
+        """The blocks of the cell id ranges (lo, hi, edge). Blocks are cached (packed) in
+        this process by (cell, version), and a re-pack always takes a new version: one
+        prepared statement returns (cell, version) of every block of the
+        ranges packed in one `bytea` (a row per block costs ~1.5 µs in the driver, and
+        the coaches are 1,024 blocks); a second one reads the blocks whose version this
+        process does not hold, if any. Each block is read whole in one snapshot; a block
+        re-packed between the two statements is used in its newer version, and one gone
+        since the first counts as empty."""
         cache = self._block_cache.setdefault(family, {})
-        index = self._block_index.get(family)
-        if index is None:
-            index = np.array(sorted(cache), dtype=np.int64)
-            self._block_index[family] = index
-        bounds = np.array([(lo, hi + 1) for lo, hi, _ in ranges], dtype=np.int64)
-        starts, ends = np.searchsorted(index, bounds[:, 0]), np.searchsorted(index, bounds[:, 1])
-        inside = np.zeros(len(index) + 1, dtype=np.int32)  # +1 at each start, -1 at each end
-        np.add.at(inside, starts, 1)
-        np.add.at(inside, ends, -1)
-        held = {
-            cell: entry
-            for cell in index[np.cumsum(inside[:-1]) > 0].tolist()
-            if (entry := cache.get(cell)) is not None
-        }
-        # The held versions travel as one jsonb object (cell -> version): a lookup per
-        # block, no join for the planner to misjudge (a range join's row estimate is
-        # ~1000x too high, and it hashed it to disk).
-        same = "(%(held)s::jsonb ->> b.cell::text) = b.version::text"
         cur = await conn.cursor(binary=True).execute(
-            f"SELECT b.cell, b.version, r.edge, b.n, CASE WHEN {same} THEN NULL ELSE b.rows"
-            f" END, CASE WHEN {same} THEN NULL ELSE b.others END"
-            " FROM unnest(%(lo)s::integer[], %(hi)s::integer[], %(edge)s::boolean[])"
-            f" r(lo, hi, edge) JOIN {family}_facet_blocks b ON b.cell BETWEEN r.lo AND r.hi",
+            "SELECT coalesce(string_agg(int4send(cell) || int8send(version), ''::bytea),"
+            " ''::bytea) FROM unnest(%(lo)s::integer[], %(hi)s::integer[]) r(lo, hi)"
+            f" JOIN {family}_facet_blocks b ON b.cell BETWEEN r.lo AND r.hi",
             {  # array literals: psycopg dumps a list element by element (~1 ms here)
                 "lo": "{" + ",".join([str(r[0]) for r in ranges]) + "}",
                 "hi": "{" + ",".join([str(r[1]) for r in ranges]) + "}",
-                "edge": "{" + ",".join(["t" if r[2] else "f" for r in ranges]) + "}",
-                "held": orjson.dumps(
-                    {c: e[0] for c, e in held.items()}, option=orjson.OPT_NON_STR_KEYS
-                ).decode(),
             },
+            prepare=True,  # one plan per connection: planning cost more than the scan
         )
-        parts = []
-        keys = []
-        for cell, version, edge, n, rows, others in await cur.fetchall():
-            keys.append((cell, version))
-            if rows is None:  # the version this process holds
-                _, records, others = held[cell]
-            else:
-                records = Blocks.check(family, n, bytes(rows))
-                old = cache.get(cell)
-                if old is None:
-                    self._block_index.pop(family, None)  # a new cell: re-sort on next use
-                else:
+        row = await cur.fetchone()
+        assert row is not None  # an aggregate without GROUP BY: always one row
+        meta = np.frombuffer(row[0], dtype=_BLOCK_META)
+        cells, versions = meta["cell"].astype(np.int64), meta["version"].astype(np.int64)
+        cell_list, version_list = cells.tolist(), versions.tolist()
+        entries = [cache.get(c) for c in cell_list]
+        stale = [
+            c
+            for c, v, e in zip(cell_list, version_list, entries, strict=True)
+            if e is None or e[0] != v
+        ]
+        if stale:
+            cur = await conn.cursor(binary=True).execute(
+                f"SELECT cell, version, n, rows, others FROM {family}_facet_blocks"
+                " WHERE cell = ANY (%(cells)s::integer[])",
+                {"cells": "{" + ",".join([str(c) for c in stale]) + "}"},
+            )
+            fresh = {r[0]: r for r in await cur.fetchall()}
+            for c in stale:
+                got = fresh.get(c)
+                old = cache.pop(c, None)
+                if old is not None:
                     self._block_bytes -= len(old[1])
-                cache[cell] = (version, records, others)
+                if got is None:  # emptied since the first statement
+                    continue
+                _, version, n, rows, others = got
+                records = Blocks.check(family, n, bytes(rows))
+                cache[c] = (version, records, others)
                 self._block_bytes += len(records)
-            parts.append((records, others, edge))
+            entries = [cache.get(c) for c in cell_list]
+            kept = [i for i, e in enumerate(entries) if e is not None]
+            if len(kept) < len(entries):
+                cells, entries = cells[kept], [entries[i] for i in kept]
+            versions = np.array([e[0] for e in entries], dtype=np.int64)  # type: ignore[index]
+        held = [e for e in entries if e is not None]
+        # the edge flag of the range holding each cell (ranges are disjoint)
+        bounds = np.array([r[0] for r in ranges], dtype=np.int64)
+        order = np.argsort(bounds)
+        at = np.searchsorted(bounds[order], cells, side="right") - 1
+        edge = np.array([r[2] for r in ranges], dtype=bool)[order][at]
+        size = DTYPE[family].itemsize
+        blocks = Blocks.of(
+            family,
+            [e[1] for e in held],
+            np.array([len(e[1]) // size for e in held], dtype=np.int64),
+            edge,
+            [e[2] for e in held],
+            cells,
+            versions,
+        )
         if self._block_bytes > _BLOCK_CACHE_BYTES:  # start over rather than track use
             self._block_cache.clear()
-            self._block_index.clear()
             self._block_bytes = 0
-        return Blocks(family, parts, keys)
+        return blocks
 
     @staticmethod
     async def _decide(
@@ -695,8 +713,8 @@ class PostgresEngine:
             " FROM unnest(%(xs)s::float8[], %(ys)s::float8[]) WITH ORDINALITY u(x, y, i)",
             {
                 **params,
-                "xs": rec["lng"][undecided].astype(float).tolist(),
-                "ys": rec["lat"][undecided].astype(float).tolist(),
+                "xs": _float_array(rec["lng"][undecided]),
+                "ys": _float_array(rec["lat"][undecided]),
             },
         )
         row = await cur.fetchone()
@@ -855,13 +873,14 @@ class PostgresEngine:
             # picked there, and only its rows are read from the documents.
             blocks, hits = s.block_hits
             block_page = blocks.page(hits, sort, limit + 1, key)
-            p["page_ids"] = block_page
+            p["page_ids"] = _uuid_array(block_page)
             where = "provider_id = ANY (%(page_ids)s::uuid[])"
         elif sort == "distance" and s.block_hits is not None and "lat" in p:
             # Candidates on the sphere from the blocks, ordered exactly on the spheroid.
             blocks, hits = s.block_hits
             after = float(key[0]) if key is not None else None
-            p["page_ids"] = ids = blocks.nearest(hits, p["lat"], p["lng"], limit + 1, after)
+            ids = blocks.nearest(hits, p["lat"], p["lng"], limit + 1, after)
+            p["page_ids"] = _uuid_array(ids)
             cur = await conn.execute(
                 f"SELECT * FROM (SELECT {columns}, {expr} AS sort_key, count(*) OVER ()"
                 f" AS found FROM {table} WHERE provider_id = ANY (%(page_ids)s::uuid[])) c"

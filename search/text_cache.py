@@ -4,116 +4,128 @@ unchanged), with the facet block's cell as the segment.
 
 Why: the text filter (`q`) is the one filter the facet blocks cannot answer; it needs a
 pass over the documents of the radius, ~1.1 µs per row here (25 km around Paris: ~20k
-rows, 20-40 ms). Searches repeat their words over the same areas (a map pan, another
-sort, another filter, the next page, a neighbouring student): the matches of one word in
-one cell do not change until a document of that cell does, and then the cell's block
-takes a new `version` in the same transaction (`indexer.projection.refresh_blocks`).
-So the matches of (words, cell) are kept with the block version they were computed
-for; a later search reuses them only when the block it fetched has that very version,
-and computes the others. Exact: a cached entry is never used for a block it was not
-computed on (versions come from one sequence, also across reindex generations).
+rows, 20-30 ms). Searches repeat their words over the same areas (a map pan, another
+sort, another filter, the next page, a neighbouring student): the matches of one text
+query in one cell do not change until a document of that cell does, and then the cell's
+block takes a new `version` in the same transaction (`indexer.projection.refresh_blocks`).
+So the matches of (text query, cell) are kept with the block version they were computed
+on; a later search reuses them only when the block it fetched has that very version,
+and matches the others. Exact: an entry is never used for a block it was not computed
+on (versions come from one sequence, also across reindex generations).
 
-An entry holds the positions of the matching records within the block (uint16 is not
-enough for a dense cell: int32) and, for a relevance sort, their `ts_rank` (float4, as
-PostgreSQL computes it). Least recently used entries go first past `max_bytes`.
+An entry holds the positions of the matching records within the block and, for a
+relevance sort, their `ts_rank` (float4, as PostgreSQL computed it). Entries are grouped
+per (family, match query, rank query); the least recently used groups go first past
+`max_bytes`.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-_ENTRY_OVERHEAD = 256  # bytes per entry besides its arrays (dict slot, tuple, array headers)
-_EMPTY_IDX: npt.NDArray[np.int32] = np.zeros(0, dtype=np.int32)
-_EMPTY_IDX.setflags(write=False)
+_ENTRY_OVERHEAD = 200  # bytes per entry besides its arrays (dict slot, tuple, array headers)
+_EMPTY: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
 
-
-@dataclass(frozen=True, slots=True)
-class TextMatches:
-    """The matches of one text query in one block version: `idx` (positions of the
-    matching records in the block, ascending) and `ranks` (their `ts_rank` under
-    `rank_query`, float32, aligned with `idx`; None when not computed)."""
-
-    version: int
-    idx: npt.NDArray[np.int32]
-    rank_query: str | None
-    ranks: npt.NDArray[np.float32] | None
-
-    @property
-    def nbytes(self) -> int:
-        """Memory held, counted against the cache's budget (bytes)."""
-        return _ENTRY_OVERHEAD + self.idx.nbytes + (0 if self.ranks is None else self.ranks.nbytes)
+# cell -> (block version, positions of the matching records in the block, their ranks)
+Entry = tuple[int, npt.NDArray[np.int32], npt.NDArray[np.float32] | None]
+GroupKey = tuple[str, str, str | None]
 
 
 class TextMatchCache:
-    """Per-process LRU of `TextMatches` keyed by (family, match query, cell), bounded by
-    `max_bytes` (bytes of arrays plus a fixed overhead per entry). Not thread-safe: one
-    engine, one event loop."""
+    """Per-process LRU of text matches per block, bounded by `max_bytes` (the arrays
+    plus a fixed overhead per entry). Not thread-safe: one engine, one event loop."""
 
-    def __init__(self, max_bytes: int = 32 * 1024 * 1024) -> None:
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
-        self.hits = 0
-        self.misses = 0
-        self._entries: OrderedDict[tuple[str, str, int], TextMatches] = OrderedDict()
+        self.hits = 0  # blocks served from the cache
+        self.misses = 0  # blocks matched by the database
+        self._groups: OrderedDict[GroupKey, dict[int, Entry]] = OrderedDict()
+        self._group_bytes: dict[GroupKey, int] = {}
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return sum(len(g) for g in self._groups.values())
 
-    def get(
-        self, family: str, match: str, cell: int, version: int, rank_query: str | None
-    ) -> TextMatches | None:
-        """The entry of (family, match, cell) when it was computed on block `version`
-        and, if `rank_query` is given, holds the ranks under that query; else None."""
-        key = (family, match, cell)
-        e = self._entries.get(key)
-        if (
-            e is None
-            or e.version != version
-            or (rank_query is not None and e.rank_query != rank_query)
-        ):
-            self.misses += 1
-            return None
-        self._entries.move_to_end(key)
-        self.hits += 1
-        return e
-
-    def put(
+    def gather(
         self,
-        family: str,
-        match: str,
+        key: GroupKey,
+        cells: list[int],
+        versions: list[int],
+        starts: list[int],
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32] | None, list[int]]:
+        """For blocks b (cell `cells[b]` at version `versions[b]`, first record at
+        `starts[b]` of the fetched records) and the group `key` = (family, match query,
+        rank query or None): (positions of the cached matches among the fetched records,
+        their ranks when the group has a rank query, indexes b of the blocks without a
+        valid entry)."""
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = {}
+            self._group_bytes[key] = 0
+        else:
+            self._groups.move_to_end(key)
+        missing: list[int] = []
+        idx: list[npt.NDArray[np.int32]] = []
+        firsts: list[int] = []
+        lens: list[int] = []
+        ranks: list[npt.NDArray[np.float32]] = []
+        ranked = key[2] is not None
+        for b, (cell, version) in enumerate(zip(cells, versions, strict=True)):
+            e = group.get(cell)
+            if e is None or e[0] != version:
+                missing.append(b)
+            elif e[1].size:
+                idx.append(e[1])
+                firsts.append(starts[b])
+                lens.append(e[1].size)
+                if ranked:
+                    ranks.append(e[2])  # type: ignore[arg-type]
+        self.hits += len(cells) - len(missing)
+        self.misses += len(missing)
+        if not idx:
+            return _EMPTY, (np.zeros(0, np.float32) if ranked else None), missing
+        pos = np.concatenate(idx).astype(np.int64) + np.repeat(np.array(firsts), lens)
+        return pos, (np.concatenate(ranks) if ranked else None), missing
+
+    def store(
+        self,
+        key: GroupKey,
         cell: int,
         version: int,
         idx: npt.NDArray[Any],
-        rank_query: str | None = None,
         ranks: npt.NDArray[Any] | None = None,
     ) -> None:
-        """Store the matches of (family, match) in block (cell, version): `idx` the
-        matching records' positions in the block, `ranks` their ranks under
-        `rank_query` (both or neither). Replaces the cell's previous entry."""
-        if (ranks is None) != (rank_query is None):
-            raise ValueError("ranks and rank_query go together")
-        key = (family, match, cell)
-        entry = TextMatches(
+        """Keep the matches of group `key` in block (cell, version): `idx` the matching
+        records' positions in the block, `ranks` their ranks (given exactly when the
+        group has a rank query). Replaces the cell's previous entry."""
+        if (ranks is None) != (key[2] is None):
+            raise ValueError("ranks go with a rank query")
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = {}
+            self._group_bytes[key] = 0
+        entry: Entry = (
             version,
-            idx.astype(np.int32) if idx.size else _EMPTY_IDX,
-            rank_query,
+            idx.astype(np.int32),
             None if ranks is None else ranks.astype(np.float32),
         )
-        old = self._entries.pop(key, None)
+        size = _ENTRY_OVERHEAD + entry[1].nbytes + (0 if entry[2] is None else entry[2].nbytes)
+        old = group.get(cell)
         if old is not None:
-            self.bytes -= old.nbytes
-        self._entries[key] = entry
-        self.bytes += entry.nbytes
-        while self.bytes > self.max_bytes and self._entries:
-            _, gone = self._entries.popitem(last=False)
-            self.bytes -= gone.nbytes
+            size -= _ENTRY_OVERHEAD + old[1].nbytes + (0 if old[2] is None else old[2].nbytes)
+        group[cell] = entry
+        self._group_bytes[key] += size
+        self.bytes += size
+        while self.bytes > self.max_bytes and len(self._groups) > 1:
+            gone, _ = self._groups.popitem(last=False)
+            self.bytes -= self._group_bytes.pop(gone)
 
     def clear(self) -> None:
         """Drop every entry."""
-        self._entries.clear()
+        self._groups.clear()
+        self._group_bytes.clear()
         self.bytes = 0
