@@ -205,6 +205,76 @@ def bbox_cover(box: tuple[float, float, float, float]) -> Cover:
     return Cover(_runs(inner, ix0, iy0), _runs(edge, ix0, iy0))
 
 
+# ------------------------------------------------------------------ WGS84 distances
+
+WGS84_A = 6378137.0
+WGS84_F = 1 / 298.257223563
+# Vincenty's inverse solution is good to ~0.1 mm (Karney 2013, "Algorithms for
+# geodesics", J. Geodesy 87: 43-55, §1); PostGIS computes the geodesic with GeographicLib
+# (15 nm). A record nearer than this to the radius (metres) is left to PostGIS.
+GEODESIC_MARGIN = 0.01
+
+
+def wgs84_distance(
+    lat: float, lng: float, lats: npt.NDArray[np.float64], lngs: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """Geodesic distances in metres on the WGS84 ellipsoid from (lat, lng) to each
+    (lats, lngs) (degrees), by Vincenty's inverse formula (T. Vincenty, "Direct and
+    inverse solutions of geodesics on the ellipsoid with application of nested
+    equations", Survey Review 23(176), 1975), vectorized; NaN where the iteration does
+    not converge (nearly antipodal points)."""
+    f, a = WGS84_F, WGS84_A
+    b = (1 - f) * a
+    big_l = np.radians(lngs - lng)
+    u1 = math.atan((1 - f) * math.tan(math.radians(lat)))
+    u2 = np.arctan((1 - f) * np.tan(np.radians(lats)))
+    sin_u1, cos_u1 = math.sin(u1), math.cos(u1)
+    sin_u2, cos_u2 = np.sin(u2), np.cos(u2)
+    lam = big_l.copy()
+    converged = np.zeros(lam.shape, dtype=bool)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for _ in range(100):
+            sin_lam, cos_lam = np.sin(lam), np.cos(lam)
+            sin_sigma = np.hypot(cos_u2 * sin_lam, cos_u1 * sin_u2 - sin_u1 * cos_u2 * cos_lam)
+            cos_sigma = sin_u1 * sin_u2 + cos_u1 * cos_u2 * cos_lam
+            sigma = np.arctan2(sin_sigma, cos_sigma)
+            sin_alpha = np.where(sin_sigma > 0, cos_u1 * cos_u2 * sin_lam / sin_sigma, 0.0)
+            cos2_alpha = 1 - sin_alpha * sin_alpha
+            cos_2sm = np.where(
+                cos2_alpha > 0, cos_sigma - 2 * sin_u1 * sin_u2 / cos2_alpha, 0.0
+            )  # an equatorial line: cos2_alpha = 0
+            c = f / 16 * cos2_alpha * (4 + f * (4 - 3 * cos2_alpha))
+            previous = lam
+            lam = big_l + (1 - c) * f * sin_alpha * (
+                sigma + c * sin_sigma * (cos_2sm + c * cos_sigma * (-1 + 2 * cos_2sm * cos_2sm))
+            )
+            converged = np.abs(lam - previous) <= 1e-12
+            if converged.all():
+                break
+        u_sq = cos2_alpha * (a * a - b * b) / (b * b)
+        big_a = 1 + u_sq / 16384 * (4096 + u_sq * (-768 + u_sq * (320 - 175 * u_sq)))
+        big_b = u_sq / 1024 * (256 + u_sq * (-128 + u_sq * (74 - 47 * u_sq)))
+        delta_sigma = (
+            big_b
+            * sin_sigma
+            * (
+                cos_2sm
+                + big_b
+                / 4
+                * (
+                    cos_sigma * (-1 + 2 * cos_2sm * cos_2sm)
+                    - big_b
+                    / 6
+                    * cos_2sm
+                    * (-3 + 4 * sin_sigma * sin_sigma)
+                    * (-3 + 4 * cos_2sm * cos_2sm)
+                )
+            )
+        )
+        s = b * big_a * (sigma - delta_sigma)
+    return np.where(converged, np.where(sin_sigma > 0, s, 0.0), np.nan)
+
+
 # ------------------------------------------------------------------ the facet pass
 
 
@@ -415,6 +485,25 @@ class Blocks:
         keep[idx[dot >= cos_in]] = True
         ring = idx[(dot < cos_in) & (dot >= cos_out)]
         return keep, ring
+
+    def geodesic_test(
+        self,
+        keep: npt.NDArray[np.bool_],
+        ring: npt.NDArray[np.intp],
+        lat: float,
+        lng: float,
+        radius_m: float,
+    ) -> npt.NDArray[np.intp]:
+        """Decide the `ring` records (indexes) on the WGS84 ellipsoid: `keep[i]` set for
+        those within `radius_m` - `GEODESIC_MARGIN` of (lat, lng) by `wgs84_distance`;
+        returns the indexes of those within the margin of the radius (or where Vincenty's
+        iteration did not converge), which PostGIS decides."""
+        if not ring.size:
+            return ring
+        rec = self.records[ring]
+        d = wgs84_distance(lat, lng, rec["lat"].astype(np.float64), rec["lng"].astype(np.float64))
+        keep[ring[d <= radius_m - GEODESIC_MARGIN]] = True
+        return ring[~((d <= radius_m - GEODESIC_MARGIN) | (d > radius_m + GEODESIC_MARGIN))]
 
     def masks(
         self, f: Filters, keep: npt.NDArray[np.bool_] | None = None

@@ -489,7 +489,9 @@ class PostgresEngine:
         keep = None
         if blocks.edge.any():
             keep, ring = blocks.sphere_test(p["lat"], p["lng"], p["cos_in"], p["cos_out"])
-            # the spheroid decides the thin ring (PostGIS, as the SQL pass does)
+            # the spheroid decides the thin ring: Vincenty's distance, and PostGIS (as
+            # the SQL pass) within `GEODESIC_MARGIN` of the radius
+            ring = blocks.geodesic_test(keep, ring, p["lat"], p["lng"], p["radius_m"])
             await self._decide(
                 conn, blocks, keep, ring,
                 f"_ST_DWithin(ST_SetSRID(ST_MakePoint(x, y), 4326)::geography, {_POINT},"

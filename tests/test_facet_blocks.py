@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import date
 from typing import Any
 
+import numpy as np
 import psycopg
 import pytest
 from geographiclib.geodesic import Geodesic
@@ -21,7 +22,15 @@ from hypothesis import strategies as st
 from indexer.projection import build_all, rebuild_documents
 from profiles.catalogue import SUBJECTS
 from profiles.seed import SeedParams, seed
-from search.blocks import CELL_DEG, COLUMN, Blocks, radius_cover
+from search.blocks import (
+    CELL_DEG,
+    COLUMN,
+    DTYPE,
+    GEODESIC_MARGIN,
+    Blocks,
+    radius_cover,
+    wgs84_distance,
+)
 from search.geo import snap_bbox
 from search.postgres import PostgresEngine, _radius, _Sql
 from search.schemas import CoachQuery, TutorMapQuery, TutorQuery
@@ -77,6 +86,45 @@ def test_cover_is_sound(
             assert d <= radius_km * 1000, (y, x, d)
         elif not _in(cover.edge, cell):
             assert d > radius_km * 1000, (y, x, d)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lat=st.floats(-89.99, 89.99),
+    lng=st.floats(-180, 180),
+    offsets=st.lists(st.tuples(st.floats(-6, 6), st.floats(-6, 6)), min_size=1, max_size=50),
+)
+def test_vincenty_agrees_with_geographiclib(
+    lat: float, lng: float, offsets: list[tuple[float, float]]
+) -> None:
+    """The ring's numpy geodesic (Vincenty) is within 1 mm of GeographicLib (what
+    PostGIS uses) everywhere, poles and antimeridian included: far below the 1 cm
+    `GEODESIC_MARGIN` inside which PostGIS decides."""
+    lats = np.clip(np.array([lat + dy for dy, _ in offsets]), -90, 90)
+    lngs = (np.array([lng + dx for _, dx in offsets]) + 180) % 360 - 180
+    got = wgs84_distance(lat, lng, lats, lngs)
+    for d, y, x in zip(got.tolist(), lats.tolist(), lngs.tolist(), strict=True):
+        want = Geodesic.WGS84.Inverse(lat, lng, y, x)["s12"]
+        if not math.isnan(d):  # NaN: no convergence, left to PostGIS
+            assert abs(d - want) < 1e-3, (lat, lng, y, x, d, want)
+    assert wgs84_distance(lat, lng, np.array([lat]), np.array([lng]))[0] < 1e-6
+
+
+def test_geodesic_test_leaves_the_margin_to_postgis() -> None:
+    """Records within `GEODESIC_MARGIN` of the radius stay undecided; the others are
+    decided by the geodesic distance."""
+    lat, lng, r = 48.8566, 2.3522, 10_000.0
+    line = Geodesic.WGS84.InverseLine(lat, lng, lat + 1, lng + 1)
+    at = [r - 1, r - GEODESIC_MARGIN / 2, r, r + GEODESIC_MARGIN / 2, r + 1]
+    rec = np.zeros(len(at), dtype=DTYPE["tutor"])
+    for i, d in enumerate(at):
+        pos = line.Position(d)
+        rec[i]["lat"], rec[i]["lng"] = pos["lat2"], pos["lon2"]
+    blocks = Blocks("tutor", [(rec.tobytes(), None, True)])
+    keep = np.zeros(len(at), dtype=bool)
+    undecided = blocks.geodesic_test(keep, np.arange(len(at)), lat, lng, r)
+    assert undecided.tolist() == [1, 2, 3]
+    assert keep.tolist() == [True, False, False, False, False]
 
 
 def test_cover_gives_way_when_the_box_wraps() -> None:
