@@ -87,6 +87,88 @@ def test_streaming_rebuild_equals_bulk_build(db: psycopg.Connection[Any]) -> Non
     assert _tutor_rows(db, "tutor_documents_shadow") == bulk
 
 
+def test_text_key_rebuilds_the_vector_exactly_when_its_inputs_change(
+    db: psycopg.Connection[Any],
+) -> None:
+    """A streaming rebuild keeps the stored tsvector while `text_key` is unchanged (a
+    price write: the document is updated in place, HOT) and rebuilds it when any input
+    changes (name, headline, bio, locale, subjects, a catalogue term): each time the
+    document equals a from-scratch build. The stored vector is planted wrong first, so
+    a rebuild that should re-tokenize but keeps it fails."""
+    pid = provider(db, bio="Professeure agrégée")
+    with db.transaction():
+        build_all(db)  # the catalogue synced first, as the bulk builds below do
+
+    def rebuild() -> tuple[Any, ...]:
+        with db.transaction():
+            rebuild_documents(db, [pid])
+        got = _tutor_rows(db)
+        with db.transaction():
+            build_all(db, table_suffix="_fresh")
+        assert got == _tutor_rows(db, "tutor_documents_fresh"), "streaming != bulk"
+        row = db.execute(
+            "SELECT text_key, search_vector::text FROM tutor_documents WHERE provider_id = %s",
+            (pid,),
+        ).fetchone()
+        assert row is not None
+        return tuple(row)
+
+    key, _ = rebuild()
+    db.execute(
+        "UPDATE tutor_documents SET search_vector = 'planted' WHERE provider_id = %s", (pid,)
+    )
+    hot_before = db.execute(
+        "SELECT n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relname = 'tutor_documents'"
+    ).fetchone()
+    db.execute("UPDATE provider_profiles SET hourly_rate_minor = 4100 WHERE user_id = %s", (pid,))
+    with db.transaction():
+        rebuild_documents(db, [pid])
+    assert db.execute(
+        "SELECT text_key, search_vector::text FROM tutor_documents WHERE provider_id = %s", (pid,)
+    ).fetchone() == (key, "'planted'"), "an unchanged text key keeps the stored vector"
+    hot_after = db.execute(
+        "SELECT n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relname = 'tutor_documents'"
+    ).fetchone()
+    assert hot_before is not None
+    assert hot_after is not None
+    assert hot_after[0] > hot_before[0], "a price write updates the document in place"
+    changes = [
+        "display_name = 'Jeanne Dupont'",
+        "headline = 'Soutien scolaire'",
+        "bio = 'Ingénieure'",
+        "bio = ''",
+        "subjects = '{physics}'",
+    ]
+    for change in changes:
+        db.execute(f"UPDATE provider_profiles SET {change} WHERE user_id = %s", (pid,))
+        db.execute(
+            "UPDATE tutor_documents SET search_vector = 'planted' WHERE provider_id = %s", (pid,)
+        )
+        new_key, new_vector = rebuild()
+        assert new_key != key, change
+        assert new_vector != "'planted'", change
+        key = new_key
+    db.execute("UPDATE users SET locale = 'en' WHERE id = %s", (pid,))
+    db.execute(
+        "UPDATE provider_profiles SET bio = 'Engineering teacher' WHERE user_id = %s", (pid,)
+    )
+    key, _ = rebuild()
+    db.execute("UPDATE users SET locale = 'fr' WHERE id = %s", (pid,))
+    fr_key, _ = rebuild()
+    assert fr_key != key, "the bio's configuration is an input"
+    key = fr_key
+    # a catalogue term (`build_all` would sync the catalogue back: no bulk comparison)
+    db.execute("UPDATE search_catalogue SET terms = terms || ' quanta' WHERE slug = 'physics'")
+    with db.transaction():
+        rebuild_documents(db, [pid])
+    row = db.execute(
+        "SELECT text_key, search_vector::text FROM tutor_documents WHERE provider_id = %s", (pid,)
+    ).fetchone()
+    assert row is not None
+    assert row[0] != key
+    assert "'quanta'" in row[1]
+
+
 def test_version_guard_and_deletes(db: psycopg.Connection[Any]) -> None:
     pid = provider(db, name="Old Name")
     db.execute("UPDATE provider_profiles SET version = 5 WHERE user_id = %s", (pid,))
