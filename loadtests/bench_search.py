@@ -5,7 +5,10 @@ runs; `--reseed` redoes it), builds the search documents, then:
 
 1. engine: each query class of a fixed mix (real cities incl. dense Paris, radius 5-50 km,
    with/without text, each sort, facets always on) runs `--rounds` times directly on the
-   PostgreSQL engine; p50/p95/p99 per class;
+   PostgreSQL engine; p50/p95/p99 per class (3 warm-up rounds excluded: the engine's block
+   and text match caches are warm, as in a serving process);
+   then the text classes again with the text match cache emptied before every query (the
+   first search of a word in an area), reported apart as `engine_text_cold_ms`;
 2. HTTP, cache off: a uvicorn server (`--workers`, default 2) driven by `wrk` (C, 2
    threads, `--clients` connections, a Lua script rotating `--distinct` rounds of the mix
    — 720 request targets, 278 of them distinct: positions jitter over 21 values per city,
@@ -159,7 +162,10 @@ def _migrate_reused(url: str) -> None:
     print(f"migrated {before} -> head, documents rebuilt in {time.perf_counter() - t0:.1f} s")
 
 
-async def engine_bench(url: str, rounds: int) -> dict[str, Any]:
+async def engine_bench(url: str, rounds: int, cold_text: bool = False) -> dict[str, Any]:
+    """p50/p95/p99 per class of the mix. `cold_text`: only the text classes, with the
+    engine's text match cache (`search.text_cache`) emptied before every query — the
+    first search of a word in an area (the facet blocks stay cached)."""
     from search.postgres import PostgresEngine
     from search.schemas import CoachQuery, TutorMapQuery, TutorQuery
 
@@ -167,9 +173,13 @@ async def engine_bench(url: str, rounds: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
         for name, kind, p in MIX:
+            if cold_text and "q" not in p:
+                continue
             times = []
             for i in range(rounds + 3):
                 params = params_for(p, i)
+                if cold_text:
+                    engine._text_cache.clear()
                 t = time.perf_counter()
                 if kind == "tutors":
                     await engine.search_tutors(TutorQuery(**params))
@@ -376,7 +386,9 @@ def main() -> None:
     engine = {} if args.skip_engine else asyncio.run(engine_bench(url, args.rounds))
     for k, v in engine.items():
         print(f"engine {k:40} p50 {v['p50']:8.2f}  p95 {v['p95']:8.2f}  p99 {v['p99']:8.2f} ms")
-    report: dict[str, Any] = {"machine": machine, "engine_ms": engine}
+    cold = {} if args.skip_engine else asyncio.run(engine_bench(url, 20, cold_text=True))
+    report: dict[str, Any] = {"machine": machine, "engine_ms": engine,
+                              "engine_text_cold_ms": cold}  # fmt: skip
     wrk = ensure_wrk() if args.client == "wrk" else None
     pool = (int(args.pool.split(",")[0]), int(args.pool.split(",")[1]))
     for cache in (False, True):
@@ -391,6 +403,8 @@ def main() -> None:
     print(f"{'engine class':40} {'p50':>8} {'p95':>8} {'p99':>8}  (ms)")
     for k, v in engine.items():
         print(f"{k:40} {v['p50']:8.2f} {v['p95']:8.2f} {v['p99']:8.2f}")
+    for k, v in cold.items():
+        print(f"{k + ' (text cache cold)':40} {v['p50']:8.2f} {v['p95']:8.2f} {v['p99']:8.2f}")
     for k in ("http_cache_off", "http_cache_on"):
         v = report[k]
         print(f"{k}: p50 {v['p50']} ms, p95 {v['p95']} ms, p99 {v['p99']} ms, "
