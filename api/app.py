@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,6 +24,12 @@ API_PREFIX = "/api/v1"
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # Everything allocated until now (modules, pydantic schemas, routes) lives as long as
+    # the process: move it out of the collector's reach (`gc.freeze`, the CPython docs'
+    # advice for long-lived servers), so a full collection walks only what requests
+    # allocate. A full pass over the ~100k startup objects took 32 ms here, added to the
+    # one request it interrupted.
+    gc.freeze()
     yield
     await search_router.close_service(app)
     await dispose_engines()

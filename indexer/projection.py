@@ -157,7 +157,8 @@ def _family_ctes(
         " WHERE family = {n} ON CONFLICT (provider_id) DO UPDATE SET"
         " {updates} WHERE target.version <= EXCLUDED.version RETURNING " + facet_exprs + "),"
         " fup{n} AS (INSERT INTO {f} ({fcols}) SELECT * FROM up{n}"
-        " ON CONFLICT (provider_id) DO UPDATE SET {fupdates} RETURNING 1)"
+        " ON CONFLICT (provider_id) DO UPDATE SET {fupdates} RETURNING cell),"
+        " oc{n} AS MATERIALIZED (SELECT cell FROM {f} WHERE provider_id IN (SELECT id FROM ids))"
     ).format(
         n=sql.Literal(n),
         d=docs,
@@ -191,7 +192,10 @@ def _facet_tables(
 def _rebuild_statement(suffix: str) -> sql.Composed:
     """ONE statement for a batch of ids: the view is evaluated once per id (`src`,
     materialized: the multiranges are computed once), then both families' deletes and
-    version-guarded upserts, documents and facet rows, read from it.
+    version-guarded upserts, documents and facet rows, read from it. Returns (deleted,
+    upserted, facet rows written, tutor cells, coach cells): the cells the batch's facet
+    rows were in before the statement (`oc0`/`oc1`, read in its snapshot) and are in
+    after it (the upserts' RETURNING), the blocks to re-pack.
 
     The tsvector (~70 µs per provider here, half a batch's cost) is computed only for
     the providers whose `text_key` differs from their stored document's (`vec`, a
@@ -231,7 +235,9 @@ def _rebuild_statement(suffix: str) -> sql.Composed:
         " SELECT (SELECT count(*) FROM del0) + (SELECT count(*) FROM del1),"
         " (SELECT count(*) FROM up0) + (SELECT count(*) FROM up1),"
         " (SELECT count(*) FROM fdel0) + (SELECT count(*) FROM fdel1)"
-        " + (SELECT count(*) FROM fup0) + (SELECT count(*) FROM fup1)"
+        " + (SELECT count(*) FROM fup0) + (SELECT count(*) FROM fup1),"
+        " ARRAY(SELECT cell FROM oc0 UNION SELECT cell FROM fup0),"
+        " ARRAY(SELECT cell FROM oc1 UNION SELECT cell FROM fup1)"
     ).format(
         src=sql.SQL(", ").join(sql.SQL("s.") + sql.Identifier(c) for c in src_cols),
         tdocs=_table("tutor_documents", suffix),
@@ -256,17 +262,11 @@ def rebuild_documents(
     ids = list(dict.fromkeys(provider_ids))
     if not ids:
         return ProjectionResult(0, 0)
-    facets = [_table(f"{family}_facets", table_suffix) for family in FAMILIES]
-    before = [
-        [r[0] for r in conn.execute(
-            sql.SQL("SELECT DISTINCT cell FROM {} WHERE provider_id = ANY (%(ids)s::uuid[])")
-            .format(f), {"ids": ids})]
-        for f in facets
-    ]  # fmt: skip
     row = conn.execute(_rebuild_statement(table_suffix), {"ids": ids}).fetchone()
     assert row is not None
-    for family, cells in zip(FAMILIES, before, strict=True):
-        refresh_blocks(conn, family, ids, cells, table_suffix=table_suffix)
+    # the cells of the batch's facet rows before the statement and after it
+    for family, cells in zip(FAMILIES, (row[3], row[4]), strict=True):
+        refresh_blocks(conn, family, cells, table_suffix=table_suffix)
     return ProjectionResult(upserted=int(row[1]), deleted=int(row[0]))
 
 
@@ -278,13 +278,12 @@ BLOCK_LOCK_CLASS = {"tutor": 0x45430001, "coach": 0x45430002}
 def refresh_blocks(
     conn: psycopg.Connection[Any],
     family: str,
-    provider_ids: Sequence[uuid.UUID],
     cells: Sequence[int],
     *,
     table_suffix: str = "",
 ) -> int:
-    """Re-pack the facet blocks (`search.blocks`) of `cells` (where the providers' facet
-    rows were before the change) and of the cells their rows are in now, in the caller's
+    """Re-pack the facet blocks (`search.blocks`) of `cells` — the cells where the
+    changed providers' facet rows were before the change and are now — in the caller's
     transaction, which must be READ COMMITTED: the cells are locked first (advisory
     transaction locks, sorted, so concurrent writers cannot deadlock), then re-packed by
     a later statement whose snapshot holds every writer that released them. A re-packed
@@ -292,13 +291,7 @@ def refresh_blocks(
     loses its block. Returns the number of cells re-packed."""
     facets = _table(f"{family}_facets", table_suffix)
     blocks = _table(f"{family}_facet_blocks", table_suffix)
-    now = conn.execute(
-        sql.SQL("SELECT DISTINCT cell FROM {} WHERE provider_id = ANY (%(ids)s::uuid[])").format(
-            facets
-        ),
-        {"ids": list(provider_ids)},
-    ).fetchall()
-    touched = sorted({*cells, *(r[0] for r in now)})
+    touched = sorted(set(cells))
     if not touched:
         return 0
     conn.execute(

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import shutil
@@ -170,6 +171,7 @@ async def engine_bench(url: str, rounds: int, cold_text: bool = False) -> dict[s
     from search.schemas import CoachQuery, TutorMapQuery, TutorQuery
 
     engine = await PostgresEngine.open(url, min_size=1, max_size=1)
+    gc.freeze()  # as the API process does at startup (`api.app._lifespan`)
     out: dict[str, Any] = {}
     try:
         for name, kind, p in MIX:

@@ -1,4 +1,4 @@
-"""Streaming writes that stay on their page: a text key, and no unused document indexes.
+"""Streaming writes that stay on their page: a text key, and no unused sort indexes.
 
 Building a document's `search_vector` (five `to_tsvector` calls with unaccent over name,
 headline, subject terms and bio) was half the cost of a streaming batch (~70 µs per
@@ -13,14 +13,15 @@ apart, so the key is unambiguous.
 
 Existing documents get a NULL key (their next write re-tokenizes them).
 
-With the vector unchanged, a price, rating, language or slot write changes no indexed
-column of a document any more once the indexes nothing reads are gone, so PostgreSQL
-updates it in place (HOT: no insertion into the GIN and GiST indexes). Dropped, unused
-since the facet blocks (0008) and the bit columns (0005): `languages`, `subjects` /
-`expertises` (GIN: filters use the bit columns), `availability` (GiST: the facet rows hold
-it), `rating_sort` and `price_minor` (btree: pages come from the blocks; the SQL pass that
-remains for wrapping radius boxes sorts its filtered rows). `fillfactor` goes from 90 to
-75: a ~2 KB document needs that much free space for its new version on the same page.
+With the vector unchanged, a price or rating write changes no indexed column of a
+document once the two btrees nothing reads are gone, so PostgreSQL updates it in place
+(HOT: no insertion into the GIN and GiST indexes). Dropped: `rating_sort` and
+`price_minor` (pages come from the facet blocks; the SQL pass that remains for wrapping
+radius boxes sorts its filtered rows). The GIN indexes on `languages` and `subjects` /
+`expertises` and the GiST index on `availability` stay, as DESIGN §3 lists them, although
+the engine filters on the bit columns and the facet rows (language and slot writes
+therefore still insert into them). `fillfactor` goes from 90 to 75: a ~2 KB document needs
+that much free space for its new version on the same page.
 
 Revision ID: 0009_text_key
 Revises: 0008_facet_blocks
@@ -64,13 +65,10 @@ def source_view() -> str:
 # name -> definition, as 0002 created them
 UNUSED_INDEXES = {
     f"{t}_{name}": f"ON {t} {how}"
-    for t, cat in (("tutor_documents", "subjects"), ("coach_documents", "expertises"))
+    for t in ("tutor_documents", "coach_documents")
     for name, how in (
-        ("languages_idx", "USING gin (languages)"),
-        ("availability_idx", "USING gist (availability)"),
         ("rating_idx", "(rating_sort DESC, provider_id)"),
         ("price_idx", "(price_minor, provider_id)"),
-        (f"{cat}_idx", f"USING gin ({cat})"),
     )
 }
 
