@@ -337,6 +337,37 @@ def serve(
     raise SystemExit("uvicorn did not start")
 
 
+def _cpu_ticks(server_pid: int) -> dict[str, int]:
+    """CPU clock ticks (user + system) so far of the API server's process tree, of the
+    PostgreSQL processes, and of the whole machine (busy, all cores), from /proc (Linux;
+    empty elsewhere)."""
+    out = {"api": 0, "postgres": 0, "machine": 0}
+    try:
+        parents: dict[int, int] = {}
+        ticks: dict[int, tuple[str, int]] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            name, _, rest = stat.partition("(")[2].rpartition(")")
+            fields = rest.split()
+            parents[int(entry)] = int(fields[1])
+            ticks[int(entry)] = (name, int(fields[11]) + int(fields[12]))
+        for pid, (name, t) in ticks.items():
+            if pid == server_pid or parents.get(pid) == server_pid:
+                out["api"] += t
+            elif name.startswith("postgres"):
+                out["postgres"] += t
+        cpu = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        out["machine"] = sum(int(x) for x in cpu) - int(cpu[3]) - int(cpu[4])
+    except OSError:
+        return {}
+    return out
+
+
 def http_phase(
     url: str, args: argparse.Namespace, cache: bool, wrk: str | None, pool: tuple[int, int]
 ) -> dict[str, Any]:
@@ -351,11 +382,19 @@ def http_phase(
             asyncio.run(http_bench(base_url, 4, 5, 3))
         else:  # open the pools and load the catalogue bits in every worker
             asyncio.run(http_bench(base_url, 2 * args.workers, 2, 1))
+        before = _cpu_ticks(proc.pid)
         if wrk:
             res = wrk_bench(wrk, base_url, args.clients, args.seconds, distinct)
         else:
             res = asyncio.run(http_bench(base_url, args.clients, args.seconds, distinct))
             res["client"] = f"httpx, {args.clients} concurrent clients in the benchmark process"
+        after = _cpu_ticks(proc.pid)
+        if before and after and res.get("n"):
+            # µs of CPU per request: the API workers, PostgreSQL, the whole machine
+            hz = os.sysconf("SC_CLK_TCK")
+            res["cpu_us_per_request"] = {
+                k: round((after[k] - before[k]) / hz * 1e6 / res["n"]) for k in before
+            }
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -412,6 +451,11 @@ def main() -> None:
         print(f"{k}: p50 {v['p50']} ms, p95 {v['p95']} ms, p99 {v['p99']} ms, "
               f"{v['req_per_s']} req/s, {v['errors']} errors ({v['client']}, "
               f"{v['workers']} uvicorn workers)")  # fmt: skip
+        if "cpu_us_per_request" in v:
+            c = v["cpu_us_per_request"]
+            print(f"  CPU per request: API {c['api']} µs, PostgreSQL {c['postgres']} µs,"
+                  f" machine {c['machine']} µs ({os.cpu_count()} cores: at most"
+                  f" {(os.cpu_count() or 1) * 1e6 / max(c['machine'], 1):.0f} req/s)")  # fmt: skip
     print(f"load average before {machine['loadavg_before']}, after {machine['loadavg_after']}")
     print(f"-> {out}")
 
