@@ -28,7 +28,9 @@ from search.blocks import (
     DTYPE,
     GEODESIC_MARGIN,
     Blocks,
+    _bit_counts,
     radius_cover,
+    signed64,
     wgs84_distance,
 )
 from search.geo import snap_bbox
@@ -125,6 +127,20 @@ def test_geodesic_test_leaves_the_margin_to_postgis() -> None:
     undecided = blocks.geodesic_test(keep, np.arange(len(at)), lat, lng, r)
     assert undecided.tolist() == [1, 2, 3]
     assert keep.tolist() == [True, False, False, False, False]
+
+
+@settings(max_examples=100, deadline=None)
+@given(masks=st.lists(st.integers(0, 2**64 - 1), max_size=300))
+def test_bit_counts_count_every_bit(masks: list[int]) -> None:
+    """Per-bit counts over int64 masks (bit 63 = the sign bit included) equal a count
+    of each bit one mask at a time."""
+    values = np.array([signed64(m) for m in masks], dtype=np.int64)
+    want: dict[int, int] = {}
+    for m in masks:
+        for b in range(64):
+            if m >> b & 1:
+                want[b] = want.get(b, 0) + 1
+    assert _bit_counts(values) == want
 
 
 def test_cover_gives_way_when_the_box_wraps() -> None:
