@@ -78,11 +78,11 @@ _FACET_PAGE_MAX = 5000
 # start over.
 _BLOCK_CACHE_BYTES = 64 * 1024 * 1024
 _FACET_PAGE_SCAN_MAX = 12000
-# A text match by id costs about this many rows of a documents pass over the box (an
-# index lookup ~2.4 µs, a box row ~1.1 µs, measured here): the by-id statement serves
-# the blocks missing from the text match cache while they hold fewer records than the
-# fetched blocks / this.
-_BY_ID_COST = 2.2
+# Matching the documents of a few cells costs about this many rows of a documents pass
+# over the box (a cell's rows through the GiST index ~1.6 µs each, by id ~2.4 µs, a box
+# row ~1.1 µs, measured here): the blocks missing from the text match cache are matched
+# on their own while they hold fewer records than the fetched blocks / this.
+_MISS_COST = 1.5
 # (cell, version) of a block, as `_fetch_blocks` packs them
 _BLOCK_META = np.dtype([("cell", ">i4"), ("version", ">i8")])
 # Exact radius test on a document (geography): certainly inside on the sphere, or inside on
@@ -529,9 +529,10 @@ class PostgresEngine:
 
         Per block, the matches come from the text match cache (`search.text_cache`) when
         it holds them for the block's version; the other blocks are matched in one
-        statement: by id when their records are few (an index lookup each, ~2.4 µs),
-        else by one pass over the documents of the box holding every fetched cell
-        (~1.1 µs per row), which renews every block's entry."""
+        statement: on their own when they hold few records (per cell rectangle through
+        the GiST index, or by id for the cells without positions), else by one pass over
+        the documents of the box holding every fetched cell (~1.1 µs per row), which
+        renews every block's entry."""
         p = s.params
         key = (family, p["tsq_match"], p["tsq"] if ranked else None)
         cells, versions = blocks.cells.tolist(), blocks.versions.tolist()
@@ -552,12 +553,48 @@ class PostgresEngine:
                 else "''::bytea"
             )
             n_missing = sum(counts[b] for b in missing)
-            if n_missing * _BY_ID_COST < n:
-                idx = np.concatenate([np.arange(starts[b], starts[b] + counts[b]) for b in missing])
-                where = "provider_id = ANY (%(text_ids)s::uuid[])"
-                args = {**p, "text_ids": blocks.id_literal(idx)}
+            source, args = table, p
+            if n_missing * _MISS_COST < n:
+                # the documents of the missing cells: by cell rectangle for positioned
+                # tutors (GiST, rows stored in spatial order), by id for the others
+                # (coaches, tutors without a position: uuid-hashed cells); rectangles
+                # overlap by `BOX_MARGIN`, so a document may come twice: DISTINCT ON
+                args = dict(p)
+                parts = []
+                boxed = [b for b in missing if cells[b] >= 0] if family == "tutor" else []
+                if boxed:
+                    c = np.array([cells[b] for b in boxed], dtype=np.int64)
+                    ix, iy = c // COLUMN, c % COLUMN
+                    args.update(
+                        rx0=_float_array(ix * CELL_DEG - 180.0 - BOX_MARGIN),
+                        ry0=_float_array(iy * CELL_DEG - 90.0 - BOX_MARGIN),
+                        rx1=_float_array((ix + 1) * CELL_DEG - 180.0 + BOX_MARGIN),
+                        ry1=_float_array((iy + 1) * CELL_DEG - 90.0 + BOX_MARGIN),
+                    )
+                    parts.append(
+                        "SELECT d.provider_id, d.search_vector FROM unnest(%(rx0)s::float8[],"
+                        " %(ry0)s::float8[], %(rx1)s::float8[], %(ry1)s::float8[]) r(x0, y0, x1, y1)"
+                        f" JOIN {table} d ON (d.location::geometry)"
+                        " && ST_MakeEnvelope(r.x0, r.y0, r.x1, r.y1, 4326)"
+                    )
+                by_id = [b for b in missing if not (family == "tutor" and cells[b] >= 0)]
+                if by_id:
+                    idx = np.concatenate(
+                        [np.arange(starts[b], starts[b] + counts[b]) for b in by_id]
+                    )
+                    args["text_ids"] = blocks.id_literal(idx)
+                    parts.append(
+                        f"SELECT provider_id, search_vector FROM {table}"
+                        " WHERE provider_id = ANY (%(text_ids)s::uuid[])"
+                    )
+                source = (
+                    "(SELECT DISTINCT ON (provider_id) provider_id, search_vector FROM ("
+                    + " UNION ALL ".join(parts)
+                    + ") u) x"
+                )
+                where = "true"
             elif not s.geo:  # every block: the whole table
-                where, args, missing = "true", p, list(range(len(cells)))
+                where, missing = "true", list(range(len(cells)))
             else:
                 # the box of every fetched cell, so each block's matches come out whole
                 ix, iy = blocks.cells // COLUMN, blocks.cells % COLUMN
@@ -575,7 +612,7 @@ class PostgresEngine:
                 missing = list(range(len(cells)))
             cur = await conn.cursor(binary=True).execute(
                 "SELECT coalesce(string_agg(uuid_send(provider_id), ''::bytea), ''::bytea),"
-                f" {rank_agg} FROM {table} WHERE {where} AND {s.text}",
+                f" {rank_agg} FROM {source} WHERE {where} AND {s.text}",
                 args,
             )
             row = await cur.fetchone()

@@ -471,19 +471,20 @@ def test_cached_blocks_follow_writes(market: psycopg.Connection[Any], database_u
         et.close()
 
 
-@pytest.mark.parametrize("by_id_cost", [0.0, 1e9], ids=["by-id", "box-pass"])
+@pytest.mark.parametrize("miss_cost", [0.0, 1e9], ids=["missing-cells", "box-pass"])
 def test_cached_text_matches_follow_writes(
     market: psycopg.Connection[Any],
     database_url: str,
-    by_id_cost: float,
+    miss_cost: float,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The text match cache (`search.text_cache`): a word absent everywhere is cached as
     no match per cell; after a tutor's headline gains it, the cell's new block version
     makes the engine match again and find the tutor. A wider circle reuses the cached
-    cells and matches only the others (by id, or by a pass over the box: both forced
-    here); every answer equals the SQL pass."""
-    monkeypatch.setattr("search.postgres._BY_ID_COST", by_id_cost)
+    cells and matches only the others (per cell rectangle or by id, or by a pass over
+    the box: both forced here); coaches (uuid-hashed cells) the same after a coach's
+    headline changes. Every answer equals the SQL pass."""
+    monkeypatch.setattr("search.postgres._MISS_COST", miss_cost)
     et = EngineThread(database_url)
     sql = et.run(PostgresEngine.open(database_url, min_size=1, max_size=1, blocks=False))
     try:
@@ -525,6 +526,25 @@ def test_cached_text_matches_follow_writes(
             both(q.model_copy(update={"q": (word,), "sort": sort}))
             assert cache.misses > misses
         assert cache.hits > hits
+        # coaches: no position, 1,024 hashed cells (by id, or the whole table)
+        (coach,) = market.execute(
+            "SELECT provider_id FROM coach_facets ORDER BY provider_id LIMIT 1"
+        ).fetchone()
+        cq = CoachQuery(q=("wombat",), sort="relevance")
+        for _ in range(2):
+            got = et.run(et.engine.search_coaches(cq))
+            assert got.model_dump() == et.run(sql.search_coaches(cq)).model_dump()
+        assert got.total == 0
+        market.execute(
+            "UPDATE provider_profiles SET headline = headline || ' wombat' WHERE user_id = %s",
+            (coach,),
+        )
+        _rebuild(market, [coach])
+        misses = cache.misses
+        got = et.run(et.engine.search_coaches(cq))
+        assert got.model_dump() == et.run(sql.search_coaches(cq)).model_dump()
+        assert [i["id"] for i in got.items] == [str(coach)]
+        assert cache.misses > misses
     finally:
         et.run(sql.close())
         et.close()
