@@ -29,7 +29,7 @@ CACHE ?= both
 LOADTEST_HOST := $(if $(filter command line,$(origin HOST)),$(HOST),$(LOADTEST_HOST))
 LOADTEST_TARGET = $(if $(LOADTEST_HOST),--host $(LOADTEST_HOST),--port $(LOADTEST_PORT) --workers $(API_WORKERS) --tutors $(TUTORS) --coaches $(COACHES) --students $(STUDENTS))
 
-.PHONY: install services browser migrate seed run worker test lint typecheck format bench-seed bench-search bench-indexer bench-reindex loadtest capacity clean
+.PHONY: install services browser migrate seed run worker test lint typecheck format bench bench-seed bench-search bench-indexer bench-reindex loadtest capacity clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -71,6 +71,9 @@ worker: migrate  ## only a Celery worker (reindex and background tasks)
 test: install services browser  ## the whole test suite (real PostgreSQL+PostGIS, Redis, headless Chromium)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+typecheck: install  ## mypy (strict) on the packages
+	$(BIN)/mypy
+
 lint: install  ## ruff lint + format check, mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -79,6 +82,8 @@ lint: install  ## ruff lint + format check, mypy
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+bench: bench-seed bench-search bench-indexer bench-reindex  ## every benchmark, one after the other (~15 min here)
 
 bench-seed: install services  ## seed 100,000 providers into a scratch database and time it
 	$(BIN)/python -m loadtests.bench_seed --providers 100000
