@@ -347,43 +347,6 @@ class Blocks:
     def __init__(
         self,
         family: str,
-        parts: list[tuple[bytes, list[str] | None, bool]],
-        keys: list[tuple[int, int]] | None = None,
-    ) -> None:
-        """`parts`: (packed records, `others` entries, edge cell) per block, each block's
-        size already checked (`check`); `keys`: (cell, version) per block, when known
-        (`cells` / `versions` / `starts` / `counts` then describe each block)."""
-        size = DTYPE[family].itemsize
-        self._assemble(
-            family,
-            [part[0] for part in parts],
-            np.array([len(part[0]) // size for part in parts], dtype=np.int64),
-            np.array([part[2] for part in parts], dtype=bool),
-            [part[1] for part in parts],
-            np.array([k[0] for k in keys or ()], dtype=np.int64),
-            np.array([k[1] for k in keys or ()], dtype=np.int64),
-        )
-
-    @classmethod
-    def of(
-        cls,
-        family: str,
-        rows: list[bytes],
-        counts: npt.NDArray[np.int64],
-        edge: npt.NDArray[np.bool_],
-        others: list[list[str] | None],
-        cells: npt.NDArray[np.int64],
-        versions: npt.NDArray[np.int64],
-    ) -> Blocks:
-        """The blocks from per-block arrays: packed records (sizes checked), record
-        counts, edge flags, `others` entries, cell ids and versions."""
-        self = cls.__new__(cls)
-        self._assemble(family, rows, counts, edge, others, cells, versions)
-        return self
-
-    def _assemble(
-        self,
-        family: str,
         rows: list[bytes],
         counts: npt.NDArray[np.int64],
         edge: npt.NDArray[np.bool_],
@@ -391,13 +354,16 @@ class Blocks:
         cells: npt.NDArray[np.int64],
         versions: npt.NDArray[np.int64],
     ) -> None:
+        """Per block: packed records (sizes checked, `check`), record count, edge flag,
+        `others` entries, cell id and version (`starts` then gives each block's first
+        record)."""
         # one join + one frombuffer: np.concatenate of unaligned records is ~15x slower
         self.records = np.frombuffer(b"".join(rows), dtype=DTYPE[family])
         self.counts = counts
         self.starts = (np.cumsum(counts) - counts).astype(np.int64)
         self.cells, self.versions = cells, versions
         self.edge = np.repeat(edge, counts)
-        self.rank: npt.NDArray[np.float64] | None = None  # see `among`
+        self.rank: npt.NDArray[np.float64] | None = None  # the text ranks (relevance page)
         self.others: dict[int, list[str]] = {}
         for b, entries in enumerate(others):
             if entries:
@@ -405,6 +371,22 @@ class Blocks:
                 for entry in entries:
                     i, _, codes = entry.partition(":")
                     self.others[offset + int(i)] = codes.split(",")
+
+    @classmethod
+    def from_parts(cls, family: str, parts: list[tuple[bytes, list[str] | None, bool]]) -> Blocks:
+        """The blocks of (packed records, `others` entries, edge flag) per block, without
+        cell ids or versions (hand-made records)."""
+        size = DTYPE[family].itemsize
+        none = np.zeros(len(parts), dtype=np.int64)
+        return cls(
+            family,
+            [part[0] for part in parts],
+            np.array([len(part[0]) // size for part in parts], dtype=np.int64),
+            np.array([part[2] for part in parts], dtype=bool),
+            [part[1] for part in parts],
+            none,
+            none,
+        )
 
     @cached_property
     def cat(self) -> npt.NDArray[np.int64]:
@@ -422,15 +404,6 @@ class Blocks:
         if len(rows) != n * DTYPE[family].itemsize:
             raise ValueError(f"a block holds {len(rows)} bytes, its count {n} records")
         return rows
-
-    def among(self, ids: bytes, ranks: bytes) -> npt.NDArray[np.bool_]:
-        """Mask of the records whose provider id is in `ids` (16-byte uuids, packed);
-        `ranks` (big-endian float4, one per id, or empty) become `self.rank`, the rank of
-        each matched record (the relevance page's key)."""
-        found, rank = self.lookup(ids, ranks)
-        if ranks:
-            self.rank = rank
-        return found
 
     def lookup(
         self, ids: bytes, ranks: bytes

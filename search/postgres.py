@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import re
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -107,9 +108,10 @@ _RADIUS_FACETS = (
 )
 
 
-def _uuid_array(ids: list[Any]) -> str:
-    """A uuid[] literal: psycopg dumps a list element by element (~2 µs each)."""
-    return "{" + ",".join([str(i) for i in ids]) + "}"
+def _array(values: Sequence[Any]) -> str:
+    """An array literal of uuids or integers (`str` of each): psycopg dumps a list
+    element by element (~2 µs each)."""
+    return "{" + ",".join([str(v) for v in values]) + "}"
 
 
 def _float_array(values: npt.NDArray[Any]) -> str:
@@ -431,13 +433,25 @@ class PostgresEngine:
                 s.params,
             )
             groups = await cur.fetchall()
-        bits = self._bits or await self._load_bits(conn)
         # Rows passing every filter but subject/expertise: a lower bound of what a scan of
         # the facet rows reads (the choice of the rating/price page plan, `_page`).
         s.scanned = sum(g[6] for g in groups if g[0] == 3)
-        out = self._arithmetic(bits, groups, facet, selected, langs)
-        if out is None:  # a bit this process does not know yet: reload the tables once
-            out = self._arithmetic(await self._load_bits(conn), groups, facet, selected, langs)
+        return await self._named(
+            conn, facet, lambda bits: self._arithmetic(bits, groups, facet, selected, langs)
+        )
+
+    async def _named(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        facet: str,
+        arithmetic: Callable[[_Bits], tuple[dict[str, Any], int] | None],
+    ) -> tuple[dict[str, Any], int]:
+        """`arithmetic` over this process's bit tables; when it meets a bit without a
+        name (a slug newer than our copy), over the tables reloaded once. RuntimeError
+        when a bit is in no table."""
+        out = arithmetic(self._bits or await self._load_bits(conn))
+        if out is None:
+            out = arithmetic(await self._load_bits(conn))
             if out is None:
                 raise RuntimeError(f"a {facet} or language bit is in no bit table")
         return out
@@ -501,19 +515,14 @@ class PostgresEngine:
         if text is not None:
             keep = text if keep is None else keep & text
         if available is not None:
-            matched = blocks.among(available, b"")
+            matched, _ = blocks.lookup(available, b"")
             keep = matched if keep is None else keep & matched
-        bits = self._bits or await self._load_bits(conn)
         counts = blocks.count(_block_filters(q, p), keep)
         s.scanned = counts.scanned
         s.block_hits = (blocks, counts.hits)
-        out = self._block_arithmetic(bits, counts, facet, selected, langs)
-        if out is None:  # a bit this process does not know yet: reload the tables once
-            bits = await self._load_bits(conn)
-            out = self._block_arithmetic(bits, counts, facet, selected, langs)
-            if out is None:
-                raise RuntimeError(f"a {facet} or language bit is in no bit table")
-        return out
+        return await self._named(
+            conn, facet, lambda bits: self._block_arithmetic(bits, counts, facet, selected, langs)
+        )
 
     async def _text_matches(
         self,
@@ -672,9 +681,9 @@ class PostgresEngine:
             "SELECT coalesce(string_agg(int4send(cell) || int8send(version), ''::bytea),"
             " ''::bytea) FROM unnest(%(lo)s::integer[], %(hi)s::integer[]) r(lo, hi)"
             f" JOIN {family}_facet_blocks b ON b.cell BETWEEN r.lo AND r.hi",
-            {  # array literals: psycopg dumps a list element by element (~1 ms here)
-                "lo": "{" + ",".join([str(r[0]) for r in ranges]) + "}",
-                "hi": "{" + ",".join([str(r[1]) for r in ranges]) + "}",
+            {
+                "lo": _array([r[0] for r in ranges]),
+                "hi": _array([r[1] for r in ranges]),
             },
             prepare=True,  # one plan per connection: planning cost more than the scan
         )
@@ -693,7 +702,7 @@ class PostgresEngine:
             cur = await conn.cursor(binary=True).execute(
                 f"SELECT cell, version, n, rows, others FROM {family}_facet_blocks"
                 " WHERE cell = ANY (%(cells)s::integer[])",
-                {"cells": "{" + ",".join([str(c) for c in stale]) + "}"},
+                {"cells": _array(stale)},
             )
             fresh = {r[0]: r for r in await cur.fetchall()}
             for c in stale:
@@ -719,7 +728,7 @@ class PostgresEngine:
         at = np.searchsorted(bounds[order], cells, side="right") - 1
         edge = np.array([r[2] for r in ranges], dtype=bool)[order][at]
         size = DTYPE[family].itemsize
-        blocks = Blocks.of(
+        blocks = Blocks(
             family,
             [e[1] for e in held],
             np.array([len(e[1]) // size for e in held], dtype=np.int64),
@@ -912,14 +921,14 @@ class PostgresEngine:
             # picked there, and only its rows are read from the documents.
             blocks, hits = s.block_hits
             block_page = blocks.page(hits, sort, limit + 1, key)
-            p["page_ids"] = _uuid_array(block_page)
+            p["page_ids"] = _array(block_page)
             where = "provider_id = ANY (%(page_ids)s::uuid[])"
         elif sort == "distance" and s.block_hits is not None and "lat" in p:
             # Candidates on the sphere from the blocks, ordered exactly on the spheroid.
             blocks, hits = s.block_hits
             after = float(key[0]) if key is not None else None
             ids = blocks.nearest(hits, p["lat"], p["lng"], limit + 1, after)
-            p["page_ids"] = _uuid_array(ids)
+            p["page_ids"] = _array(ids)
             cur = await conn.execute(
                 f"SELECT * FROM (SELECT {columns}, {expr} AS sort_key, count(*) OVER ()"
                 f" AS found FROM {table} WHERE provider_id = ANY (%(page_ids)s::uuid[])) c"

@@ -122,7 +122,7 @@ def test_geodesic_test_leaves_the_margin_to_postgis() -> None:
     for i, d in enumerate(at):
         pos = line.Position(d)
         rec[i]["lat"], rec[i]["lng"] = pos["lat2"], pos["lon2"]
-    blocks = Blocks("tutor", [(rec.tobytes(), None, True)])
+    blocks = Blocks.from_parts("tutor", [(rec.tobytes(), None, True)])
     keep = np.zeros(len(at), dtype=bool)
     undecided = blocks.geodesic_test(keep, np.arange(len(at)), lat, lng, r)
     assert undecided.tolist() == [1, 2, 3]
@@ -164,7 +164,9 @@ def test_records_decode_with_their_languages_and_edge_flags() -> None:
         + b"EUR"
     )
     unrated = rec[:36] + (-1).to_bytes(2, "big", signed=True) + rec[38:]
-    blocks = Blocks("coach", [(Blocks.check("coach", 2, rec + unrated), ["1:tlh,qya"], True)])
+    blocks = Blocks.from_parts(
+        "coach", [(Blocks.check("coach", 2, rec + unrated), ["1:tlh,qya"], True)]
+    )
     assert blocks.records["price"].tolist() == [2500, 2500]
     assert blocks.records["id_hi"][0] == pid.int >> 64
     assert blocks.records["rating"].tolist() == [487, -1]
