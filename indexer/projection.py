@@ -287,8 +287,10 @@ def refresh_blocks(
     transaction, which must be READ COMMITTED: the cells are locked first (advisory
     transaction locks, sorted, so concurrent writers cannot deadlock), then re-packed by
     a later statement whose snapshot holds every writer that released them. A re-packed
-    block takes a new `version` (engines cache blocks by it); a cell left without rows
-    loses its block. Returns the number of cells re-packed."""
+    block takes a new `version` (engines cache blocks by it) and records the writing
+    transaction in `xid` (engines ask for the blocks written since their last check:
+    `search.block_sync`); a cell left without rows keeps an empty block (`n = 0`), so
+    that question sees it go. Returns the number of cells re-packed."""
     facets = _table(f"{family}_facets", table_suffix)
     blocks = _table(f"{family}_facet_blocks", table_suffix)
     touched = sorted(set(cells))
@@ -302,12 +304,12 @@ def refresh_blocks(
     rows = block_rows_sql(family, facets.as_string(conn), "cell = ANY (%(cells)s::integer[])")
     conn.execute(
         sql.SQL(
-            "WITH fresh AS MATERIALIZED (" + rows + "),"
-            " gone AS (DELETE FROM {b} WHERE cell = ANY (%(cells)s::integer[])"
-            " AND cell NOT IN (SELECT cell FROM fresh))"
-            " INSERT INTO {b} AS b (cell, n, rows, others) SELECT * FROM fresh"
+            "WITH fresh AS MATERIALIZED (" + rows + ")"
+            " INSERT INTO {b} AS b (cell, n, rows, others) SELECT * FROM fresh UNION ALL"
+            " SELECT c, 0, ''::bytea, NULL FROM unnest(%(cells)s::integer[]) c"
+            " WHERE c NOT IN (SELECT cell FROM fresh)"
             " ON CONFLICT (cell) DO UPDATE SET n = EXCLUDED.n, rows = EXCLUDED.rows,"
-            " others = EXCLUDED.others, version = EXCLUDED.version"
+            " others = EXCLUDED.others, version = EXCLUDED.version, xid = EXCLUDED.xid"
         ).format(b=blocks),
         {"cells": touched},
     )

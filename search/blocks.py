@@ -43,7 +43,7 @@ import uuid
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -97,8 +97,6 @@ CELL_SQL: dict[str, str] = {
 # Records this close to a viewport side (degrees) are tested by PostGIS: `&&` compares
 # float4 boxes (a float4 step at 180 degrees is 1.5e-5).
 BOX_MARGIN = 1e-4
-# Every cell id (both families): one range.
-ALL_CELLS = ((-(2**31), 2**31 - 1),)
 
 
 def block_rows_sql(family: str, facets: str, where: str = "true") -> str:
@@ -117,18 +115,57 @@ def block_rows_sql(family: str, facets: str, where: str = "true") -> str:
 # ------------------------------------------------------------------ the radius cover
 
 
+class CellRanges(NamedTuple):
+    """Disjoint cell id ranges, sorted: `lo`, `hi` (inclusive, int64) and `edge` (the
+    range's cells may hold rows on both sides of the query's boundary)."""
+
+    lo: npt.NDArray[np.int64]
+    hi: npt.NDArray[np.int64]
+    edge: npt.NDArray[np.bool_]
+
+    @classmethod
+    def of(cls, ranges: list[tuple[int, int, bool]]) -> CellRanges:
+        """From (lo, hi, edge) tuples (disjoint, any order)."""
+        ordered = sorted(ranges)
+        return cls(
+            np.array([r[0] for r in ordered], dtype=np.int64),
+            np.array([r[1] for r in ordered], dtype=np.int64),
+            np.array([r[2] for r in ordered], dtype=bool),
+        )
+
+
+# Every cell id (both families): one range.
+ALL_CELLS = CellRanges.of([(-(2**31), 2**31 - 1, False)])
+
+
 @dataclass(frozen=True, slots=True)
 class Cover:
     """Cell id ranges (inclusive) covering a circle: `inner` cells lie wholly inside it
     (their blocks are read whole), `edge` cells may hold rows on both sides (their rows
-    are tested one by one)."""
+    are tested one by one); each as (lo, hi) arrays."""
 
-    inner: list[tuple[int, int]]
-    edge: list[tuple[int, int]]
+    inner_runs: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]
+    edge_runs: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]
 
-    def ranges(self) -> list[tuple[int, int, bool]]:
-        """(lo, hi, edge) of every range, inner ones first."""
-        return [(lo, hi, False) for lo, hi in self.inner] + [(lo, hi, True) for lo, hi in self.edge]
+    @property
+    def inner(self) -> list[tuple[int, int]]:
+        """The inner ranges as (lo, hi) tuples."""
+        return list(zip(*(a.tolist() for a in self.inner_runs), strict=True))
+
+    @property
+    def edge(self) -> list[tuple[int, int]]:
+        """The edge ranges as (lo, hi) tuples."""
+        return list(zip(*(a.tolist() for a in self.edge_runs), strict=True))
+
+    def ranges(self) -> CellRanges:
+        """Every range, sorted."""
+        lo = np.concatenate((self.inner_runs[0], self.edge_runs[0]))
+        order = np.argsort(lo, kind="stable")
+        return CellRanges(
+            lo[order],
+            np.concatenate((self.inner_runs[1], self.edge_runs[1]))[order],
+            np.repeat((False, True), (self.inner_runs[0].size, self.edge_runs[0].size))[order],
+        )
 
 
 def _unit(lat: npt.NDArray[np.float64], lng: npt.NDArray[np.float64]) -> npt.NDArray[Any]:
@@ -137,7 +174,9 @@ def _unit(lat: npt.NDArray[np.float64], lng: npt.NDArray[np.float64]) -> npt.NDA
     return np.stack((c * np.cos(lam), c * np.sin(lam), np.sin(phi)), axis=-1)
 
 
-def _runs(mask: npt.NDArray[np.bool_], ix0: int, iy0: int) -> list[tuple[int, int]]:
+def _runs(
+    mask: npt.NDArray[np.bool_], ix0: int, iy0: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """Cell id ranges (inclusive) of the runs of True along each column of `mask`
     (shape (columns, rows)); column i is grid column ix0 + i, row j grid row iy0 + j."""
     padded = np.zeros((mask.shape[0], mask.shape[1] + 2), dtype=np.int8)
@@ -145,8 +184,8 @@ def _runs(mask: npt.NDArray[np.bool_], ix0: int, iy0: int) -> list[tuple[int, in
     step = np.diff(padded, axis=1)
     si, sj = np.nonzero(step == 1)  # run starts (row-major: column by column, in order)
     _, ej = np.nonzero(step == -1)  # one past each run's end
-    base = (si + ix0) * COLUMN + iy0
-    return list(zip((base + sj).tolist(), (base + ej - 1).tolist(), strict=True))
+    base = (si + ix0).astype(np.int64) * COLUMN + iy0
+    return base + sj, base + ej - 1
 
 
 def radius_cover(
@@ -169,19 +208,28 @@ def radius_cover(
     iy0, iy1 = math.floor((y0 + 90.0) / CELL_DEG), math.floor((y1 + 90.0) / CELL_DEG)
     xs = np.arange(ix0, ix1 + 2, dtype=np.float64) * CELL_DEG - 180.0
     ys = np.arange(iy0, iy1 + 2, dtype=np.float64) * CELL_DEG - 90.0
-    p = _unit(np.array(lat), np.array(lng))
-    gx, gy = np.meshgrid(xs, ys, indexing="ij")  # corners, (nx + 1, ny + 1)
     cos_in = math.cos(max(0.0, r_in - 1.0) / EARTH_R)
-    corner_in = _unit(gy, gx) @ p >= cos_in
+    corner_in = _dots(lat, lng, xs, ys) >= cos_in  # corners, (nx + 1, ny + 1)
     inner = corner_in[:-1, :-1] & corner_in[1:, :-1] & corner_in[:-1, 1:] & corner_in[1:, 1:]
-    # nearest point of each cell in lng/lat (clamped), then the triangle inequality
-    cx = np.clip(lng, xs[:-1], xs[1:])[:, None]
-    cy = np.clip(lat, ys[:-1], ys[1:])[None, :]
-    cx, cy = np.broadcast_arrays(cx, cy)
+    # nearest point of each cell in lng/lat (clamped), then the triangle inequality:
+    # angle(centre, cell) - diam <= r_out / R, as cosines (the angle is in [0, pi])
     diam = 1.5 * math.radians(CELL_DEG)
-    near = np.arccos(np.clip(_unit(cy, cx) @ p, -1.0, 1.0)) - diam
-    edge = ~inner & (near * EARTH_R <= r_out)
+    near = _dots(lat, lng, np.clip(lng, xs[:-1], xs[1:]), np.clip(lat, ys[:-1], ys[1:]))
+    edge = ~inner & (near >= math.cos(min(math.pi, r_out / EARTH_R + diam)))
     return Cover(_runs(inner, ix0, iy0), _runs(edge, ix0, iy0))
+
+
+def _dots(
+    lat: float, lng: float, xs: npt.NDArray[np.float64], ys: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """Dot products of the unit vector of (lat, lng) with those of the grid points
+    (ys[j], xs[i]), shape (len(xs), len(ys)): cos(y) (cos(x) px + sin(x) py) + sin(y) pz,
+    separable, so the trigonometry runs on the two axes only."""
+    phi, lam = math.radians(lat), math.radians(lng)
+    px, py, pz = math.cos(phi) * math.cos(lam), math.cos(phi) * math.sin(lam), math.sin(phi)
+    rx, ry = np.radians(xs), np.radians(ys)
+    along = np.cos(rx) * px + np.sin(rx) * py
+    return np.cos(ry)[None, :] * along[:, None] + (np.sin(ry) * pz)[None, :]
 
 
 def bbox_cover(box: tuple[float, float, float, float]) -> Cover:
@@ -350,13 +398,13 @@ class Blocks:
         rows: list[bytes],
         counts: npt.NDArray[np.int64],
         edge: npt.NDArray[np.bool_],
-        others: list[list[str] | None],
+        others: dict[int, list[str]],
         cells: npt.NDArray[np.int64],
         versions: npt.NDArray[np.int64],
     ) -> None:
         """Per block: packed records (sizes checked, `check`), record count, edge flag,
-        `others` entries, cell id and version (`starts` then gives each block's first
-        record)."""
+        cell id and version (`starts` then gives each block's first record); `others`:
+        block index -> its `languages_other` entries, for the blocks that have some."""
         # one join + one frombuffer: np.concatenate of unaligned records is ~15x slower
         self.records = np.frombuffer(b"".join(rows), dtype=DTYPE[family])
         self.counts = counts
@@ -364,8 +412,10 @@ class Blocks:
         self.cells, self.versions = cells, versions
         self.edge = np.repeat(edge, counts)
         self.rank: npt.NDArray[np.float64] | None = None  # the text ranks (relevance page)
+        # the block directory's generation when it listed exactly these blocks, if known
+        self.generation: int | None = None
         self.others: dict[int, list[str]] = {}
-        for b, entries in enumerate(others):
+        for b, entries in others.items():
             if entries:
                 offset = int(self.starts[b])
                 for entry in entries:
@@ -383,7 +433,7 @@ class Blocks:
             [part[0] for part in parts],
             np.array([len(part[0]) // size for part in parts], dtype=np.int64),
             np.array([part[2] for part in parts], dtype=bool),
-            [part[1] for part in parts],
+            {b: part[1] for b, part in enumerate(parts) if part[1]},
             none,
             none,
         )

@@ -6,7 +6,12 @@ run with `plan_cache_mode = force_custom_plan`, so every query is planned with i
 values. A generic plan of the radius query drops the KNN/GiST shape and was measured 30x
 slower; planning costs ~0.2 ms. JIT is off (it costs milliseconds on these short queries).
 
-Each list request runs two statements on one connection:
+The facet pass normally runs on the facet blocks (`search.blocks`) this process holds,
+listed by its block directory (`search.block_sync`); the directory check rides on the
+page statement, so a list query on current copies is one statement, and one whose blocks
+changed meanwhile is computed again. The SQL pass below answers when the blocks cannot
+(a radius box that wraps) and for `PostgresEngine(blocks=False)`; it runs two statements
+on one connection:
 
 - the facet pass: ONE scan of the rows matching every filter except subject/expertise and
   language, grouped on integers (`*_bits`, `language_bits`, `languages_other`,
@@ -38,14 +43,15 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from search import cursor as cursors
+from search.block_sync import BlockDirectory, TableReplaced, sync_sql
 from search.blocks import (
     ALL_CELLS,
     BOX_MARGIN,
     CELL_DEG,
     COLUMN,
-    DTYPE,
     EARTH_R,
     Blocks,
+    CellRanges,
     Counts,
     Filters,
     bbox_cover,
@@ -84,8 +90,9 @@ _FACET_PAGE_SCAN_MAX = 12000
 # row ~1.1 µs, measured here): the blocks missing from the text match cache are matched
 # on their own while they hold fewer records than the fetched blocks / this.
 _MISS_COST = 1.5
-# (cell, version) of a block, as `_fetch_blocks` packs them
-_BLOCK_META = np.dtype([("cell", ">i4"), ("version", ">i8")])
+# Computations of one list query on the blocks held, each checked by its page statement
+# (`search.block_sync`); the last one checks the blocks first.
+_SYNC_TRIES = 3
 # Exact radius test on a document (geography): certainly inside on the sphere, or inside on
 # the spheroid. `_ST_DWithin` is the non-indexable form: the bbox above is the index filter.
 _RADIUS_EXACT = (
@@ -235,6 +242,12 @@ class _Sql:
         self.scanned = 0
         # (blocks, results mask) when the facet pass ran on the facet blocks
         self.block_hits: tuple[Blocks, Any] | None = None
+        # check the block directory before reading blocks (else: with the page)
+        self.sync_first = True
+        # (family, cell ranges, blocks) of the facet pass, checked with the page
+        self.sync_check: tuple[str, CellRanges, Blocks] | None = None
+        # set when that check found a block of those ranges re-packed: compute again
+        self.stale = False
 
     def _conds(self, facets: bool) -> list[str]:
         geo = [] if self.geo is None else [self.geo[1] if facets else self.geo[0]]
@@ -259,9 +272,10 @@ class PostgresEngine:
         False keeps it in SQL (tests and A/B benchmarks compare the two)."""
         self.pool = pool
         self.blocks = blocks
-        # family -> cell -> (version, packed records, others); the sorted cells held
-        self._block_cache: dict[str, dict[int, tuple[int, bytes, list[str] | None]]] = {}
-        self._block_bytes = 0
+        # family -> (cell, version) of every block, and the copies held (`search.block_sync`)
+        self._directory: dict[str, BlockDirectory] = {}
+        # list queries computed again because a block they read changed before their page
+        self.recomputed = 0
         self._text_cache = TextMatchCache()
         self._tsq: OrderedDict[tuple[str, ...], tuple[str, str]] = OrderedDict()
         self._bits: _Bits | None = None
@@ -474,7 +488,7 @@ class PostgresEngine:
         when the radius box wraps (the SQL pass answers)."""
         family = "tutor" if table.startswith("tutor") else "coach"
         p = s.params
-        ranges: list[tuple[int, int, bool]] = [(lo, hi, False) for lo, hi in ALL_CELLS]
+        ranges = ALL_CELLS
         if "radius_m" in p:
             cover = radius_cover(
                 p["lat"], p["lng"], p["radius_in"], p["radius_out"],
@@ -496,7 +510,9 @@ class PostgresEngine:
             )
             row = await cur.fetchone()
             available = bytes(row[0]) if row else b""
-        blocks = await self._fetch_blocks(conn, family, ranges)
+        blocks = await self._fetch_blocks(conn, family, ranges, s.sync_first)
+        if not s.sync_first:
+            s.sync_check = (family, ranges, blocks)
         text = None
         if s.text is not None:
             text = await self._text_matches(conn, family, table, blocks, s, q.sort == "relevance")
@@ -662,84 +678,113 @@ class PostgresEngine:
         base, cat_ok, lang_ok = blocks.masks(_block_filters(q, p), keep)
         return blocks.clusters(base & cat_ok & lang_ok, p["cell"])
 
+    async def _sync(self, conn: psycopg.AsyncConnection[Any], family: str) -> npt.NDArray[np.int64]:
+        """Check `family`'s block directory (`search.block_sync`), reading it whole the
+        first time and when its table was replaced; returns the cells whose block
+        appeared, changed or emptied since the previous check."""
+        directory = self._directory.setdefault(family, BlockDirectory())
+        while True:
+            whole = not directory.loaded
+            cur = await conn.cursor(binary=True).execute(
+                "SELECT " + sync_sql(family),
+                {"sync_horizon": "0" if whole else str(directory.horizon)},
+            )
+            row = await cur.fetchone()
+            assert row is not None  # a scalar subquery: always one row
+            try:
+                return directory.apply(bytes(row[0]), whole=whole)
+            except TableReplaced:
+                continue  # read it whole
+
+    async def _check(
+        self, conn: psycopg.AsyncConnection[Any], s: _Sql, answer: bytes | None
+    ) -> None:
+        """Apply the directory check that came with a page (`answer`; None when the page
+        had no row, then one is run now) and set `s.stale` unless the blocks of the
+        query's cells are still those it computed on."""
+        if s.sync_check is None:
+            return
+        family, ranges, blocks = s.sync_check
+        s.sync_check = None
+        directory = self._directory[family]
+        applied = False
+        if answer is not None:
+            try:
+                directory.apply(answer, whole=False)
+                applied = True
+            except TableReplaced:
+                pass
+        if not applied:
+            await self._sync(conn, family)
+        s.stale = not directory.current(ranges, blocks.cells, blocks.versions, blocks.generation)
+
+    def _sync_column(self, s: _Sql, p: dict[str, Any]) -> str:
+        """The select-list tail carrying a directory check with a page (empty when the
+        query read no blocks or checked them first)."""
+        if s.sync_check is None:
+            return ""
+        family = s.sync_check[0]
+        p["sync_horizon"] = str(self._directory[family].horizon)
+        return f", {sync_sql(family)} AS sync_answer"
+
     async def _fetch_blocks(
         self,
         conn: psycopg.AsyncConnection[Any],
         family: str,
-        ranges: list[tuple[int, int, bool]],
+        ranges: CellRanges,
+        sync_first: bool = True,
     ) -> Blocks:
-        """The blocks of the cell id ranges (lo, hi, edge). Blocks are cached (packed) in
-        this process by (cell, version), and a re-pack always takes a new version: one
-        prepared statement returns (cell, version) of every block of the
-        ranges packed in one `bytea` (a row per block costs ~1.5 µs in the driver, and
-        the coaches are 1,024 blocks); a second one reads the blocks whose version this
-        process does not hold, if any. Each block is read whole in one snapshot; a block
-        re-packed between the two statements is used in its newer version, and one gone
-        since the first counts as empty."""
-        cache = self._block_cache.setdefault(family, {})
-        cur = await conn.cursor(binary=True).execute(
-            "SELECT coalesce(string_agg(int4send(cell) || int8send(version), ''::bytea),"
-            " ''::bytea) FROM unnest(%(lo)s::integer[], %(hi)s::integer[]) r(lo, hi)"
-            f" JOIN {family}_facet_blocks b ON b.cell BETWEEN r.lo AND r.hi",
-            {
-                "lo": _array([r[0] for r in ranges]),
-                "hi": _array([r[1] for r in ranges]),
-            },
-            prepare=True,  # one plan per connection: planning cost more than the scan
-        )
-        row = await cur.fetchone()
-        assert row is not None  # an aggregate without GROUP BY: always one row
-        meta = np.frombuffer(row[0], dtype=_BLOCK_META)
-        cells, versions = meta["cell"].astype(np.int64), meta["version"].astype(np.int64)
-        cell_list, version_list = cells.tolist(), versions.tolist()
-        entries = [cache.get(c) for c in cell_list]
-        stale = [
-            c
-            for c, v, e in zip(cell_list, version_list, entries, strict=True)
-            if e is None or e[0] != v
-        ]
-        if stale:
+        """The blocks of the cell id ranges (lo, hi, edge). Which blocks exist, in which
+        version, comes from the block directory (`search.block_sync`), checked first
+        when `sync_first` (else the caller checks it with its page, and computes again
+        when the blocks of `ranges` are no longer those of the returned `Blocks`, whose
+        `cells` and `versions` say which they are). The directory holds copies of the
+        blocks read (packed), by version; one statement reads the blocks whose copy is
+        missing or older, if any. Each block is read whole in one snapshot; one
+        re-packed since the check is used in its newer version, one emptied since is
+        empty."""
+        directory = self._directory.get(family)
+        if sync_first or directory is None or not directory.loaded:
+            await self._sync(conn, family)
+            directory = self._directory[family]
+        idx, edge = directory.lookup(ranges)
+        cells, versions = directory.cells[idx], directory.versions[idx]
+        counts = directory.count[idx]
+        missing = directory.held[idx] != versions
+        any_missing = bool(missing.any())
+        cell_list = cells.tolist()
+        copy = directory.copy
+        if any_missing:
+            rows = [b"" if m else copy[c] for c, m in zip(cell_list, missing.tolist(), strict=True)]
+        else:
+            rows = [copy[c] for c in cell_list]
+        others = {
+            b: directory.others[cell_list[b]]
+            for b in np.flatnonzero(directory.has_others[idx] & ~missing).tolist()
+        }
+        if any_missing:
+            at = np.flatnonzero(missing)
             cur = await conn.cursor(binary=True).execute(
                 f"SELECT cell, version, n, rows, others FROM {family}_facet_blocks"
                 " WHERE cell = ANY (%(cells)s::integer[])",
-                {"cells": _array(stale)},
+                {"cells": _array(cells[at].tolist())},
             )
-            fresh = {r[0]: r for r in await cur.fetchall()}
-            for c in stale:
-                got = fresh.get(c)
-                old = cache.pop(c, None)
-                if old is not None:
-                    self._block_bytes -= len(old[1])
-                if got is None:  # emptied since the first statement
-                    continue
-                _, version, n, rows, others = got
-                records = Blocks.check(family, n, bytes(rows))
-                cache[c] = (version, records, others)
-                self._block_bytes += len(records)
-            entries = [cache.get(c) for c in cell_list]
-            kept = [i for i, e in enumerate(entries) if e is not None]
-            if len(kept) < len(entries):
-                cells, entries = cells[kept], [entries[i] for i in kept]
-            versions = np.array([e[0] for e in entries], dtype=np.int64)  # type: ignore[index]
-        held = [e for e in entries if e is not None]
-        # the edge flag of the range holding each cell (ranges are disjoint)
-        bounds = np.array([r[0] for r in ranges], dtype=np.int64)
-        order = np.argsort(bounds)
-        at = np.searchsorted(bounds[order], cells, side="right") - 1
-        edge = np.array([r[2] for r in ranges], dtype=bool)[order][at]
-        size = DTYPE[family].itemsize
-        blocks = Blocks(
-            family,
-            [e[1] for e in held],
-            np.array([len(e[1]) // size for e in held], dtype=np.int64),
-            edge,
-            [e[2] for e in held],
-            cells,
-            versions,
-        )
-        if self._block_bytes > _BLOCK_CACHE_BYTES:  # start over rather than track use
-            self._block_cache.clear()
-            self._block_bytes = 0
+            # the directory may have changed while this statement ran: positions in
+            # this query's arrays only, and `hold` finds the cell again
+            position = dict(zip(cells[at].tolist(), at.tolist(), strict=True))
+            counts[at] = 0  # a block gone (its table replaced since) counts as empty
+            for cell, version, n, packed, entries in await cur.fetchall():
+                b = position[cell]
+                records = Blocks.check(family, n, bytes(packed))
+                rows[b], counts[b], versions[b] = records, n, version
+                if entries:
+                    others[b] = entries
+                directory.hold(cell, version, records, n, entries)
+            if directory.nbytes > _BLOCK_CACHE_BYTES:  # start over rather than track use
+                directory.drop_copies()
+        blocks = Blocks(family, rows, counts, edge, others, cells, versions)
+        if not any_missing:  # read from the directory without a statement in between
+            blocks.generation = directory.generation
         return blocks
 
     @staticmethod
@@ -929,14 +974,15 @@ class PostgresEngine:
             after = float(key[0]) if key is not None else None
             ids = blocks.nearest(hits, p["lat"], p["lng"], limit + 1, after)
             p["page_ids"] = _array(ids)
+            sync = self._sync_column(s, p)
             cur = await conn.execute(
-                f"SELECT * FROM (SELECT {columns}, {expr} AS sort_key, count(*) OVER ()"
+                f"SELECT *{sync} FROM (SELECT {columns}, {expr} AS sort_key, count(*) OVER ()"
                 f" AS found FROM {table} WHERE provider_id = ANY (%(page_ids)s::uuid[])) c"
                 f" WHERE {cond.replace(expr, 'sort_key')}"
                 f" ORDER BY sort_key, provider_id LIMIT %(limit)s",
                 p,
             )
-            rows = await cur.fetchall()
+            rows = await self._checked_rows(conn, s, cur, bool(sync))
             if all(r[-1] == len(ids) for r in rows) and (rows or not ids):
                 return [r[:-1] for r in rows]
             # a document went away between the two statements: the SQL page answers
@@ -962,22 +1008,41 @@ class PostgresEngine:
                 f"provider_id IN (SELECT provider_id FROM {table.replace('_documents', '_facets')}"
                 f" WHERE {s.all(True)} AND {f_cond} ORDER BY {f_order} LIMIT %(limit)s)"
             )
+        sync = self._sync_column(s, p) if block_page is not None else ""
         sql = (
             f"SELECT {columns}, {expr} AS sort_key{', location AS page_location' if extra else ''}"
-            f" FROM {table} WHERE {where} ORDER BY {order} LIMIT %(limit)s"
+            f"{'' if extra else sync} FROM {table} WHERE {where} ORDER BY {order} LIMIT %(limit)s"
         )
         if extra:
             # Computed for the page only, not for every row of the filtered set.
-            sql = f"SELECT *, {extra} FROM ({sql}) page ORDER BY {order.replace(expr, 'sort_key')}"
+            sql = (
+                f"SELECT *, {extra}{sync} FROM ({sql}) page"
+                f" ORDER BY {order.replace(expr, 'sort_key')}"
+            )
         if sort == "distance":
             sql = self._knn_page(table, columns, s, cond, order)
         cur = await conn.execute(sql, p)
-        rows = await cur.fetchall()
+        rows = await self._checked_rows(conn, s, cur, bool(sync))
         if block_page is not None and len(rows) != len(block_page):
             # a document went away between the two statements: the SQL page answers
             s.block_hits = None
             return await self._page(conn, table, columns, s, sort, limit, key, extra, total)
         return rows
+
+    async def _checked_rows(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        s: _Sql,
+        cur: psycopg.AsyncCursor[Any],
+        synced: bool,
+    ) -> list[tuple[Any, ...]]:
+        """The page rows of `cur`; when they carry a directory check (`synced`, last
+        column), without it, once `_check` applied it."""
+        rows = await cur.fetchall()
+        if not synced:
+            return rows
+        await self._check(conn, s, bytes(rows[0][-1]) if rows else None)
+        return [r[:-1] for r in rows]
 
     @staticmethod
     def _knn_page(table: str, columns: str, s: _Sql, cond: str, order: str) -> str:
@@ -1013,6 +1078,35 @@ class PostgresEngine:
             value = float(value)
         return [value, str(pid)]
 
+    async def _listing(
+        self,
+        q: TutorQuery | CoachQuery,
+        table: str,
+        col: str,
+        catalogue: tuple[str, ...],
+        where: Callable[[_Sql], None],
+        cols: str,
+        key: list[Any] | None,
+        extra: str = "",
+    ) -> tuple[dict[str, Any], int, list[tuple[Any, ...]]]:
+        """(facets, total, page rows) of a list query on `table`: filters (`where` adds
+        the table's own), facet pass, page. Computed on the blocks held, checked with the
+        page (`_check`) and computed again while a block it read changed, up to
+        `_SYNC_TRIES` times, the last one checking the block directory first."""
+        for attempt in range(_SYNC_TRIES):
+            async with self.pool.connection() as conn:
+                s = await self._filters(conn, q, col, catalogue)
+                s.sync_first = attempt == _SYNC_TRIES - 1
+                where(s)
+                facets, total = await self._facets(conn, table, col, s, catalogue, q.language, q)
+                rows = await self._page(conn, table, cols, s, q.sort, q.limit, key, extra, total)
+                if s.sync_check is not None:  # a page that did not carry the check
+                    await self._check(conn, s, None)
+            if not s.stale:
+                return facets, total, rows
+            self.recomputed += 1
+        raise AssertionError("the last try checks the directory first: never stale")
+
     # ------------------------------------------------------------------ tutors
 
     async def search_tutors(self, q: TutorQuery) -> TutorResults:
@@ -1020,25 +1114,23 @@ class PostgresEngine:
         (PostGIS geography), `radius_km` inclusive."""
         fp = cursors.fingerprint(normalized(q, exclude={"limit", "cursor"}))
         key = cursors.decode(q.cursor, q.sort, fp) if q.cursor else None
-        async with self.pool.connection() as conn:
-            s = await self._filters(conn, q, "subjects", q.subject)
+        cols = (
+            "provider_id, display_name, headline, subjects, languages, price_minor,"
+            " currency, rating_avg, rating_count, online, in_person, lat, lng, city,"
+            " country_code"
+        )
+        extra = ""
+        has_point = q.lat is not None and q.lng is not None and q.radius_km is not None
+        if has_point and q.sort != "distance":
+            extra = f"ST_Distance(page_location, {_POINT}) AS dist"
+
+        def where(s: _Sql) -> None:
             if q.lat is not None and q.lng is not None and q.radius_km is not None:
                 _radius(s, q.lat, q.lng, q.radius_km)
-            facets, total = await self._facets(
-                conn, "tutor_documents", "subjects", s, q.subject, q.language, q
-            )
-            cols = (
-                "provider_id, display_name, headline, subjects, languages, price_minor,"
-                " currency, rating_avg, rating_count, online, in_person, lat, lng, city,"
-                " country_code"
-            )
-            has_point = "lat" in s.params
-            extra = ""
-            if has_point and q.sort != "distance":
-                extra = f"ST_Distance(page_location, {_POINT}) AS dist"
-            rows = await self._page(
-                conn, "tutor_documents", cols, s, q.sort, q.limit, key, extra, total
-            )
+
+        facets, total, rows = await self._listing(
+            q, "tutor_documents", "subjects", q.subject, where, cols, key, extra
+        )
         items = []
         for r in rows[: q.limit]:
             dist = r[15] if q.sort == "distance" else (r[17] if extra else None)
@@ -1083,7 +1175,8 @@ class PostgresEngine:
             if q.zoom >= POINTS_ZOOM:
                 s.params["max_points"] = MAX_POINTS
                 cur = await conn.execute(
-                    "SELECT provider_id, lat, lng, display_name, price_minor, currency,"
+                    # the id as text: psycopg would build a UUID per point, then str it
+                    "SELECT provider_id::text AS id, lat, lng, display_name, price_minor, currency,"
                     " rating_avg, rating_count, count(*) OVER () FROM tutor_documents"
                     f" WHERE (location::geometry) && {box} AND {s.all()}"
                     " ORDER BY rating_sort DESC, provider_id"
@@ -1094,7 +1187,7 @@ class PostgresEngine:
                 total = rows[0][8] if rows else 0
                 points = [
                     {
-                        "id": str(r[0]),
+                        "id": r[0],
                         "lat": r[1],
                         "lng": r[2],
                         "display_name": r[3],
@@ -1155,21 +1248,19 @@ class PostgresEngine:
         """See `SearchEngine.search_coaches`."""
         fp = cursors.fingerprint(normalized(q, exclude={"limit", "cursor"}))
         key = cursors.decode(q.cursor, q.sort, fp) if q.cursor else None
-        async with self.pool.connection() as conn:
-            s = await self._filters(conn, q, "expertises", q.expertise)
+        cols = (
+            "provider_id, kind, display_name, headline, expertises, languages, price_minor,"
+            " currency, rating_avg, rating_count, online, in_person, city, country_code"
+        )
+
+        def where(s: _Sql) -> None:
             if q.kind:
                 s.params["kinds"] = list(q.kind)
                 s.base.append("kind = ANY(%(kinds)s::text[])")
-            facets, total = await self._facets(
-                conn, "coach_documents", "expertises", s, q.expertise, q.language, q
-            )
-            cols = (
-                "provider_id, kind, display_name, headline, expertises, languages, price_minor,"
-                " currency, rating_avg, rating_count, online, in_person, city, country_code"
-            )
-            rows = await self._page(
-                conn, "coach_documents", cols, s, q.sort, q.limit, key, total=total
-            )
+
+        facets, total, rows = await self._listing(
+            q, "coach_documents", "expertises", q.expertise, where, cols, key
+        )
         items = [
             {
                 "id": str(r[0]),

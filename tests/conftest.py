@@ -156,6 +156,37 @@ class EngineThread:
         self.thread.join(timeout=10)
 
 
+@pytest.fixture
+def market(db: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
+    """A small seeded marketplace (300 tutors, 100 coaches) with its documents built from
+    scratch; the `*_expected` tables of `tests.projection_check` dropped afterwards.
+    Modules with another marketplace define their own `market`."""
+    from datetime import date
+
+    from indexer.projection import build_all
+    from profiles.seed import SeedParams, seed
+    from tests.projection_check import drop_expected
+
+    seed(db, SeedParams(tutors=300, coaches=100, students=0, seed=5, start=date(2030, 3, 4)))
+    with db.transaction():
+        build_all(db)
+    yield db
+    drop_expected(db)
+
+
+@pytest.fixture
+def engines(database_url: str) -> Iterator[tuple[EngineThread, Any]]:
+    """A block engine on its own loop (`EngineThread`), and the SQL pass
+    (`PostgresEngine(blocks=False)`) on the same loop, to compare answers."""
+    from search.postgres import PostgresEngine
+
+    et = EngineThread(database_url)
+    sql = et.run(PostgresEngine.open(database_url, min_size=1, max_size=1, blocks=False))
+    yield et, sql
+    et.run(sql.close())
+    et.close()
+
+
 @pytest.fixture(scope="module")
 def search_dataset(database_url: str) -> Iterator[str]:
     """A seeded marketplace (2,500 tutors, 500 coaches, slots in March 2030) with its

@@ -9,7 +9,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import date
 from typing import Any
 
 import numpy as np
@@ -19,9 +18,8 @@ from geographiclib.geodesic import Geodesic
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from indexer.projection import build_all, rebuild_documents
+from indexer.projection import rebuild_documents
 from profiles.catalogue import SUBJECTS
-from profiles.seed import SeedParams, seed
 from search.blocks import (
     CELL_DEG,
     COLUMN,
@@ -37,7 +35,7 @@ from search.geo import snap_bbox
 from search.postgres import PostgresEngine, _radius, _Sql
 from search.schemas import CoachQuery, TutorMapQuery, TutorQuery
 from tests.conftest import EngineThread
-from tests.projection_check import assert_equals_from_scratch, drop_expected
+from tests.projection_check import assert_equals_from_scratch
 from tests.test_search_oracle import CENTRES, coach_queries, tutor_queries
 
 # --------------------------------------------------------------------- the cover (no DB)
@@ -351,16 +349,6 @@ def test_viewport_sides_through_a_tutor_match_postgis(
 # (last in the module: the `db` fixture empties the tables `search_dataset` filled)
 
 
-@pytest.fixture
-def market(db: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
-    """A small seeded marketplace with its documents built from scratch."""
-    seed(db, SeedParams(tutors=300, coaches=100, students=0, seed=5, start=date(2030, 3, 4)))
-    with db.transaction():
-        build_all(db)
-    yield db
-    drop_expected(db)
-
-
 def _rebuild(conn: psycopg.Connection[Any], ids: list[uuid.UUID]) -> None:
     with conn.transaction():
         rebuild_documents(conn, ids)
@@ -445,38 +433,34 @@ def test_concurrent_writers_in_one_cell_leave_exact_blocks(
     assert_equals_from_scratch(market)
 
 
-def test_cached_blocks_follow_writes(market: psycopg.Connection[Any], database_url: str) -> None:
+def test_cached_blocks_follow_writes(
+    market: psycopg.Connection[Any], engines: tuple[EngineThread, PostgresEngine]
+) -> None:
     """An engine holding decoded blocks answers with the re-packed ones after a write
     (versions differ), and equals the SQL pass before and after."""
-    et = EngineThread(database_url)
-    sql = et.run(PostgresEngine.open(database_url, min_size=1, max_size=1, blocks=False))
-    try:
-        lat, lng, pid = market.execute(
-            "SELECT ST_Y(geom), ST_X(geom), provider_id FROM tutor_facets WHERE cell >= 0"
-            " ORDER BY provider_id LIMIT 1"
-        ).fetchone()
-        q = TutorQuery(lat=lat, lng=lng, radius_km=30, sort="price")
-        before = et.run(et.engine.search_tutors(q))
-        assert before.model_dump() == et.run(sql.search_tutors(q)).model_dump()
-        assert et.engine._block_cache["tutor"], "the engine holds the blocks it read"
-        market.execute(
-            "UPDATE provider_profiles SET hourly_rate_minor = 1, currency = 'EUR'"
-            " WHERE user_id = %s",
-            (pid,),
-        )
-        _rebuild(market, [pid])
-        after = et.run(et.engine.search_tutors(q))
-        assert after.model_dump() == et.run(sql.search_tutors(q)).model_dump()
-        assert after.items[0]["id"] == str(pid)  # the cheapest now
-    finally:
-        et.run(sql.close())
-        et.close()
+    et, sql = engines
+    lat, lng, pid = market.execute(
+        "SELECT ST_Y(geom), ST_X(geom), provider_id FROM tutor_facets WHERE cell >= 0"
+        " ORDER BY provider_id LIMIT 1"
+    ).fetchone()
+    q = TutorQuery(lat=lat, lng=lng, radius_km=30, sort="price")
+    before = et.run(et.engine.search_tutors(q))
+    assert before.model_dump() == et.run(sql.search_tutors(q)).model_dump()
+    assert et.engine._directory["tutor"].copy, "the engine holds the blocks it read"
+    market.execute(
+        "UPDATE provider_profiles SET hourly_rate_minor = 1, currency = 'EUR' WHERE user_id = %s",
+        (pid,),
+    )
+    _rebuild(market, [pid])
+    after = et.run(et.engine.search_tutors(q))
+    assert after.model_dump() == et.run(sql.search_tutors(q)).model_dump()
+    assert after.items[0]["id"] == str(pid)  # the cheapest now
 
 
 @pytest.mark.parametrize("miss_cost", [0.0, 1e9], ids=["missing-cells", "box-pass"])
 def test_cached_text_matches_follow_writes(
     market: psycopg.Connection[Any],
-    database_url: str,
+    engines: tuple[EngineThread, PostgresEngine],
     miss_cost: float,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -487,66 +471,61 @@ def test_cached_text_matches_follow_writes(
     the box: both forced here); coaches (uuid-hashed cells) the same after a coach's
     headline changes. Every answer equals the SQL pass."""
     monkeypatch.setattr("search.postgres._MISS_COST", miss_cost)
-    et = EngineThread(database_url)
-    sql = et.run(PostgresEngine.open(database_url, min_size=1, max_size=1, blocks=False))
-    try:
-        # a tutor with another one 100-400 km away (outside a 60 km circle, in a wider one)
-        lat, lng, pid, km = market.execute(
-            "SELECT ST_Y(a.geom), ST_X(a.geom), a.provider_id,"
-            " ST_Distance(a.geom::geography, b.geom::geography) / 1000"
-            " FROM tutor_facets a JOIN tutor_facets b ON a.provider_id <> b.provider_id"
-            " WHERE ST_DWithin(a.geom::geography, b.geom::geography, 400000)"
-            " AND NOT ST_DWithin(a.geom::geography, b.geom::geography, 100000)"
-            " ORDER BY a.provider_id, b.provider_id LIMIT 1"
-        ).fetchone()
-        cache = et.engine._text_cache
+    et, sql = engines
+    # a tutor with another one 100-400 km away (outside a 60 km circle, in a wider one)
+    lat, lng, pid, km = market.execute(
+        "SELECT ST_Y(a.geom), ST_X(a.geom), a.provider_id,"
+        " ST_Distance(a.geom::geography, b.geom::geography) / 1000"
+        " FROM tutor_facets a JOIN tutor_facets b ON a.provider_id <> b.provider_id"
+        " WHERE ST_DWithin(a.geom::geography, b.geom::geography, 400000)"
+        " AND NOT ST_DWithin(a.geom::geography, b.geom::geography, 100000)"
+        " ORDER BY a.provider_id, b.provider_id LIMIT 1"
+    ).fetchone()
+    cache = et.engine._text_cache
 
-        def both(q: TutorQuery) -> Any:
-            got = et.run(et.engine.search_tutors(q))
-            assert got.model_dump() == et.run(sql.search_tutors(q)).model_dump()
-            return got
+    def both(q: TutorQuery) -> Any:
+        got = et.run(et.engine.search_tutors(q))
+        assert got.model_dump() == et.run(sql.search_tutors(q)).model_dump()
+        return got
 
-        q = TutorQuery(lat=lat, lng=lng, radius_km=60, q="quokka", sort="relevance")
-        assert both(q).total == 0
-        cached = len(cache)
-        assert cached > 0, "the first search cached its cells"
-        hits = cache.hits
-        assert both(q).total == 0
-        assert cache.hits - hits == cached, "the same search reads every cell from the cache"
-        market.execute(
-            "UPDATE provider_profiles SET headline = headline || ' quokka' WHERE user_id = %s",
-            (pid,),
-        )
-        _rebuild(market, [pid])
-        found = both(q)
-        assert [i["id"] for i in found.items] == [str(pid)]
-        # the wider circle: the 60 km cells from the cache, the others matched now
-        for word, sort in (("quokka", "relevance"), ("prof", "price"), ("prof", "relevance")):
-            hits, misses = cache.hits, cache.misses
-            wide = q.model_copy(update={"radius_km": km + 10, "q": (word,), "sort": sort})
-            both(wide)
-            both(q.model_copy(update={"q": (word,), "sort": sort}))
-            assert cache.misses > misses
-        assert cache.hits > hits
-        # coaches: no position, 1,024 hashed cells (by id, or the whole table)
-        (coach,) = market.execute(
-            "SELECT provider_id FROM coach_facets ORDER BY provider_id LIMIT 1"
-        ).fetchone()
-        cq = CoachQuery(q=("wombat",), sort="relevance")
-        for _ in range(2):
-            got = et.run(et.engine.search_coaches(cq))
-            assert got.model_dump() == et.run(sql.search_coaches(cq)).model_dump()
-        assert got.total == 0
-        market.execute(
-            "UPDATE provider_profiles SET headline = headline || ' wombat' WHERE user_id = %s",
-            (coach,),
-        )
-        _rebuild(market, [coach])
-        misses = cache.misses
+    q = TutorQuery(lat=lat, lng=lng, radius_km=60, q="quokka", sort="relevance")
+    assert both(q).total == 0
+    cached = len(cache)
+    assert cached > 0, "the first search cached its cells"
+    hits = cache.hits
+    assert both(q).total == 0
+    assert cache.hits - hits == cached, "the same search reads every cell from the cache"
+    market.execute(
+        "UPDATE provider_profiles SET headline = headline || ' quokka' WHERE user_id = %s",
+        (pid,),
+    )
+    _rebuild(market, [pid])
+    found = both(q)
+    assert [i["id"] for i in found.items] == [str(pid)]
+    # the wider circle: the 60 km cells from the cache, the others matched now
+    for word, sort in (("quokka", "relevance"), ("prof", "price"), ("prof", "relevance")):
+        hits, misses = cache.hits, cache.misses
+        wide = q.model_copy(update={"radius_km": km + 10, "q": (word,), "sort": sort})
+        both(wide)
+        both(q.model_copy(update={"q": (word,), "sort": sort}))
+        assert cache.misses > misses
+    assert cache.hits > hits
+    # coaches: no position, 1,024 hashed cells (by id, or the whole table)
+    (coach,) = market.execute(
+        "SELECT provider_id FROM coach_facets ORDER BY provider_id LIMIT 1"
+    ).fetchone()
+    cq = CoachQuery(q=("wombat",), sort="relevance")
+    for _ in range(2):
         got = et.run(et.engine.search_coaches(cq))
         assert got.model_dump() == et.run(sql.search_coaches(cq)).model_dump()
-        assert [i["id"] for i in got.items] == [str(coach)]
-        assert cache.misses > misses
-    finally:
-        et.run(sql.close())
-        et.close()
+    assert got.total == 0
+    market.execute(
+        "UPDATE provider_profiles SET headline = headline || ' wombat' WHERE user_id = %s",
+        (coach,),
+    )
+    _rebuild(market, [coach])
+    misses = cache.misses
+    got = et.run(et.engine.search_coaches(cq))
+    assert got.model_dump() == et.run(sql.search_coaches(cq)).model_dump()
+    assert [i["id"] for i in got.items] == [str(coach)]
+    assert cache.misses > misses
