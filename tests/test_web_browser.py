@@ -375,8 +375,16 @@ def test_coach_page_filters_by_language_and_paginates(page_factory: Any, api: An
     expect(page.get_by_role("button", name="Previous")).to_be_disabled()
 
     # Kind and price filters go through too; min > max is a readable message here as well.
+    mentors = api.get("/search/coaches", params={**base, "kind": "mentor"}).json()
+    assert mentors["items"]
     with page.expect_response(lambda r: _is("/search/coaches")(r) and "kind=mentor" in r.url):
         page.get_by_role("radio", name="Mentors", exact=True).check()
+    # The response has arrived; the page renders it in a later task, so wait for the render.
+    expect(page.locator("#result-list")).to_have_attribute("data-total", str(mentors["total"]))
+    expect(page.locator("#result-list > li").first).to_have_attribute(
+        "data-id", mentors["items"][0]["id"]
+    )
+    assert _dom_ids(page, "#result-list > li") == [i["id"] for i in mentors["items"]]
     kinds = page.eval_on_selector_all("#result-list .badge", "els => els.map(e => e.textContent)")
     assert kinds
     assert set(kinds) == {"Mentor"}
