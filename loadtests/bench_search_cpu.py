@@ -174,6 +174,10 @@ async def run(args: argparse.Namespace) -> None:
 
     app = create_app()
     reqs = requests(args.distinct)
+    if args.only:
+        reqs = [r for r in reqs if r[0] in args.only.split(",")]
+        if not reqs:
+            raise SystemExit(f"no query class named {args.only!r}")
     for _, path, qs in reqs[: len(reqs) // 4]:  # warm-up: pool, catalogue bits, imports
         status, _ = await call(app, path, qs)
         assert status == 200, (status, path, qs)
@@ -202,6 +206,7 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="also attribute CPU with py-spy")
     ap.add_argument("--log-level", default="INFO")
     ap.add_argument("--top", type=int, default=30)
+    ap.add_argument("--only", help="only these query classes (comma-separated names)")
     ap.add_argument("--raw", help="keep py-spy's raw (collapsed) stacks in this file")
     args = ap.parse_args()
     from core.settings import get_settings

@@ -38,6 +38,7 @@ entries, `index` counted from 0 within the block.
 
 from __future__ import annotations
 
+import copy
 import math
 import uuid
 from dataclasses import dataclass, field
@@ -388,6 +389,47 @@ def _bit_counts(values: npt.NDArray[np.int64]) -> dict[int, int]:
     return out
 
 
+_LETTERS = 26
+
+
+def _result_stats(
+    results: npt.NDArray[Any],
+) -> tuple[dict[int, int], dict[str, tuple[int, int, int, int]]]:
+    """({rating bucket: count}, {currency: (count, min, max, sum of price_minor)}) of the
+    records `results` (at least one). Buckets: 0 = [1, 2) ... 3 = [4, 5]; below 1.00 or
+    unrated (-1): none, as in SQL. Currencies are `^[A-Z]{3}$` (the providers' CHECK
+    constraint): each is an index below 26^3, so the records are grouped by a stable
+    (radix) argsort of 16-bit indexes and reduced per group, without comparing strings."""
+    rating = results["rating"].astype(np.int32)
+    buckets = np.bincount(np.minimum(rating[rating >= 100] // 100, 4) - 1, minlength=4)
+    by_rating = {b: int(n) for b, n in enumerate(buckets.tolist()) if n}
+    letters = np.ascontiguousarray(results["currency"]).view(np.uint8).reshape(-1, 3) - np.uint8(
+        ord("A")
+    )
+    if int(letters.max()) >= _LETTERS:  # uint8: a byte below "A" wrapped round too
+        raise ValueError("a facet record's currency is not three letters A-Z")
+    code = letters.astype(np.uint16) @ np.array([_LETTERS**2, _LETTERS, 1], dtype=np.uint16)
+    price = results["price"].astype(np.int64)
+    order = np.argsort(code, kind="stable")
+    code, price = code[order], price[order]
+    starts = np.flatnonzero(np.concatenate(([True], code[1:] != code[:-1])))
+    n = np.diff(np.append(starts, code.size))
+    by_currency = {}
+    for c, k, lo, hi, total in zip(
+        code[starts].tolist(),
+        n.tolist(),
+        np.minimum.reduceat(price, starts).tolist(),
+        np.maximum.reduceat(price, starts).tolist(),
+        np.add.reduceat(price, starts).tolist(),
+        strict=True,
+    ):
+        name = (
+            chr(65 + c // _LETTERS**2) + chr(65 + c // _LETTERS % _LETTERS) + chr(65 + c % _LETTERS)
+        )
+        by_currency[name] = (k, lo, hi, total)
+    return by_rating, by_currency
+
+
 class Blocks:
     """Decoded records of fetched blocks: `records` (a numpy structured array, native
     byte order) and `others` ({record index: codes}) for `languages_other`."""
@@ -437,6 +479,26 @@ class Blocks:
             none,
             none,
         )
+
+    def shared(self) -> Blocks:
+        """A view of these blocks for one more query: the records, their decoded columns
+        and the directory generation are shared (never written), the text ranks are
+        the query's own."""
+        view = copy.copy(self)
+        view.rank = None
+        return view
+
+    def take(self, sel: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """The records at `sel` (a bool mask over the records, or indexes), as a new
+        record array. Rows of bytes are copied whole (`np.take` on a 2-D uint8 view):
+        a structured-array gather copies field by field, ~20x slower."""
+        idx = np.flatnonzero(sel) if sel.dtype == np.bool_ else sel
+        rows = np.take(self._bytes, idx, axis=0)
+        return rows.view(self.records.dtype).reshape(-1)
+
+    @cached_property
+    def _bytes(self) -> npt.NDArray[np.uint8]:
+        return self.records.view(np.uint8).reshape(-1, self.records.dtype.itemsize)
 
     @cached_property
     def cat(self) -> npt.NDArray[np.int64]:
@@ -500,7 +562,7 @@ class Blocks:
         decide). The bounds carry a margin (`search.postgres._radius`) far above float
         rounding, so the classification never needs to match PostgreSQL's to the ulp."""
         idx = np.flatnonzero(self.edge)
-        rec = self.records[idx]
+        rec = self.take(idx)
         dot = _unit(rec["lat"].astype(np.float64), rec["lng"].astype(np.float64)) @ _unit(
             np.array(lat), np.array(lng)
         )
@@ -523,7 +585,7 @@ class Blocks:
         iteration did not converge), which PostGIS decides."""
         if not ring.size:
             return ring
-        rec = self.records[ring]
+        rec = self.take(ring)
         d = wgs84_distance(lat, lng, rec["lat"].astype(np.float64), rec["lng"].astype(np.float64))
         keep[ring[d <= radius_m - GEODESIC_MARGIN]] = True
         return ring[~((d <= radius_m - GEODESIC_MARGIN) | (d > radius_m + GEODESIC_MARGIN))]
@@ -599,18 +661,7 @@ class Blocks:
         out.hits = hits
         out.total = int(np.count_nonzero(hits))
         if out.total:
-            rating = r["rating"][hits].astype(np.int32)
-            rated = rating[rating >= 0]
-            buckets = np.minimum(rated // 100, 4) - 1
-            buckets = buckets[buckets >= 0]  # below 1.00: no bucket (as in SQL)
-            for b, n in enumerate(np.bincount(buckets, minlength=4)):
-                if n:
-                    out.rating[b] = int(n)
-            price = r["price"][hits].astype(np.int64)
-            currency = r["currency"][hits]
-            for cur in np.unique(currency):
-                p = price[currency == cur]
-                out.price[cur.decode()] = (int(p.size), int(p.min()), int(p.max()), int(p.sum()))
+            out.rating, out.price = _result_stats(self.take(hits))
         return out
 
     def box_test(
@@ -622,7 +673,7 @@ class Blocks:
         which PostGIS decides: `&&` compares float4 boxes)."""
         x0, y0, x1, y1 = box
         idx = np.flatnonzero(self.edge)
-        rec = self.records[idx]
+        rec = self.take(idx)
         lat, lng = rec["lat"].astype(np.float64), rec["lng"].astype(np.float64)
         m = BOX_MARGIN
         inside = (lng >= x0 + m) & (lng <= x1 - m) & (lat >= y0 + m) & (lat <= y1 - m)
@@ -636,7 +687,7 @@ class Blocks:
         (count, avg lat, avg lng, min lat, min lng, max lat, max lng) per non-empty grid
         cell `(floor(lng / cell), floor(lat / cell))`, by count descending, then average
         latitude and longitude (the SQL pass's order)."""
-        rec = self.records[hits]
+        rec = self.take(hits)
         if rec.size == 0:
             return []
         lat, lng = rec["lat"].astype(np.float64), rec["lng"].astype(np.float64)
@@ -714,7 +765,7 @@ class Blocks:
         idx = np.flatnonzero(hits)
         if idx.size == 0:
             return []
-        rec = self.records[idx]
+        rec = self.take(idx)
         dot = _unit(rec["lat"].astype(np.float64), rec["lng"].astype(np.float64)) @ _unit(
             np.array(lat), np.array(lng)
         )

@@ -274,6 +274,9 @@ class PostgresEngine:
         self.blocks = blocks
         # family -> (cell, version) of every block, and the copies held (`search.block_sync`)
         self._directory: dict[str, BlockDirectory] = {}
+        # family -> every block of it, decoded, as of `Blocks.generation` (coach queries
+        # read them all: decoded once per change, not per query)
+        self._whole: dict[str, Blocks] = {}
         # list queries computed again because a block they read changed before their page
         self.recomputed = 0
         self._text_cache = TextMatchCache()
@@ -747,6 +750,10 @@ class PostgresEngine:
         if sync_first or directory is None or not directory.loaded:
             await self._sync(conn, family)
             directory = self._directory[family]
+        whole = ranges is ALL_CELLS
+        memo = self._whole.get(family) if whole else None
+        if memo is not None and memo.generation == directory.generation:
+            return memo.shared()  # every block, none changed since: decoded already
         idx, edge = directory.lookup(ranges)
         cells, versions = directory.cells[idx], directory.versions[idx]
         counts = directory.count[idx]
@@ -785,6 +792,9 @@ class PostgresEngine:
         blocks = Blocks(family, rows, counts, edge, others, cells, versions)
         if not any_missing:  # read from the directory without a statement in between
             blocks.generation = directory.generation
+            if whole:
+                self._whole[family] = blocks
+                return blocks.shared()
         return blocks
 
     @staticmethod

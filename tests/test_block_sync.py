@@ -18,7 +18,7 @@ from indexer.projection import build_all, rebuild_documents
 from search.block_sync import BlockDirectory, TableReplaced
 from search.blocks import CellRanges
 from search.postgres import PostgresEngine
-from search.schemas import TutorQuery
+from search.schemas import CoachQuery, TutorQuery
 from tests.conftest import EngineThread
 from tests.projection_check import assert_equals_from_scratch
 
@@ -236,3 +236,38 @@ def test_a_query_on_blocks_that_changed_is_computed_again(
     with market.transaction():
         build_all(market)
     both()
+
+
+def test_coach_blocks_are_decoded_once_until_one_changes(
+    market: psycopg.Connection[Any], engines: tuple[EngineThread, PostgresEngine]
+) -> None:
+    """Coach queries read every coach block: once they are held, the engine decodes them
+    once and shares them between queries while the directory is unchanged, and decodes
+    again after a write.
+    Every answer equals the SQL pass; the text ranks of one query do not leak into the
+    next (relevance, then price on the same shared blocks)."""
+    et, sql = engines
+
+    def both(q: CoachQuery) -> Any:
+        got = et.run(et.engine.search_coaches(q))
+        assert got.model_dump() == et.run(sql.search_coaches(q)).model_dump()
+        return got
+
+    by_price = CoachQuery(sort="price", limit=5)
+    both(by_price)  # reads the blocks
+    both(by_price)  # decodes what it holds
+    decoded = et.engine._whole["coach"]
+    both(CoachQuery(q="coach", sort="relevance", limit=5))
+    both(by_price)
+    assert et.engine._whole["coach"] is decoded, "nothing changed: decoded once"
+    (pid,) = market.execute(
+        "SELECT provider_id FROM coach_facets ORDER BY price_minor DESC, provider_id LIMIT 1"
+    ).fetchone()
+    _price(market, pid, 1)
+    with market.transaction():
+        rebuild_documents(market, [pid])
+    recomputed = et.engine.recomputed
+    assert both(by_price).items[0]["id"] == str(pid)
+    assert et.engine.recomputed == recomputed + 1, "the shared blocks were found stale"
+    both(by_price)
+    assert et.engine._whole["coach"] is not decoded

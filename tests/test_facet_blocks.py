@@ -27,6 +27,7 @@ from search.blocks import (
     GEODESIC_MARGIN,
     Blocks,
     _bit_counts,
+    _result_stats,
     radius_cover,
     signed64,
     wgs84_distance,
@@ -139,6 +140,41 @@ def test_bit_counts_count_every_bit(masks: list[int]) -> None:
             if m >> b & 1:
                 want[b] = want.get(b, 0) + 1
     assert _bit_counts(values) == want
+
+
+_RECORD = st.tuples(
+    st.integers(-1, 500),  # rating x 100, -1 unrated
+    st.integers(0, 2**31 - 1),  # price_minor
+    st.text("ABCXYZ", min_size=3, max_size=3),  # currency
+    st.booleans(),  # a result?
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(records=st.lists(_RECORD, max_size=200))
+def test_result_stats_group_exactly(records: list[tuple[int, int, str, bool]]) -> None:
+    """Rating buckets and per-currency (count, min, max, sum) of the results — records
+    gathered whole by `Blocks.take` — equal a count one record at a time."""
+    packed = b"".join(
+        uuid.UUID(int=i).bytes + bytes(16) + price.to_bytes(4, "big")
+        + rating.to_bytes(2, "big", signed=True) + bytes(2) + cur.encode()
+        for i, (rating, price, cur, _) in enumerate(records)
+    )  # fmt: skip
+    blocks = Blocks.from_parts("coach", [(packed, None, False)])
+    hits = np.array([r[3] for r in records], dtype=bool)
+    results = [r for r in records if r[3]]
+    assert blocks.take(hits)["price"].tolist() == [r[1] for r in results]
+    if not results:
+        return
+    buckets: dict[int, int] = {}
+    prices: dict[str, list[int]] = {}
+    for rating, price, cur, _ in results:
+        if rating >= 100:
+            b = min(rating // 100, 4) - 1
+            buckets[b] = buckets.get(b, 0) + 1
+        prices.setdefault(cur, []).append(price)
+    want = {c: (len(p), min(p), max(p), sum(p)) for c, p in prices.items()}
+    assert _result_stats(blocks.take(hits)) == (buckets, want)
 
 
 def test_cover_gives_way_when_the_box_wraps() -> None:
