@@ -403,30 +403,27 @@ def _result_stats(
     rating = results["rating"].astype(np.int32)
     buckets = np.bincount(np.minimum(rating[rating >= 100] // 100, 4) - 1, minlength=4)
     by_rating = {b: int(n) for b, n in enumerate(buckets.tolist()) if n}
-    letters = np.ascontiguousarray(results["currency"]).view(np.uint8).reshape(-1, 3) - np.uint8(
-        ord("A")
-    )
+    currency = np.ascontiguousarray(results["currency"])
+    letters = currency.view(np.uint8).reshape(-1, 3) - np.uint8(ord("A"))
     if int(letters.max()) >= _LETTERS:  # uint8: a byte below "A" wrapped round too
         raise ValueError("a facet record's currency is not three letters A-Z")
     code = letters.astype(np.uint16) @ np.array([_LETTERS**2, _LETTERS, 1], dtype=np.uint16)
-    price = results["price"].astype(np.int64)
     order = np.argsort(code, kind="stable")
-    code, price = code[order], price[order]
+    code, price = code[order], results["price"][order].astype(np.int64)
     starts = np.flatnonzero(np.concatenate(([True], code[1:] != code[:-1])))
-    n = np.diff(np.append(starts, code.size))
-    by_currency = {}
-    for c, k, lo, hi, total in zip(
-        code[starts].tolist(),
-        n.tolist(),
-        np.minimum.reduceat(price, starts).tolist(),
-        np.maximum.reduceat(price, starts).tolist(),
-        np.add.reduceat(price, starts).tolist(),
-        strict=True,
-    ):
-        name = (
-            chr(65 + c // _LETTERS**2) + chr(65 + c // _LETTERS % _LETTERS) + chr(65 + c % _LETTERS)
+    by_currency = dict(
+        zip(
+            [c.decode() for c in currency[order[starts]].tolist()],
+            zip(
+                np.diff(np.append(starts, code.size)).tolist(),
+                np.minimum.reduceat(price, starts).tolist(),
+                np.maximum.reduceat(price, starts).tolist(),
+                np.add.reduceat(price, starts).tolist(),
+                strict=True,
+            ),
+            strict=True,
         )
-        by_currency[name] = (k, lo, hi, total)
+    )
     return by_rating, by_currency
 
 
