@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import psycopg
+from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool
 
 from search import cursor as cursors
@@ -217,6 +218,9 @@ def _block_filters(q: TutorQuery | TutorMapQuery | CoachQuery, p: dict[str, Any]
 
 
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+    # uuids come back as their text (what the responses and cursors hold): psycopg's
+    # default builds a `uuid.UUID` per value, which then has to be printed again.
+    conn.adapters.register_loader("uuid", TextLoader)
     await conn.execute(
         "SET jit = off; SET plan_cache_mode = force_custom_plan; "
         "SET max_parallel_workers_per_gather = 0"
