@@ -51,6 +51,8 @@ from search.blocks import (
     CELL_DEG,
     COLUMN,
     EARTH_R,
+    WGS84_A,
+    WGS84_F,
     Blocks,
     CellRanges,
     Counts,
@@ -75,9 +77,9 @@ NAME = "postgres"
 _POINT = "ST_SetSRID(ST_MakePoint(%(lng)s, %(lat)s), 4326)::geography"
 _TSQUERY_CACHE_SIZE = 4096
 _PREFIX_TERM = re.compile(r"^'([a-z0-9]+)':\*$")
-# Great-circle (PostGIS sphere, R = (2a + b) / 3) over WGS84 geodesic distance lies in
-# [0.99440, 1.00449]; these factors keep a margin on both sides.
-_SPHERE_IN = 0.994
+# WGS84 geodesic over great-circle (PostGIS sphere, R = (2a + b) / 3) distance lies in
+# [0.99440, 1.00449] anywhere (`sphere_scale` gives tighter bounds per latitude); this
+# factor keeps a margin above.
 _SPHERE_OUT = 1.006
 # A rating/price page comes from the facet rows when the facet pass counted at most this
 # many results (see `_page`).
@@ -127,11 +129,45 @@ def _float_array(values: npt.NDArray[Any]) -> str:
     return "{" + ",".join([repr(v) for v in values.astype(float).tolist()]) + "}"
 
 
+def sphere_scale(lat: float, radius_m: float) -> tuple[float, float]:
+    """(lo, hi): bounds of (WGS84 geodesic distance) / (great-circle distance on the
+    PostGIS sphere, `EARTH_R`) between (lat, any lng) and any point whose geodesic
+    distance from it is at most `radius_m`, or whose sphere distance is at most
+    `radius_m` x 1.006 (the same lat/lng read on both surfaces).
+
+    Why (a comparison of Riemannian metrics): in (geodetic latitude phi, longitude) the
+    spheroid's line element is ds^2 = M^2 dphi^2 + N^2 cos^2(phi) dlambda^2, with the
+    meridional and prime-vertical radii of curvature M = a (1 - e^2) / W^3 and N = a / W,
+    W = sqrt(1 - e^2 sin^2 phi); the sphere's is R^2 (dphi^2 + cos^2(phi) dlambda^2).
+    Since M <= N, at a point of latitude phi a path element's length ratio lies in
+    [M(phi) / R, N(phi) / R]. The geodesic is at most the spheroid length of the great
+    circle (ratio <= max N / R along it) and at least `min M / R` times the sphere length
+    of itself, which is at least the great-circle distance. Both paths stay within their
+    length of the centre, so within (`radius_m` x 1.02 + 2 m) / M(0) radians of its latitude
+    (a path's length is at least M(0) times its latitude change); M and N grow with
+    |phi|, so the bounds are M at the band's smallest |phi| and N at its largest. At the
+    equator and the poles they reach the global [0.99440, 1.00449]; at 49 degrees N
+    (Paris) they are [1.0001, 1.0030], a ring a quarter as wide. (M, N: e.g. Torge &
+    Müller, "Geodesy", 4th ed., §4.1.)"""
+    e2 = WGS84_F * (2.0 - WGS84_F)
+    reach = math.degrees((radius_m * 1.02 + 2.0) / (WGS84_A * (1.0 - e2)))
+    south, north = lat - reach, lat + reach
+    nearest = 0.0 if south <= 0.0 <= north else min(abs(south), abs(north))
+    farthest = min(90.0, max(abs(south), abs(north)))
+    w_near = math.sqrt(1.0 - e2 * math.sin(math.radians(nearest)) ** 2)
+    w_far = math.sqrt(1.0 - e2 * math.sin(math.radians(farthest)) ** 2)
+    return WGS84_A * (1.0 - e2) / w_near**3 / EARTH_R, WGS84_A / w_far / EARTH_R
+
+
 def _radius(s: _Sql, lat: float, lng: float, radius_km: float) -> None:
-    """Add the inclusive WGS84 radius filter (both table shapes) to `s`."""
+    """Add the inclusive WGS84 radius filter (both table shapes) to `s`: a record within
+    the sphere radius `radius_in` is inside, one beyond `radius_out` outside (bounds of
+    `sphere_scale`, with 1 m and 1e-6 of margin for float rounding), and only the ring
+    between them needs the spheroid."""
     r = radius_km * 1000.0
-    r_in = max(0.0, r * _SPHERE_IN - 1.0)  # 1 m: float rounding of the dot product
-    r_out = r * _SPHERE_OUT + 1.0
+    lo, hi = sphere_scale(lat, r)
+    r_in = max(0.0, r / hi * (1.0 - 1e-6) - 1.0)
+    r_out = r / lo * (1.0 + 1e-6) + 1.0
     # A lng/lat box holding the sphere cap of radius r_out (whole longitudes near a pole or
     # across the antimeridian: a superset is always correct, the exact tests decide).
     d = r_out / EARTH_R

@@ -24,6 +24,7 @@ from search.blocks import (
     CELL_DEG,
     COLUMN,
     DTYPE,
+    EARTH_R,
     GEODESIC_MARGIN,
     Blocks,
     _bit_counts,
@@ -33,7 +34,7 @@ from search.blocks import (
     wgs84_distance,
 )
 from search.geo import snap_bbox
-from search.postgres import PostgresEngine, _radius, _Sql
+from search.postgres import PostgresEngine, _radius, _Sql, sphere_scale
 from search.schemas import CoachQuery, TutorMapQuery, TutorQuery
 from tests.conftest import EngineThread
 from tests.projection_check import assert_equals_from_scratch
@@ -87,6 +88,58 @@ def test_cover_is_sound(
             assert d <= radius_km * 1000, (y, x, d)
         elif not _in(cover.edge, cell):
             assert d > radius_km * 1000, (y, x, d)
+
+
+def _sphere_m(lat: float, lng: float, y: float, x: float) -> float:
+    """Great-circle distance on the PostGIS sphere (haversine), metres."""
+    p1, p2, dl = math.radians(lat), math.radians(y), math.radians(x - lng)
+    h = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_R * math.asin(min(1.0, math.sqrt(h)))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    lat=st.floats(-89.9, 89.9),
+    radius_km=st.floats(0.001, 500),
+    shots=st.lists(st.tuples(st.floats(0, 360), st.floats(0.5, 1.0)), min_size=8, max_size=24),
+)
+def test_sphere_scale_bounds_the_geodesic(
+    lat: float, radius_km: float, shots: list[tuple[float, float]]
+) -> None:
+    """`sphere_scale`: for points at a geodesic distance up to the radius, in any
+    azimuth (GeographicLib's direct problem), the geodesic over the sphere distance lies
+    in [lo, hi]; and the two sphere radii `_radius` derives classify them soundly."""
+    r = radius_km * 1000
+    lo, hi = sphere_scale(lat, r)
+    s = _Sql()
+    _radius(s, lat, 0.0, radius_km)
+    r_in, r_out = s.params["radius_in"], s.params["radius_out"]
+    for azimuth, fraction in shots:
+        g = Geodesic.WGS84.Direct(lat, 0.0, azimuth, r * fraction)
+        d, sphere = g["s12"], _sphere_m(lat, 0.0, g["lat2"], g["lon2"])
+        if sphere > 1.0:  # below a metre the haversine's rounding dominates the ratio
+            assert lo * (1 - 1e-9) <= d / sphere <= hi * (1 + 1e-9), (azimuth, d, sphere)
+        assert sphere <= r_out
+        if sphere <= r_in:
+            assert d <= r
+
+
+@pytest.mark.parametrize(
+    ("lat", "lo", "hi"),
+    [(0.0, 0.99442, 1.00112), (48.85, 1.00009, 1.00303), (89.0, 1.00448, 1.00449)],
+)
+def test_sphere_scale_is_tight(lat: float, lo: float, hi: float) -> None:
+    """At 10 km the bounds are the local radii of curvature over R: at Paris the ring a
+    record needs the spheroid for is a quarter of the global bounds' [0.99440, 1.00449];
+    the north-south and east-west geodesics come close to each bound."""
+    got_lo, got_hi = sphere_scale(lat, 10_000)
+    assert got_lo == pytest.approx(lo, abs=1e-5)
+    assert got_hi == pytest.approx(hi, abs=1e-5)
+    north = Geodesic.WGS84.Direct(lat, 0.0, 0.0, 10_000)
+    east = Geodesic.WGS84.Direct(lat, 0.0, 90.0, 10_000)
+    for g, bound in ((north, got_lo), (east, got_hi)):
+        ratio = 10_000 / _sphere_m(lat, 0.0, g["lat2"], g["lon2"])
+        assert ratio == pytest.approx(bound, abs=3e-5)
 
 
 @settings(max_examples=60, deadline=None)
