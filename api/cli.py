@@ -183,20 +183,18 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
     reload: Annotated[bool, typer.Option(help="Reload on code changes (development)")] = False,
 ) -> None:
-    """Run the HTTP API with uvicorn."""
+    """Run the HTTP API with uvicorn: one process per worker, each on its own
+    `SO_REUSEPORT` socket (`api.server`)."""
     import uvicorn
 
+    from api import server
+
     s = get_settings()
-    uvicorn.run(
-        "api.app:create_app",
-        factory=True,
-        host=host or s.api_host,
-        port=port or s.api_port,
-        workers=workers,
-        reload=reload,
-        log_config=None,
-        access_log=False,
-    )
+    if reload:
+        uvicorn.run(server.APP, factory=True, host=host or s.api_host, port=port or s.api_port,
+                    reload=True, log_config=None, access_log=False)  # fmt: skip
+        return
+    server.serve(host or s.api_host, port or s.api_port, workers)
 
 
 if __name__ == "__main__":

@@ -313,6 +313,15 @@ def pg_settings(conn: psycopg.Connection[Any]) -> dict[str, str]:
             for n in names}  # fmt: skip
 
 
+def _listeners(port: int) -> int | None:
+    """Listening TCP sockets on `port` (iproute2's `ss`), None without `ss`."""
+    ss = shutil.which("ss")
+    if ss is None:
+        return None
+    out = subprocess.run([ss, "-Hltn", f"sport = :{port}"], capture_output=True, text=True)
+    return len([line for line in out.stdout.splitlines() if line.strip()])
+
+
 def serve(
     url: str, port: int, cache: bool, workers: int = 1, pool: tuple[int, int] = (4, 4)
 ) -> subprocess.Popen[bytes]:
@@ -321,17 +330,18 @@ def serve(
     env.update(DATABASE_URL=url, SEARCH_CACHE_ENABLED=str(cache).lower(), LOG_LEVEL="WARNING",
                SEARCH_POOL_MIN_SIZE=str(pool[0]), SEARCH_POOL_MAX_SIZE=str(pool[1]))  # fmt: skip
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--port", str(port),
-         "--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools",
-         "--workers", str(workers)],
+        [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", str(workers)],
         env=env,
     )  # fmt: skip
-    for _ in range(100):
+    for _ in range(300):
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200:
-                return proc
+            up = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200
         except httpx.HTTPError:
-            pass
+            up = False
+        # every worker listens on its own socket (`api.server`): the clients connect once
+        # all of them are up, else the first one would get every connection
+        if up and _listeners(port) in (None, workers):
+            return proc
         time.sleep(0.1)
     proc.kill()
     raise SystemExit("uvicorn did not start")
