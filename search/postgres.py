@@ -24,9 +24,10 @@ on one connection:
   candidates, then re-rank exactly on the spheroid inside a radius that provably holds
   every row that could be nearer (sphere and WGS84 distances differ by less than 0.56 %).
 
-Radius test: `ST_DWithin` on the sphere with `r * 1.006` (indexable, a superset), then
-sphere `r * 0.994` (certainly inside) OR the spheroid test with `r` — the spheroid only
-decides the thin ring, and the inclusive radius stays exact.
+Radius test: a box holding the sphere cap of `radius_out` (indexable, a superset), then
+sphere distance within `radius_in` (certainly inside) OR the spheroid test with `r` — the
+spheroid only decides the thin ring between the two (`sphere_scale`: a quarter of r's
+0.6 % at Paris), and the inclusive radius stays exact.
 """
 
 from __future__ import annotations
