@@ -185,16 +185,10 @@ def serve(
 ) -> None:
     """Run the HTTP API with uvicorn: one process per worker, each on its own
     `SO_REUSEPORT` socket (`api.server`)."""
-    import uvicorn
-
     from api import server
 
     s = get_settings()
-    if reload:
-        uvicorn.run(server.APP, factory=True, host=host or s.api_host, port=port or s.api_port,
-                    reload=True, log_config=None, access_log=False)  # fmt: skip
-        return
-    server.serve(host or s.api_host, port or s.api_port, workers)
+    server.serve(host or s.api_host, port or s.api_port, workers, reload=reload)
 
 
 if __name__ == "__main__":

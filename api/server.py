@@ -31,10 +31,29 @@ APP = "api.app:create_app"
 _MIN_UPTIME_S = 10.0
 
 
+# Every server of ours: the app factory, our logging (structlog) and our access log line.
+_UVICORN: dict[str, Any] = {"factory": True, "log_config": None, "access_log": False}
+
+
 def _config(host: str, port: int, **options: Any) -> uvicorn.Config:
-    return uvicorn.Config(
-        APP, factory=True, host=host, port=port, log_config=None, access_log=False, **options
-    )
+    return uvicorn.Config(APP, host=host, port=port, **_UVICORN, **options)
+
+
+def listeners(port: int) -> int | None:
+    """How many TCP sockets listen on `port` (/proc/net/tcp and tcp6, state 0A); None
+    where /proc/net has no such table (not Linux)."""
+    n, found = 0, False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.readlines()[1:]
+        except OSError:
+            continue
+        found = True
+        for line in lines:
+            fields = line.split()
+            n += fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port
+    return n if found else None
 
 
 def reuseport_socket(host: str, port: int) -> socket.socket:
@@ -45,7 +64,6 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.set_inheritable(True)
     return sock
 
 
@@ -55,17 +73,18 @@ def _worker(host: str, port: int, options: dict[str, Any]) -> None:
     uvicorn.Server(config).run(sockets=[reuseport_socket(host, port)])
 
 
-def serve(host: str, port: int, workers: int = 1, **options: Any) -> None:
-    """Serve the API on host:port with `workers` processes (see the module docstring);
-    `options`: more `uvicorn.Config` arguments (`loop`, `http`, `log_level`...). Blocks
-    until SIGINT/SIGTERM; raises SystemExit(1) when a worker dies within
-    `_MIN_UPTIME_S` of its start."""
+def serve(host: str, port: int, workers: int = 1, *, reload: bool = False, **options: Any) -> None:
+    """Serve the API on host:port with `workers` processes (see the module docstring), or
+    one process restarted on code changes (`reload`, development); `options`: more
+    `uvicorn.Config` arguments (`loop`, `http`, `log_level`...). Blocks until
+    SIGINT/SIGTERM; raises SystemExit(1) when a worker dies within `_MIN_UPTIME_S` of its
+    start."""
+    if reload or not hasattr(socket, "SO_REUSEPORT"):
+        uvicorn.run(APP, host=host, port=port, workers=workers, reload=reload,
+                    **_UVICORN, **options)  # fmt: skip
+        return
     if workers <= 1:
         uvicorn.Server(_config(host, port, **options)).run()
-        return
-    if not hasattr(socket, "SO_REUSEPORT"):
-        uvicorn.run(APP, factory=True, host=host, port=port, workers=workers,
-                    log_config=None, access_log=False, **options)  # fmt: skip
         return
     reuseport_socket(host, port).close()  # fail here, once, if the port is taken
     spawn = multiprocessing.get_context("spawn")
@@ -80,10 +99,7 @@ def serve(host: str, port: int, workers: int = 1, **options: Any) -> None:
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
-        stopping = True
-        for p, _ in procs:
-            if p.is_alive():
-                p.terminate()  # SIGTERM: uvicorn's graceful shutdown
+        stopping = True  # the loop below sends the workers SIGTERM (uvicorn drains)
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)

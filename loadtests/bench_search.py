@@ -49,6 +49,7 @@ import httpx
 import psycopg
 from psycopg import sql
 
+from api.server import listeners
 from core.migrate import upgrade
 from core.settings import get_settings
 from loadtests.machine import describe, one_line
@@ -313,15 +314,6 @@ def pg_settings(conn: psycopg.Connection[Any]) -> dict[str, str]:
             for n in names}  # fmt: skip
 
 
-def _listeners(port: int) -> int | None:
-    """Listening TCP sockets on `port` (iproute2's `ss`), None without `ss`."""
-    ss = shutil.which("ss")
-    if ss is None:
-        return None
-    out = subprocess.run([ss, "-Hltn", f"sport = :{port}"], capture_output=True, text=True)
-    return len([line for line in out.stdout.splitlines() if line.strip()])
-
-
 def serve(
     url: str, port: int, cache: bool, workers: int = 1, pool: tuple[int, int] = (4, 4)
 ) -> subprocess.Popen[bytes]:
@@ -340,7 +332,7 @@ def serve(
             up = False
         # every worker listens on its own socket (`api.server`): the clients connect once
         # all of them are up, else the first one would get every connection
-        if up and _listeners(port) in (None, workers):
+        if up and listeners(port) in (None, workers):
             return proc
         time.sleep(0.1)
     proc.kill()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from api.server import listeners
 from tests.conftest import TEST_REDIS_URL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,10 +33,6 @@ def _sockets(port: int) -> list[tuple[str, int, int]]:
                 if int(fields[1].rsplit(":", 1)[1], 16) == port:
                     out.append((fields[3], int(fields[2].rsplit(":", 1)[1], 16), int(fields[9])))
     return out
-
-
-def _listeners(port: int) -> int:
-    return sum(state == "0A" for state, _, _ in _sockets(port))
 
 
 def _owners(parent: int) -> dict[int, int]:
@@ -76,7 +73,7 @@ def test_workers_each_take_connections_and_stop_on_sigterm(database_url: str) ->
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
-        while _listeners(port) < 2:
+        while (listeners(port) or 0) < 2:
             assert proc.poll() is None, "the server exited"
             assert time.monotonic() < deadline, "the two workers did not listen"
             time.sleep(0.05)
@@ -96,4 +93,4 @@ def test_workers_each_take_connections_and_stop_on_sigterm(database_url: str) ->
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-    assert _listeners(port) == 0
+    assert listeners(port) == 0
