@@ -305,11 +305,12 @@ def refresh_blocks(
     conn.execute(
         sql.SQL(
             "WITH fresh AS MATERIALIZED (" + rows + ")"
-            " INSERT INTO {b} AS b (cell, n, rows, others) SELECT * FROM fresh UNION ALL"
-            " SELECT c, 0, ''::bytea, NULL FROM unnest(%(cells)s::integer[]) c"
+            " INSERT INTO {b} AS b (cell, n, rows, others, avail) SELECT * FROM fresh UNION ALL"
+            " SELECT c, 0, ''::bytea, NULL, ''::bytea FROM unnest(%(cells)s::integer[]) c"
             " WHERE c NOT IN (SELECT cell FROM fresh)"
             " ON CONFLICT (cell) DO UPDATE SET n = EXCLUDED.n, rows = EXCLUDED.rows,"
-            " others = EXCLUDED.others, version = EXCLUDED.version, xid = EXCLUDED.xid"
+            " others = EXCLUDED.others, avail = EXCLUDED.avail, version = EXCLUDED.version,"
+            " xid = EXCLUDED.xid"
         ).format(b=blocks),
         {"cells": touched},
     )
@@ -408,7 +409,7 @@ def fill_blocks(conn: psycopg.Connection[Any], *, family: str, table_suffix: str
     blocks = _table(f"{family}_facet_blocks", table_suffix)
     with conn.cursor() as cur:
         cur.execute(
-            sql.SQL("INSERT INTO {} (cell, n, rows, others) ").format(blocks)
+            sql.SQL("INSERT INTO {} (cell, n, rows, others, avail) ").format(blocks)
             + sql.SQL(block_rows_sql(family, facets.as_string(conn)) + " ORDER BY cell")
         )
         return max(cur.rowcount, 0)

@@ -66,7 +66,8 @@ class BlockDirectory:
     """(cell, version) of every non-empty block of one family, sorted by cell, as of the
     last check; `horizon` is the transaction id to ask from next (`sync_sql`). Also the
     copies of blocks this process holds: `copy` (cell -> packed records) and
-    `others` (cell -> `languages_other` entries, blocks that have some), with, aligned
+    `others` (cell -> `languages_other` entries, blocks that have some) and `avail` (cell
+    -> availability entries, blocks that have some), with, aligned
     on `cells`, the version of the copy held (`held`, -1 for none), its record count
     (`count`) and whether it has `others` entries (`has_others`)."""
 
@@ -77,6 +78,7 @@ class BlockDirectory:
         self.versions: npt.NDArray[np.int64] = _NO_CELLS
         self.copy: dict[int, bytes] = {}
         self.others: dict[int, list[str]] = {}
+        self.avail: dict[int, bytes] = {}
         self.nbytes = 0  # of the copies
         # bumped whenever a version in the directory changes
         self.generation = 0
@@ -88,7 +90,13 @@ class BlockDirectory:
         self.has_others = np.zeros(n, dtype=bool)
 
     def hold(
-        self, cell: int, version: int, records: bytes, n: int, others: list[str] | None
+        self,
+        cell: int,
+        version: int,
+        records: bytes,
+        n: int,
+        others: list[str] | None,
+        avail: bytes = b"",
     ) -> None:
         """Keep the copy of `cell`'s block read in `version`, unless the directory lists
         the cell no more or in a newer version (a concurrent check ran since the copy was
@@ -98,12 +106,17 @@ class BlockDirectory:
         i = int(np.searchsorted(self.cells, cell))
         if i == self.cells.size or self.cells[i] != cell or self.versions[i] > version:
             return
-        self.nbytes += len(records) - len(self.copy.get(cell, b""))
+        self.nbytes += len(records) + len(avail)
+        self.nbytes -= len(self.copy.get(cell, b"")) + len(self.avail.get(cell, b""))
         self.copy[cell] = records
         if others:
             self.others[cell] = others
         else:
             self.others.pop(cell, None)
+        if avail:
+            self.avail[cell] = avail
+        else:
+            self.avail.pop(cell, None)
         if self.versions[i] != version:
             self.generation += 1
         self.versions[i] = self.held[i] = version
@@ -114,6 +127,7 @@ class BlockDirectory:
         """Forget every copy (memory)."""
         self.copy.clear()
         self.others.clear()
+        self.avail.clear()
         self.nbytes = 0
         self._aligned(self.cells.size)
 
@@ -172,7 +186,7 @@ class BlockDirectory:
         self.count = merged(self.count, np.zeros(n_add, dtype=np.int64))
         self.has_others = merged(self.has_others, np.zeros(n_add, dtype=bool))
         for cell in moved.tolist():
-            self.nbytes -= len(self.copy.pop(cell, b""))
+            self.nbytes -= len(self.copy.pop(cell, b"")) + len(self.avail.pop(cell, b""))
             self.others.pop(cell, None)
         return moved
 

@@ -34,6 +34,18 @@ within a block:
 
 `languages_other` (codes without a bit) travels beside the block as `'{index}:{c1},{c2}'`
 entries, `index` counted from 0 within the block.
+
+`availability` (a `tstzmultirange`) travels beside it too (`avail`, migration 0011): one
+20-byte big-endian entry per range of each record, (index int4, L int8, U int8), records
+in block order, ranges in multirange order. L and U are the range's bounds on a doubled
+microsecond line, so a bound's inclusivity is part of its value: a finite bound at `v`
+µs after 1970-01-01 UTC is `2v`, plus 1 for an exclusive lower bound, minus 1 for an
+exclusive upper one; an unbounded side is the int64 minimum / maximum. PostgreSQL's
+`&&` (`range_overlaps`) compares bounds by value, then by inclusivity exactly this way,
+so a record's range overlaps the window [from, to) iff `L <= 2 to - 1` and
+`2 from <= U` (`Blocks.available`; one side of the window may be open). Timestamps are
+clamped to ±2^61 µs (±73,000 years), beyond any window's bound (years 1-9999), so the
+comparisons with a window are unchanged and the doubled values fit in int64.
 """
 
 from __future__ import annotations
@@ -42,6 +54,7 @@ import copy
 import math
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
 from functools import cached_property
 from typing import Any, NamedTuple
@@ -100,17 +113,45 @@ CELL_SQL: dict[str, str] = {
 BOX_MARGIN = 1e-4
 
 
+# A timestamptz in µs after 1970-01-01 UTC, clamped to ±2^61 (module docstring), and the
+# availability entries of one facet row (`rn`: its index in the block), NULL without any.
+_US = (
+    "(CASE WHEN {t} = '-infinity' THEN -2305843009213693952 WHEN {t} = 'infinity'"
+    " THEN 2305843009213693952 ELSE greatest(-2305843009213693952, least(2305843009213693952,"
+    " extract(epoch FROM {t}) * 1000000))::bigint END)"
+)
+AVAIL_SQL = (
+    "(SELECT string_agg(int4send(rn::integer) || int8send(CASE WHEN lower_inf(r) THEN"
+    " -9223372036854775808 ELSE 2 * " + _US.format(t="lower(r)") + " + (NOT lower_inc(r))::int"
+    " END) || int8send(CASE WHEN upper_inf(r) THEN 9223372036854775807 ELSE 2 * "
+    + _US.format(t="upper(r)")
+    + " - (NOT upper_inc(r))::int END), ''::bytea) FROM unnest(availability) r)"
+)
+AVAIL_ENTRY = np.dtype([("i", ">i4"), ("lo", ">i8"), ("hi", ">i8")])
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def block_rows_sql(family: str, facets: str, where: str = "true") -> str:
-    """SELECT of (cell, n, rows, others) — the rows of `{family}_facet_blocks` — from the
-    facet table `facets` (a quoted identifier), for the cells whose facet rows pass
-    `where` (SQL over the facet table's columns)."""
+    """SELECT of (cell, n, rows, others, avail) — the rows of `{family}_facet_blocks` —
+    from the facet table `facets` (a quoted identifier), for the cells whose facet rows
+    pass `where` (SQL over the facet table's columns)."""
     return (
         f"SELECT cell, count(*)::integer, string_agg({PACK_SQL[family]}, ''::bytea"
         " ORDER BY provider_id), array_agg(rn::text || ':' || array_to_string("
-        "languages_other, ',') ORDER BY rn) FILTER (WHERE languages_other IS NOT NULL)"
+        "languages_other, ',') ORDER BY rn) FILTER (WHERE languages_other IS NOT NULL),"
+        f" coalesce(string_agg({AVAIL_SQL}, ''::bytea ORDER BY provider_id), ''::bytea)"
         " FROM (SELECT f.*, (row_number() OVER (PARTITION BY cell ORDER BY provider_id)"
         f" - 1) AS rn FROM {facets} f WHERE {where}) x GROUP BY cell"
     )
+
+
+def window_bounds(start: datetime | None, end: datetime | None) -> tuple[int | None, int | None]:
+    """The availability window [start, end) (aware datetimes; None: open on that side) on
+    the doubled microsecond line of the `avail` entries (module docstring): (2 start,
+    2 end - 1), None for an open side."""
+    lo = None if start is None else 2 * ((start - _EPOCH) // timedelta(microseconds=1))
+    hi = None if end is None else 2 * ((end - _EPOCH) // timedelta(microseconds=1)) - 1
+    return lo, hi
 
 
 # ------------------------------------------------------------------ the radius cover
@@ -440,10 +481,13 @@ class Blocks:
         others: dict[int, list[str]],
         cells: npt.NDArray[np.int64],
         versions: npt.NDArray[np.int64],
+        avail: list[bytes] | None = None,
     ) -> None:
         """Per block: packed records (sizes checked, `check`), record count, edge flag,
         cell id and version (`starts` then gives each block's first record); `others`:
-        block index -> its `languages_other` entries, for the blocks that have some."""
+        block index -> its `languages_other` entries, for the blocks that have some;
+        `avail`: per block, its availability entries (module docstring), when the query
+        filters on availability (`available`)."""
         # one join + one frombuffer: np.concatenate of unaligned records is ~15x slower
         self.records = np.frombuffer(b"".join(rows), dtype=DTYPE[family])
         self.counts = counts
@@ -453,6 +497,7 @@ class Blocks:
         self.rank: npt.NDArray[np.float64] | None = None  # the text ranks (relevance page)
         # the block directory's generation when it listed exactly these blocks, if known
         self.generation: int | None = None
+        self.avail = avail
         self.others: dict[int, list[str]] = {}
         for b, entries in others.items():
             if entries:
@@ -476,6 +521,29 @@ class Blocks:
             none,
             none,
         )
+
+    def available(self, lo: int | None, hi: int | None) -> npt.NDArray[np.bool_]:
+        """Mask of the records with an availability range overlapping the window
+        (`lo`, `hi`) of `window_bounds` (None: open on that side): some entry with
+        `L <= hi` and `lo <= U`, PostgreSQL's `availability && tstzrange(from, to)`.
+        ValueError when the blocks came without their entries (`avail`)."""
+        if self.avail is None:
+            raise ValueError("these blocks were read without their availability entries")
+        size = AVAIL_ENTRY.itemsize
+        lengths = np.array([len(part) for part in self.avail], dtype=np.int64)
+        if (lengths % size).any():
+            raise ValueError("an availability part is not a whole number of entries")
+        entries = np.frombuffer(b"".join(self.avail), dtype=AVAIL_ENTRY)
+        per_block = lengths // size
+        ok = np.ones(entries.size, dtype=bool)
+        if hi is not None:
+            ok &= entries["lo"] <= hi
+        if lo is not None:
+            ok &= entries["hi"] >= lo
+        owner = np.repeat(self.starts, per_block) + entries["i"]
+        found = np.zeros(self.records.size, dtype=bool)
+        found[owner[ok]] = True
+        return found
 
     def shared(self) -> Blocks:
         """A view of these blocks for one more query: the records, their decoded columns

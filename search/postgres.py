@@ -61,6 +61,7 @@ from search.blocks import (
     bbox_cover,
     radius_cover,
     signed64,
+    window_bounds,
 )
 from search.facets import build_facets
 from search.schemas import (
@@ -85,9 +86,9 @@ _SPHERE_OUT = 1.006
 # A rating/price page comes from the facet rows when the facet pass counted at most this
 # many results (see `_page`).
 _FACET_PAGE_MAX = 5000
-# Packed facet blocks kept per process (the 250k-provider benchmark's are 14 MB); over it,
-# start over.
-_BLOCK_CACHE_BYTES = 64 * 1024 * 1024
+# Packed facet blocks kept per process and family (the 250k-provider benchmark's tutor
+# blocks are 12 MB of records and 29 MB of availability entries); over it, start over.
+_BLOCK_CACHE_BYTES = 128 * 1024 * 1024
 _FACET_PAGE_SCAN_MAX = 12000
 # Matching the documents of a few cells costs about this many rows of a documents pass
 # over the box (a cell's rows through the GiST index ~1.6 µs each, by id ~2.4 µs, a box
@@ -541,20 +542,8 @@ class PostgresEngine:
             if cover is None:
                 return None
             ranges = cover.ranges()
-        available = None
-        if q.available_from or q.available_to:
-            # The providers with an open slot in the window (in the radius's box), from
-            # the facet rows' multiranges; the blocks decide the rest.
-            where = "geom && ST_MakeEnvelope(%(gx0)s, %(gy0)s, %(gx1)s, %(gy1)s, 4326)"
-            cur = await conn.cursor(binary=True).execute(
-                "SELECT coalesce(string_agg(uuid_send(provider_id), ''::bytea), ''::bytea)"
-                f" FROM {family}_facets WHERE {where if s.geo else 'true'}"
-                " AND availability && tstzrange(%(af)s, %(at)s)",
-                p,
-            )
-            row = await cur.fetchone()
-            available = bytes(row[0]) if row else b""
-        blocks = await self._fetch_blocks(conn, family, ranges, s.sync_first)
+        window = bool(q.available_from or q.available_to)
+        blocks = await self._fetch_blocks(conn, family, ranges, s.sync_first, window)
         if not s.sync_first:
             s.sync_check = (family, ranges, blocks)
         text = None
@@ -574,8 +563,8 @@ class PostgresEngine:
             )  # fmt: skip
         if text is not None:
             keep = text if keep is None else keep & text
-        if available is not None:
-            matched, _ = blocks.lookup(available, b"")
+        if window:  # an open slot overlapping the window: the blocks' availability entries
+            matched = blocks.available(*window_bounds(q.available_from, q.available_to))
             keep = matched if keep is None else keep & matched
         counts = blocks.count(_block_filters(q, p), keep)
         s.scanned = counts.scanned
@@ -709,7 +698,8 @@ class PostgresEngine:
         by PostGIS (`&&`, like the SQL pass); filters as in the facet pass."""
         p = s.params
         box = (p["x0"], p["y0"], p["x1"], p["y1"])
-        blocks = await self._fetch_blocks(conn, "tutor", bbox_cover(box).ranges())
+        window = bool(q.available_from or q.available_to)
+        blocks = await self._fetch_blocks(conn, "tutor", bbox_cover(box).ranges(), avail=window)
         keep = None
         if blocks.edge.any():
             keep, near = blocks.box_test(box)
@@ -719,6 +709,9 @@ class PostgresEngine:
                 " && ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, 4326)",
                 p,
             )  # fmt: skip
+        if window:
+            matched = blocks.available(*window_bounds(q.available_from, q.available_to))
+            keep = matched if keep is None else keep & matched
         base, cat_ok, lang_ok = blocks.masks(_block_filters(q, p), keep)
         return blocks.clusters(base & cat_ok & lang_ok, p["cell"])
 
@@ -777,8 +770,10 @@ class PostgresEngine:
         family: str,
         ranges: CellRanges,
         sync_first: bool = True,
+        avail: bool = False,
     ) -> Blocks:
-        """The blocks of the cell id ranges (lo, hi, edge). Which blocks exist, in which
+        """The blocks of the cell id ranges (lo, hi, edge), with their availability
+        entries when `avail` (`Blocks.available`). Which blocks exist, in which
         version, comes from the block directory (`search.block_sync`), checked first
         when `sync_first` (else the caller checks it with its page, and computes again
         when the blocks of `ranges` are no longer those of the returned `Blocks`, whose
@@ -793,7 +788,11 @@ class PostgresEngine:
             directory = self._directory[family]
         whole = ranges is ALL_CELLS
         memo = self._whole.get(family) if whole else None
-        if memo is not None and memo.generation == directory.generation:
+        if (
+            memo is not None
+            and memo.generation == directory.generation
+            and (memo.avail is not None or not avail)
+        ):
             return memo.shared()  # every block, none changed since: decoded already
         idx, edge = directory.lookup(ranges)
         cells, versions = directory.cells[idx], directory.versions[idx]
@@ -810,10 +809,20 @@ class PostgresEngine:
             b: directory.others[cell_list[b]]
             for b in np.flatnonzero(directory.has_others[idx] & ~missing).tolist()
         }
+        parts = None
+        if avail:  # a missing block's entries come with it below
+            parts = (
+                [
+                    b"" if m else directory.avail.get(c, b"")
+                    for c, m in zip(cell_list, missing.tolist(), strict=True)
+                ]
+                if any_missing
+                else [directory.avail.get(c, b"") for c in cell_list]
+            )
         if any_missing:
             at = np.flatnonzero(missing)
             cur = await conn.cursor(binary=True).execute(
-                f"SELECT cell, version, n, rows, others FROM {family}_facet_blocks"
+                f"SELECT cell, version, n, rows, others, avail FROM {family}_facet_blocks"
                 " WHERE cell = ANY (%(cells)s::integer[])",
                 {"cells": _array(cells[at].tolist())},
             )
@@ -821,16 +830,18 @@ class PostgresEngine:
             # this query's arrays only, and `hold` finds the cell again
             position = dict(zip(cells[at].tolist(), at.tolist(), strict=True))
             counts[at] = 0  # a block gone (its table replaced since) counts as empty
-            for cell, version, n, packed, entries in await cur.fetchall():
+            for cell, version, n, packed, entries, windows in await cur.fetchall():
                 b = position[cell]
                 records = Blocks.check(family, n, bytes(packed))
                 rows[b], counts[b], versions[b] = records, n, version
                 if entries:
                     others[b] = entries
-                directory.hold(cell, version, records, n, entries)
+                if parts is not None:
+                    parts[b] = bytes(windows)
+                directory.hold(cell, version, records, n, entries, bytes(windows))
             if directory.nbytes > _BLOCK_CACHE_BYTES:  # start over rather than track use
                 directory.drop_copies()
-        blocks = Blocks(family, rows, counts, edge, others, cells, versions)
+        blocks = Blocks(family, rows, counts, edge, others, cells, versions, parts)
         if not any_missing:  # read from the directory without a statement in between
             blocks.generation = directory.generation
             if whole:
@@ -1252,12 +1263,7 @@ class PostgresEngine:
                 )
             s.params["cell"] = cell_deg(q.zoom)
             grouped: list[Any] | None = None
-            if (
-                self.blocks
-                and not s.wide_only
-                and not (q.available_from or q.available_to)
-                and "radius_m" not in s.params
-            ):
+            if self.blocks and not s.wide_only and "radius_m" not in s.params:
                 grouped = await self._block_clusters(conn, q, s)
             elif s.wide_only:
                 source = f"SELECT lat, lng FROM tutor_documents WHERE (location::geometry) && {box}"

@@ -14,7 +14,7 @@ from indexer.projection import (
     build_all,
 )
 
-BLOCK_COLUMNS = ("cell", "n", "rows", "others")
+BLOCK_COLUMNS = ("cell", "n", "rows", "others", "avail")
 SEARCH_TABLES = (
     ("tutor_documents", TUTOR_COLUMNS),
     ("coach_documents", COACH_COLUMNS),
@@ -46,7 +46,7 @@ def assert_equals_from_scratch(conn: psycopg.Connection[Any]) -> None:
         if where:
             bad = conn.execute(
                 f"SELECT count(*) FROM {table} WHERE n = 0 AND (rows <> ''::bytea"
-                " OR others IS NOT NULL)"
+                " OR others IS NOT NULL OR avail <> ''::bytea)"
             ).fetchone()
             assert bad == (0,), f"{table} has an empty block with records"
 

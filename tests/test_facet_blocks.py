@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 from indexer.projection import rebuild_documents
 from profiles.catalogue import SUBJECTS
 from search.blocks import (
+    AVAIL_SQL,
     CELL_DEG,
     COLUMN,
     DTYPE,
@@ -32,13 +34,14 @@ from search.blocks import (
     radius_cover,
     signed64,
     wgs84_distance,
+    window_bounds,
 )
 from search.geo import snap_bbox
 from search.postgres import PostgresEngine, _radius, _Sql, sphere_scale
 from search.schemas import CoachQuery, TutorMapQuery, TutorQuery
 from tests.conftest import EngineThread
 from tests.projection_check import assert_equals_from_scratch
-from tests.test_search_oracle import CENTRES, coach_queries, tutor_queries
+from tests.test_search_oracle import CENTRES, T0, coach_queries, tutor_queries
 
 # --------------------------------------------------------------------- the cover (no DB)
 
@@ -384,7 +387,17 @@ def map_queries(draw: Any) -> TutorMapQuery:
     zoom = draw(st.integers(3, 12))
     if draw(st.booleans()):  # the API snaps viewports; raw ones cut through cells
         bbox = snap_bbox(bbox, zoom)
+    window: dict[str, Any] = {}
+    w = draw(st.one_of(st.none(), st.tuples(st.integers(0, 27 * 24), st.integers(1, 72))))
+    if w:  # an open side sometimes: the blocks' entries answer both shapes
+        start, end = T0 + timedelta(hours=w[0]), T0 + timedelta(hours=w[0] + w[1])
+        side = draw(st.sampled_from(["both", "from", "to"]))
+        if side != "to":
+            window["available_from"] = start
+        if side != "from":
+            window["available_to"] = end
     return TutorMapQuery(
+        **window,
         bbox=",".join(repr(v) for v in bbox),
         zoom=zoom,
         subject=draw(st.lists(st.sampled_from([e.slug for e in SUBJECTS]), max_size=2)),
@@ -618,3 +631,71 @@ def test_cached_text_matches_follow_writes(
     assert got.model_dump() == et.run(sql.search_coaches(cq)).model_dump()
     assert [i["id"] for i in got.items] == [str(coach)]
     assert cache.misses > misses
+
+
+# --------------------------------------------------------------------- availability entries
+
+_T0 = datetime(2026, 11, 23, tzinfo=UTC)
+# bound offsets in µs from _T0 (a few values, so bounds often coincide), or a keyword
+_BOUND = st.one_of(
+    st.sampled_from([0, 1, 2, 3_600_000_000, 3_600_000_001, 7_200_000_000]),
+    st.integers(-(10**12), 10**12),
+    st.sampled_from(["infinity", "-infinity", None]),
+)
+
+
+def _bound_text(b: int | str | None) -> str:
+    if b is None:
+        return ""
+    if isinstance(b, str):
+        return b
+    return (_T0 + timedelta(microseconds=b)).isoformat()
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    ranges=st.lists(
+        st.tuples(_BOUND, _BOUND, st.sampled_from("[("), st.sampled_from(")]")), max_size=6
+    ),
+    window=st.tuples(
+        st.one_of(
+            st.none(), st.sampled_from([0, 1, 3_600_000_000]), st.integers(-(10**12), 10**12)
+        ),
+        st.one_of(
+            st.none(), st.sampled_from([1, 2, 3_600_000_001]), st.integers(-(10**12), 10**12)
+        ),
+    ),
+)
+def test_availability_entries_overlap_like_postgresql(
+    db: psycopg.Connection[Any],
+    ranges: list[tuple[Any, Any, str, str]],
+    window: tuple[int | None, int | None],
+) -> None:
+    """`Blocks.available` on the entries `AVAIL_SQL` packs equals PostgreSQL's
+    `availability && tstzrange(from, to)` for multiranges of every kind of bound
+    (inclusive, exclusive, unbounded, ±infinity, equal bounds) and half-open windows."""
+    texts = []
+    for lo, hi, left, right in ranges:
+        text = f"{left}{_bound_text(lo)},{_bound_text(hi)}{right}"
+        try:  # a lower bound above the upper one is an error: that range is left out
+            db.execute("SELECT %s::tstzrange", (text,))
+        except psycopg.errors.DataException:
+            continue
+        texts.append(text)
+    start, end = (None if w is None else _T0 + timedelta(microseconds=w) for w in window)
+    if start is not None and end is not None and start >= end:
+        start, end = end, start + timedelta(microseconds=1)
+    multirange = "{" + ",".join(texts) + "}"
+    row = db.execute(
+        f"SELECT availability && tstzrange(%(s)s, %(e)s), coalesce({AVAIL_SQL}, ''::bytea)"
+        " FROM (SELECT 1 AS rn, %(m)s::tstzmultirange AS availability) x",
+        {"s": start, "e": end, "m": multirange},
+    ).fetchone()
+    assert row is not None
+    want, entries = row
+    blocks = Blocks.from_parts("coach", [(b"\0" * DTYPE["coach"].itemsize * 2, None, False)])
+    blocks.avail = [bytes(entries)]
+    got = blocks.available(*window_bounds(start, end))
+    assert got.tolist() == [False, bool(want)]

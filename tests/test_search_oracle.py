@@ -172,9 +172,12 @@ def _common(draw: Any) -> dict[str, Any]:
     ):
         d["min_price"], d["max_price"] = d["max_price"], d["min_price"]
     w = draw(_filters["window"])
-    if w:
-        d["available_from"] = (T0 + timedelta(hours=w[0])).isoformat()
-        d["available_to"] = (T0 + timedelta(hours=w[0] + w[1])).isoformat()
+    if w:  # open on one side now and then
+        side = draw(st.sampled_from(["both", "both", "from", "to"]))
+        if side != "to":
+            d["available_from"] = (T0 + timedelta(hours=w[0])).isoformat()
+        if side != "from":
+            d["available_to"] = (T0 + timedelta(hours=w[0] + w[1])).isoformat()
     return d
 
 
