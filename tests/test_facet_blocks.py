@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from indexer.projection import rebuild_documents
 from profiles.catalogue import SUBJECTS
 from search.blocks import (
+    _SCALAR_MAX,
     AVAIL_SQL,
     CELL_DEG,
     COLUMN,
@@ -154,17 +155,23 @@ def test_sphere_scale_is_tight(lat: float, lo: float, hi: float) -> None:
 def test_vincenty_agrees_with_geographiclib(
     lat: float, lng: float, offsets: list[tuple[float, float]]
 ) -> None:
-    """The ring's numpy geodesic (Vincenty) is within 1 mm of GeographicLib (what
-    PostGIS uses) everywhere, poles and antimeridian included: far below the 1 cm
-    `GEODESIC_MARGIN` inside which PostGIS decides."""
+    """The ring's geodesic (Vincenty), numpy and per point, is within 1 mm of
+    GeographicLib (what PostGIS uses) everywhere, poles and antimeridian included: far
+    below the 1 cm `GEODESIC_MARGIN` inside which PostGIS decides."""
     lats = np.clip(np.array([lat + dy for dy, _ in offsets]), -90, 90)
     lngs = (np.array([lng + dx for _, dx in offsets]) + 180) % 360 - 180
-    got = wgs84_distance(lat, lng, lats, lngs)
-    for d, y, x in zip(got.tolist(), lats.tolist(), lngs.tolist(), strict=True):
+    # numpy: the points repeated past the per-point size; per point: one at a time
+    reps = _SCALAR_MAX // len(offsets) + 1
+    vectorized = wgs84_distance(lat, lng, np.tile(lats, reps), np.tile(lngs, reps))
+    assert vectorized.size > _SCALAR_MAX
+    for i, (y, x) in enumerate(zip(lats.tolist(), lngs.tolist(), strict=True)):
         want = Geodesic.WGS84.Inverse(lat, lng, y, x)["s12"]
-        if not math.isnan(d):  # NaN: no convergence, left to PostGIS
-            assert abs(d - want) < 1e-3, (lat, lng, y, x, d, want)
-    assert wgs84_distance(lat, lng, np.array([lat]), np.array([lng]))[0] < 1e-6
+        one = wgs84_distance(lat, lng, lats[i : i + 1], lngs[i : i + 1])[0]
+        for d in (float(vectorized[i]), float(one)):
+            if not math.isnan(d):  # NaN: no convergence, left to PostGIS
+                assert abs(d - want) < 1e-3, (lat, lng, y, x, d, want)
+    for n in (1, _SCALAR_MAX + 1):  # the centre itself
+        assert wgs84_distance(lat, lng, np.full(n, lat), np.full(n, lng))[0] < 1e-6
 
 
 def test_geodesic_test_leaves_the_margin_to_postgis() -> None:
