@@ -311,10 +311,39 @@ GEODESIC_MARGIN = 0.01
 _SCALAR_MAX = 12
 
 
+def _vincenty_length(
+    cos2_alpha: Any, sin_sigma: Any, cos_sigma: Any, cos_2sm: Any, sigma: Any
+) -> Any:
+    """The geodesic's length in metres from the converged terms of Vincenty's inverse
+    iteration (equations (3), (4), (6) and (19) of the paper cited in `wgs84_distance`):
+    floats or numpy arrays alike."""
+    a, b = WGS84_A, (1 - WGS84_F) * WGS84_A
+    u_sq = cos2_alpha * (a * a - b * b) / (b * b)
+    big_a = 1 + u_sq / 16384 * (4096 + u_sq * (-768 + u_sq * (320 - 175 * u_sq)))
+    big_b = u_sq / 1024 * (256 + u_sq * (-128 + u_sq * (74 - 47 * u_sq)))
+    delta_sigma = (
+        big_b
+        * sin_sigma
+        * (
+            cos_2sm
+            + big_b
+            / 4
+            * (
+                cos_sigma * (-1 + 2 * cos_2sm * cos_2sm)
+                - big_b
+                / 6
+                * cos_2sm
+                * (-3 + 4 * sin_sigma * sin_sigma)
+                * (-3 + 4 * cos_2sm * cos_2sm)
+            )
+        )
+    )
+    return b * big_a * (sigma - delta_sigma)
+
+
 def _vincenty(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
     """`wgs84_distance` for one pair of points (the same formula, per point)."""
-    f, a = WGS84_F, WGS84_A
-    b = (1 - f) * a
+    f = WGS84_F
     big_l = math.radians(lng2 - lng1)
     u1 = math.atan((1 - f) * math.tan(math.radians(lat1)))
     u2 = math.atan((1 - f) * math.tan(math.radians(lat2)))
@@ -339,27 +368,7 @@ def _vincenty(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
             break
     else:
         return math.nan
-    u_sq = cos2_alpha * (a * a - b * b) / (b * b)
-    big_a = 1 + u_sq / 16384 * (4096 + u_sq * (-768 + u_sq * (320 - 175 * u_sq)))
-    big_b = u_sq / 1024 * (256 + u_sq * (-128 + u_sq * (74 - 47 * u_sq)))
-    delta_sigma = (
-        big_b
-        * sin_sigma
-        * (
-            cos_2sm
-            + big_b
-            / 4
-            * (
-                cos_sigma * (-1 + 2 * cos_2sm * cos_2sm)
-                - big_b
-                / 6
-                * cos_2sm
-                * (-3 + 4 * sin_sigma * sin_sigma)
-                * (-3 + 4 * cos_2sm * cos_2sm)
-            )
-        )
-    )
-    return b * big_a * (sigma - delta_sigma)
+    return float(_vincenty_length(cos2_alpha, sin_sigma, cos_sigma, cos_2sm, sigma))
 
 
 def wgs84_distance(
@@ -376,8 +385,7 @@ def wgs84_distance(
             [_vincenty(lat, lng, y, x) for y, x in zip(lats.tolist(), lngs.tolist(), strict=True)],
             dtype=np.float64,
         )
-    f, a = WGS84_F, WGS84_A
-    b = (1 - f) * a
+    f = WGS84_F
     big_l = np.radians(lngs - lng)
     u1 = math.atan((1 - f) * math.tan(math.radians(lat)))
     u2 = np.arctan((1 - f) * np.tan(np.radians(lats)))
@@ -404,27 +412,7 @@ def wgs84_distance(
             converged = np.abs(lam - previous) <= 1e-12
             if converged.all():
                 break
-        u_sq = cos2_alpha * (a * a - b * b) / (b * b)
-        big_a = 1 + u_sq / 16384 * (4096 + u_sq * (-768 + u_sq * (320 - 175 * u_sq)))
-        big_b = u_sq / 1024 * (256 + u_sq * (-128 + u_sq * (74 - 47 * u_sq)))
-        delta_sigma = (
-            big_b
-            * sin_sigma
-            * (
-                cos_2sm
-                + big_b
-                / 4
-                * (
-                    cos_sigma * (-1 + 2 * cos_2sm * cos_2sm)
-                    - big_b
-                    / 6
-                    * cos_2sm
-                    * (-3 + 4 * sin_sigma * sin_sigma)
-                    * (-3 + 4 * cos_2sm * cos_2sm)
-                )
-            )
-        )
-        s = b * big_a * (sigma - delta_sigma)
+        s = _vincenty_length(cos2_alpha, sin_sigma, cos_sigma, cos_2sm, sigma)
     return np.where(converged, np.where(sin_sigma > 0, s, 0.0), np.nan)
 
 
