@@ -255,6 +255,17 @@ def _block_filters(q: TutorQuery | TutorMapQuery | CoachQuery, p: dict[str, Any]
     )
 
 
+def _in_window(
+    blocks: Blocks,
+    q: TutorQuery | TutorMapQuery | CoachQuery,
+    keep: npt.NDArray[np.bool_] | None,
+) -> npt.NDArray[np.bool_]:
+    """`keep` (None: every record) narrowed to the records with an open slot overlapping
+    `q`'s availability window (the blocks' availability entries, `Blocks.available`)."""
+    matched = blocks.available(*window_bounds(q.available_from, q.available_to))
+    return matched if keep is None else keep & matched
+
+
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
     # uuids come back as their text (what the responses and cursors hold): psycopg's
     # default builds a `uuid.UUID` per value, which then has to be printed again.
@@ -563,9 +574,8 @@ class PostgresEngine:
             )  # fmt: skip
         if text is not None:
             keep = text if keep is None else keep & text
-        if window:  # an open slot overlapping the window: the blocks' availability entries
-            matched = blocks.available(*window_bounds(q.available_from, q.available_to))
-            keep = matched if keep is None else keep & matched
+        if window:
+            keep = _in_window(blocks, q, keep)
         counts = blocks.count(_block_filters(q, p), keep)
         s.scanned = counts.scanned
         s.block_hits = (blocks, counts.hits)
@@ -710,8 +720,7 @@ class PostgresEngine:
                 p,
             )  # fmt: skip
         if window:
-            matched = blocks.available(*window_bounds(q.available_from, q.available_to))
-            keep = matched if keep is None else keep & matched
+            keep = _in_window(blocks, q, keep)
         base, cat_ok, lang_ok = blocks.masks(_block_filters(q, p), keep)
         return blocks.clusters(base & cat_ok & lang_ok, p["cell"])
 
@@ -811,14 +820,11 @@ class PostgresEngine:
         }
         parts = None
         if avail:  # a missing block's entries come with it below
-            parts = (
-                [
-                    b"" if m else directory.avail.get(c, b"")
-                    for c, m in zip(cell_list, missing.tolist(), strict=True)
-                ]
-                if any_missing
-                else [directory.avail.get(c, b"") for c in cell_list]
-            )
+            held = directory.avail
+            parts = [
+                b"" if m else held.get(c, b"")
+                for c, m in zip(cell_list, missing.tolist(), strict=True)
+            ]
         if any_missing:
             at = np.flatnonzero(missing)
             cur = await conn.cursor(binary=True).execute(
