@@ -183,8 +183,8 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
     reload: Annotated[bool, typer.Option(help="Reload on code changes (development)")] = False,
 ) -> None:
-    """Run the HTTP API with uvicorn: one process per worker, each on its own
-    `SO_REUSEPORT` socket (`api.server`)."""
+    """Run the HTTP API with uvicorn: one process per worker, the connections dealt to
+    them in turn (`api.server`)."""
     from api import server
 
     s = get_settings()

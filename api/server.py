@@ -1,23 +1,35 @@
-"""The HTTP server: uvicorn, one process per worker, each on its own listening socket.
+"""The HTTP server: uvicorn, one process per worker, connections dealt round-robin.
 
 Why not `uvicorn --workers N`: its workers share one listening socket, and an idle worker
 accepts every connection pending when it wakes. Clients that hold keep-alive connections
 (a load balancer's upstream pool, a benchmark's connections) then all land on one worker
 while the others idle: with 16 connections opened together and 2 workers, 2 runs of 3 put
-all 16 on one process here, and the API used one core of two. Here every worker binds its
-own socket with `SO_REUSEPORT` (Linux ≥ 3.9, BSD), so the kernel spreads new connections
-over the workers (by a hash of the connection's addresses; see socket(7)). Where the
-option is missing, uvicorn's own multiprocess mode runs instead.
+all 16 on one process here, and the API used one core of two. One `SO_REUSEPORT` socket
+per worker (this module until session 8) spreads them by a hash of the connection's
+addresses (socket(7)): a binomial split, 16 connections went 13/3 in some runs, and the
+clients of the busier worker wait for ~twice as many requests ahead of theirs.
 
-The parent supervises: SIGINT/SIGTERM stop every worker (each drains its requests, as
-uvicorn does on that signal); a worker that dies otherwise is started again.
+So the parent (the supervisor) listens, accepts, and deals each connection to the next
+worker in turn over a Unix socket pair (`SCM_RIGHTS`, `socket.send_fds`): the cluster
+module of Node.js does the same by default ("round-robin approach", nodejs.org/api/
+cluster.html). Every worker holds within one of its share of the connections; the
+accepted socket is then the worker's alone (`loop.connect_accepted_socket`), its
+requests never pass through the parent. Where `send_fds` is missing (not Unix), uvicorn's
+own multiprocess mode runs instead.
+
+The parent supervises: SIGINT/SIGTERM stop the accepting, then every worker (each drains
+its requests, as uvicorn does on that signal); a worker that dies otherwise is started
+again, and gets its turn again once up.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import multiprocessing
 import signal
 import socket
+import threading
 import time
 from multiprocessing.process import BaseProcess
 from types import FrameType
@@ -29,6 +41,10 @@ APP = "api.app:create_app"
 # A worker that dies sooner than this after its start is not restarted (a broken app or
 # a taken port would otherwise restart in a loop): the server exits.
 _MIN_UPTIME_S = 10.0
+# How often the accepting thread looks whether the server is stopping (seconds).
+_ACCEPT_POLL_S = 0.25
+# Connections a worker takes from its channel per wake-up.
+_FDS_PER_READ = 64
 
 
 # Every server of ours: the app factory, our logging (structlog) and our access log line.
@@ -56,46 +72,132 @@ def listeners(port: int) -> int | None:
     return n if found else None
 
 
-def reuseport_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to (host, port) with `SO_REUSEPORT` (and `SO_REUSEADDR`), not
-    yet listening. OSError when the address is taken by a socket without the option."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    return sock
+class _DealtServer(uvicorn.Server):
+    """A worker's uvicorn server without a listening socket of its own: it serves the
+    connections the supervisor deals it over `channel` (one byte and one file descriptor
+    per connection, `socket.send_fds`). Exits when the supervisor's end closes."""
+
+    def __init__(self, config: uvicorn.Config, channel: socket.socket) -> None:
+        super().__init__(config)
+        self._channel = channel
+        self._opening: set[asyncio.Task[Any]] = set()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        # no socket to listen on: uvicorn runs the lifespan startup and marks started
+        await super().startup(sockets=[])
+        if not self.started:
+            return
+        loop = asyncio.get_running_loop()
+        protocol = functools.partial(  # what uvicorn's own startup passes to its servers
+            self.config.http_protocol_class,  # typed as asyncio.Protocol: no such arguments
+            config=self.config,
+            server_state=self.server_state,  # type: ignore[call-arg]
+            app_state=self.lifespan.state,
+        )
+        self._channel.setblocking(False)
+        loop.add_reader(self._channel.fileno(), self._receive, loop, protocol)
+
+    def _receive(self, loop: asyncio.AbstractEventLoop, protocol: Any) -> None:
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(self._channel, _FDS_PER_READ, _FDS_PER_READ)
+        except BlockingIOError:
+            return
+        if not msg:  # the supervisor is gone: stop like on SIGTERM
+            loop.remove_reader(self._channel.fileno())
+            self.should_exit = True
+            return
+        for fd in fds:
+            sock = socket.socket(fileno=fd)
+            task = loop.create_task(loop.connect_accepted_socket(protocol, sock))
+            self._opening.add(task)
+            task.add_done_callback(self._opened)
+
+    def _opened(self, task: asyncio.Task[Any]) -> None:
+        self._opening.discard(task)
+        if not task.cancelled():
+            task.exception()  # a client gone before its transport was set up: retrieved
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._channel.fileno() >= 0:
+            asyncio.get_running_loop().remove_reader(self._channel.fileno())
+            self._channel.close()  # connections dealt but not taken are closed with it
+        await super().shutdown(sockets=sockets)
 
 
-def _worker(host: str, port: int, options: dict[str, Any]) -> None:
-    """One worker process: its own socket, one uvicorn server."""
-    config = _config(host, port, **options)
-    uvicorn.Server(config).run(sockets=[reuseport_socket(host, port)])
+def _worker(host: str, port: int, channel: socket.socket, options: dict[str, Any]) -> None:
+    """One worker process: one uvicorn server over the connections dealt to it."""
+    _DealtServer(_config(host, port, **options), channel).run()
+
+
+class _Dealer(threading.Thread):
+    """The supervisor's accepting thread: accepts on `listener` and sends each connection
+    to the next worker's channel in turn, skipping a worker whose channel is closed
+    (restarting) or full (not taking connections); closes its own copy of the socket."""
+
+    def __init__(self, listener: socket.socket, channels: list[socket.socket]) -> None:
+        super().__init__(name="educonnect-dealer", daemon=True)
+        self.listener, self.channels = listener, channels
+        self.stopping = threading.Event()
+        self.dealt = 0
+
+    def run(self) -> None:
+        self.listener.settimeout(_ACCEPT_POLL_S)
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:  # out of descriptors, or a client reset in the backlog
+                self.stopping.wait(_ACCEPT_POLL_S / 10)
+                continue
+            with conn:
+                n = len(self.channels)
+                for k in range(n):
+                    channel = self.channels[(self.dealt + k) % n]
+                    try:
+                        socket.send_fds(channel, [b"c"], [conn.fileno()])
+                    except OSError:
+                        continue
+                    self.dealt = (self.dealt + k + 1) % n
+                    break
+                # no worker could take it: closing it resets the client
 
 
 def serve(host: str, port: int, workers: int = 1, *, reload: bool = False, **options: Any) -> None:
     """Serve the API on host:port with `workers` processes (see the module docstring), or
     one process restarted on code changes (`reload`, development); `options`: more
     `uvicorn.Config` arguments (`loop`, `http`, `log_level`...). Blocks until
-    SIGINT/SIGTERM; raises SystemExit(1) when a worker dies within `_MIN_UPTIME_S` of its
-    start."""
-    if reload or not hasattr(socket, "SO_REUSEPORT"):
+    SIGINT/SIGTERM; raises OSError when the address is taken, SystemExit(1) when a worker
+    dies within `_MIN_UPTIME_S` of its start."""
+    if reload or not hasattr(socket, "send_fds"):
         uvicorn.run(APP, host=host, port=port, workers=workers, reload=reload,
                     **_UVICORN, **options)  # fmt: skip
         return
     if workers <= 1:
         uvicorn.Server(_config(host, port, **options)).run()
         return
-    reuseport_socket(host, port).close()  # fail here, once, if the port is taken
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.create_server((host, port), family=family, backlog=2048)
     spawn = multiprocessing.get_context("spawn")
+    channels: list[socket.socket] = []
     stopping = False
 
-    def start() -> tuple[BaseProcess, float]:
-        p = spawn.Process(target=_worker, args=(host, port, options), daemon=False)
+    def start(i: int) -> tuple[BaseProcess, float]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)  # a worker that is not reading is skipped, not waited for
+        p = spawn.Process(target=_worker, args=(host, port, theirs, options), daemon=False)
         p.start()
+        theirs.close()
+        if i < len(channels):
+            old, channels[i] = channels[i], ours
+            old.close()
+        else:
+            channels.append(ours)
         return p, time.monotonic()
 
-    procs = [start() for _ in range(workers)]
+    procs = [start(i) for i in range(workers)]
+    dealer = _Dealer(listener, channels)
+    dealer.start()
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
@@ -112,11 +214,16 @@ def serve(host: str, port: int, workers: int = 1, *, reload: bool = False, **opt
             if time.monotonic() - started < _MIN_UPTIME_S:
                 failed = stopping = True
                 break
-            procs[i] = start()
+            procs[i] = start(i)
+    dealer.stopping.set()
+    dealer.join()
+    listener.close()
     for p, _ in procs:
         if p.is_alive():
             p.terminate()
     for p, _ in procs:
         p.join()
+    for channel in channels:
+        channel.close()
     if failed:
         raise SystemExit(1)

@@ -49,7 +49,6 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from api.server import listeners
 from core.migrate import upgrade
 from core.settings import get_settings
 from loadtests.machine import describe, one_line
@@ -326,13 +325,16 @@ def serve(
         env=env,
     )  # fmt: skip
     for _ in range(300):
+        # the supervisor deals connections to the workers in turn (`api.server`): one
+        # new connection per worker, each answered, means every worker is up
         try:
-            up = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200
+            up = all(
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200
+                for _ in range(workers)
+            )
         except httpx.HTTPError:
             up = False
-        # every worker listens on its own socket (`api.server`): the clients connect once
-        # all of them are up, else the first one would get every connection
-        if up and listeners(port) in (None, workers):
+        if up:
             return proc
         time.sleep(0.1)
     proc.kill()

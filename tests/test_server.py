@@ -1,6 +1,6 @@
-"""`educonnect serve --workers 2` (`api.server`): every worker listens on its own
-`SO_REUSEPORT` socket, so keep-alive connections opened together spread over them, and
-SIGTERM stops them all."""
+"""`educonnect serve --workers 2` (`api.server`): the supervisor deals connections to the
+workers in turn, so keep-alive connections opened together split evenly, and SIGTERM
+stops them all."""
 
 from __future__ import annotations
 
@@ -60,8 +60,8 @@ def _get(sock: socket.socket, path: str) -> bytes:
     return body
 
 
-@pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="needs SO_REUSEPORT")
-def test_workers_each_take_connections_and_stop_on_sigterm(database_url: str) -> None:
+@pytest.mark.skipif(not hasattr(socket, "send_fds"), reason="needs socket.send_fds (Unix)")
+def test_workers_take_turns_at_connections_and_stop_on_sigterm(database_url: str) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -73,9 +73,9 @@ def test_workers_each_take_connections_and_stop_on_sigterm(database_url: str) ->
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
-        while (listeners(port) or 0) < 2:
+        while (listeners(port) or 0) < 1:
             assert proc.poll() is None, "the server exited"
-            assert time.monotonic() < deadline, "the two workers did not listen"
+            assert time.monotonic() < deadline, "the server did not listen"
             time.sleep(0.05)
         conns = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(24)]
         try:
@@ -88,8 +88,8 @@ def test_workers_each_take_connections_and_stop_on_sigterm(database_url: str) ->
         finally:
             for c in conns:
                 c.close()
-        # 24 connections hashed over 2 sockets all land on one with p = 2^-23
-        assert len(served) == 2, f"one worker took every connection: {served}"
+        # dealt in turn: 12 each, whichever worker got the first
+        assert sorted(served.values()) == [12, 12], served
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
