@@ -37,7 +37,12 @@ $(BIN)/python:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-dev gcc; \
 	  rm -rf $(VENV); $(PYTHON) -m venv $(VENV); }
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+# setup.py builds the C kernels (search/_kernels.c): a C compiler and Python's headers.
+$(VENV)/.installed: pyproject.toml setup.py search/_kernels.c | $(BIN)/python
+	@{ command -v cc >/dev/null && $(BIN)/python -c "import os, sysconfig; \
+	  assert os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h'))" 2>/dev/null; } || { \
+	  echo "[make] C compiler or Python headers missing; installing gcc python3-dev (Debian)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc python3-dev; }
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	@touch $@

@@ -1,14 +1,17 @@
 """Facet blocks: the facet rows of one grid cell packed into one `bytea`, and the
-vectorized facet pass over them (migration 0008).
+facet pass over them (migration 0008).
 
 Why: a facet pass must read every row matching the filters, and a SQL aggregate costs
 ~0.4 µs per row on this machine (27k rows within 50 km of Paris: 10-20 ms). The rows a
 facet pass needs are small fixed-size records, so PostgreSQL stores them per cell, packed
 (`{family}_facet_blocks`, one row per cell, kept exact by the projection), the engine
-fetches the blocks of the cells that lie wholly inside the radius as a few hundred
-`bytea` values, lets PostgreSQL test exactly only the rows of the cells the circle's edge
-crosses, and counts the facets with numpy over the packed records (~0.02 µs per row).
-Exact: the same rows, the same filters, the same integer arithmetic as the SQL pass.
+fetches the blocks of the cells that the radius covers as a few hundred `bytea` values,
+tests the records of the cells its edge crosses (on the sphere, then on the ellipsoid,
+PostGIS deciding those within `GEODESIC_MARGIN` of the radius), and counts the facets
+over the packed records. The filters and counts, the edge test and the sphere distances
+of the distance page run in C (`search/_kernels.c`, one loop each: the numpy form took
+~60 array operations per facet pass); the rest is numpy. Exact: the same rows, the same
+filters, the same integer arithmetic as the SQL pass.
 
 Cells: a regular lng/lat grid of `CELL_DEG` = 360 / 2^14 degrees (about 2.4 km x 1.6 km at
 Paris), aligned on (-180, -90) so it nests in the map's cluster grids (`search.geo`).
@@ -61,6 +64,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+
+from search import _kernels
 
 CELL_DEG = 360.0 / 16384.0
 COLUMN = 16384  # cell ids per grid column
@@ -210,12 +215,6 @@ class Cover:
         )
 
 
-def _unit(lat: npt.NDArray[np.float64], lng: npt.NDArray[np.float64]) -> npt.NDArray[Any]:
-    phi, lam = np.radians(lat), np.radians(lng)
-    c = np.cos(phi)
-    return np.stack((c * np.cos(lam), c * np.sin(lam), np.sin(phi)), axis=-1)
-
-
 def _runs(
     mask: npt.NDArray[np.bool_], ix0: int, iy0: int
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
@@ -305,115 +304,19 @@ WGS84_F = 1 / 298.257223563
 GEODESIC_MARGIN = 0.01
 
 
-# Up to this many points, `wgs84_distance` iterates per point in plain Python: a numpy
-# iteration costs ~30 ufunc calls whatever the size (~200 µs for one point here), one
-# point ~10 µs. Most radius rings hold a handful of records.
-_SCALAR_MAX = 12
-
-
-def _vincenty_length(
-    cos2_alpha: Any, sin_sigma: Any, cos_sigma: Any, cos_2sm: Any, sigma: Any
-) -> Any:
-    """The geodesic's length in metres from the converged terms of Vincenty's inverse
-    iteration (equations (3), (4), (6) and (19) of the paper cited in `wgs84_distance`):
-    floats or numpy arrays alike."""
-    a, b = WGS84_A, (1 - WGS84_F) * WGS84_A
-    u_sq = cos2_alpha * (a * a - b * b) / (b * b)
-    big_a = 1 + u_sq / 16384 * (4096 + u_sq * (-768 + u_sq * (320 - 175 * u_sq)))
-    big_b = u_sq / 1024 * (256 + u_sq * (-128 + u_sq * (74 - 47 * u_sq)))
-    delta_sigma = (
-        big_b
-        * sin_sigma
-        * (
-            cos_2sm
-            + big_b
-            / 4
-            * (
-                cos_sigma * (-1 + 2 * cos_2sm * cos_2sm)
-                - big_b
-                / 6
-                * cos_2sm
-                * (-3 + 4 * sin_sigma * sin_sigma)
-                * (-3 + 4 * cos_2sm * cos_2sm)
-            )
-        )
-    )
-    return b * big_a * (sigma - delta_sigma)
-
-
-def _vincenty(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
-    """`wgs84_distance` for one pair of points (the same formula, per point)."""
-    f = WGS84_F
-    big_l = math.radians(lng2 - lng1)
-    u1 = math.atan((1 - f) * math.tan(math.radians(lat1)))
-    u2 = math.atan((1 - f) * math.tan(math.radians(lat2)))
-    sin_u1, cos_u1, sin_u2, cos_u2 = math.sin(u1), math.cos(u1), math.sin(u2), math.cos(u2)
-    lam = big_l
-    for _ in range(100):
-        sin_lam, cos_lam = math.sin(lam), math.cos(lam)
-        sin_sigma = math.hypot(cos_u2 * sin_lam, cos_u1 * sin_u2 - sin_u1 * cos_u2 * cos_lam)
-        if sin_sigma == 0.0:
-            return 0.0  # the same point
-        cos_sigma = sin_u1 * sin_u2 + cos_u1 * cos_u2 * cos_lam
-        sigma = math.atan2(sin_sigma, cos_sigma)
-        sin_alpha = cos_u1 * cos_u2 * sin_lam / sin_sigma
-        cos2_alpha = 1 - sin_alpha * sin_alpha
-        cos_2sm = cos_sigma - 2 * sin_u1 * sin_u2 / cos2_alpha if cos2_alpha > 0 else 0.0
-        c = f / 16 * cos2_alpha * (4 + f * (4 - 3 * cos2_alpha))
-        previous = lam
-        lam = big_l + (1 - c) * f * sin_alpha * (
-            sigma + c * sin_sigma * (cos_2sm + c * cos_sigma * (-1 + 2 * cos_2sm * cos_2sm))
-        )
-        if abs(lam - previous) <= 1e-12:
-            break
-    else:
-        return math.nan
-    return float(_vincenty_length(cos2_alpha, sin_sigma, cos_sigma, cos_2sm, sigma))
-
-
 def wgs84_distance(
     lat: float, lng: float, lats: npt.NDArray[np.float64], lngs: npt.NDArray[np.float64]
 ) -> npt.NDArray[np.float64]:
     """Geodesic distances in metres on the WGS84 ellipsoid from (lat, lng) to each
     (lats, lngs) (degrees), by Vincenty's inverse formula (T. Vincenty, "Direct and
     inverse solutions of geodesics on the ellipsoid with application of nested
-    equations", Survey Review 23(176), 1975), vectorized (per point in plain Python up to
-    `_SCALAR_MAX` points); NaN where the iteration does not converge (nearly antipodal
-    points)."""
-    if lats.size <= _SCALAR_MAX:
-        return np.array(
-            [_vincenty(lat, lng, y, x) for y, x in zip(lats.tolist(), lngs.tolist(), strict=True)],
-            dtype=np.float64,
-        )
-    f = WGS84_F
-    big_l = np.radians(lngs - lng)
-    u1 = math.atan((1 - f) * math.tan(math.radians(lat)))
-    u2 = np.arctan((1 - f) * np.tan(np.radians(lats)))
-    sin_u1, cos_u1 = math.sin(u1), math.cos(u1)
-    sin_u2, cos_u2 = np.sin(u2), np.cos(u2)
-    lam = big_l.copy()
-    converged = np.zeros(lam.shape, dtype=bool)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for _ in range(100):
-            sin_lam, cos_lam = np.sin(lam), np.cos(lam)
-            sin_sigma = np.hypot(cos_u2 * sin_lam, cos_u1 * sin_u2 - sin_u1 * cos_u2 * cos_lam)
-            cos_sigma = sin_u1 * sin_u2 + cos_u1 * cos_u2 * cos_lam
-            sigma = np.arctan2(sin_sigma, cos_sigma)
-            sin_alpha = np.where(sin_sigma > 0, cos_u1 * cos_u2 * sin_lam / sin_sigma, 0.0)
-            cos2_alpha = 1 - sin_alpha * sin_alpha
-            cos_2sm = np.where(
-                cos2_alpha > 0, cos_sigma - 2 * sin_u1 * sin_u2 / cos2_alpha, 0.0
-            )  # an equatorial line: cos2_alpha = 0
-            c = f / 16 * cos2_alpha * (4 + f * (4 - 3 * cos2_alpha))
-            previous = lam
-            lam = big_l + (1 - c) * f * sin_alpha * (
-                sigma + c * sin_sigma * (cos_2sm + c * cos_sigma * (-1 + 2 * cos_2sm * cos_2sm))
-            )
-            converged = np.abs(lam - previous) <= 1e-12
-            if converged.all():
-                break
-        s = _vincenty_length(cos2_alpha, sin_sigma, cos_sigma, cos_2sm, sigma)
-    return np.where(converged, np.where(sin_sigma > 0, s, 0.0), np.nan)
+    equations", Survey Review 23(176), 1975; `_kernels.vincenty`, in C); NaN where the
+    iteration does not converge (nearly antipodal points)."""
+    one = _kernels.vincenty
+    return np.array(
+        [one(lat, lng, y, x) for y, x in zip(lats.tolist(), lngs.tolist(), strict=True)],
+        dtype=np.float64,
+    )
 
 
 # ------------------------------------------------------------------ the facet pass
@@ -455,68 +358,18 @@ class Counts:
     hits: npt.NDArray[np.bool_] | None = None  # the results, over the records
 
 
+_MODES = {"online": 1, "in_person": 2}  # `facet_pass`'s mode argument
+
+
+def _int64(v: int | None) -> int | None:
+    """A price bound clamped to int64 (`facet_pass` compares int4 prices with it)."""
+    return None if v is None else max(-(2**63), min(v, 2**63 - 1))
+
+
 def signed64(mask: int) -> int:
     """An unsigned 64-bit `mask` as a signed int64 (bit 63 is the sign): a PostgreSQL
     bigint, or a numpy int64 to test against."""
     return mask - (1 << 64) if mask >= 1 << 63 else mask
-
-
-def _as_signed(mask: int) -> np.int64:
-    return np.int64(signed64(mask))
-
-
-def _bit_counts(values: npt.NDArray[np.int64]) -> dict[int, int]:
-    """{bit: rows with that bit set} over int64 masks."""
-    if values.size == 0:
-        return {}
-    present = int(np.bitwise_or.reduce(values)) & ((1 << 64) - 1)
-    out = {}
-    while present:
-        low = present & -present
-        b = low.bit_length() - 1
-        n = int(np.count_nonzero(values & _as_signed(low)))
-        if n:
-            out[b] = n
-        present ^= low
-    return out
-
-
-_LETTERS = 26
-
-
-def _result_stats(
-    results: npt.NDArray[Any],
-) -> tuple[dict[int, int], dict[str, tuple[int, int, int, int]]]:
-    """({rating bucket: count}, {currency: (count, min, max, sum of price_minor)}) of the
-    records `results` (at least one). Buckets: 0 = [1, 2) ... 3 = [4, 5]; below 1.00 or
-    unrated (-1): none, as in SQL. Currencies are `^[A-Z]{3}$` (the providers' CHECK
-    constraint): each is an index below 26^3, so the records are grouped by a stable
-    (radix) argsort of 16-bit indexes and reduced per group, without comparing strings."""
-    rating = results["rating"].astype(np.int32)
-    buckets = np.bincount(np.minimum(rating[rating >= 100] // 100, 4) - 1, minlength=4)
-    by_rating = {b: int(n) for b, n in enumerate(buckets.tolist()) if n}
-    currency = np.ascontiguousarray(results["currency"])
-    letters = currency.view(np.uint8).reshape(-1, 3) - np.uint8(ord("A"))
-    if int(letters.max()) >= _LETTERS:  # uint8: a byte below "A" wrapped round too
-        raise ValueError("a facet record's currency is not three letters A-Z")
-    code = letters.astype(np.uint16) @ np.array([_LETTERS**2, _LETTERS, 1], dtype=np.uint16)
-    order = np.argsort(code, kind="stable")
-    code, price = code[order], results["price"][order].astype(np.int64)
-    starts = np.flatnonzero(np.concatenate(([True], code[1:] != code[:-1])))
-    by_currency = dict(
-        zip(
-            [c.decode() for c in currency[order[starts]].tolist()],
-            zip(
-                np.diff(np.append(starts, code.size)).tolist(),
-                np.minimum.reduceat(price, starts).tolist(),
-                np.maximum.reduceat(price, starts).tolist(),
-                np.add.reduceat(price, starts).tolist(),
-                strict=True,
-            ),
-            strict=True,
-        )
-    )
-    return by_rating, by_currency
 
 
 class Blocks:
@@ -674,116 +527,65 @@ class Blocks:
         """The provider ids of records `idx` as a PostgreSQL uuid[] literal."""
         return "{" + ",".join(self.ids(idx)) + "}"
 
-    def sphere_test(
-        self, lat: float, lng: float, cos_in: float, cos_out: float
+    def radius_test(
+        self, lat: float, lng: float, cos_in: float, cos_out: float, radius_m: float
     ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.intp]]:
-        """Radius test of the edge records on the sphere: (keep mask over all records —
-        every non-edge record, and the edge records certainly inside, i.e. whose unit
-        vector's dot product with the centre's is at least `cos_in`; indexes of the edge
-        records in the ring between `cos_out` and `cos_in`, which only the spheroid can
-        decide). The bounds carry a margin (`search.postgres._radius`) far above float
-        rounding, so the classification never needs to match PostgreSQL's to the ulp."""
-        idx = np.flatnonzero(self.edge)
-        rec = self.take(idx)
-        dot = _unit(rec["lat"].astype(np.float64), rec["lng"].astype(np.float64)) @ _unit(
-            np.array(lat), np.array(lng)
-        )
-        keep = ~self.edge
-        keep[idx[dot >= cos_in]] = True
-        ring = idx[(dot < cos_in) & (dot >= cos_out)]
-        return keep, ring
+        """The radius test of the edge records (tutors), in C (`_kernels.edge_test`):
+        (keep mask over all records — every non-edge record, the edge records certainly
+        inside on the sphere (their unit vector's dot product with the centre's is at
+        least `cos_in`), and those of the ring between `cos_out` and `cos_in` within
+        `radius_m` - `GEODESIC_MARGIN` of (lat, lng) by Vincenty's distance on the WGS84
+        ellipsoid; indexes of the ring records within the margin of the radius, or where
+        Vincenty's iteration did not converge, which PostGIS decides). The sphere bounds
+        carry a margin (`search.postgres._radius`) far above float rounding, so the
+        classification never needs to match PostgreSQL's to the ulp."""
+        keep = np.empty(self.records.size, dtype=bool)
+        undecided = _kernels.edge_test(
+            self.records, self.records.dtype.itemsize, self.edge, keep,
+            lat, lng, cos_in, cos_out, radius_m, GEODESIC_MARGIN,
+        )  # fmt: skip
+        return keep, np.array(undecided, dtype=np.intp)
 
-    def geodesic_test(
-        self,
-        keep: npt.NDArray[np.bool_],
-        ring: npt.NDArray[np.intp],
-        lat: float,
-        lng: float,
-        radius_m: float,
-    ) -> npt.NDArray[np.intp]:
-        """Decide the `ring` records (indexes) on the WGS84 ellipsoid: `keep[i]` set for
-        those within `radius_m` - `GEODESIC_MARGIN` of (lat, lng) by `wgs84_distance`;
-        returns the indexes of those within the margin of the radius (or where Vincenty's
-        iteration did not converge), which PostGIS decides."""
-        if not ring.size:
-            return ring
-        rec = self.take(ring)
-        d = wgs84_distance(lat, lng, rec["lat"].astype(np.float64), rec["lng"].astype(np.float64))
-        keep[ring[d <= radius_m - GEODESIC_MARGIN]] = True
-        return ring[~((d <= radius_m - GEODESIC_MARGIN) | (d > radius_m + GEODESIC_MARGIN))]
-
-    def masks(
-        self, f: Filters, keep: npt.NDArray[np.bool_] | None = None
-    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
-        """(base, cat_ok, lang_ok) over the records: `base` = in `keep` (all by default)
-        and passing every filter but the catalogue and language ones; the other two the
-        catalogue and language filters alone."""
-        r = self.records
-        flags = r["flags"].astype(np.int16)
-        base = np.ones(r.size, dtype=bool) if keep is None else keep.copy()
-        if f.min_price is not None:
-            base &= r["price"] >= f.min_price
-        if f.max_price is not None:
-            base &= r["price"] <= f.max_price
-        if f.currency:
-            base &= r["currency"] == f.currency.encode()
+    def count(self, f: Filters, keep: npt.NDArray[np.bool_] | None = None) -> Counts:
+        """The facet pass over the records in `keep` (all by default), see `Counts`: one
+        loop in C over the packed records (`search/_kernels.c`, `facet_pass`), which
+        applies every filter and counts every facet at once."""
+        n = self.records.size
+        out = Counts(hits=np.zeros(n, dtype=bool))
+        if n == 0:
+            return out
+        extra = None  # records whose `languages_other` holds a selected code
+        if f.lang_filtered and f.lang_other and self.others:
+            wanted = set(f.lang_other)
+            extra = np.zeros(n, dtype=bool)
+            for i, codes in self.others.items():
+                if wanted.intersection(codes):
+                    extra[i] = True
+        threshold = None
         if f.min_rating is not None:
             # rating_avg >= min_rating::numeric on hundredths: PostgreSQL casts a float8 to
             # numeric through its 15 significant digits; times 100, rounded up.
             exact = Decimal(format(f.min_rating, ".15g")) * 100
-            threshold = int(exact.to_integral_value(ROUND_CEILING))
-            base &= r["rating"] >= max(threshold, 0)
-        if f.mode == "online":
-            base &= (flags & F_ONLINE) != 0
-        elif f.mode == "in_person":
-            base &= (flags & F_IN_PERSON) != 0
-        if f.kinds:
-            mentor = (flags & F_MENTOR) != 0
-            want = np.zeros(r.size, dtype=bool)
-            if "mentor" in f.kinds:
-                want |= mentor
-            if "coach" in f.kinds:
-                want |= ~mentor
-            base &= want
-        cat, lang = self.cat, self.lang
-        cat_ok = (
-            (cat & _as_signed(f.cat_mask)) != 0
-            if f.cat_mask is not None
-            else np.ones(r.size, dtype=bool)
-        )
-        if f.lang_filtered:
-            lang_ok = (lang & _as_signed(f.lang_mask)) != 0
-            if f.lang_other and self.others:
-                wanted = set(f.lang_other)
-                for i, codes in self.others.items():
-                    if not lang_ok[i] and wanted.intersection(codes):
-                        lang_ok[i] = True
-        else:
-            lang_ok = np.ones(r.size, dtype=bool)
-        return base, cat_ok, lang_ok
-
-    def count(self, f: Filters, keep: npt.NDArray[np.bool_] | None = None) -> Counts:
-        """The facet pass over the records in `keep` (all by default), see `Counts`."""
-        r = self.records
-        out = Counts(hits=np.zeros(r.size, dtype=bool))
-        if r.size == 0:
-            return out
-        base, cat_ok, lang_ok = self.masks(f, keep)
-        cat, lang = self.cat, self.lang
-        by_lang = base & lang_ok
-        by_cat = base & cat_ok
-        hits = by_lang & cat_ok
-        out.scanned = int(np.count_nonzero(by_lang))
-        out.cat = _bit_counts(cat[by_lang])
-        out.lang = _bit_counts(lang[by_cat])
+            threshold = max(int(exact.to_integral_value(ROUND_CEILING)), 0)
+        kinds = int("coach" in f.kinds) | int("mentor" in f.kinds) << 1
+        hits, by_cat = np.empty(n, dtype=bool), np.empty(n, dtype=bool)
+        scanned, total, cat, lang, rating, currencies = _kernels.facet_pass(
+            self.records, self.records.dtype.itemsize,
+            None if keep is None else np.ascontiguousarray(keep), hits, by_cat,
+            _int64(f.min_price), _int64(f.max_price),
+            f.currency.encode() if f.currency else None, threshold,
+            _MODES.get(f.mode or "", 0), kinds, f.cat_mask,
+            f.lang_mask if f.lang_filtered else None, extra,
+        )  # fmt: skip
+        out.scanned, out.total, out.hits = scanned, total, hits
+        out.cat = {b: c for b, c in enumerate(cat) if c}
+        out.lang = {b: c for b, c in enumerate(lang) if c}
         for i, codes in self.others.items():
             if by_cat[i]:
                 for code in codes:
                     out.lang_other[code] = out.lang_other.get(code, 0) + 1
-        out.hits = hits
-        out.total = int(np.count_nonzero(hits))
-        if out.total:
-            out.rating, out.price = _result_stats(self.take(hits))
+        out.rating = {b: c for b, c in enumerate(rating) if c}
+        out.price = {code.decode(): (k, lo, hi, sm) for code, k, lo, hi, sm in currencies}
         return out
 
     def box_test(
@@ -880,14 +682,11 @@ class Blocks:
         smallest sphere distance among the latter, the exact page lies within the
         spheroid `D` x 1.006 + 1, hence within the sphere (`D` x 1.006 + 1) x 1.006 + 1:
         the candidates are every record of the uncertain band and those up to there."""
-        idx = np.flatnonzero(hits)
+        idx = np.flatnonzero(hits).astype(np.int64)
         if idx.size == 0:
             return []
-        rec = self.take(idx)
-        dot = _unit(rec["lat"].astype(np.float64), rec["lng"].astype(np.float64)) @ _unit(
-            np.array(lat), np.array(lng)
-        )
-        dist = np.arccos(np.clip(dot, -1.0, 1.0)) * EARTH_R
+        dist = np.empty(idx.size, dtype=np.float64)
+        _kernels.sphere_distances(self.records, self.records.dtype.itemsize, idx, lat, lng, dist)
         certain = np.ones(idx.size, dtype=bool)
         if after is not None:
             maybe = dist >= after / 1.006 - 1.0

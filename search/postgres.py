@@ -562,10 +562,11 @@ class PostgresEngine:
             text = await self._text_matches(conn, family, table, blocks, s, q.sort == "relevance")
         keep = None
         if blocks.edge.any():
-            keep, ring = blocks.sphere_test(p["lat"], p["lng"], p["cos_in"], p["cos_out"])
             # the spheroid decides the thin ring: Vincenty's distance, and PostGIS (as
             # the SQL pass) within `GEODESIC_MARGIN` of the radius
-            ring = blocks.geodesic_test(keep, ring, p["lat"], p["lng"], p["radius_m"])
+            keep, ring = blocks.radius_test(
+                p["lat"], p["lng"], p["cos_in"], p["cos_out"], p["radius_m"]
+            )
             await self._decide(
                 conn, blocks, keep, ring,
                 f"_ST_DWithin(ST_SetSRID(ST_MakePoint(x, y), 4326)::geography, {_POINT},"
@@ -721,8 +722,9 @@ class PostgresEngine:
             )  # fmt: skip
         if window:
             keep = _in_window(blocks, q, keep)
-        base, cat_ok, lang_ok = blocks.masks(_block_filters(q, p), keep)
-        return blocks.clusters(base & cat_ok & lang_ok, p["cell"])
+        hits = blocks.count(_block_filters(q, p), keep).hits
+        assert hits is not None  # always set by `count`
+        return blocks.clusters(hits, p["cell"])
 
     async def _sync(self, conn: psycopg.AsyncConnection[Any], family: str) -> npt.NDArray[np.int64]:
         """Check `family`'s block directory (`search.block_sync`), reading it whole the

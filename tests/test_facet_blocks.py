@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 from indexer.projection import rebuild_documents
 from profiles.catalogue import SUBJECTS
 from search.blocks import (
-    _SCALAR_MAX,
     AVAIL_SQL,
     CELL_DEG,
     COLUMN,
@@ -30,8 +29,8 @@ from search.blocks import (
     EARTH_R,
     GEODESIC_MARGIN,
     Blocks,
-    _bit_counts,
-    _result_stats,
+    Counts,
+    Filters,
     radius_cover,
     signed64,
     wgs84_distance,
@@ -155,89 +154,162 @@ def test_sphere_scale_is_tight(lat: float, lo: float, hi: float) -> None:
 def test_vincenty_agrees_with_geographiclib(
     lat: float, lng: float, offsets: list[tuple[float, float]]
 ) -> None:
-    """The ring's geodesic (Vincenty), numpy and per point, is within 1 mm of
-    GeographicLib (what PostGIS uses) everywhere, poles and antimeridian included: far
-    below the 1 cm `GEODESIC_MARGIN` inside which PostGIS decides."""
+    """The ring's geodesic (Vincenty, in C) is within 1 mm of GeographicLib (what PostGIS
+    uses) everywhere, poles and antimeridian included: far below the 1 cm
+    `GEODESIC_MARGIN` inside which PostGIS decides."""
     lats = np.clip(np.array([lat + dy for dy, _ in offsets]), -90, 90)
     lngs = (np.array([lng + dx for _, dx in offsets]) + 180) % 360 - 180
-    # numpy: the points repeated past the per-point size; per point: one at a time
-    reps = _SCALAR_MAX // len(offsets) + 1
-    vectorized = wgs84_distance(lat, lng, np.tile(lats, reps), np.tile(lngs, reps))
-    assert vectorized.size > _SCALAR_MAX
+    got = wgs84_distance(lat, lng, lats, lngs)
     for i, (y, x) in enumerate(zip(lats.tolist(), lngs.tolist(), strict=True)):
         want = Geodesic.WGS84.Inverse(lat, lng, y, x)["s12"]
-        one = wgs84_distance(lat, lng, lats[i : i + 1], lngs[i : i + 1])[0]
-        for d in (float(vectorized[i]), float(one)):
-            if not math.isnan(d):  # NaN: no convergence, left to PostGIS
-                assert abs(d - want) < 1e-3, (lat, lng, y, x, d, want)
-    for n in (1, _SCALAR_MAX + 1):  # the centre itself
-        assert wgs84_distance(lat, lng, np.full(n, lat), np.full(n, lng))[0] < 1e-6
+        d = float(got[i])
+        if not math.isnan(d):  # NaN: no convergence, left to PostGIS
+            assert abs(d - want) < 1e-3, (lat, lng, y, x, d, want)
+    assert wgs84_distance(lat, lng, np.array([lat]), np.array([lng]))[0] == 0.0  # the centre
 
 
-def test_geodesic_test_leaves_the_margin_to_postgis() -> None:
-    """Records within `GEODESIC_MARGIN` of the radius stay undecided; the others are
-    decided by the geodesic distance."""
+def test_radius_test_leaves_the_margin_to_postgis() -> None:
+    """Edge records certainly inside on the sphere are kept, those beyond the outer
+    bound dropped, the ring between is decided by the geodesic distance except within
+    `GEODESIC_MARGIN` of the radius (left to PostGIS); records off the edge are kept."""
     lat, lng, r = 48.8566, 2.3522, 10_000.0
     line = Geodesic.WGS84.InverseLine(lat, lng, lat + 1, lng + 1)
-    at = [r - 1, r - GEODESIC_MARGIN / 2, r, r + GEODESIC_MARGIN / 2, r + 1]
+    at = [r - 1, r - GEODESIC_MARGIN / 2, r, r + GEODESIC_MARGIN / 2, r + 1, 1_000, 30_000]
     rec = np.zeros(len(at), dtype=DTYPE["tutor"])
     for i, d in enumerate(at):
         pos = line.Position(d)
         rec[i]["lat"], rec[i]["lng"] = pos["lat2"], pos["lon2"]
-    blocks = Blocks.from_parts("tutor", [(rec.tobytes(), None, True)])
-    keep = np.zeros(len(at), dtype=bool)
-    undecided = blocks.geodesic_test(keep, np.arange(len(at)), lat, lng, r)
+    off_edge = rec[-1:].copy()  # 30 km away, but in a cell wholly inside (not tested)
+    blocks = Blocks.from_parts(
+        "tutor", [(rec.tobytes(), None, True), (off_edge.tobytes(), None, False)]
+    )
+    cos_in, cos_out = math.cos(5_000 / EARTH_R), math.cos(20_000 / EARTH_R)
+    keep, undecided = blocks.radius_test(lat, lng, cos_in, cos_out, r)
     assert undecided.tolist() == [1, 2, 3]
-    assert keep.tolist() == [True, False, False, False, False]
+    assert keep.tolist() == [True, False, False, False, False, True, False, True]
 
 
-@settings(max_examples=100, deadline=None)
-@given(masks=st.lists(st.integers(0, 2**64 - 1), max_size=300))
-def test_bit_counts_count_every_bit(masks: list[int]) -> None:
-    """Per-bit counts over int64 masks (bit 63 = the sign bit included) equal a count
-    of each bit one mask at a time."""
-    values = np.array([signed64(m) for m in masks], dtype=np.int64)
-    want: dict[int, int] = {}
-    for m in masks:
-        for b in range(64):
-            if m >> b & 1:
-                want[b] = want.get(b, 0) + 1
-    assert _bit_counts(values) == want
-
-
-_RECORD = st.tuples(
-    st.integers(-1, 500),  # rating x 100, -1 unrated
-    st.integers(0, 2**31 - 1),  # price_minor
-    st.text("ABCXYZ", min_size=3, max_size=3),  # currency
-    st.booleans(),  # a result?
+_MASK = st.integers(0, 2**64 - 1) | st.sampled_from([0, 1, 2**63, 2**64 - 1])
+_RECORD = st.fixed_dictionaries(
+    {
+        "cat": _MASK,
+        "lang": _MASK,
+        "price": st.integers(-3, 3) | st.integers(-(2**31), 2**31 - 1),
+        # x 100, -1 unrated; the bucket and threshold boundaries drawn often
+        "rating": st.sampled_from([-1, 0, 99, 100, 199, 200, 333, 400, 499, 500])
+        | st.integers(-1, 500),
+        "flags": st.integers(0, 15),  # online, in person, has others, mentor
+        "currency": st.sampled_from(["EUR", "CAD", "XOF", "GBP", "AAA", "ZZZ"]),
+        "keep": st.booleans(),
+        "others": st.lists(st.sampled_from(["eo", "la", "yi"]), max_size=2),
+    }
+)
+_FILTERS = st.fixed_dictionaries(
+    {
+        "min_price": st.none() | st.integers(-3, 3) | st.integers(-(2**40), 2**40),
+        "max_price": st.none() | st.integers(-3, 3) | st.integers(-(2**40), 2**40),
+        "currency": st.none() | st.sampled_from(["EUR", "CAD", "QQQ"]),
+        "min_rating": st.none() | st.sampled_from([0.0, 1.0, 2.5, 3.33, 4.995, 5.0]),
+        "mode": st.none() | st.sampled_from(["online", "in_person"]),
+        "kinds": st.sampled_from([(), ("coach",), ("mentor",), ("coach", "mentor")]),
+        "cat_mask": st.none() | _MASK,
+        "lang_mask": _MASK,
+        "lang_other": st.sampled_from([(), ("eo",), ("la", "yi")]),
+        "lang_filtered": st.booleans(),
+    }
 )
 
 
-@settings(max_examples=100, deadline=None)
-@given(records=st.lists(_RECORD, max_size=200))
-def test_result_stats_group_exactly(records: list[tuple[int, int, str, bool]]) -> None:
-    """Rating buckets and per-currency (count, min, max, sum) of the results — records
-    gathered whole by `Blocks.take` — equal a count one record at a time."""
-    packed = b"".join(
-        uuid.UUID(int=i).bytes + bytes(16) + price.to_bytes(4, "big")
-        + rating.to_bytes(2, "big", signed=True) + bytes(2) + cur.encode()
-        for i, (rating, price, cur, _) in enumerate(records)
+def _count_one_by_one(records: list[dict[str, Any]], f: Filters, keep: bool) -> Counts:
+    """`Blocks.count` one record at a time, in plain Python (the rules of `Counts`)."""
+    out = Counts()
+    threshold = None if f.min_rating is None else math.ceil(round(f.min_rating * 100, 9))
+    hits = []
+    for r in records:
+        base = (
+            (not keep or r["keep"])
+            and (f.min_price is None or r["price"] >= f.min_price)
+            and (f.max_price is None or r["price"] <= f.max_price)
+            and (f.currency is None or r["currency"] == f.currency)
+            and (threshold is None or r["rating"] >= max(threshold, 0))
+            and (f.mode != "online" or r["flags"] & 1 != 0)
+            and (f.mode != "in_person" or r["flags"] & 2 != 0)
+            and (not f.kinds or ("mentor" if r["flags"] & 8 else "coach") in f.kinds)
+        )
+        cat_ok = f.cat_mask is None or r["cat"] & f.cat_mask != 0
+        others = r["others"] if r["flags"] & 4 else []
+        lang_ok = not f.lang_filtered or (
+            r["lang"] & f.lang_mask != 0 or bool(set(f.lang_other) & set(others))
+        )
+        hits.append(base and cat_ok and lang_ok)
+        if base and lang_ok:
+            out.scanned += 1
+            for b in range(64):
+                if r["cat"] >> b & 1:
+                    out.cat[b] = out.cat.get(b, 0) + 1
+        if base and cat_ok:
+            for b in range(64):
+                if r["lang"] >> b & 1:
+                    out.lang[b] = out.lang.get(b, 0) + 1
+            for code in others:
+                out.lang_other[code] = out.lang_other.get(code, 0) + 1
+        if base and cat_ok and lang_ok:
+            out.total += 1
+            if r["rating"] >= 100:
+                bucket = min(r["rating"] // 100, 4) - 1
+                out.rating[bucket] = out.rating.get(bucket, 0) + 1
+            n, lo, hi, total = out.price.get(r["currency"], (0, r["price"], r["price"], 0))
+            out.price[r["currency"]] = (
+                n + 1, min(lo, r["price"]), max(hi, r["price"]), total + r["price"],
+            )  # fmt: skip
+    out.hits = np.array(hits, dtype=bool)
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    blocks=st.lists(st.lists(_RECORD, max_size=12), max_size=5),
+    f=_FILTERS,
+    keep=st.booleans(),
+)
+def test_block_counts_equal_a_count_one_record_at_a_time(
+    blocks: list[list[dict[str, Any]]], f: dict[str, Any], keep: bool
+) -> None:
+    """The facet pass (`Blocks.count`, in C) equals a count one record at a time over
+    records of several blocks: every filter, bit 63 (the sign bit of the packed int8),
+    unrated records, the `languages_other` codes, and a `keep` mask or none."""
+    parts = []
+    for block in blocks:
+        packed = b"".join(
+            uuid.uuid4().bytes + signed64(r["cat"]).to_bytes(8, "big", signed=True)
+            + signed64(r["lang"]).to_bytes(8, "big", signed=True)
+            + r["price"].to_bytes(4, "big", signed=True)
+            + r["rating"].to_bytes(2, "big", signed=True) + r["flags"].to_bytes(2, "big")
+            + r["currency"].encode()
+            for r in block
+        )  # fmt: skip
+        others = [f"{i}:{','.join(r['others'])}" for i, r in enumerate(block)
+                  if r["flags"] & 4 and r["others"]]  # fmt: skip
+        parts.append((packed, others, False))
+    b = Blocks.from_parts("coach", parts)
+    records = [r for block in blocks for r in block]
+    filters = Filters(**f)
+    mask = np.array([r["keep"] for r in records], dtype=bool) if keep else None
+    got = b.count(filters, mask)
+    want = _count_one_by_one(records, filters, keep)
+    assert got.hits is not None
+    assert want.hits is not None
+    assert got.hits.tolist() == want.hits.tolist()
+    assert (got.scanned, got.total, got.cat, got.lang, got.lang_other, got.rating, got.price) == (
+        want.scanned, want.total, want.cat, want.lang, want.lang_other, want.rating, want.price,
     )  # fmt: skip
-    blocks = Blocks.from_parts("coach", [(packed, None, False)])
-    hits = np.array([r[3] for r in records], dtype=bool)
-    results = [r for r in records if r[3]]
-    assert blocks.take(hits)["price"].tolist() == [r[1] for r in results]
-    if not results:
-        return
-    buckets: dict[int, int] = {}
-    prices: dict[str, list[int]] = {}
-    for rating, price, cur, _ in results:
-        if rating >= 100:
-            b = min(rating // 100, 4) - 1
-            buckets[b] = buckets.get(b, 0) + 1
-        prices.setdefault(cur, []).append(price)
-    want = {c: (len(p), min(p), max(p), sum(p)) for c, p in prices.items()}
-    assert _result_stats(blocks.take(hits)) == (buckets, want)
+
+
+def test_block_counts_refuse_a_currency_that_is_not_three_letters() -> None:
+    packed = uuid.uuid4().bytes + bytes(16) + (1000).to_bytes(4, "big") + bytes(4) + b"eu\x00"
+    b = Blocks.from_parts("coach", [(packed, None, False)])
+    with pytest.raises(ValueError, match="three letters"):
+        b.count(Filters())
 
 
 def test_cover_gives_way_when_the_box_wraps() -> None:

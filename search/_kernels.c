@@ -1,0 +1,573 @@
+/* search._kernels: the facet pass over packed facet records, in one loop.
+ *
+ * The records are those of `search.blocks` (big-endian, as PostgreSQL's `*send`
+ * functions write them; the layout is the table in that module's docstring):
+ *
+ *   offset  0  id (16)        16 cat_bits int8     24 language_bits int8
+ *          32  price int4     36 rating int2       38 flags int2
+ *          40  currency (3 ASCII letters)          43 tutors: lat, lng float8
+ *
+ * `facet_pass` applies the filters and counts every facet of `search.blocks.Counts` in
+ * one pass over the records, where the numpy form took ~60 array operations (per set
+ * bit: a mask and a count) and gathered the results once more for their statistics.
+ * Integer arithmetic only, so the counts are exact and equal the SQL pass's.
+ *
+ * `edge_test` decides the records of the cells a radius's edge crosses: on the sphere
+ * where that is certain, else by Vincenty's inverse formula on the WGS84 ellipsoid,
+ * leaving to PostGIS only those within a margin of the radius.
+ *
+ * Only the CPython C API (buffer protocol) is used: no numpy headers at build time.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define OFF_CAT 16
+#define OFF_LANG 24
+#define OFF_PRICE 32
+#define OFF_RATING 36
+#define OFF_FLAGS 38
+#define OFF_CURRENCY 40
+#define BASE_SIZE 43
+#define OFF_LAT 43
+#define OFF_LNG 51
+#define TUTOR_SIZE 59
+
+#define F_ONLINE 1
+#define F_IN_PERSON 2
+#define F_MENTOR 8
+
+/* Distinct currencies of one result set: more than this many is an error (the catalogue
+ * holds a few; the providers' CHECK constraint allows any three letters). */
+#define MAX_CURRENCIES 256
+
+static inline uint64_t be64(const unsigned char *p) {
+    return ((uint64_t)p[0] << 56) | ((uint64_t)p[1] << 48) | ((uint64_t)p[2] << 40) |
+           ((uint64_t)p[3] << 32) | ((uint64_t)p[4] << 24) | ((uint64_t)p[5] << 16) |
+           ((uint64_t)p[6] << 8) | (uint64_t)p[7];
+}
+
+static inline int32_t be32s(const unsigned char *p) {
+    return (int32_t)(((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) |
+                     (uint32_t)p[3]);
+}
+
+static inline int16_t be16s(const unsigned char *p) {
+    return (int16_t)(((uint16_t)p[0] << 8) | (uint16_t)p[1]);
+}
+
+typedef struct {
+    unsigned char code[3];
+    long long count, min, max, sum;
+} CurrencyStats;
+
+/* An optional int argument: 0 when None, else 1 with *out set; -1 on error. */
+static int optional_ll(PyObject *o, long long *out) {
+    if (o == Py_None)
+        return 0;
+    *out = PyLong_AsLongLong(o);
+    if (*out == -1 && PyErr_Occurred())
+        return -1;
+    return 1;
+}
+
+static int optional_mask(PyObject *o, uint64_t *out) {
+    if (o == Py_None)
+        return 0;
+    *out = (uint64_t)PyLong_AsUnsignedLongLongMask(o);
+    if (*out == (uint64_t)-1 && PyErr_Occurred())
+        return -1;
+    return 1;
+}
+
+/* A bool mask argument (None, or a buffer of exactly n bytes); 0 = None, 1 = got, -1. */
+static int optional_mask_buffer(PyObject *o, Py_buffer *view, Py_ssize_t n, int writable,
+                                const char *name) {
+    if (o == Py_None)
+        return 0;
+    if (PyObject_GetBuffer(o, view, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0)
+        return -1;
+    if (view->len != n) {
+        PyErr_Format(PyExc_ValueError, "%s holds %zd bytes for %zd records", name, view->len, n);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 1;
+}
+
+static PyObject *counts_tuple(const long long *counts, Py_ssize_t n) {
+    PyObject *t = PyTuple_New(n);
+    if (t == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyLong_FromLongLong(counts[i]);
+        if (v == NULL) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, v);
+    }
+    return t;
+}
+
+PyDoc_STRVAR(facet_pass_doc,
+"facet_pass(records, itemsize, keep, hits, by_cat, min_price, max_price, currency,\n"
+"           min_rating, mode, kinds, cat_mask, lang_mask, lang_extra)\n"
+"--\n\n"
+"The facet pass of `search.blocks.Blocks.count` over `records` (packed big-endian\n"
+"records of `itemsize` bytes, n = len / itemsize).\n\n"
+"A record is in the base set when `keep` (None, or n bytes 0/1) holds it and it passes\n"
+"the price bounds (`min_price`, `max_price`, minor units, inclusive, None = open),\n"
+"`currency` (3 bytes or None), `min_rating` (hundredths, rating >= it, None = any),\n"
+"`mode` (required flag bits: 0, 1 online, 2 in person) and `kinds` (0 = any, else\n"
+"bit 0 coach, bit 1 mentor). cat_ok: cat_bits & `cat_mask` != 0 (None: every record);\n"
+"lang_ok: language_bits & `lang_mask` != 0 or `lang_extra[i]` (None: every record).\n\n"
+"Writes `hits[i]` = base & cat_ok & lang_ok and `by_cat[i]` = base & cat_ok (n bytes\n"
+"each, writable). Returns (scanned, total, cat, lang, rating, currencies): scanned =\n"
+"records in base & lang_ok; total = hits; cat = 64 counts per cat bit over base &\n"
+"lang_ok; lang = 64 counts per language bit over base & cat_ok; rating = 4 counts of\n"
+"the hits per bucket [1,2) [2,3) [3,4) [4,5] (rating >= 100 only); currencies = list\n"
+"of (code bytes, count, min, max, sum of price) over the hits, in first-seen order.\n"
+"ValueError when a buffer has the wrong size or a hit's currency is not A-Z letters.");
+
+static PyObject *facet_pass(PyObject *self, PyObject *args) {
+    PyObject *records_o, *keep_o, *hits_o, *by_cat_o, *min_price_o, *max_price_o,
+        *currency_o, *min_rating_o, *cat_mask_o, *lang_mask_o, *lang_extra_o;
+    Py_ssize_t itemsize;
+    int mode, kinds;
+    if (!PyArg_ParseTuple(args, "OnOOOOOOOiiOOO", &records_o, &itemsize, &keep_o, &hits_o,
+                          &by_cat_o, &min_price_o, &max_price_o, &currency_o, &min_rating_o,
+                          &mode, &kinds, &cat_mask_o, &lang_mask_o, &lang_extra_o))
+        return NULL;
+    if (itemsize < BASE_SIZE) {
+        PyErr_Format(PyExc_ValueError, "a record is at least %d bytes, not %zd", BASE_SIZE,
+                     itemsize);
+        return NULL;
+    }
+    long long min_price = 0, max_price = 0, min_rating = 0;
+    uint64_t cat_mask = 0, lang_mask = 0;
+    int has_min_price = optional_ll(min_price_o, &min_price);
+    int has_max_price = optional_ll(max_price_o, &max_price);
+    int has_min_rating = optional_ll(min_rating_o, &min_rating);
+    int has_cat = optional_mask(cat_mask_o, &cat_mask);
+    int has_lang = optional_mask(lang_mask_o, &lang_mask);
+    if (has_min_price < 0 || has_max_price < 0 || has_min_rating < 0 || has_cat < 0 ||
+        has_lang < 0)
+        return NULL;
+    const char *currency = NULL;
+    if (currency_o != Py_None) {
+        if (!PyBytes_Check(currency_o) || PyBytes_GET_SIZE(currency_o) != 3) {
+            PyErr_SetString(PyExc_ValueError, "currency is 3 bytes or None");
+            return NULL;
+        }
+        currency = PyBytes_AS_STRING(currency_o);
+    }
+
+    Py_buffer rec, keep, hits, by_cat, extra;
+    if (PyObject_GetBuffer(records_o, &rec, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *result = NULL;
+    int got_keep = 0, got_hits = 0, got_by_cat = 0, got_extra = 0;
+    if (rec.len % itemsize) {
+        PyErr_Format(PyExc_ValueError, "%zd bytes are not whole records of %zd", rec.len,
+                     itemsize);
+        goto done;
+    }
+    Py_ssize_t n = rec.len / itemsize;
+    if ((got_keep = optional_mask_buffer(keep_o, &keep, n, 0, "keep")) < 0)
+        goto done;
+    if ((got_hits = optional_mask_buffer(hits_o, &hits, n, 1, "hits")) <= 0) {
+        if (got_hits == 0)
+            PyErr_SetString(PyExc_TypeError, "hits is a writable buffer");
+        got_hits = 0;
+        goto done;
+    }
+    if ((got_by_cat = optional_mask_buffer(by_cat_o, &by_cat, n, 1, "by_cat")) <= 0) {
+        if (got_by_cat == 0)
+            PyErr_SetString(PyExc_TypeError, "by_cat is a writable buffer");
+        got_by_cat = 0;
+        goto done;
+    }
+    if ((got_extra = optional_mask_buffer(lang_extra_o, &extra, n, 0, "lang_extra")) < 0) {
+        got_extra = 0;
+        goto done;
+    }
+
+    long long cat_counts[64] = {0}, lang_counts[64] = {0}, rating[4] = {0};
+    long long scanned = 0, total = 0;
+    CurrencyStats cur[MAX_CURRENCIES];
+    int ncur = 0, bad_currency = 0;
+    const unsigned char *base = (const unsigned char *)rec.buf;
+    const unsigned char *keep_p = got_keep ? (const unsigned char *)keep.buf : NULL;
+    const unsigned char *extra_p = got_extra ? (const unsigned char *)extra.buf : NULL;
+    unsigned char *hits_p = (unsigned char *)hits.buf;
+    unsigned char *by_cat_p = (unsigned char *)by_cat.buf;
+    int mode_bits = mode == 1 ? F_ONLINE : mode == 2 ? F_IN_PERSON : 0;
+
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const unsigned char *r = base + i * itemsize;
+        int ok = keep_p == NULL || keep_p[i];
+        int32_t price = be32s(r + OFF_PRICE);
+        int16_t rate = be16s(r + OFF_RATING);
+        int flags = be16s(r + OFF_FLAGS);
+        if (ok && has_min_price && price < min_price)
+            ok = 0;
+        if (ok && has_max_price && price > max_price)
+            ok = 0;
+        if (ok && currency != NULL && memcmp(r + OFF_CURRENCY, currency, 3) != 0)
+            ok = 0;
+        if (ok && has_min_rating && rate < min_rating)
+            ok = 0;
+        if (ok && mode_bits && !(flags & mode_bits))
+            ok = 0;
+        if (ok && kinds) {
+            int mentor = (flags & F_MENTOR) != 0;
+            ok = mentor ? (kinds & 2) != 0 : (kinds & 1) != 0;
+        }
+        if (!ok) {
+            hits_p[i] = 0;
+            by_cat_p[i] = 0;
+            continue;
+        }
+        uint64_t cat = be64(r + OFF_CAT), lang = be64(r + OFF_LANG);
+        int cat_ok = !has_cat || (cat & cat_mask) != 0;
+        int lang_ok = !has_lang || (lang & lang_mask) != 0 || (extra_p != NULL && extra_p[i]);
+        by_cat_p[i] = (unsigned char)cat_ok;
+        hits_p[i] = (unsigned char)(cat_ok && lang_ok);
+        if (lang_ok) {
+            scanned++;
+            for (uint64_t x = cat; x; x &= x - 1)
+                cat_counts[__builtin_ctzll(x)]++;
+        }
+        if (cat_ok)
+            for (uint64_t x = lang; x; x &= x - 1)
+                lang_counts[__builtin_ctzll(x)]++;
+        if (!(cat_ok && lang_ok))
+            continue;
+        total++;
+        if (rate >= 100)
+            rating[(rate / 100 < 4 ? rate / 100 : 4) - 1]++;
+        const unsigned char *code = r + OFF_CURRENCY;
+        if (code[0] < 'A' || code[0] > 'Z' || code[1] < 'A' || code[1] > 'Z' ||
+            code[2] < 'A' || code[2] > 'Z') {
+            bad_currency = 1;
+            break;
+        }
+        int c = 0;
+        while (c < ncur && memcmp(cur[c].code, code, 3) != 0)
+            c++;
+        if (c == ncur) {
+            if (ncur == MAX_CURRENCIES) {
+                bad_currency = 2;
+                break;
+            }
+            memcpy(cur[c].code, code, 3);
+            cur[c].count = 0;
+            cur[c].sum = 0;
+            cur[c].min = cur[c].max = price;
+            ncur++;
+        }
+        cur[c].count++;
+        cur[c].sum += price;
+        if (price < cur[c].min)
+            cur[c].min = price;
+        if (price > cur[c].max)
+            cur[c].max = price;
+    }
+    Py_END_ALLOW_THREADS
+
+    if (bad_currency == 1) {
+        PyErr_SetString(PyExc_ValueError, "a facet record's currency is not three letters A-Z");
+        goto done;
+    }
+    if (bad_currency == 2) {
+        PyErr_Format(PyExc_ValueError, "more than %d currencies in one result set",
+                     MAX_CURRENCIES);
+        goto done;
+    }
+    PyObject *currencies = PyList_New(ncur);
+    if (currencies == NULL)
+        goto done;
+    for (int c = 0; c < ncur; c++) {
+        PyObject *item = Py_BuildValue("(y#LLLL)", (const char *)cur[c].code, (Py_ssize_t)3,
+                                       cur[c].count, cur[c].min, cur[c].max, cur[c].sum);
+        if (item == NULL) {
+            Py_DECREF(currencies);
+            goto done;
+        }
+        PyList_SET_ITEM(currencies, c, item);
+    }
+    PyObject *cat_t = counts_tuple(cat_counts, 64);
+    PyObject *lang_t = counts_tuple(lang_counts, 64);
+    PyObject *rating_t = counts_tuple(rating, 4);
+    if (cat_t && lang_t && rating_t)
+        result = Py_BuildValue("(LLNNNN)", scanned, total, cat_t, lang_t, rating_t, currencies);
+    else {
+        Py_XDECREF(cat_t);
+        Py_XDECREF(lang_t);
+        Py_XDECREF(rating_t);
+        Py_DECREF(currencies);
+    }
+
+done:
+    if (got_extra)
+        PyBuffer_Release(&extra);
+    if (got_by_cat)
+        PyBuffer_Release(&by_cat);
+    if (got_hits)
+        PyBuffer_Release(&hits);
+    if (got_keep)
+        PyBuffer_Release(&keep);
+    PyBuffer_Release(&rec);
+    return result;
+}
+
+static inline double be_double(const unsigned char *p) {
+    uint64_t u = be64(p);
+    double d;
+    memcpy(&d, &u, sizeof d);
+    return d;
+}
+
+#define WGS84_A 6378137.0
+#define WGS84_F (1 / 298.257223563)
+#define DEG (M_PI / 180.0)
+#define EARTH_R 6371008.7714 /* the PostGIS sphere: (2a + b) / 3 of WGS84 */
+
+/* The geodesic distance in metres on the WGS84 ellipsoid between two points (degrees),
+ * by Vincenty's inverse formula (T. Vincenty, "Direct and inverse solutions of geodesics
+ * on the ellipsoid with application of nested equations", Survey Review 23(176), 1975:
+ * equations (3)-(6), (10)-(13), (19)); NaN when the iteration does not converge in 100
+ * steps (nearly antipodal points). The same operations as `search.blocks` wrote in
+ * Python before (tests compare with GeographicLib). */
+static double vincenty(double lat1, double lng1, double lat2, double lng2) {
+    const double f = WGS84_F, a = WGS84_A, b = (1 - WGS84_F) * WGS84_A;
+    double big_l = (lng2 - lng1) * DEG;
+    double u1 = atan((1 - f) * tan(lat1 * DEG)), u2 = atan((1 - f) * tan(lat2 * DEG));
+    double sin_u1 = sin(u1), cos_u1 = cos(u1), sin_u2 = sin(u2), cos_u2 = cos(u2);
+    double lam = big_l, sin_sigma = 0, cos_sigma = 0, sigma = 0, cos2_alpha = 0, cos_2sm = 0;
+    int converged = 0;
+    for (int k = 0; k < 100; k++) {
+        double sin_lam = sin(lam), cos_lam = cos(lam);
+        sin_sigma = hypot(cos_u2 * sin_lam, cos_u1 * sin_u2 - sin_u1 * cos_u2 * cos_lam);
+        if (sin_sigma == 0.0)
+            return 0.0; /* the same point */
+        cos_sigma = sin_u1 * sin_u2 + cos_u1 * cos_u2 * cos_lam;
+        sigma = atan2(sin_sigma, cos_sigma);
+        double sin_alpha = cos_u1 * cos_u2 * sin_lam / sin_sigma;
+        cos2_alpha = 1 - sin_alpha * sin_alpha;
+        /* an equatorial line: cos2_alpha = 0 */
+        cos_2sm = cos2_alpha > 0 ? cos_sigma - 2 * sin_u1 * sin_u2 / cos2_alpha : 0.0;
+        double c = f / 16 * cos2_alpha * (4 + f * (4 - 3 * cos2_alpha));
+        double previous = lam;
+        lam = big_l + (1 - c) * f * sin_alpha *
+                          (sigma + c * sin_sigma * (cos_2sm + c * cos_sigma *
+                                                                  (-1 + 2 * cos_2sm * cos_2sm)));
+        if (fabs(lam - previous) <= 1e-12) {
+            converged = 1;
+            break;
+        }
+    }
+    if (!converged)
+        return NAN;
+    double u_sq = cos2_alpha * (a * a - b * b) / (b * b);
+    double big_a = 1 + u_sq / 16384 * (4096 + u_sq * (-768 + u_sq * (320 - 175 * u_sq)));
+    double big_b = u_sq / 1024 * (256 + u_sq * (-128 + u_sq * (74 - 47 * u_sq)));
+    double delta_sigma =
+        big_b * sin_sigma *
+        (cos_2sm + big_b / 4 *
+                       (cos_sigma * (-1 + 2 * cos_2sm * cos_2sm) -
+                        big_b / 6 * cos_2sm * (-3 + 4 * sin_sigma * sin_sigma) *
+                            (-3 + 4 * cos_2sm * cos_2sm)));
+    return b * big_a * (sigma - delta_sigma);
+}
+
+PyDoc_STRVAR(vincenty_doc,
+"vincenty(lat1, lng1, lat2, lng2)\n"
+"--\n\n"
+"The geodesic distance in metres on the WGS84 ellipsoid between two points (degrees),\n"
+"by Vincenty's inverse formula (Survey Review 23(176), 1975); NaN when its iteration\n"
+"does not converge (nearly antipodal points).");
+
+static PyObject *vincenty_py(PyObject *self, PyObject *args) {
+    double lat1, lng1, lat2, lng2;
+    if (!PyArg_ParseTuple(args, "dddd", &lat1, &lng1, &lat2, &lng2))
+        return NULL;
+    return PyFloat_FromDouble(vincenty(lat1, lng1, lat2, lng2));
+}
+
+PyDoc_STRVAR(edge_test_doc,
+"edge_test(records, itemsize, edge, keep, lat, lng, cos_in, cos_out, radius_m, margin)\n"
+"--\n\n"
+"The radius test of `search.blocks.Blocks.radius_test` over tutor `records` (packed\n"
+"big-endian, `itemsize` bytes each, lat/lng float8 at bytes 43/51). Writes `keep[i]`\n"
+"(n bytes, writable) = 1 for every record not flagged in `edge` (n bytes 0/1), for the\n"
+"edge records whose unit vector's dot product with the centre's (lat, lng, degrees) is\n"
+"at least `cos_in`, and for those between `cos_out` and `cos_in` (the ring) within\n"
+"`radius_m` - `margin` metres by Vincenty's distance; 0 otherwise. Returns the\n"
+"indexes (a list, ascending) of the ring records within `margin` of `radius_m` or\n"
+"where the iteration did not converge: PostGIS decides those (their `keep` is 0).\n"
+"ValueError when a buffer has the wrong size.");
+
+static PyObject *edge_test(PyObject *self, PyObject *args) {
+    PyObject *records_o, *edge_o, *keep_o;
+    Py_ssize_t itemsize;
+    double lat, lng, cos_in, cos_out, radius_m, margin;
+    if (!PyArg_ParseTuple(args, "OnOOdddddd", &records_o, &itemsize, &edge_o, &keep_o, &lat,
+                          &lng, &cos_in, &cos_out, &radius_m, &margin))
+        return NULL;
+    if (itemsize < TUTOR_SIZE) {
+        PyErr_Format(PyExc_ValueError, "a record with a position is at least %d bytes, not %zd",
+                     TUTOR_SIZE, itemsize);
+        return NULL;
+    }
+    Py_buffer rec, edge, keep;
+    if (PyObject_GetBuffer(records_o, &rec, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *undecided = NULL;
+    int got_edge = 0, got_keep = 0;
+    if (rec.len % itemsize) {
+        PyErr_Format(PyExc_ValueError, "%zd bytes are not whole records of %zd", rec.len,
+                     itemsize);
+        goto done;
+    }
+    Py_ssize_t n = rec.len / itemsize;
+    if ((got_edge = optional_mask_buffer(edge_o, &edge, n, 0, "edge")) <= 0) {
+        if (got_edge == 0)
+            PyErr_SetString(PyExc_TypeError, "edge is a buffer");
+        got_edge = 0;
+        goto done;
+    }
+    if ((got_keep = optional_mask_buffer(keep_o, &keep, n, 1, "keep")) <= 0) {
+        if (got_keep == 0)
+            PyErr_SetString(PyExc_TypeError, "keep is a writable buffer");
+        got_keep = 0;
+        goto done;
+    }
+    if ((undecided = PyList_New(0)) == NULL)
+        goto done;
+    const unsigned char *base = (const unsigned char *)rec.buf;
+    const unsigned char *edge_p = (const unsigned char *)edge.buf;
+    unsigned char *keep_p = (unsigned char *)keep.buf;
+    double phi = lat * DEG, lam = lng * DEG;
+    double px = cos(phi) * cos(lam), py = cos(phi) * sin(lam), pz = sin(phi);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!edge_p[i]) {
+            keep_p[i] = 1;
+            continue;
+        }
+        const unsigned char *r = base + i * itemsize;
+        double y = be_double(r + OFF_LAT), x = be_double(r + OFF_LNG);
+        double rphi = y * DEG, rlam = x * DEG, c = cos(rphi);
+        double dot = c * cos(rlam) * px + c * sin(rlam) * py + sin(rphi) * pz;
+        keep_p[i] = 0;
+        if (dot >= cos_in) {
+            keep_p[i] = 1;
+            continue;
+        }
+        if (!(dot >= cos_out))
+            continue;
+        double d = vincenty(lat, lng, y, x);
+        if (d <= radius_m - margin) {
+            keep_p[i] = 1;
+        } else if (!(d > radius_m + margin)) {
+            PyObject *v = PyLong_FromSsize_t(i);
+            if (v == NULL || PyList_Append(undecided, v) < 0) {
+                Py_XDECREF(v);
+                Py_CLEAR(undecided);
+                goto done;
+            }
+            Py_DECREF(v);
+        }
+    }
+
+done:
+    if (got_keep)
+        PyBuffer_Release(&keep);
+    if (got_edge)
+        PyBuffer_Release(&edge);
+    PyBuffer_Release(&rec);
+    return undecided;
+}
+
+PyDoc_STRVAR(sphere_distances_doc,
+"sphere_distances(records, itemsize, idx, lat, lng, out)\n"
+"--\n\n"
+"Great-circle distances in metres on the PostGIS sphere (radius 6371008.7714 m) from\n"
+"(lat, lng) (degrees) to the tutor records at `idx` (int64 indexes, native order) of\n"
+"`records` (packed big-endian, lat/lng float8 at bytes 43/51), written to `out`\n"
+"(float64, one per index): acos of the unit vectors' dot product clipped to [-1, 1].\n"
+"ValueError when a buffer has the wrong size or an index is out of range.");
+
+static PyObject *sphere_distances(PyObject *self, PyObject *args) {
+    PyObject *records_o, *idx_o, *out_o;
+    Py_ssize_t itemsize;
+    double lat, lng;
+    if (!PyArg_ParseTuple(args, "OnOddO", &records_o, &itemsize, &idx_o, &lat, &lng, &out_o))
+        return NULL;
+    if (itemsize < TUTOR_SIZE) {
+        PyErr_Format(PyExc_ValueError, "a record with a position is at least %d bytes, not %zd",
+                     TUTOR_SIZE, itemsize);
+        return NULL;
+    }
+    Py_buffer rec, idx, out;
+    if (PyObject_GetBuffer(records_o, &rec, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(idx_o, &idx, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&rec);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(out_o, &out, PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&idx);
+        PyBuffer_Release(&rec);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Py_ssize_t n = rec.len / itemsize, m = idx.len / (Py_ssize_t)sizeof(int64_t);
+    if (rec.len % itemsize || idx.len % (Py_ssize_t)sizeof(int64_t) ||
+        out.len != m * (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_ValueError, "records, idx and out do not match in size");
+        goto done;
+    }
+    const unsigned char *base = (const unsigned char *)rec.buf;
+    const int64_t *at = (const int64_t *)idx.buf;
+    double *dist = (double *)out.buf;
+    double phi = lat * DEG, lam = lng * DEG;
+    double px = cos(phi) * cos(lam), py = cos(phi) * sin(lam), pz = sin(phi);
+    for (Py_ssize_t k = 0; k < m; k++) {
+        if (at[k] < 0 || at[k] >= n) {
+            PyErr_SetString(PyExc_ValueError, "an index is out of range");
+            goto done;
+        }
+        const unsigned char *r = base + at[k] * itemsize;
+        double rphi = be_double(r + OFF_LAT) * DEG, rlam = be_double(r + OFF_LNG) * DEG;
+        double c = cos(rphi);
+        double dot = c * cos(rlam) * px + c * sin(rlam) * py + sin(rphi) * pz;
+        dist[k] = acos(dot < -1.0 ? -1.0 : dot > 1.0 ? 1.0 : dot) * EARTH_R;
+    }
+    result = Py_NewRef(Py_None);
+
+done:
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&idx);
+    PyBuffer_Release(&rec);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"facet_pass", facet_pass, METH_VARARGS, facet_pass_doc},
+    {"edge_test", edge_test, METH_VARARGS, edge_test_doc},
+    {"vincenty", vincenty_py, METH_VARARGS, vincenty_doc},
+    {"sphere_distances", sphere_distances, METH_VARARGS, sphere_distances_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "search._kernels",
+    "The facet pass and the radius edge test over packed facet records (search/_kernels.c).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }

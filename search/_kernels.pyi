@@ -1,0 +1,43 @@
+"""Type stub of the C extension `search/_kernels.c` (docstrings there)."""
+
+from typing import Any
+
+def facet_pass(
+    records: Any,
+    itemsize: int,
+    keep: Any | None,
+    hits: Any,
+    by_cat: Any,
+    min_price: int | None,
+    max_price: int | None,
+    currency: bytes | None,
+    min_rating: int | None,
+    mode: int,
+    kinds: int,
+    cat_mask: int | None,
+    lang_mask: int | None,
+    lang_extra: Any | None,
+) -> tuple[
+    int,
+    int,
+    tuple[int, ...],
+    tuple[int, ...],
+    tuple[int, ...],
+    list[tuple[bytes, int, int, int, int]],
+]: ...
+def edge_test(
+    records: Any,
+    itemsize: int,
+    edge: Any,
+    keep: Any,
+    lat: float,
+    lng: float,
+    cos_in: float,
+    cos_out: float,
+    radius_m: float,
+    margin: float,
+) -> list[int]: ...
+def vincenty(lat1: float, lng1: float, lat2: float, lng2: float) -> float: ...
+def sphere_distances(
+    records: Any, itemsize: int, idx: Any, lat: float, lng: float, out: Any
+) -> None: ...
