@@ -97,6 +97,17 @@ static int optional_mask_buffer(PyObject *o, Py_buffer *view, Py_ssize_t n, int 
     return 1;
 }
 
+/* A required bool mask argument: a buffer of exactly n bytes; 1 = got, -1 on error. */
+static int mask_buffer(PyObject *o, Py_buffer *view, Py_ssize_t n, int writable,
+                       const char *name) {
+    if (o == Py_None) {
+        PyErr_Format(PyExc_TypeError, "%s is a%s buffer, not None", name,
+                     writable ? " writable" : "");
+        return -1;
+    }
+    return optional_mask_buffer(o, view, n, writable, name);
+}
+
 static PyObject *counts_tuple(const long long *counts, Py_ssize_t n) {
     PyObject *t = PyTuple_New(n);
     if (t == NULL)
@@ -178,22 +189,10 @@ static PyObject *facet_pass(PyObject *self, PyObject *args) {
     Py_ssize_t n = rec.len / itemsize;
     if ((got_keep = optional_mask_buffer(keep_o, &keep, n, 0, "keep")) < 0)
         goto done;
-    if ((got_hits = optional_mask_buffer(hits_o, &hits, n, 1, "hits")) <= 0) {
-        if (got_hits == 0)
-            PyErr_SetString(PyExc_TypeError, "hits is a writable buffer");
-        got_hits = 0;
+    if ((got_hits = mask_buffer(hits_o, &hits, n, 1, "hits")) < 0 ||
+        (got_by_cat = mask_buffer(by_cat_o, &by_cat, n, 1, "by_cat")) < 0 ||
+        (got_extra = optional_mask_buffer(lang_extra_o, &extra, n, 0, "lang_extra")) < 0)
         goto done;
-    }
-    if ((got_by_cat = optional_mask_buffer(by_cat_o, &by_cat, n, 1, "by_cat")) <= 0) {
-        if (got_by_cat == 0)
-            PyErr_SetString(PyExc_TypeError, "by_cat is a writable buffer");
-        got_by_cat = 0;
-        goto done;
-    }
-    if ((got_extra = optional_mask_buffer(lang_extra_o, &extra, n, 0, "lang_extra")) < 0) {
-        got_extra = 0;
-        goto done;
-    }
 
     long long cat_counts[64] = {0}, lang_counts[64] = {0}, rating[4] = {0};
     long long scanned = 0, total = 0;
@@ -313,13 +312,13 @@ static PyObject *facet_pass(PyObject *self, PyObject *args) {
     }
 
 done:
-    if (got_extra)
+    if (got_extra > 0)
         PyBuffer_Release(&extra);
-    if (got_by_cat)
+    if (got_by_cat > 0)
         PyBuffer_Release(&by_cat);
-    if (got_hits)
+    if (got_hits > 0)
         PyBuffer_Release(&hits);
-    if (got_keep)
+    if (got_keep > 0)
         PyBuffer_Release(&keep);
     PyBuffer_Release(&rec);
     return result;
@@ -435,18 +434,9 @@ static PyObject *edge_test(PyObject *self, PyObject *args) {
         goto done;
     }
     Py_ssize_t n = rec.len / itemsize;
-    if ((got_edge = optional_mask_buffer(edge_o, &edge, n, 0, "edge")) <= 0) {
-        if (got_edge == 0)
-            PyErr_SetString(PyExc_TypeError, "edge is a buffer");
-        got_edge = 0;
+    if ((got_edge = mask_buffer(edge_o, &edge, n, 0, "edge")) < 0 ||
+        (got_keep = mask_buffer(keep_o, &keep, n, 1, "keep")) < 0)
         goto done;
-    }
-    if ((got_keep = optional_mask_buffer(keep_o, &keep, n, 1, "keep")) <= 0) {
-        if (got_keep == 0)
-            PyErr_SetString(PyExc_TypeError, "keep is a writable buffer");
-        got_keep = 0;
-        goto done;
-    }
     if ((undecided = PyList_New(0)) == NULL)
         goto done;
     const unsigned char *base = (const unsigned char *)rec.buf;
@@ -485,9 +475,9 @@ static PyObject *edge_test(PyObject *self, PyObject *args) {
     }
 
 done:
-    if (got_keep)
+    if (got_keep > 0)
         PyBuffer_Release(&keep);
-    if (got_edge)
+    if (got_edge > 0)
         PyBuffer_Release(&edge);
     PyBuffer_Release(&rec);
     return undecided;

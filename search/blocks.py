@@ -682,7 +682,7 @@ class Blocks:
         smallest sphere distance among the latter, the exact page lies within the
         spheroid `D` x 1.006 + 1, hence within the sphere (`D` x 1.006 + 1) x 1.006 + 1:
         the candidates are every record of the uncertain band and those up to there."""
-        idx = np.flatnonzero(hits).astype(np.int64)
+        idx = np.flatnonzero(hits).astype(np.int64, copy=False)
         if idx.size == 0:
             return []
         dist = np.empty(idx.size, dtype=np.float64)
