@@ -547,11 +547,467 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------------------ cell covers */
+
+#define CELL_DEG (360.0 / 16384.0)
+#define COLUMN 16384
+
+/* Appends (lo, hi, edge) int64 triples to a growing buffer. */
+typedef struct {
+    int64_t *v;
+    Py_ssize_t n, cap;
+} Runs;
+
+static int runs_push(Runs *r, int64_t lo, int64_t hi, int64_t edge) {
+    if (r->n + 3 > r->cap) {
+        Py_ssize_t cap = r->cap ? 2 * r->cap : 192;
+        int64_t *v = PyMem_Realloc(r->v, (size_t)cap * sizeof(int64_t));
+        if (v == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        r->v = v;
+        r->cap = cap;
+    }
+    r->v[r->n++] = lo;
+    r->v[r->n++] = hi;
+    r->v[r->n++] = edge;
+    return 0;
+}
+
+/* The runs of one grid column: state[j] is 0 (not covered), 1 (inner) or 2 (edge) for
+ * grid row iy0 + j; `base` is the column's first cell id (ix * COLUMN). */
+static int column_runs(Runs *r, const unsigned char *state, Py_ssize_t ny, int64_t base,
+                       int64_t iy0) {
+    Py_ssize_t j = 0;
+    while (j < ny) {
+        unsigned char s = state[j];
+        Py_ssize_t k = j + 1;
+        while (k < ny && state[k] == s)
+            k++;
+        if (s && runs_push(r, base + iy0 + j, base + iy0 + k - 1, s == 2) < 0)
+            return -1;
+        j = k;
+    }
+    return 0;
+}
+
+static PyObject *runs_bytes(Runs *r) {
+    PyObject *out = PyBytes_FromStringAndSize((const char *)r->v, r->n * (Py_ssize_t)sizeof(int64_t));
+    PyMem_Free(r->v);
+    return out;
+}
+
+PyDoc_STRVAR(radius_cover_doc,
+"radius_cover(lat, lng, cos_in, cos_near, ix0, ix1, iy0, iy1)\n"
+"--\n\n"
+"The cell cover of `search.blocks.radius_cover` over grid columns ix0..ix1 and rows\n"
+"iy0..iy1 (inclusive): a cell is inner when the unit vectors of its 4 corners have a\n"
+"dot product with that of (lat, lng) (degrees) of at least `cos_in`; else an edge cell\n"
+"when that of its point nearest to (lat, lng) in lng/lat (clamped) is at least\n"
+"`cos_near`; else not covered. Returns the runs as bytes of native int64 triples\n"
+"(first cell, last cell, edge 0/1), sorted by cell id (column by column).\n"
+"ValueError when the grid is empty or larger than 2^26 cells.");
+
+static PyObject *radius_cover(PyObject *self, PyObject *args) {
+    double lat, lng, cos_in, cos_near;
+    long long ix0, ix1, iy0, iy1;
+    if (!PyArg_ParseTuple(args, "ddddLLLL", &lat, &lng, &cos_in, &cos_near, &ix0, &ix1, &iy0,
+                          &iy1))
+        return NULL;
+    if (ix1 < ix0 || iy1 < iy0 || (ix1 - ix0 + 1) * (iy1 - iy0 + 1) > (1LL << 26)) {
+        PyErr_SetString(PyExc_ValueError, "the grid of a cover is empty or too large");
+        return NULL;
+    }
+    Py_ssize_t nx = (Py_ssize_t)(ix1 - ix0 + 1), ny = (Py_ssize_t)(iy1 - iy0 + 1);
+    double phi = lat * DEG, lam = lng * DEG;
+    double px = cos(phi) * cos(lam), py = cos(phi) * sin(lam), pz = sin(phi);
+    /* per corner row j (ny + 1): cos(y), sin(y) pz; per cell row: the same at the row's
+     * latitude nearest to lat; then per column the corner dots of its two sides */
+    Py_ssize_t words = 3 * (ny + 1) + 2 * ny;
+    double *buf = PyMem_Malloc((size_t)words * sizeof(double));
+    unsigned char *state = PyMem_Malloc((size_t)ny);
+    unsigned char *left = PyMem_Malloc((size_t)(ny + 1)), *right = PyMem_Malloc((size_t)(ny + 1));
+    Runs r = {NULL, 0, 0};
+    PyObject *out = NULL;
+    if (buf == NULL || state == NULL || left == NULL || right == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    double *cy = buf, *sy = buf + (ny + 1), *ys = buf + 2 * (ny + 1);
+    double *ncy = buf + 3 * (ny + 1), *nsy = ncy + ny;
+    for (Py_ssize_t j = 0; j <= ny; j++) {
+        ys[j] = (double)(iy0 + j) * CELL_DEG - 90.0;
+        double ry = ys[j] * DEG;
+        cy[j] = cos(ry);
+        sy[j] = sin(ry) * pz;
+    }
+    for (Py_ssize_t j = 0; j < ny; j++) {
+        double y = lat < ys[j] ? ys[j] : lat > ys[j + 1] ? ys[j + 1] : lat;
+        ncy[j] = cos(y * DEG);
+        nsy[j] = sin(y * DEG) * pz;
+    }
+    double x = (double)ix0 * CELL_DEG - 180.0, rx = x * DEG;
+    double along = cos(rx) * px + sin(rx) * py;
+    for (Py_ssize_t j = 0; j <= ny; j++)
+        left[j] = cy[j] * along + sy[j] >= cos_in;
+    for (Py_ssize_t i = 0; i < nx; i++) {
+        double x1 = (double)(ix0 + i + 1) * CELL_DEG - 180.0, rx1 = x1 * DEG;
+        double along1 = cos(rx1) * px + sin(rx1) * py;
+        for (Py_ssize_t j = 0; j <= ny; j++)
+            right[j] = cy[j] * along1 + sy[j] >= cos_in;
+        double xn = lng < x ? x : lng > x1 ? x1 : lng, rxn = xn * DEG;
+        double alongn = cos(rxn) * px + sin(rxn) * py;
+        for (Py_ssize_t j = 0; j < ny; j++) {
+            if (left[j] && left[j + 1] && right[j] && right[j + 1])
+                state[j] = 1;
+            else
+                state[j] = ncy[j] * alongn + nsy[j] >= cos_near ? 2 : 0;
+        }
+        if (column_runs(&r, state, ny, (ix0 + i) * (int64_t)COLUMN, iy0) < 0)
+            goto done;
+        unsigned char *t = left;
+        left = right;
+        right = t;
+        x = x1;
+    }
+    out = runs_bytes(&r);
+    r.v = NULL;
+
+done:
+    PyMem_Free(r.v);
+    PyMem_Free(right);
+    PyMem_Free(left);
+    PyMem_Free(state);
+    PyMem_Free(buf);
+    return out;
+}
+
+PyDoc_STRVAR(grid_runs_doc,
+"grid_runs(state, nx, ny, ix0, iy0)\n"
+"--\n\n"
+"The runs of a cell grid: `state` holds nx * ny bytes, column by column (grid column\n"
+"ix0 + i, row iy0 + j at i * ny + j), 0 not covered, 1 inner, 2 edge. Returns the runs\n"
+"as `radius_cover` does. ValueError when `state` does not hold nx * ny bytes.");
+
+static PyObject *grid_runs(PyObject *self, PyObject *args) {
+    PyObject *state_o;
+    Py_ssize_t nx, ny;
+    long long ix0, iy0;
+    if (!PyArg_ParseTuple(args, "OnnLL", &state_o, &nx, &ny, &ix0, &iy0))
+        return NULL;
+    Py_buffer st;
+    if (PyObject_GetBuffer(state_o, &st, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *out = NULL;
+    Runs r = {NULL, 0, 0};
+    if (nx < 0 || ny < 0 || st.len != nx * ny) {
+        PyErr_SetString(PyExc_ValueError, "state does not hold nx * ny cells");
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < nx; i++)
+        if (column_runs(&r, (const unsigned char *)st.buf + i * ny, ny,
+                        (ix0 + i) * (int64_t)COLUMN, iy0) < 0)
+            goto done;
+    out = runs_bytes(&r);
+    r.v = NULL;
+
+done:
+    PyMem_Free(r.v);
+    PyBuffer_Release(&st);
+    return out;
+}
+
+/* ------------------------------------------------------------------ gathering blocks */
+
+PyDoc_STRVAR(gather_doc,
+"gather(copies, cells, missing_empty)\n"
+"--\n\n"
+"The concatenation of `copies[cell]` (a dict of int -> bytes) for each cell of `cells`\n"
+"(native int64), in that order, as one bytes object. A cell without a copy counts as\n"
+"empty when `missing_empty`, else raises KeyError. TypeError when a copy is not bytes.");
+
+static PyObject *gather(PyObject *self, PyObject *args) {
+    PyObject *copies, *cells_o;
+    int missing_empty;
+    if (!PyArg_ParseTuple(args, "O!Op", &PyDict_Type, &copies, &cells_o, &missing_empty))
+        return NULL;
+    Py_buffer cb;
+    if (PyObject_GetBuffer(cells_o, &cb, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *out = NULL, **parts = NULL;
+    Py_ssize_t m = cb.len / (Py_ssize_t)sizeof(int64_t), total = 0;
+    if (cb.len % (Py_ssize_t)sizeof(int64_t)) {
+        PyErr_SetString(PyExc_ValueError, "cells is not a whole number of int64");
+        goto done;
+    }
+    parts = PyMem_Malloc((size_t)(m ? m : 1) * sizeof(PyObject *));
+    if (parts == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    const int64_t *cells = (const int64_t *)cb.buf;
+    for (Py_ssize_t k = 0; k < m; k++) {
+        PyObject *key = PyLong_FromLongLong(cells[k]);
+        if (key == NULL)
+            goto done;
+        PyObject *v = PyDict_GetItemWithError(copies, key); /* borrowed */
+        Py_DECREF(key);
+        if (v == NULL) {
+            if (PyErr_Occurred())
+                goto done;
+            if (!missing_empty) {
+                PyErr_Format(PyExc_KeyError, "no copy of cell %lld", (long long)cells[k]);
+                goto done;
+            }
+        } else if (!PyBytes_Check(v)) {
+            PyErr_SetString(PyExc_TypeError, "a copy is not bytes");
+            goto done;
+        } else {
+            total += PyBytes_GET_SIZE(v);
+        }
+        parts[k] = v;
+    }
+    out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL)
+        goto done;
+    char *dst = PyBytes_AS_STRING(out);
+    for (Py_ssize_t k = 0; k < m; k++) {
+        if (parts[k] == NULL)
+            continue;
+        Py_ssize_t len = PyBytes_GET_SIZE(parts[k]);
+        memcpy(dst, PyBytes_AS_STRING(parts[k]), (size_t)len);
+        dst += len;
+    }
+
+done:
+    PyMem_Free(parts);
+    PyBuffer_Release(&cb);
+    return out;
+}
+
+/* ------------------------------------------------------------------ the page */
+
+typedef struct {
+    double key;
+    uint64_t hi, lo;
+    int64_t at;
+} PageEntry;
+
+/* a < b in (key, hi, lo) order */
+static inline int page_less(const PageEntry *a, const PageEntry *b) {
+    if (a->key != b->key)
+        return a->key < b->key;
+    if (a->hi != b->hi)
+        return a->hi < b->hi;
+    return a->lo < b->lo;
+}
+
+/* sift-down in a max-heap of k entries */
+static void heap_down(PageEntry *h, Py_ssize_t k, Py_ssize_t i) {
+    for (;;) {
+        Py_ssize_t l = 2 * i + 1, big = i;
+        if (l < k && page_less(&h[big], &h[l]))
+            big = l;
+        if (l + 1 < k && page_less(&h[big], &h[l + 1]))
+            big = l + 1;
+        if (big == i)
+            return;
+        PageEntry t = h[i];
+        h[i] = h[big];
+        h[big] = t;
+        i = big;
+    }
+}
+
+static int entry_cmp(const void *a, const void *b) {
+    const PageEntry *x = a, *y = b;
+    return page_less(x, y) ? -1 : page_less(y, x) ? 1 : 0;
+}
+
+PyDoc_STRVAR(page_doc,
+"page(records, itemsize, hits, sort, rank, limit, after)\n"
+"--\n\n"
+"Indexes of the first `limit` records of `hits` (n bytes 0/1) in the order of the key\n"
+"(primary, id) ascending, the id compared as two unsigned 64-bit halves (uuid byte\n"
+"order): primary is -max(rating, 0) (hundredths) for `sort` 0, price for 1, and\n"
+"-rank[i] for 2 (`rank`: n native float64, None otherwise). `after`: None, or the\n"
+"keyset (primary, id_hi, id_lo): only the records after it. Returns a list of ints.\n"
+"ValueError when a buffer has the wrong size, `sort` is unknown or `limit` < 1.");
+
+static PyObject *page(PyObject *self, PyObject *args) {
+    PyObject *records_o, *hits_o, *rank_o, *after_o;
+    Py_ssize_t itemsize, limit;
+    int sort;
+    if (!PyArg_ParseTuple(args, "OnOiOnO", &records_o, &itemsize, &hits_o, &sort, &rank_o,
+                          &limit, &after_o))
+        return NULL;
+    if (itemsize < BASE_SIZE || sort < 0 || sort > 2 || limit < 1) {
+        PyErr_SetString(PyExc_ValueError, "bad record size, sort or limit");
+        return NULL;
+    }
+    PageEntry after = {0, 0, 0, -1};
+    int has_after = after_o != Py_None;
+    if (has_after) {
+        unsigned long long hi, lo;
+        if (!PyArg_ParseTuple(after_o, "dKK", &after.key, &hi, &lo))
+            return NULL;
+        after.hi = hi;
+        after.lo = lo;
+    }
+    Py_buffer rec, hits, rank;
+    int got_hits = 0, got_rank = 0;
+    PageEntry *heap = NULL;
+    PyObject *result = NULL;
+    if (PyObject_GetBuffer(records_o, &rec, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (rec.len % itemsize) {
+        PyErr_SetString(PyExc_ValueError, "records are not whole");
+        goto done;
+    }
+    Py_ssize_t n = rec.len / itemsize;
+    if ((got_hits = mask_buffer(hits_o, &hits, n, 0, "hits")) < 0)
+        goto done;
+    if (sort == 2) {
+        if (rank_o == Py_None) {
+            PyErr_SetString(PyExc_ValueError, "a relevance page needs its ranks");
+            goto done;
+        }
+        if ((got_rank = optional_mask_buffer(rank_o, &rank, n * (Py_ssize_t)sizeof(double), 0,
+                                             "rank")) < 0)
+            goto done;
+    }
+    heap = PyMem_Malloc((size_t)limit * sizeof(PageEntry));
+    if (heap == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    const unsigned char *base = (const unsigned char *)rec.buf, *hit = hits.buf;
+    const double *rk = got_rank > 0 ? (const double *)rank.buf : NULL;
+    Py_ssize_t k = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!hit[i])
+            continue;
+        const unsigned char *r = base + i * itemsize;
+        PageEntry e;
+        if (sort == 0) {
+            int rating = be16s(r + OFF_RATING);
+            e.key = -(double)(rating > 0 ? rating : 0);
+        } else if (sort == 1) {
+            e.key = (double)be32s(r + OFF_PRICE);
+        } else {
+            e.key = -rk[i];
+        }
+        e.hi = be64(r);
+        e.lo = be64(r + 8);
+        e.at = i;
+        if (has_after && !page_less(&after, &e))
+            continue;
+        if (k < limit) {
+            heap[k++] = e;
+            if (k == limit)
+                for (Py_ssize_t j = limit / 2; j-- > 0;)
+                    heap_down(heap, k, j);
+        } else if (page_less(&e, &heap[0])) {
+            heap[0] = e;
+            heap_down(heap, k, 0);
+        }
+    }
+    qsort(heap, (size_t)k, sizeof(PageEntry), entry_cmp);
+    result = PyList_New(k);
+    if (result == NULL)
+        goto done;
+    for (Py_ssize_t j = 0; j < k; j++) {
+        PyObject *v = PyLong_FromSsize_t((Py_ssize_t)heap[j].at);
+        if (v == NULL) {
+            Py_CLEAR(result);
+            goto done;
+        }
+        PyList_SET_ITEM(result, j, v);
+    }
+
+done:
+    PyMem_Free(heap);
+    if (got_rank > 0)
+        PyBuffer_Release(&rank);
+    if (got_hits > 0)
+        PyBuffer_Release(&hits);
+    PyBuffer_Release(&rec);
+    return result;
+}
+
+/* ------------------------------------------------------------------ ids */
+
+PyDoc_STRVAR(hex_ids_doc,
+"hex_ids(records, itemsize, idx)\n"
+"--\n\n"
+"The provider ids (the first 16 bytes) of the records at `idx` (a sequence of ints), in\n"
+"that order, as 32-digit lowercase hex strings (what PostgreSQL reads as a uuid).\n"
+"IndexError when an index is out of range.");
+
+static PyObject *hex_ids(PyObject *self, PyObject *args) {
+    PyObject *records_o, *idx_o;
+    Py_ssize_t itemsize;
+    if (!PyArg_ParseTuple(args, "OnO", &records_o, &itemsize, &idx_o))
+        return NULL;
+    if (itemsize < 16) {
+        PyErr_SetString(PyExc_ValueError, "a record holds a 16-byte id");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(idx_o, "idx is a sequence of ints");
+    if (seq == NULL)
+        return NULL;
+    Py_buffer rec;
+    if (PyObject_GetBuffer(records_o, &rec, PyBUF_SIMPLE) < 0) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    static const char digits[] = "0123456789abcdef";
+    Py_ssize_t n = rec.len / itemsize, m = PySequence_Fast_GET_SIZE(seq);
+    PyObject *out = PyList_New(m);
+    if (out == NULL)
+        goto done;
+    for (Py_ssize_t k = 0; k < m; k++) {
+        Py_ssize_t i = PyNumber_AsSsize_t(PySequence_Fast_GET_ITEM(seq, k), PyExc_IndexError);
+        if (i == -1 && PyErr_Occurred()) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        if (i < 0 || i >= n) {
+            PyErr_SetString(PyExc_IndexError, "a record index is out of range");
+            Py_CLEAR(out);
+            goto done;
+        }
+        PyObject *str = PyUnicode_New(32, 127);
+        if (str == NULL) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        Py_UCS1 *dst = PyUnicode_1BYTE_DATA(str);
+        const unsigned char *id = (const unsigned char *)rec.buf + i * itemsize;
+        for (int b = 0; b < 16; b++) {
+            dst[2 * b] = (Py_UCS1)digits[id[b] >> 4];
+            dst[2 * b + 1] = (Py_UCS1)digits[id[b] & 15];
+        }
+        PyList_SET_ITEM(out, k, str);
+    }
+
+done:
+    PyBuffer_Release(&rec);
+    Py_DECREF(seq);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"facet_pass", facet_pass, METH_VARARGS, facet_pass_doc},
     {"edge_test", edge_test, METH_VARARGS, edge_test_doc},
     {"vincenty", vincenty_py, METH_VARARGS, vincenty_doc},
     {"sphere_distances", sphere_distances, METH_VARARGS, sphere_distances_doc},
+    {"radius_cover", radius_cover, METH_VARARGS, radius_cover_doc},
+    {"grid_runs", grid_runs, METH_VARARGS, grid_runs_doc},
+    {"gather", gather, METH_VARARGS, gather_doc},
+    {"page", page, METH_VARARGS, page_doc},
+    {"hex_ids", hex_ids, METH_VARARGS, hex_ids_doc},
     {NULL, NULL, 0, NULL},
 };
 

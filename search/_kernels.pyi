@@ -41,3 +41,25 @@ def vincenty(lat1: float, lng1: float, lat2: float, lng2: float) -> float: ...
 def sphere_distances(
     records: Any, itemsize: int, idx: Any, lat: float, lng: float, out: Any
 ) -> None: ...
+def radius_cover(
+    lat: float,
+    lng: float,
+    cos_in: float,
+    cos_near: float,
+    ix0: int,
+    ix1: int,
+    iy0: int,
+    iy1: int,
+) -> bytes: ...
+def grid_runs(state: Any, nx: int, ny: int, ix0: int, iy0: int) -> bytes: ...
+def gather(copies: dict[int, bytes], cells: Any, missing_empty: bool) -> bytes: ...
+def page(
+    records: Any,
+    itemsize: int,
+    hits: Any,
+    sort: int,
+    rank: Any | None,
+    limit: int,
+    after: tuple[float, int, int] | None,
+) -> list[int]: ...
+def hex_ids(records: Any, itemsize: int, idx: list[int]) -> list[str]: ...

@@ -185,48 +185,38 @@ class CellRanges(NamedTuple):
 ALL_CELLS = CellRanges.of([(-(2**31), 2**31 - 1, False)])
 
 
+def _cell_ranges(runs: bytes) -> CellRanges:
+    """The `CellRanges` of runs as the C kernels return them: native int64 triples
+    (first cell, last cell, edge 0/1), sorted by cell id."""
+    a = np.frombuffer(runs, dtype=np.int64).reshape(-1, 3)
+    return CellRanges(a[:, 0], a[:, 1], a[:, 2].astype(bool))
+
+
 @dataclass(frozen=True, slots=True)
 class Cover:
-    """Cell id ranges (inclusive) covering a circle: `inner` cells lie wholly inside it
-    (their blocks are read whole), `edge` cells may hold rows on both sides (their rows
-    are tested one by one); each as (lo, hi) arrays."""
+    """Cell id ranges (inclusive, sorted, disjoint) covering a circle or a box: `inner`
+    cells lie wholly inside it (their blocks are read whole), `edge` cells may hold rows
+    on both sides (their rows are tested one by one)."""
 
-    inner_runs: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]
-    edge_runs: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]
+    runs: CellRanges
+
+    def _where(self, edge: bool) -> list[tuple[int, int]]:
+        at = self.runs.edge == edge
+        return list(zip(self.runs.lo[at].tolist(), self.runs.hi[at].tolist(), strict=True))
 
     @property
     def inner(self) -> list[tuple[int, int]]:
         """The inner ranges as (lo, hi) tuples."""
-        return list(zip(*(a.tolist() for a in self.inner_runs), strict=True))
+        return self._where(False)
 
     @property
     def edge(self) -> list[tuple[int, int]]:
         """The edge ranges as (lo, hi) tuples."""
-        return list(zip(*(a.tolist() for a in self.edge_runs), strict=True))
+        return self._where(True)
 
     def ranges(self) -> CellRanges:
         """Every range, sorted."""
-        lo = np.concatenate((self.inner_runs[0], self.edge_runs[0]))
-        order = np.argsort(lo, kind="stable")
-        return CellRanges(
-            lo[order],
-            np.concatenate((self.inner_runs[1], self.edge_runs[1]))[order],
-            np.repeat((False, True), (self.inner_runs[0].size, self.edge_runs[0].size))[order],
-        )
-
-
-def _runs(
-    mask: npt.NDArray[np.bool_], ix0: int, iy0: int
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Cell id ranges (inclusive) of the runs of True along each column of `mask`
-    (shape (columns, rows)); column i is grid column ix0 + i, row j grid row iy0 + j."""
-    padded = np.zeros((mask.shape[0], mask.shape[1] + 2), dtype=np.int8)
-    padded[:, 1:-1] = mask
-    step = np.diff(padded, axis=1)
-    si, sj = np.nonzero(step == 1)  # run starts (row-major: column by column, in order)
-    _, ej = np.nonzero(step == -1)  # one past each run's end
-    base = (si + ix0).astype(np.int64) * COLUMN + iy0
-    return base + sj, base + ej - 1
+        return self.runs
 
 
 def radius_cover(
@@ -241,36 +231,21 @@ def radius_cover(
     distance from a point to a lng/lat rectangle not holding its antipode peaks at a
     corner: along a parallel it grows with the longitude difference, along a meridian it
     has no interior maximum). A cell is skipped when the point of the cell nearest in
-    lng/lat, minus the cell's diameter bound, is beyond `r_out` (triangle inequality)."""
+    lng/lat, minus the cell's diameter bound, is beyond `r_out` (triangle inequality).
+    The grid is walked in C (`_kernels.radius_cover`), column by column: the unit
+    vectors' dot products are separable, cos(y) (cos(x) px + sin(x) py) + sin(y) pz, so
+    the trigonometry runs once per grid line."""
     x0, y0, x1, y1 = box
     if x0 <= -180.0 or x1 >= 180.0 or y0 <= -90.0 or y1 >= 90.0:
         return None
     ix0, ix1 = math.floor((x0 + 180.0) / CELL_DEG), math.floor((x1 + 180.0) / CELL_DEG)
     iy0, iy1 = math.floor((y0 + 90.0) / CELL_DEG), math.floor((y1 + 90.0) / CELL_DEG)
-    xs = np.arange(ix0, ix1 + 2, dtype=np.float64) * CELL_DEG - 180.0
-    ys = np.arange(iy0, iy1 + 2, dtype=np.float64) * CELL_DEG - 90.0
     cos_in = math.cos(max(0.0, r_in - 1.0) / EARTH_R)
-    corner_in = _dots(lat, lng, xs, ys) >= cos_in  # corners, (nx + 1, ny + 1)
-    inner = corner_in[:-1, :-1] & corner_in[1:, :-1] & corner_in[:-1, 1:] & corner_in[1:, 1:]
-    # nearest point of each cell in lng/lat (clamped), then the triangle inequality:
     # angle(centre, cell) - diam <= r_out / R, as cosines (the angle is in [0, pi])
     diam = 1.5 * math.radians(CELL_DEG)
-    near = _dots(lat, lng, np.clip(lng, xs[:-1], xs[1:]), np.clip(lat, ys[:-1], ys[1:]))
-    edge = ~inner & (near >= math.cos(min(math.pi, r_out / EARTH_R + diam)))
-    return Cover(_runs(inner, ix0, iy0), _runs(edge, ix0, iy0))
-
-
-def _dots(
-    lat: float, lng: float, xs: npt.NDArray[np.float64], ys: npt.NDArray[np.float64]
-) -> npt.NDArray[np.float64]:
-    """Dot products of the unit vector of (lat, lng) with those of the grid points
-    (ys[j], xs[i]), shape (len(xs), len(ys)): cos(y) (cos(x) px + sin(x) py) + sin(y) pz,
-    separable, so the trigonometry runs on the two axes only."""
-    phi, lam = math.radians(lat), math.radians(lng)
-    px, py, pz = math.cos(phi) * math.cos(lam), math.cos(phi) * math.sin(lam), math.sin(phi)
-    rx, ry = np.radians(xs), np.radians(ys)
-    along = np.cos(rx) * px + np.sin(rx) * py
-    return np.cos(ry)[None, :] * along[:, None] + (np.sin(ry) * pz)[None, :]
+    cos_near = math.cos(min(math.pi, r_out / EARTH_R + diam))
+    runs = _kernels.radius_cover(lat, lng, cos_in, cos_near, ix0, ix1, iy0, iy1)
+    return Cover(_cell_ranges(runs))
 
 
 def bbox_cover(box: tuple[float, float, float, float]) -> Cover:
@@ -291,7 +266,9 @@ def bbox_cover(box: tuple[float, float, float, float]) -> Cover:
     touch_y = (ys[1:] >= y0 - m) & (ys[:-1] <= y1 + m)
     inner = in_x[:, None] & in_y[None, :]
     edge = touch_x[:, None] & touch_y[None, :] & ~inner
-    return Cover(_runs(inner, ix0, iy0), _runs(edge, ix0, iy0))
+    state = np.ascontiguousarray(inner.astype(np.uint8) + 2 * edge.astype(np.uint8))
+    nx, ny = state.shape
+    return Cover(_cell_ranges(_kernels.grid_runs(state, nx, ny, ix0, iy0)))
 
 
 # ------------------------------------------------------------------ WGS84 distances
@@ -379,7 +356,7 @@ class Blocks:
     def __init__(
         self,
         family: str,
-        rows: list[bytes],
+        rows: list[bytes] | bytes,
         counts: npt.NDArray[np.int64],
         edge: npt.NDArray[np.bool_],
         others: dict[int, list[str]],
@@ -387,13 +364,15 @@ class Blocks:
         versions: npt.NDArray[np.int64],
         avail: list[bytes] | None = None,
     ) -> None:
-        """Per block: packed records (sizes checked, `check`), record count, edge flag,
+        """Per block: packed records (sizes checked, `check`; or every block's, joined),
+        record count, edge flag,
         cell id and version (`starts` then gives each block's first record); `others`:
         block index -> its `languages_other` entries, for the blocks that have some;
         `avail`: per block, its availability entries (module docstring), when the query
         filters on availability (`available`)."""
         # one join + one frombuffer: np.concatenate of unaligned records is ~15x slower
-        self.records = np.frombuffer(b"".join(rows), dtype=DTYPE[family])
+        packed = rows if isinstance(rows, bytes) else b"".join(rows)
+        self.records = np.frombuffer(packed, dtype=DTYPE[family])
         self.counts = counts
         self.starts = (np.cumsum(counts) - counts).astype(np.int64)
         self.cells, self.versions = cells, versions
@@ -515,13 +494,12 @@ class Blocks:
             return found, np.full(len(found), np.nan)
         return found, np.where(found, rank[np.maximum(at, 0)], np.nan)
 
-    def ids(self, idx: npt.NDArray[np.intp]) -> list[str]:
+    def ids(self, idx: npt.NDArray[np.intp] | list[int]) -> list[str]:
         """The provider ids of records `idx` (in that order) as 32-digit hex strings,
-        which PostgreSQL reads as uuids: one `hex()` of the packed bytes, no `uuid.UUID`
-        per record (~3 µs each to build and print here)."""
-        r = self.records
-        hexed = np.column_stack((r["id_hi"][idx], r["id_lo"][idx])).astype(">u8").tobytes().hex()
-        return [hexed[i : i + 32] for i in range(0, len(hexed), 32)]
+        which PostgreSQL reads as uuids: formatted in C (`_kernels.hex_ids`), no
+        `uuid.UUID` per record (~3 µs each to build and print here)."""
+        at = idx.tolist() if isinstance(idx, np.ndarray) else idx
+        return _kernels.hex_ids(self.records, self.records.dtype.itemsize, at)
 
     def id_literal(self, idx: npt.NDArray[np.intp]) -> str:
         """The provider ids of records `idx` as a PostgreSQL uuid[] literal."""
@@ -641,34 +619,30 @@ class Blocks:
         the keyset `key` (the cursor's [sort value, provider id]): `rating` =
         coalesce(rating_avg, 0) descending, `price` = price_minor ascending, `relevance`
         = `self.rank` descending; ties by provider_id ascending (uuid order is byte
-        order: (id_hi, id_lo) as unsigned)."""
-        r = self.records
+        order: (id_hi, id_lo) as unsigned). One pass in C (`_kernels.page`) keeping the
+        best `limit` in a heap; the primary keys (hundredths, minor units, float4 ranks)
+        are exact as float64."""
         k0: float | None
         if sort == "rating":
-            primary = -np.maximum(r["rating"].astype(np.int64), 0)
-            k0 = None if key is None else -int(Decimal(str(key[0])) * 100)
+            code, k0 = 0, None if key is None else -int(Decimal(str(key[0])) * 100)
         elif sort == "price":
-            primary = r["price"].astype(np.int64)
-            k0 = None if key is None else int(key[0])
+            code, k0 = 1, None if key is None else int(key[0])
         elif sort == "relevance" and self.rank is not None:
             # ts_rank is a float4: its float64 image orders and compares exactly; the
             # cursor holds its shortest decimal text, compared as ::real like in SQL
-            primary = -self.rank
-            k0 = None if key is None else -float(np.float32(key[0]))
+            code, k0 = 2, None if key is None else -float(np.float32(key[0]))
         else:
             raise ValueError(f"no block page for sort {sort!r}")
-        hi, lo = r["id_hi"].astype(np.uint64), r["id_lo"].astype(np.uint64)
-        ok = hits.copy()
+        after = None
         if key is not None and k0 is not None:
             kid = uuid.UUID(str(key[1])).int
-            k_hi, k_lo = np.uint64(kid >> 64), np.uint64(kid & ((1 << 64) - 1))
-            after_id = (hi > k_hi) | ((hi == k_hi) & (lo > k_lo))
-            ok &= (primary > k0) | ((primary == k0) & after_id)
-        idx = np.flatnonzero(ok)
-        if idx.size > limit:  # only the records up to the limit-th primary value sort
-            cut = np.partition(primary[idx], limit - 1)[limit - 1]
-            idx = idx[primary[idx] <= cut]
-        return self.ids(idx[np.lexsort((lo[idx], hi[idx], primary[idx]))][:limit])
+            after = (float(k0), kid >> 64, kid & ((1 << 64) - 1))
+        rank = None if self.rank is None else np.ascontiguousarray(self.rank, dtype=np.float64)
+        idx = _kernels.page(
+            self.records, self.records.dtype.itemsize, np.ascontiguousarray(hits),
+            code, rank if code == 2 else None, limit, after,
+        )  # fmt: skip
+        return self.ids(idx)
 
     def nearest(
         self, hits: npt.NDArray[np.bool_], lat: float, lng: float, limit: int, after: float | None

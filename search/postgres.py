@@ -44,6 +44,7 @@ import psycopg
 from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool
 
+from search import _kernels
 from search import cursor as cursors
 from search.block_sync import BlockDirectory, TableReplaced, sync_sql
 from search.blocks import (
@@ -810,23 +811,30 @@ class PostgresEngine:
         counts = directory.count[idx]
         missing = directory.held[idx] != versions
         any_missing = bool(missing.any())
-        cell_list = cells.tolist()
         copy = directory.copy
+        rows: list[bytes] | bytes
+        listed: list[bytes] = []  # per block, when some must be read
+        parts = None
         if any_missing:
-            rows = [b"" if m else copy[c] for c, m in zip(cell_list, missing.tolist(), strict=True)]
-        else:
-            rows = [copy[c] for c in cell_list]
+            cell_list, missing_list = cells.tolist(), missing.tolist()
+            rows = listed = [
+                b"" if m else copy[c] for c, m in zip(cell_list, missing_list, strict=True)
+            ]
+            if avail:  # a missing block's entries come with it below
+                held = directory.avail
+                parts = [
+                    b"" if m else held.get(c, b"")
+                    for c, m in zip(cell_list, missing_list, strict=True)
+                ]
+        else:  # every copy held: joined in C, in cell order
+            rows = _kernels.gather(copy, cells, False)
+            if avail:
+                held = directory.avail
+                parts = [held.get(c, b"") for c in cells.tolist()]
         others = {
-            b: directory.others[cell_list[b]]
+            b: directory.others[int(cells[b])]
             for b in np.flatnonzero(directory.has_others[idx] & ~missing).tolist()
         }
-        parts = None
-        if avail:  # a missing block's entries come with it below
-            held = directory.avail
-            parts = [
-                b"" if m else held.get(c, b"")
-                for c, m in zip(cell_list, missing.tolist(), strict=True)
-            ]
         if any_missing:
             at = np.flatnonzero(missing)
             cur = await conn.cursor(binary=True).execute(
@@ -841,7 +849,7 @@ class PostgresEngine:
             for cell, version, n, packed, entries, windows in await cur.fetchall():
                 b = position[cell]
                 records = Blocks.check(family, n, bytes(packed))
-                rows[b], counts[b], versions[b] = records, n, version
+                listed[b], counts[b], versions[b] = records, n, version
                 if entries:
                     others[b] = entries
                 if parts is not None:

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from indexer.projection import rebuild_documents
 from profiles.catalogue import SUBJECTS
+from search import _kernels
 from search.blocks import (
     AVAIL_SQL,
     CELL_DEG,
@@ -91,6 +92,63 @@ def test_cover_is_sound(
             assert d <= radius_km * 1000, (y, x, d)
         elif not _in(cover.edge, cell):
             assert d > radius_km * 1000, (y, x, d)
+
+
+def _unit(lat: float, lng: float) -> tuple[float, float, float]:
+    phi, lam = math.radians(lat), math.radians(lng)
+    return math.cos(phi) * math.cos(lam), math.cos(phi) * math.sin(lam), math.sin(phi)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    lat=st.floats(-70, 70),
+    lng=st.floats(-170, 170),
+    radius_km=st.sampled_from([0.5, 3.0, 12.5, 40.0]),
+)
+def test_cover_classifies_every_cell_by_its_rule(lat: float, lng: float, radius_km: float) -> None:
+    """The cover (`radius_cover`, walked in C) is, cell by cell, what its docstring says:
+    inner when the 4 corners are within `r_in - 1 m` on the sphere, else edge when the
+    cell's nearest point is within `r_out` plus 1.5 cell diagonals, else absent; the
+    runs are sorted, disjoint and cover exactly those cells. Cells whose dot product
+    is within 1e-12 of a bound are not judged (the two computations may round apart)."""
+    s = _Sql()
+    _radius(s, lat, lng, radius_km)
+    p = s.params
+    cover = radius_cover(
+        lat, lng, p["radius_in"], p["radius_out"], (p["gx0"], p["gy0"], p["gx1"], p["gy1"])
+    )
+    assert cover is not None
+    r = cover.ranges()
+    assert (r.lo <= r.hi).all()
+    assert (r.hi[:-1] < r.lo[1:]).all()
+    cos_in = math.cos(max(0.0, p["radius_in"] - 1.0) / EARTH_R)
+    cos_near = math.cos(min(math.pi, p["radius_out"] / EARTH_R + 1.5 * math.radians(CELL_DEG)))
+    c = _unit(lat, lng)
+    ix0, ix1 = math.floor((p["gx0"] + 180) / CELL_DEG), math.floor((p["gx1"] + 180) / CELL_DEG)
+    iy0, iy1 = math.floor((p["gy0"] + 90) / CELL_DEG), math.floor((p["gy1"] + 90) / CELL_DEG)
+    inner, edge = set(), set()
+    for ix, iy in ((ix, iy) for ix in range(ix0, ix1 + 1) for iy in range(iy0, iy1 + 1)):
+        x0, y0 = ix * CELL_DEG - 180, iy * CELL_DEG - 90
+        x1, y1 = x0 + CELL_DEG, y0 + CELL_DEG
+        dots = [sum(a * b for a, b in zip(c, _unit(y, x), strict=True))
+                for x, y in ((x0, y0), (x0, y1), (x1, y0), (x1, y1))]  # fmt: skip
+        near = sum(a * b for a, b in zip(c, _unit(min(max(lat, y0), y1), min(max(lng, x0), x1)),
+                                         strict=True))  # fmt: skip
+        if any(abs(d - cos_in) < 1e-12 for d in dots) or abs(near - cos_near) < 1e-12:
+            continue  # too close to call
+        cell = ix * COLUMN + iy
+        if min(dots) >= cos_in:
+            inner.add(cell)
+            assert _in(cover.inner, cell), (ix, iy)
+        elif near >= cos_near:
+            edge.add(cell)
+            assert _in(cover.edge, cell), (ix, iy)
+        else:
+            assert not _in(cover.inner, cell), (ix, iy)
+            assert not _in(cover.edge, cell), (ix, iy)
+    assert edge, "a circle always has an edge"
+    if radius_km >= 12.5:
+        assert inner, "a 12.5 km circle holds whole cells"
 
 
 def _sphere_m(lat: float, lng: float, y: float, x: float) -> float:
@@ -303,6 +361,91 @@ def test_block_counts_equal_a_count_one_record_at_a_time(
     assert (got.scanned, got.total, got.cat, got.lang, got.lang_other, got.rating, got.price) == (
         want.scanned, want.total, want.cat, want.lang, want.lang_other, want.rating, want.price,
     )  # fmt: skip
+
+
+_PAGE_RECORD = st.fixed_dictionaries(
+    {
+        # few distinct halves, so ties on the primary key and on id_hi are common
+        "hi": st.sampled_from([0, 1, 2**63 - 1, 2**63, 2**64 - 1]),
+        "lo": st.sampled_from([0, 5, 2**63, 2**64 - 1]),
+        "price": st.sampled_from([-5, 0, 1500, 2**31 - 1]),
+        "rating": st.sampled_from([-1, 0, 100, 450, 500]),
+        "rank": st.sampled_from([0.0, 0.0607927, 0.1, 1e-20]),
+        "hit": st.booleans(),
+    }
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    records=st.lists(_PAGE_RECORD, max_size=40),
+    sort=st.sampled_from(["rating", "price", "relevance"]),
+    limit=st.integers(1, 8),
+    cut=st.none() | st.integers(0, 39),
+)
+def test_block_page_equals_a_sorted_walk(
+    records: list[dict[str, Any]], sort: str, limit: int, cut: int | None
+) -> None:
+    """`Blocks.page` (a heap pass in C) returns what sorting the hits by (sort key, id)
+    and taking the first `limit` after the keyset gives: rating descending (unrated as
+    0), price ascending, rank descending, the uuid compared as bytes; the keyset is a
+    record's own key (the cursor of the page it ended), so ties straddle it."""
+    packed = b"".join(
+        r["hi"].to_bytes(8, "big") + r["lo"].to_bytes(8, "big") + bytes(16)
+        + r["price"].to_bytes(4, "big", signed=True) + r["rating"].to_bytes(2, "big", signed=True)
+        + bytes(2) + b"EUR"
+        for r in records
+    )  # fmt: skip
+    b = Blocks.from_parts("coach", [(packed, None, False)])
+    ranks = np.array([float(np.float32(r["rank"])) for r in records], dtype=np.float64)
+    b.rank = ranks if sort == "relevance" else None
+    hits = np.array([r["hit"] for r in records], dtype=bool)
+
+    def primary(i: int) -> Any:
+        r = records[i]
+        if sort == "rating":
+            return -max(r["rating"], 0)
+        return r["price"] if sort == "price" else -ranks[i]
+
+    def ident(i: int) -> str:
+        return uuid.UUID(bytes=packed[i * 43 : i * 43 + 16]).hex
+
+    order = sorted(
+        (i for i in range(len(records)) if hits[i]), key=lambda i: (primary(i), ident(i))
+    )
+    key = None
+    if cut is not None and cut < len(records):
+        r = records[cut]
+        value = {"rating": str(max(r["rating"], 0) / 100), "price": r["price"],
+                 "relevance": str(np.float32(r["rank"]))}[sort]  # fmt: skip
+        key = [value, str(uuid.UUID(ident(cut)))]
+        order = [i for i in order if (primary(i), ident(i)) > (primary(cut), ident(cut))]
+    assert b.page(hits, sort, limit, key) == [ident(i) for i in order[:limit]]
+
+
+def test_gather_joins_copies_in_cell_order() -> None:
+    """`_kernels.gather` concatenates the copies of the cells in the order given; a cell
+    without a copy is a KeyError, or empty when asked."""
+    copies = {3: b"ccc", -7: b"a", 2**40: b"", 5: b"ee"}
+    cells = np.array([5, -7, 2**40, 3], dtype=np.int64)
+    assert _kernels.gather(copies, cells, False) == b"eeaccc"
+    assert _kernels.gather(copies, np.array([], dtype=np.int64), False) == b""
+    with pytest.raises(KeyError):
+        _kernels.gather(copies, np.array([5, 6], dtype=np.int64), False)
+    assert _kernels.gather(copies, np.array([6, 5], dtype=np.int64), True) == b"ee"
+
+
+def test_ids_print_the_uuids_of_the_records_asked() -> None:
+    """`Blocks.ids` (`_kernels.hex_ids`) gives each asked record's uuid as 32 hex digits,
+    in the order asked; an index outside the records is an IndexError."""
+    ids = [uuid.uuid4() for _ in range(3)]
+    b = Blocks.from_parts("coach", [(b"".join(i.bytes + bytes(27) for i in ids), None, False)])
+    assert b.ids(np.array([2, 0, 2], dtype=np.intp)) == [ids[2].hex, ids[0].hex, ids[2].hex]
+    assert b.ids([]) == []
+    with pytest.raises(IndexError):
+        b.ids([3])
+    with pytest.raises(IndexError):
+        b.ids([-1])
 
 
 def test_block_counts_refuse_a_currency_that_is_not_three_letters() -> None:
