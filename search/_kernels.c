@@ -721,68 +721,62 @@ done:
 /* ------------------------------------------------------------------ gathering blocks */
 
 PyDoc_STRVAR(gather_doc,
-"gather(copies, cells, missing_empty)\n"
+"gather(copies, idx, lengths)\n"
 "--\n\n"
-"The concatenation of `copies[cell]` (a dict of int -> bytes) for each cell of `cells`\n"
-"(native int64), in that order, as one bytes object. A cell without a copy counts as\n"
-"empty when `missing_empty`, else raises KeyError. TypeError when a copy is not bytes.");
+"The concatenation of `copies[i]` (a list of bytes) for each i of `idx` (native int64),\n"
+"in that order, as one bytes object; `lengths` (None, or a writable buffer of one native\n"
+"int64 per index) receives each part's length in bytes. ValueError when an index is out\n"
+"of range or its copy is not bytes (None: no copy held).");
 
 static PyObject *gather(PyObject *self, PyObject *args) {
-    PyObject *copies, *cells_o;
-    int missing_empty;
-    if (!PyArg_ParseTuple(args, "O!Op", &PyDict_Type, &copies, &cells_o, &missing_empty))
+    PyObject *copies, *idx_o, *lengths_o;
+    if (!PyArg_ParseTuple(args, "O!OO", &PyList_Type, &copies, &idx_o, &lengths_o))
         return NULL;
-    Py_buffer cb;
-    if (PyObject_GetBuffer(cells_o, &cb, PyBUF_SIMPLE) < 0)
+    Py_buffer ib, lb;
+    int got_lengths = 0;
+    if (PyObject_GetBuffer(idx_o, &ib, PyBUF_SIMPLE) < 0)
         return NULL;
-    PyObject *out = NULL, **parts = NULL;
-    Py_ssize_t m = cb.len / (Py_ssize_t)sizeof(int64_t), total = 0;
-    if (cb.len % (Py_ssize_t)sizeof(int64_t)) {
-        PyErr_SetString(PyExc_ValueError, "cells is not a whole number of int64");
+    PyObject *out = NULL;
+    Py_ssize_t m = ib.len / (Py_ssize_t)sizeof(int64_t), total = 0;
+    Py_ssize_t n = PyList_GET_SIZE(copies);
+    if (ib.len % (Py_ssize_t)sizeof(int64_t)) {
+        PyErr_SetString(PyExc_ValueError, "idx is not a whole number of int64");
         goto done;
     }
-    parts = PyMem_Malloc((size_t)(m ? m : 1) * sizeof(PyObject *));
-    if (parts == NULL) {
-        PyErr_NoMemory();
+    if ((got_lengths = optional_mask_buffer(lengths_o, &lb, m * (Py_ssize_t)sizeof(int64_t), 1,
+                                            "lengths")) < 0)
         goto done;
-    }
-    const int64_t *cells = (const int64_t *)cb.buf;
+    const int64_t *at = (const int64_t *)ib.buf;
     for (Py_ssize_t k = 0; k < m; k++) {
-        PyObject *key = PyLong_FromLongLong(cells[k]);
-        if (key == NULL)
+        if (at[k] < 0 || at[k] >= n) {
+            PyErr_SetString(PyExc_ValueError, "a block index is out of range");
             goto done;
-        PyObject *v = PyDict_GetItemWithError(copies, key); /* borrowed */
-        Py_DECREF(key);
-        if (v == NULL) {
-            if (PyErr_Occurred())
-                goto done;
-            if (!missing_empty) {
-                PyErr_Format(PyExc_KeyError, "no copy of cell %lld", (long long)cells[k]);
-                goto done;
-            }
-        } else if (!PyBytes_Check(v)) {
-            PyErr_SetString(PyExc_TypeError, "a copy is not bytes");
-            goto done;
-        } else {
-            total += PyBytes_GET_SIZE(v);
         }
-        parts[k] = v;
+        PyObject *v = PyList_GET_ITEM(copies, at[k]);
+        if (!PyBytes_Check(v)) {
+            PyErr_SetString(PyExc_ValueError, "a block has no copy");
+            goto done;
+        }
+        total += PyBytes_GET_SIZE(v);
     }
     out = PyBytes_FromStringAndSize(NULL, total);
     if (out == NULL)
         goto done;
     char *dst = PyBytes_AS_STRING(out);
+    int64_t *len_out = got_lengths > 0 ? (int64_t *)lb.buf : NULL;
     for (Py_ssize_t k = 0; k < m; k++) {
-        if (parts[k] == NULL)
-            continue;
-        Py_ssize_t len = PyBytes_GET_SIZE(parts[k]);
-        memcpy(dst, PyBytes_AS_STRING(parts[k]), (size_t)len);
+        PyObject *v = PyList_GET_ITEM(copies, at[k]);
+        Py_ssize_t len = PyBytes_GET_SIZE(v);
+        memcpy(dst, PyBytes_AS_STRING(v), (size_t)len);
         dst += len;
+        if (len_out)
+            len_out[k] = len;
     }
 
 done:
-    PyMem_Free(parts);
-    PyBuffer_Release(&cb);
+    if (got_lengths > 0)
+        PyBuffer_Release(&lb);
+    PyBuffer_Release(&ib);
     return out;
 }
 

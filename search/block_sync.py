@@ -65,20 +65,19 @@ class TableReplaced(Exception):
 class BlockDirectory:
     """(cell, version) of every non-empty block of one family, sorted by cell, as of the
     last check; `horizon` is the transaction id to ask from next (`sync_sql`). Also the
-    copies of blocks this process holds: `copy` (cell -> packed records) and
-    `others` (cell -> `languages_other` entries, blocks that have some) and `avail` (cell
-    -> availability entries, blocks that have some), with, aligned
-    on `cells`, the version of the copy held (`held`, -1 for none), its record count
-    (`count`) and whether it has `others` entries (`has_others`)."""
+    copies of blocks this process holds, aligned on `cells` (a query's blocks are a few
+    runs of positions, read without hashing a cell id: `_kernels.gather`): `copies`
+    (packed records, None for none), `avails` (availability entries, b"" for none), the
+    version of the copy held (`held`, -1 for none), its record count (`count`) and
+    whether it has `others` entries (`has_others`); and `others` (cell ->
+    `languages_other` entries, blocks that have some)."""
 
     def __init__(self) -> None:
         self.filenode: int | None = None  # None: never read
         self.horizon = 0
         self.cells: npt.NDArray[np.int64] = _NO_CELLS
         self.versions: npt.NDArray[np.int64] = _NO_CELLS
-        self.copy: dict[int, bytes] = {}
         self.others: dict[int, list[str]] = {}
-        self.avail: dict[int, bytes] = {}
         self.nbytes = 0  # of the copies
         # bumped whenever a version in the directory changes
         self.generation = 0
@@ -88,6 +87,8 @@ class BlockDirectory:
         self.held = np.full(n, -1, dtype=np.int64)
         self.count = np.zeros(n, dtype=np.int64)
         self.has_others = np.zeros(n, dtype=bool)
+        self.copies: list[bytes | None] = [None] * n
+        self.avails: list[bytes] = [b""] * n
 
     def hold(
         self,
@@ -106,28 +107,33 @@ class BlockDirectory:
         i = int(np.searchsorted(self.cells, cell))
         if i == self.cells.size or self.cells[i] != cell or self.versions[i] > version:
             return
+        self._forget(i, cell)
         self.nbytes += len(records) + len(avail)
-        self.nbytes -= len(self.copy.get(cell, b"")) + len(self.avail.get(cell, b""))
-        self.copy[cell] = records
+        self.copies[i], self.avails[i] = records, avail
         if others:
             self.others[cell] = others
-        else:
-            self.others.pop(cell, None)
-        if avail:
-            self.avail[cell] = avail
-        else:
-            self.avail.pop(cell, None)
         if self.versions[i] != version:
             self.generation += 1
         self.versions[i] = self.held[i] = version
         self.count[i] = n
         self.has_others[i] = bool(others)
 
+    def _forget(self, i: int, cell: int) -> None:
+        """Forget the copy at position `i` (of `cell`)."""
+        self.nbytes -= len(self.copies[i] or b"") + len(self.avails[i])
+        self.copies[i], self.avails[i] = None, b""
+        self.others.pop(cell, None)
+        self.held[i], self.has_others[i] = -1, False
+
+    def held_copies(self) -> dict[int, bytes]:
+        """{cell: packed records} of the copies held (for tests and inspection)."""
+        return {
+            c: b for c, b in zip(self.cells.tolist(), self.copies, strict=True) if b is not None
+        }
+
     def drop_copies(self) -> None:
         """Forget every copy (memory)."""
-        self.copy.clear()
         self.others.clear()
-        self.avail.clear()
         self.nbytes = 0
         self._aligned(self.cells.size)
 
@@ -172,8 +178,17 @@ class BlockDirectory:
             return _NO_CELLS
         moved = cells[changed]
         self.generation += 1
-        keep = ~np.isin(self.cells, moved, assume_unique=True)
-        add = changed & filled
+        # a new version of a listed block: in place, its copy forgotten
+        bumped = changed & held & filled
+        for i, cell in zip(at_c[bumped].tolist(), cells[bumped].tolist(), strict=True):
+            self._forget(i, cell)
+        self.versions[at_c[bumped]] = versions[bumped]
+        gone, add = changed & held & ~filled, changed & ~held & filled
+        if not (gone.any() or add.any()):
+            return moved
+        keep = ~np.isin(self.cells, cells[gone], assume_unique=True)
+        for i, cell in zip(at_c[gone].tolist(), cells[gone].tolist(), strict=True):
+            self._forget(i, cell)
         n_add = int(add.sum())
         order = np.argsort(np.concatenate((self.cells[keep], cells[add])), kind="stable")
 
@@ -185,9 +200,11 @@ class BlockDirectory:
         self.held = merged(self.held, np.full(n_add, -1, dtype=np.int64))
         self.count = merged(self.count, np.zeros(n_add, dtype=np.int64))
         self.has_others = merged(self.has_others, np.zeros(n_add, dtype=bool))
-        for cell in moved.tolist():
-            self.nbytes -= len(self.copy.pop(cell, b"")) + len(self.avail.pop(cell, b""))
-            self.others.pop(cell, None)
+        kept = np.flatnonzero(keep).tolist()
+        copies: list[bytes | None] = [self.copies[i] for i in kept] + [None] * n_add
+        avails = [self.avails[i] for i in kept] + [b""] * n_add
+        self.copies = [copies[i] for i in order.tolist()]
+        self.avails = [avails[i] for i in order.tolist()]
         return moved
 
     def lookup(self, ranges: CellRanges) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:

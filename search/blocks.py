@@ -362,14 +362,15 @@ class Blocks:
         others: dict[int, list[str]],
         cells: npt.NDArray[np.int64],
         versions: npt.NDArray[np.int64],
-        avail: list[bytes] | None = None,
+        avail: list[bytes] | tuple[bytes, npt.NDArray[np.int64]] | None = None,
     ) -> None:
         """Per block: packed records (sizes checked, `check`; or every block's, joined),
         record count, edge flag,
         cell id and version (`starts` then gives each block's first record); `others`:
         block index -> its `languages_other` entries, for the blocks that have some;
         `avail`: per block, its availability entries (module docstring), when the query
-        filters on availability (`available`)."""
+        filters on availability (`available`): a list, or (every block's joined, byte
+        length per block)."""
         # one join + one frombuffer: np.concatenate of unaligned records is ~15x slower
         packed = rows if isinstance(rows, bytes) else b"".join(rows)
         self.records = np.frombuffer(packed, dtype=DTYPE[family])
@@ -380,6 +381,8 @@ class Blocks:
         self.rank: npt.NDArray[np.float64] | None = None  # the text ranks (relevance page)
         # the block directory's generation when it listed exactly these blocks, if known
         self.generation: int | None = None
+        if isinstance(avail, list):
+            avail = (b"".join(avail), np.array([len(part) for part in avail], dtype=np.int64))
         self.avail = avail
         self.others: dict[int, list[str]] = {}
         for b, entries in others.items():
@@ -413,10 +416,10 @@ class Blocks:
         if self.avail is None:
             raise ValueError("these blocks were read without their availability entries")
         size = AVAIL_ENTRY.itemsize
-        lengths = np.array([len(part) for part in self.avail], dtype=np.int64)
+        joined, lengths = self.avail
         if (lengths % size).any():
             raise ValueError("an availability part is not a whole number of entries")
-        entries = np.frombuffer(b"".join(self.avail), dtype=AVAIL_ENTRY)
+        entries = np.frombuffer(joined, dtype=AVAIL_ENTRY)
         per_block = lengths // size
         ok = np.ones(entries.size, dtype=bool)
         if hi is not None:

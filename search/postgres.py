@@ -811,26 +811,26 @@ class PostgresEngine:
         counts = directory.count[idx]
         missing = directory.held[idx] != versions
         any_missing = bool(missing.any())
-        copy = directory.copy
         rows: list[bytes] | bytes
         listed: list[bytes] = []  # per block, when some must be read
-        parts = None
+        listed_avail: list[bytes] = []
+        parts: list[bytes] | tuple[bytes, npt.NDArray[np.int64]] | None = None
         if any_missing:
-            cell_list, missing_list = cells.tolist(), missing.tolist()
+            copies, avails = directory.copies, directory.avails
+            at_list, missing_list = idx.tolist(), missing.tolist()
             rows = listed = [
-                b"" if m else copy[c] for c, m in zip(cell_list, missing_list, strict=True)
+                (b"" if m else copies[i]) or b"" for i, m in zip(at_list, missing_list, strict=True)
             ]
             if avail:  # a missing block's entries come with it below
-                held = directory.avail
-                parts = [
-                    b"" if m else held.get(c, b"")
-                    for c, m in zip(cell_list, missing_list, strict=True)
+                parts = listed_avail = [
+                    b"" if m else avails[i] for i, m in zip(at_list, missing_list, strict=True)
                 ]
-        else:  # every copy held: joined in C, in cell order
-            rows = _kernels.gather(copy, cells, False)
+        else:  # every copy held: joined in C, by position, in cell order
+            pos = np.ascontiguousarray(idx, dtype=np.int64)
+            rows = _kernels.gather(directory.copies, pos, None)
             if avail:
-                held = directory.avail
-                parts = [held.get(c, b"") for c in cells.tolist()]
+                lengths = np.empty(pos.size, dtype=np.int64)
+                parts = (_kernels.gather(directory.avails, pos, lengths), lengths)
         others = {
             b: directory.others[int(cells[b])]
             for b in np.flatnonzero(directory.has_others[idx] & ~missing).tolist()
@@ -852,8 +852,8 @@ class PostgresEngine:
                 listed[b], counts[b], versions[b] = records, n, version
                 if entries:
                     others[b] = entries
-                if parts is not None:
-                    parts[b] = bytes(windows)
+                if avail:
+                    listed_avail[b] = bytes(windows)
                 directory.hold(cell, version, records, n, entries, bytes(windows))
             if directory.nbytes > _BLOCK_CACHE_BYTES:  # start over rather than track use
                 directory.drop_copies()

@@ -55,7 +55,16 @@ def test_directory_follows_partial_answers(
         return {c: v for c, (v, n) in s.items() if n > 0}
 
     assert dict(zip(d.cells.tolist(), d.versions.tolist(), strict=True)) == visible(state)
+
+    def copy_of(cell: int, version: int) -> bytes:
+        return f"{cell}@{version}".encode()
+
     for step, write in enumerate(writes):
+        # hold a copy of every other block: a write keeps those of unchanged blocks only
+        listed = dict(zip(d.cells.tolist(), d.versions.tolist(), strict=True))
+        for cell, version in list(listed.items())[::2]:
+            d.hold(cell, version, copy_of(cell, version), 1, None, b"a" * (cell % 3))
+        held = d.held_copies()
         before = visible(state)
         state.update(write)
         after = visible(state)
@@ -64,6 +73,17 @@ def test_directory_follows_partial_answers(
         assert set(changed.tolist()) == expected
         assert dict(zip(d.cells.tolist(), d.versions.tolist(), strict=True)) == after
         assert d.horizon == 8 + step
+        # copies stay aligned on their cells, kept exactly for the blocks unchanged
+        assert d.held_copies() == {c: b for c, b in held.items() if c not in expected}
+        for i, (cell, version) in enumerate(zip(d.cells.tolist(), d.versions.tolist(),
+                                                strict=True)):  # fmt: skip
+            if d.copies[i] is None:
+                assert (d.held[i], d.avails[i]) == (-1, b"")
+            else:
+                assert (d.held[i], d.copies[i]) == (version, copy_of(cell, version))
+                assert d.avails[i] == b"a" * (cell % 3)
+        assert d.nbytes == sum(len(b or b"") + len(a) for b, a in zip(d.copies, d.avails,
+                                                                         strict=True))  # fmt: skip
 
 
 def test_directory_lookup_current_and_copies() -> None:
@@ -89,14 +109,14 @@ def test_directory_lookup_current_and_copies() -> None:
     d.hold(9, 4, b"x" * 10, 1, None)
     d.hold(20, 3, b"y", 1, None)  # older than the directory's version: not held
     d.hold(6, 9, b"z", 1, None)  # a cell the directory does not list: not held
-    assert d.copy == {9: b"x" * 10}
+    assert d.held_copies() == {9: b"x" * 10}
     assert d.held[np.searchsorted(d.cells, 9)] == 4
     assert d.nbytes == 10
     d.hold(9, 11, b"w", 1, ["0:xx"])  # a newer copy: the directory takes its version
     assert d.versions[np.searchsorted(d.cells, 9)] == 11
     assert d.others == {9: ["0:xx"]}
     d.apply(_answer(4, 1, {9: (12, 1)}), whole=False)
-    assert d.copy == {}
+    assert d.held_copies() == {}
     assert d.others == {}
     assert d.nbytes == 0
     assert d.held.tolist() == [-1] * d.cells.size

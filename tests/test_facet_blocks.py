@@ -423,16 +423,18 @@ def test_block_page_equals_a_sorted_walk(
     assert b.page(hits, sort, limit, key) == [ident(i) for i in order[:limit]]
 
 
-def test_gather_joins_copies_in_cell_order() -> None:
-    """`_kernels.gather` concatenates the copies of the cells in the order given; a cell
-    without a copy is a KeyError, or empty when asked."""
-    copies = {3: b"ccc", -7: b"a", 2**40: b"", 5: b"ee"}
-    cells = np.array([5, -7, 2**40, 3], dtype=np.int64)
-    assert _kernels.gather(copies, cells, False) == b"eeaccc"
-    assert _kernels.gather(copies, np.array([], dtype=np.int64), False) == b""
-    with pytest.raises(KeyError):
-        _kernels.gather(copies, np.array([5, 6], dtype=np.int64), False)
-    assert _kernels.gather(copies, np.array([6, 5], dtype=np.int64), True) == b"ee"
+def test_gather_joins_copies_by_position() -> None:
+    """`_kernels.gather` concatenates the copies at the positions given, in that order,
+    and writes each one's length when asked; a position without a copy (None) or out of
+    range is a ValueError."""
+    copies: list[bytes | None] = [b"ccc", b"a", b"", None, b"ee"]
+    lengths = np.zeros(4, dtype=np.int64)
+    assert _kernels.gather(copies, np.array([4, 1, 2, 0], dtype=np.int64), lengths) == b"eeaccc"
+    assert lengths.tolist() == [2, 1, 0, 3]
+    assert _kernels.gather(copies, np.array([], dtype=np.int64), None) == b""
+    for bad in ([4, 3], [5], [-1]):
+        with pytest.raises(ValueError, match=r"copy|range"):
+            _kernels.gather(copies, np.array(bad, dtype=np.int64), None)
 
 
 def test_ids_print_the_uuids_of_the_records_asked() -> None:
@@ -770,7 +772,7 @@ def test_cached_blocks_follow_writes(
     q = TutorQuery(lat=lat, lng=lng, radius_km=30, sort="price")
     before = et.run(et.engine.search_tutors(q))
     assert before.model_dump() == et.run(sql.search_tutors(q)).model_dump()
-    assert et.engine._directory["tutor"].copy, "the engine holds the blocks it read"
+    assert et.engine._directory["tutor"].held_copies(), "the engine holds the blocks it read"
     market.execute(
         "UPDATE provider_profiles SET hourly_rate_minor = 1, currency = 'EUR' WHERE user_id = %s",
         (pid,),
@@ -918,6 +920,6 @@ def test_availability_entries_overlap_like_postgresql(
     assert row is not None
     want, entries = row
     blocks = Blocks.from_parts("coach", [(b"\0" * DTYPE["coach"].itemsize * 2, None, False)])
-    blocks.avail = [bytes(entries)]
+    blocks.avail = (bytes(entries), np.array([len(entries)], dtype=np.int64))
     got = blocks.available(*window_bounds(start, end))
     assert got.tolist() == [False, bool(want)]
