@@ -992,6 +992,154 @@ done:
     return out;
 }
 
+/* ------------------------------------------------------------------ text matches */
+
+/* Grows an array of `size`-byte items. */
+typedef struct {
+    char *v;
+    Py_ssize_t n, cap, size;
+} Grow;
+
+static int grow_reserve(Grow *g, Py_ssize_t more) {
+    if (g->n + more <= g->cap)
+        return 0;
+    Py_ssize_t cap = g->cap ? g->cap : 1024;
+    while (cap < g->n + more)
+        cap *= 2;
+    char *v = PyMem_Realloc(g->v, (size_t)(cap * g->size));
+    if (v == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    g->v = v;
+    g->cap = cap;
+    return 0;
+}
+
+PyDoc_STRVAR(text_gather_doc,
+"text_gather(group, cells, versions, starts, ranked)\n"
+"--\n\n"
+"The loop of `search.text_cache.TextMatchCache.gather`: for each block b (cell `cells[b]`\n"
+"at version `versions[b]`, first record at `starts[b]`; native int64 buffers), the entry\n"
+"`group[cell]` = (version, positions int32 array, ranks float32 array or None) is used\n"
+"when its version is the block's. Returns (positions of the matches among the records\n"
+"as bytes of native int64, their ranks as bytes of native float32 when `ranked` else\n"
+"None, list of the blocks b without a valid entry). ValueError when the buffers differ\n"
+"in length or an entry is malformed.");
+
+static PyObject *text_gather(PyObject *self, PyObject *args) {
+    PyObject *group, *cells_o, *versions_o, *starts_o;
+    int ranked;
+    if (!PyArg_ParseTuple(args, "O!OOOp", &PyDict_Type, &group, &cells_o, &versions_o,
+                          &starts_o, &ranked))
+        return NULL;
+    Py_buffer cb, vb, sb;
+    if (PyObject_GetBuffer(cells_o, &cb, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(versions_o, &vb, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&cb);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(starts_o, &sb, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&vb);
+        PyBuffer_Release(&cb);
+        return NULL;
+    }
+    PyObject *result = NULL, *missing = NULL;
+    Grow pos = {NULL, 0, 0, sizeof(int64_t)}, rk = {NULL, 0, 0, sizeof(float)};
+    Py_ssize_t m = cb.len / (Py_ssize_t)sizeof(int64_t);
+    if (cb.len % (Py_ssize_t)sizeof(int64_t) || vb.len != cb.len || sb.len != cb.len) {
+        PyErr_SetString(PyExc_ValueError, "cells, versions and starts differ in length");
+        goto done;
+    }
+    missing = PyList_New(0);
+    if (missing == NULL)
+        goto done;
+    const int64_t *cells = cb.buf, *versions = vb.buf, *starts = sb.buf;
+    for (Py_ssize_t b = 0; b < m; b++) {
+        PyObject *key = PyLong_FromLongLong(cells[b]);
+        if (key == NULL)
+            goto done;
+        PyObject *e = PyDict_GetItemWithError(group, key); /* borrowed */
+        Py_DECREF(key);
+        if (e == NULL && PyErr_Occurred())
+            goto done;
+        long long version = -1;
+        if (e != NULL) {
+            if (!PyTuple_Check(e) || PyTuple_GET_SIZE(e) != 3) {
+                PyErr_SetString(PyExc_ValueError, "a text match entry is not a 3-tuple");
+                goto done;
+            }
+            version = PyLong_AsLongLong(PyTuple_GET_ITEM(e, 0));
+            if (version == -1 && PyErr_Occurred())
+                goto done;
+        }
+        if (e == NULL || version != versions[b]) {
+            PyObject *v = PyLong_FromSsize_t(b);
+            if (v == NULL || PyList_Append(missing, v) < 0) {
+                Py_XDECREF(v);
+                goto done;
+            }
+            Py_DECREF(v);
+            continue;
+        }
+        Py_buffer ib, rb;
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(e, 1), &ib, PyBUF_SIMPLE) < 0)
+            goto done;
+        Py_ssize_t k = ib.len / (Py_ssize_t)sizeof(int32_t);
+        int bad = ib.len % (Py_ssize_t)sizeof(int32_t) != 0;
+        int got_rb = 0;
+        if (!bad && ranked) {
+            if (PyObject_GetBuffer(PyTuple_GET_ITEM(e, 2), &rb, PyBUF_SIMPLE) < 0) {
+                PyBuffer_Release(&ib);
+                goto done;
+            }
+            got_rb = 1;
+            bad = rb.len != k * (Py_ssize_t)sizeof(float);
+        }
+        if (!bad && (grow_reserve(&pos, k) < 0 || (ranked && grow_reserve(&rk, k) < 0))) {
+            if (got_rb)
+                PyBuffer_Release(&rb);
+            PyBuffer_Release(&ib);
+            goto done;
+        }
+        if (!bad) {
+            const int32_t *at = ib.buf;
+            int64_t *dst = (int64_t *)pos.v + pos.n;
+            for (Py_ssize_t j = 0; j < k; j++)
+                dst[j] = starts[b] + at[j];
+            pos.n += k;
+            if (ranked) {
+                memcpy((float *)rk.v + rk.n, rb.buf, (size_t)k * sizeof(float));
+                rk.n += k;
+            }
+        }
+        if (got_rb)
+            PyBuffer_Release(&rb);
+        PyBuffer_Release(&ib);
+        if (bad) {
+            PyErr_SetString(PyExc_ValueError, "a text match entry's arrays do not match");
+            goto done;
+        }
+    }
+    PyObject *pos_b = PyBytes_FromStringAndSize(pos.v ? pos.v : "", pos.n * pos.size);
+    PyObject *rk_b = ranked ? PyBytes_FromStringAndSize(rk.v ? rk.v : "", rk.n * rk.size)
+                            : Py_NewRef(Py_None);
+    if (pos_b != NULL && rk_b != NULL)
+        result = PyTuple_Pack(3, pos_b, rk_b, missing);
+    Py_XDECREF(pos_b);
+    Py_XDECREF(rk_b);
+
+done:
+    Py_XDECREF(missing);
+    PyMem_Free(pos.v);
+    PyMem_Free(rk.v);
+    PyBuffer_Release(&sb);
+    PyBuffer_Release(&vb);
+    PyBuffer_Release(&cb);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"facet_pass", facet_pass, METH_VARARGS, facet_pass_doc},
     {"edge_test", edge_test, METH_VARARGS, edge_test_doc},
@@ -1002,6 +1150,7 @@ static PyMethodDef methods[] = {
     {"gather", gather, METH_VARARGS, gather_doc},
     {"page", page, METH_VARARGS, page_doc},
     {"hex_ids", hex_ids, METH_VARARGS, hex_ids_doc},
+    {"text_gather", text_gather, METH_VARARGS, text_gather_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -605,9 +605,9 @@ class PostgresEngine:
         renews every block's entry."""
         p = s.params
         key = (family, p["tsq_match"], p["tsq"] if ranked else None)
-        cells, versions = blocks.cells.tolist(), blocks.versions.tolist()
-        starts, counts = blocks.starts.tolist(), blocks.counts.tolist()
-        pos, pos_rank, missing = self._text_cache.gather(key, cells, versions, starts)
+        pos, pos_rank, missing = self._text_cache.gather(
+            key, blocks.cells, blocks.versions, blocks.starts
+        )
         n = len(blocks.records)
         found = np.zeros(n, dtype=bool)
         found[pos] = True
@@ -616,6 +616,8 @@ class PostgresEngine:
             rank = np.full(n, np.nan)
             rank[pos] = pos_rank
         if missing:
+            cells, versions = blocks.cells.tolist(), blocks.versions.tolist()
+            starts, counts = blocks.starts.tolist(), blocks.counts.tolist()
             rank_sql = "ts_rank(search_vector, %(tsq)s::tsquery)"
             rank_agg = (
                 f"coalesce(string_agg(float4send({rank_sql}), ''::bytea), ''::bytea)"

@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from search import _kernels
+
 _ENTRY_OVERHEAD = 200  # bytes per entry besides its arrays (dict slot, tuple, array headers)
-_EMPTY: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
 
 # cell -> (block version, positions of the matching records in the block, their ranks)
 Entry = tuple[int, npt.NDArray[np.int32], npt.NDArray[np.float32] | None]
@@ -53,43 +54,37 @@ class TextMatchCache:
     def gather(
         self,
         key: GroupKey,
-        cells: list[int],
-        versions: list[int],
-        starts: list[int],
+        cells: npt.NDArray[np.int64],
+        versions: npt.NDArray[np.int64],
+        starts: npt.NDArray[np.int64],
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32] | None, list[int]]:
         """For blocks b (cell `cells[b]` at version `versions[b]`, first record at
-        `starts[b]` of the fetched records) and the group `key` = (family, match query,
-        rank query or None): (positions of the cached matches among the fetched records,
-        their ranks when the group has a rank query, indexes b of the blocks without a
-        valid entry)."""
+        `starts[b]` of the fetched records; int64 arrays) and the group `key` = (family,
+        match query, rank query or None): (positions of the cached matches among the
+        fetched records, their ranks when the group has a rank query, indexes b of the
+        blocks without a valid entry). The loop over the blocks runs in C
+        (`_kernels.text_gather`)."""
         group = self._groups.get(key)
         if group is None:
             group = self._groups[key] = {}
             self._group_bytes[key] = 0
         else:
             self._groups.move_to_end(key)
-        missing: list[int] = []
-        idx: list[npt.NDArray[np.int32]] = []
-        firsts: list[int] = []
-        lens: list[int] = []
-        ranks: list[npt.NDArray[np.float32]] = []
         ranked = key[2] is not None
-        for b, (cell, version) in enumerate(zip(cells, versions, strict=True)):
-            e = group.get(cell)
-            if e is None or e[0] != version:
-                missing.append(b)
-            elif e[1].size:
-                idx.append(e[1])
-                firsts.append(starts[b])
-                lens.append(e[1].size)
-                if ranked:
-                    ranks.append(e[2])  # type: ignore[arg-type]
+        pos, ranks, missing = _kernels.text_gather(
+            group,
+            np.ascontiguousarray(cells, dtype=np.int64),
+            np.ascontiguousarray(versions, dtype=np.int64),
+            np.ascontiguousarray(starts, dtype=np.int64),
+            ranked,
+        )
         self.hits += len(cells) - len(missing)
         self.misses += len(missing)
-        if not idx:
-            return _EMPTY, (np.zeros(0, np.float32) if ranked else None), missing
-        pos = np.concatenate(idx).astype(np.int64) + np.repeat(np.array(firsts), lens)
-        return pos, (np.concatenate(ranks) if ranked else None), missing
+        return (
+            np.frombuffer(pos, dtype=np.int64),
+            None if ranks is None else np.frombuffer(ranks, dtype=np.float32),
+            missing,
+        )
 
     def store(
         self,

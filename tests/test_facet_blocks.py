@@ -40,6 +40,7 @@ from search.blocks import (
 from search.geo import snap_bbox
 from search.postgres import PostgresEngine, _radius, _Sql, sphere_scale
 from search.schemas import CoachQuery, TutorMapQuery, TutorQuery
+from search.text_cache import TextMatchCache
 from tests.conftest import EngineThread
 from tests.projection_check import assert_equals_from_scratch
 from tests.test_search_oracle import CENTRES, T0, coach_queries, tutor_queries
@@ -923,3 +924,51 @@ def test_availability_entries_overlap_like_postgresql(
     blocks.avail = (bytes(entries), np.array([len(entries)], dtype=np.int64))
     got = blocks.available(*window_bounds(start, end))
     assert got.tolist() == [False, bool(want)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    stored=st.dictionaries(
+        st.integers(-3, 12),
+        st.tuples(st.integers(1, 3), st.lists(st.integers(0, 9), unique=True, max_size=6)),
+        max_size=10,
+    ),
+    asked=st.lists(
+        st.tuples(st.integers(-3, 12), st.integers(1, 3), st.integers(0, 10)),
+        unique_by=lambda t: t[0],
+        max_size=12,
+    ),
+    ranked=st.booleans(),
+)
+def test_text_cache_gathers_the_entries_of_the_blocks_versions(
+    stored: dict[int, tuple[int, list[int]]], asked: list[tuple[int, int, int]], ranked: bool
+) -> None:
+    """`TextMatchCache.gather` (its loop in C) gives, block by block in the order asked,
+    the cached positions shifted by the block's first record and their ranks, for the
+    blocks whose entry has the block's version; the others are missing."""
+    cache = TextMatchCache()
+    key = ("tutor", "m:*", "m:*" if ranked else None)
+    for cell, (version, idx) in stored.items():
+        ranks = np.array([cell + i / 10 for i in idx], dtype=np.float32) if ranked else None
+        cache.store(key, cell, version, np.array(idx, dtype=np.int64), ranks)
+    cells = np.array([a[0] for a in asked], dtype=np.int64)
+    versions = np.array([a[1] for a in asked], dtype=np.int64)
+    starts = np.cumsum([0] + [a[2] * 10 for a in asked])[:-1].astype(np.int64)
+    pos, ranks, missing = cache.gather(key, cells, versions, starts)
+    want_pos: list[int] = []
+    want_ranks: list[float] = []
+    want_missing = []
+    for b, (cell, version, _) in enumerate(asked):
+        if cell not in stored or stored[cell][0] != version:
+            want_missing.append(b)
+            continue
+        want_pos += [int(starts[b]) + i for i in stored[cell][1]]
+        want_ranks += [float(np.float32(cell + i / 10)) for i in stored[cell][1]]
+    assert pos.tolist() == want_pos
+    assert missing == want_missing
+    if ranked:
+        assert ranks is not None
+        assert ranks.tolist() == want_ranks
+    else:
+        assert ranks is None
+    assert (cache.hits, cache.misses) == (len(asked) - len(want_missing), len(want_missing))
