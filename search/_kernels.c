@@ -1140,6 +1140,146 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------------------ map clusters */
+
+typedef struct {
+    int64_t gx, gy;
+    long long count;
+    double sum_lat, sum_lng, min_lat, min_lng, max_lat, max_lng;
+    int used;
+} Cluster;
+
+static uint64_t cluster_hash(int64_t gx, int64_t gy) {
+    uint64_t h = (uint64_t)gx * 0x9E3779B97F4A7C15ULL ^ ((uint64_t)gy + 0x632BE59BD9B4E019ULL);
+    h ^= h >> 29;
+    h *= 0xBF58476D1CE4E5B9ULL;
+    return h ^ (h >> 32);
+}
+
+/* the slot of (gx, gy) in a table of `cap` slots (a power of two), free or its own */
+static Py_ssize_t cluster_slot(Cluster *t, Py_ssize_t cap, int64_t gx, int64_t gy) {
+    Py_ssize_t i = (Py_ssize_t)(cluster_hash(gx, gy) & (uint64_t)(cap - 1));
+    while (t[i].used && (t[i].gx != gx || t[i].gy != gy))
+        i = (i + 1) & (cap - 1);
+    return i;
+}
+
+PyDoc_STRVAR(clusters_doc,
+"clusters(records, itemsize, hits, cell)\n"
+"--\n\n"
+"Map clusters of the `hits` (n bytes 0/1) tutor records on the grid of `cell` degrees:\n"
+"per non-empty grid cell (gx, gy) = (floor(lng / cell), floor(lat / cell)) one tuple\n"
+"(count, avg lat, avg lng, min lat, min lng, max lat, max lng, gx, gy), sums taken in\n"
+"record order, in the order the grid cells are first met. ValueError when a buffer has\n"
+"the wrong size or `cell` is not positive.");
+
+static PyObject *clusters(PyObject *self, PyObject *args) {
+    PyObject *records_o, *hits_o;
+    Py_ssize_t itemsize;
+    double cell;
+    if (!PyArg_ParseTuple(args, "OnOd", &records_o, &itemsize, &hits_o, &cell))
+        return NULL;
+    if (itemsize < TUTOR_SIZE || !(cell > 0)) {
+        PyErr_SetString(PyExc_ValueError, "tutor records and a positive cell are needed");
+        return NULL;
+    }
+    Py_buffer rec, hits;
+    if (PyObject_GetBuffer(records_o, &rec, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *result = NULL;
+    int got_hits = 0;
+    Cluster *t = NULL;
+    Py_ssize_t *order = NULL;
+    if (rec.len % itemsize) {
+        PyErr_SetString(PyExc_ValueError, "records are not whole");
+        goto done;
+    }
+    Py_ssize_t n = rec.len / itemsize;
+    if ((got_hits = mask_buffer(hits_o, &hits, n, 0, "hits")) < 0)
+        goto done;
+    Py_ssize_t cap = 1024, used = 0;
+    t = PyMem_Calloc((size_t)cap, sizeof(Cluster));
+    order = PyMem_Malloc((size_t)cap * sizeof(Py_ssize_t));
+    if (t == NULL || order == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    const unsigned char *base = rec.buf, *hit = hits.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!hit[i])
+            continue;
+        const unsigned char *r = base + i * itemsize;
+        double lat = be_double(r + OFF_LAT), lng = be_double(r + OFF_LNG);
+        int64_t gx = (int64_t)floor(lng / cell), gy = (int64_t)floor(lat / cell);
+        Py_ssize_t s = cluster_slot(t, cap, gx, gy);
+        if (!t[s].used) {
+            if (2 * (used + 1) > cap) { /* grow: rehash into twice the slots */
+                Py_ssize_t cap2 = 2 * cap;
+                Cluster *t2 = PyMem_Calloc((size_t)cap2, sizeof(Cluster));
+                Py_ssize_t *order2 = PyMem_Realloc(order, (size_t)cap2 * sizeof(Py_ssize_t));
+                if (t2 == NULL || order2 == NULL) {
+                    PyMem_Free(t2);
+                    if (order2 != NULL)
+                        order = order2;
+                    PyErr_NoMemory();
+                    goto done;
+                }
+                order = order2;
+                for (Py_ssize_t k = 0; k < used; k++) {
+                    Py_ssize_t s2 = cluster_slot(t2, cap2, t[order[k]].gx, t[order[k]].gy);
+                    t2[s2] = t[order[k]];
+                    order[k] = s2;
+                }
+                PyMem_Free(t);
+                t = t2;
+                cap = cap2;
+                s = cluster_slot(t, cap, gx, gy);
+            }
+            t[s].used = 1;
+            t[s].gx = gx;
+            t[s].gy = gy;
+            t[s].min_lat = t[s].max_lat = lat;
+            t[s].min_lng = t[s].max_lng = lng;
+            order[used++] = s;
+        }
+        Cluster *c = &t[s];
+        c->count++;
+        c->sum_lat += lat;
+        c->sum_lng += lng;
+        if (lat < c->min_lat)
+            c->min_lat = lat;
+        if (lat > c->max_lat)
+            c->max_lat = lat;
+        if (lng < c->min_lng)
+            c->min_lng = lng;
+        if (lng > c->max_lng)
+            c->max_lng = lng;
+    }
+    result = PyList_New(used);
+    if (result == NULL)
+        goto done;
+    for (Py_ssize_t k = 0; k < used; k++) {
+        Cluster *c = &t[order[k]];
+        PyObject *item = Py_BuildValue("(LddddddLL)", c->count, c->sum_lat / (double)c->count,
+                                       c->sum_lng / (double)c->count, c->min_lat, c->min_lng,
+                                       c->max_lat, c->max_lng, (long long)c->gx,
+                                       (long long)c->gy);
+        if (item == NULL) {
+            Py_CLEAR(result);
+            goto done;
+        }
+        PyList_SET_ITEM(result, k, item);
+    }
+
+done:
+    PyMem_Free(order);
+    PyMem_Free(t);
+    if (got_hits > 0)
+        PyBuffer_Release(&hits);
+    PyBuffer_Release(&rec);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"facet_pass", facet_pass, METH_VARARGS, facet_pass_doc},
     {"edge_test", edge_test, METH_VARARGS, edge_test_doc},
@@ -1151,6 +1291,7 @@ static PyMethodDef methods[] = {
     {"page", page, METH_VARARGS, page_doc},
     {"hex_ids", hex_ids, METH_VARARGS, hex_ids_doc},
     {"text_gather", text_gather, METH_VARARGS, text_gather_doc},
+    {"clusters", clusters, METH_VARARGS, clusters_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -591,29 +591,13 @@ class Blocks:
         """Clusters of the `hits` records on the grid of `cell` degrees (tutors): one
         (count, avg lat, avg lng, min lat, min lng, max lat, max lng) per non-empty grid
         cell `(floor(lng / cell), floor(lat / cell))`, by count descending, then average
-        latitude and longitude (the SQL pass's order)."""
-        rec = self.take(hits)
-        if rec.size == 0:
-            return []
-        lat, lng = rec["lat"].astype(np.float64), rec["lng"].astype(np.float64)
-        key = np.floor(lng / cell).astype(np.int64) * (1 << 32) + np.floor(lat / cell).astype(
-            np.int64
+        latitude and longitude (the SQL pass's order), then grid cell. Grouped in one
+        pass in C (`_kernels.clusters`, a hash table of the grid cells met)."""
+        rows = _kernels.clusters(
+            self.records, self.records.dtype.itemsize, np.ascontiguousarray(hits), cell
         )
-        order = np.argsort(key, kind="stable")
-        key, lat, lng = key[order], lat[order], lng[order]
-        starts = np.concatenate(([0], np.flatnonzero(np.diff(key)) + 1))
-        n = np.diff(np.append(starts, key.size))
-        rows = zip(
-            n.tolist(),
-            (np.add.reduceat(lat, starts) / n).tolist(),
-            (np.add.reduceat(lng, starts) / n).tolist(),
-            np.minimum.reduceat(lat, starts).tolist(),
-            np.minimum.reduceat(lng, starts).tolist(),
-            np.maximum.reduceat(lat, starts).tolist(),
-            np.maximum.reduceat(lng, starts).tolist(),
-            strict=True,
-        )
-        return sorted(rows, key=lambda c: (-c[0], c[1], c[2]))
+        rows.sort(key=lambda c: (-c[0], c[1], c[2], c[7], c[8]))
+        return [c[:7] for c in rows]
 
     def page(
         self, hits: npt.NDArray[np.bool_], sort: str, limit: int, key: list[Any] | None

@@ -5,6 +5,7 @@ from-scratch build under streaming writes, moves, deletes and concurrent writers
 from __future__ import annotations
 
 import math
+import struct
 import threading
 import time
 import uuid
@@ -972,3 +973,48 @@ def test_text_cache_gathers_the_entries_of_the_blocks_versions(
     else:
         assert ranks is None
     assert (cache.hits, cache.misses) == (len(asked) - len(want_missing), len(want_missing))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    points=st.lists(
+        st.tuples(st.floats(-89.9, 89.9), st.floats(-179.9, 179.9), st.booleans()), max_size=60
+    ),
+    dense=st.lists(
+        st.tuples(st.floats(48.8, 48.9), st.floats(2.3, 2.4), st.booleans()), max_size=60
+    ),
+    cell=st.sampled_from([0.01, 0.35, 5.625, 90.0]),
+    spread=st.integers(0, 1500),
+)
+def test_block_clusters_equal_a_grouping_one_record_at_a_time(
+    points: list[tuple[float, float, bool]],
+    dense: list[tuple[float, float, bool]],
+    cell: float,
+    spread: int,
+) -> None:
+    """`Blocks.clusters` (a hash table in C) groups the hits on the grid like a plain
+    Python grouping: count, averages summed in record order, bounds, and the order (count
+    descending, average latitude, average longitude). `spread` more hits on as many
+    distinct grid cells make the table grow past its first size; `dense` hits crowd a
+    few cells."""
+    points = points + dense + [((k % 40) * cell * 1.01 - 44.5 * cell, (k // 40) * cell * 1.01 - 20 * cell, True)
+                       for k in range(spread)]  # fmt: skip
+    points = [(y, x, h) for y, x, h in points if -90 < y < 90 and -180 < x < 180]
+    rec = b"".join(uuid.uuid4().bytes + bytes(27) + struct.pack(">dd", y, x) for y, x, _ in points)
+    b = Blocks.from_parts("tutor", [(rec, None, False)])
+    hits = np.array([h for _, _, h in points], dtype=bool)
+    groups: dict[tuple[int, int], list[tuple[float, float]]] = {}
+    for y, x, h in points:
+        if h:
+            groups.setdefault((math.floor(x / cell), math.floor(y / cell)), []).append((y, x))
+    want = []
+    for key, members in groups.items():
+        lat_sum = lng_sum = 0.0
+        for y, x in members:
+            lat_sum += y
+            lng_sum += x
+        ys, xs = [y for y, _ in members], [x for _, x in members]
+        n = len(members)
+        want.append((n, lat_sum / n, lng_sum / n, min(ys), min(xs), max(ys), max(xs), *key))
+    want.sort(key=lambda c: (-c[0], c[1], c[2], c[7], c[8]))
+    assert b.clusters(hits, cell) == [c[:7] for c in want]
