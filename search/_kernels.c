@@ -1,4 +1,5 @@
-/* search._kernels: the facet pass over packed facet records, in one loop.
+/* search._kernels: the facet pass over packed facet records, in one loop, and the
+ * other per-record and per-cell loops of a search.
  *
  * The records are those of `search.blocks` (big-endian, as PostgreSQL's `*send`
  * functions write them; the layout is the table in that module's docstring):
@@ -15,6 +16,13 @@
  * `edge_test` decides the records of the cells a radius's edge crosses: on the sphere
  * where that is certain, else by Vincenty's inverse formula on the WGS84 ellipsoid,
  * leaving to PostGIS only those within a margin of the radius.
+ *
+ * The rest of a query's loops over cells and records live here too, each replacing
+ * several numpy operations or a Python loop: the radius cover (`radius_cover`,
+ * `grid_runs`), the assembly of a query's blocks from the copies held (`gather`), the
+ * text matches held per block (`text_gather`), the rating/price/relevance page (`page`,
+ * a heap) and the distance page's candidates (`nearest`), the map clusters (`clusters`,
+ * a hash table) and the page ids as hex (`hex_ids`).
  *
  * Only the CPython C API (buffer protocol) is used: no numpy headers at build time.
  */
@@ -481,70 +489,6 @@ done:
         PyBuffer_Release(&edge);
     PyBuffer_Release(&rec);
     return undecided;
-}
-
-PyDoc_STRVAR(sphere_distances_doc,
-"sphere_distances(records, itemsize, idx, lat, lng, out)\n"
-"--\n\n"
-"Great-circle distances in metres on the PostGIS sphere (radius 6371008.7714 m) from\n"
-"(lat, lng) (degrees) to the tutor records at `idx` (int64 indexes, native order) of\n"
-"`records` (packed big-endian, lat/lng float8 at bytes 43/51), written to `out`\n"
-"(float64, one per index): acos of the unit vectors' dot product clipped to [-1, 1].\n"
-"ValueError when a buffer has the wrong size or an index is out of range.");
-
-static PyObject *sphere_distances(PyObject *self, PyObject *args) {
-    PyObject *records_o, *idx_o, *out_o;
-    Py_ssize_t itemsize;
-    double lat, lng;
-    if (!PyArg_ParseTuple(args, "OnOddO", &records_o, &itemsize, &idx_o, &lat, &lng, &out_o))
-        return NULL;
-    if (itemsize < TUTOR_SIZE) {
-        PyErr_Format(PyExc_ValueError, "a record with a position is at least %d bytes, not %zd",
-                     TUTOR_SIZE, itemsize);
-        return NULL;
-    }
-    Py_buffer rec, idx, out;
-    if (PyObject_GetBuffer(records_o, &rec, PyBUF_SIMPLE) < 0)
-        return NULL;
-    if (PyObject_GetBuffer(idx_o, &idx, PyBUF_SIMPLE) < 0) {
-        PyBuffer_Release(&rec);
-        return NULL;
-    }
-    if (PyObject_GetBuffer(out_o, &out, PyBUF_WRITABLE) < 0) {
-        PyBuffer_Release(&idx);
-        PyBuffer_Release(&rec);
-        return NULL;
-    }
-    PyObject *result = NULL;
-    Py_ssize_t n = rec.len / itemsize, m = idx.len / (Py_ssize_t)sizeof(int64_t);
-    if (rec.len % itemsize || idx.len % (Py_ssize_t)sizeof(int64_t) ||
-        out.len != m * (Py_ssize_t)sizeof(double)) {
-        PyErr_SetString(PyExc_ValueError, "records, idx and out do not match in size");
-        goto done;
-    }
-    const unsigned char *base = (const unsigned char *)rec.buf;
-    const int64_t *at = (const int64_t *)idx.buf;
-    double *dist = (double *)out.buf;
-    double phi = lat * DEG, lam = lng * DEG;
-    double px = cos(phi) * cos(lam), py = cos(phi) * sin(lam), pz = sin(phi);
-    for (Py_ssize_t k = 0; k < m; k++) {
-        if (at[k] < 0 || at[k] >= n) {
-            PyErr_SetString(PyExc_ValueError, "an index is out of range");
-            goto done;
-        }
-        const unsigned char *r = base + at[k] * itemsize;
-        double rphi = be_double(r + OFF_LAT) * DEG, rlam = be_double(r + OFF_LNG) * DEG;
-        double c = cos(rphi);
-        double dot = c * cos(rlam) * px + c * sin(rlam) * py + sin(rphi) * pz;
-        dist[k] = acos(dot < -1.0 ? -1.0 : dot > 1.0 ? 1.0 : dot) * EARTH_R;
-    }
-    result = Py_NewRef(Py_None);
-
-done:
-    PyBuffer_Release(&out);
-    PyBuffer_Release(&idx);
-    PyBuffer_Release(&rec);
-    return result;
 }
 
 /* ------------------------------------------------------------------ cell covers */
@@ -1280,11 +1224,148 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------------------ the distance page */
+
+/* sift-down in a max-heap of k doubles */
+static void dheap_down(double *h, Py_ssize_t k, Py_ssize_t i) {
+    for (;;) {
+        Py_ssize_t l = 2 * i + 1, big = i;
+        if (l < k && h[l] > h[big])
+            big = l;
+        if (l + 1 < k && h[l + 1] > h[big])
+            big = l + 1;
+        if (big == i)
+            return;
+        double t = h[i];
+        h[i] = h[big];
+        h[big] = t;
+        i = big;
+    }
+}
+
+PyDoc_STRVAR(nearest_doc,
+"nearest(records, itemsize, hits, lat, lng, limit, after)\n"
+"--\n\n"
+"The candidates of `search.blocks.Blocks.nearest`, as record indexes in record order:\n"
+"over the `hits` (n bytes 0/1) tutor records, with d the sphere distance to (lat, lng)\n"
+"(metres: acos of the unit vectors' dot product clipped to [-1, 1], times the PostGIS\n"
+"sphere's radius): with `after` (metres, or None) the records with\n"
+"d < after / 1.006 - 1 are dropped and those with d <= after * 1.006 + 1 are uncertain;\n"
+"with D the `limit`-th smallest d of the others (when there are more than `limit`),\n"
+"the candidates are the uncertain records and the others with\n"
+"d <= (D * 1.006 + 1) * 1.006 + 1. ValueError when a buffer has the wrong size or\n"
+"`limit` < 1.");
+
+static PyObject *nearest(PyObject *self, PyObject *args) {
+    PyObject *records_o, *hits_o, *after_o;
+    Py_ssize_t itemsize, limit;
+    double lat, lng;
+    if (!PyArg_ParseTuple(args, "OnOddnO", &records_o, &itemsize, &hits_o, &lat, &lng, &limit,
+                          &after_o))
+        return NULL;
+    if (itemsize < TUTOR_SIZE || limit < 1) {
+        PyErr_SetString(PyExc_ValueError, "tutor records and a positive limit are needed");
+        return NULL;
+    }
+    int has_after = after_o != Py_None;
+    double after = 0;
+    if (has_after) {
+        after = PyFloat_AsDouble(after_o);
+        if (after == -1.0 && PyErr_Occurred())
+            return NULL;
+    }
+    Py_buffer rec, hits;
+    if (PyObject_GetBuffer(records_o, &rec, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *result = NULL;
+    int got_hits = 0;
+    int64_t *at = NULL;
+    double *dist = NULL, *heap = NULL;
+    unsigned char *certain = NULL;
+    if (rec.len % itemsize) {
+        PyErr_SetString(PyExc_ValueError, "records are not whole");
+        goto done;
+    }
+    Py_ssize_t n = rec.len / itemsize;
+    if ((got_hits = mask_buffer(hits_o, &hits, n, 0, "hits")) < 0)
+        goto done;
+    const unsigned char *base = rec.buf, *hit = hits.buf;
+    Py_ssize_t m = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        m += hit[i] != 0;
+    at = PyMem_Malloc((size_t)(m ? m : 1) * sizeof(int64_t));
+    dist = PyMem_Malloc((size_t)(m ? m : 1) * sizeof(double));
+    certain = PyMem_Malloc((size_t)(m ? m : 1));
+    heap = PyMem_Malloc((size_t)limit * sizeof(double));
+    if (at == NULL || dist == NULL || certain == NULL || heap == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    double phi = lat * DEG, lam = lng * DEG;
+    double px = cos(phi) * cos(lam), py = cos(phi) * sin(lam), pz = sin(phi);
+    double lo = after / 1.006 - 1.0, hi = after * 1.006 + 1.0;
+    Py_ssize_t k = 0, nheap = 0, ncert = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!hit[i])
+            continue;
+        const unsigned char *r = base + i * itemsize;
+        double rphi = be_double(r + OFF_LAT) * DEG, rlam = be_double(r + OFF_LNG) * DEG;
+        double c = cos(rphi);
+        double dot = c * cos(rlam) * px + c * sin(rlam) * py + sin(rphi) * pz;
+        double d = acos(dot < -1.0 ? -1.0 : dot > 1.0 ? 1.0 : dot) * EARTH_R;
+        if (has_after && d < lo)
+            continue;
+        int sure = !has_after || d > hi;
+        at[k] = i;
+        dist[k] = d;
+        certain[k] = (unsigned char)sure;
+        k++;
+        if (!sure)
+            continue;
+        ncert++;
+        if (nheap < limit) {
+            heap[nheap++] = d;
+            if (nheap == limit)
+                for (Py_ssize_t j = limit / 2; j-- > 0;)
+                    dheap_down(heap, nheap, j);
+        } else if (d < heap[0]) {
+            heap[0] = d;
+            dheap_down(heap, nheap, 0);
+        }
+    }
+    double bound = INFINITY;
+    if (ncert > limit)
+        bound = (heap[0] * 1.006 + 1.0) * 1.006 + 1.0;
+    result = PyList_New(0);
+    if (result == NULL)
+        goto done;
+    for (Py_ssize_t j = 0; j < k; j++) {
+        if (certain[j] && !(dist[j] <= bound))
+            continue;
+        PyObject *v = PyLong_FromLongLong(at[j]);
+        if (v == NULL || PyList_Append(result, v) < 0) {
+            Py_XDECREF(v);
+            Py_CLEAR(result);
+            goto done;
+        }
+        Py_DECREF(v);
+    }
+
+done:
+    PyMem_Free(heap);
+    PyMem_Free(certain);
+    PyMem_Free(dist);
+    PyMem_Free(at);
+    if (got_hits > 0)
+        PyBuffer_Release(&hits);
+    PyBuffer_Release(&rec);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"facet_pass", facet_pass, METH_VARARGS, facet_pass_doc},
     {"edge_test", edge_test, METH_VARARGS, edge_test_doc},
     {"vincenty", vincenty_py, METH_VARARGS, vincenty_doc},
-    {"sphere_distances", sphere_distances, METH_VARARGS, sphere_distances_doc},
     {"radius_cover", radius_cover, METH_VARARGS, radius_cover_doc},
     {"grid_runs", grid_runs, METH_VARARGS, grid_runs_doc},
     {"gather", gather, METH_VARARGS, gather_doc},
@@ -1292,6 +1373,7 @@ static PyMethodDef methods[] = {
     {"hex_ids", hex_ids, METH_VARARGS, hex_ids_doc},
     {"text_gather", text_gather, METH_VARARGS, text_gather_doc},
     {"clusters", clusters, METH_VARARGS, clusters_doc},
+    {"nearest", nearest, METH_VARARGS, nearest_doc},
     {NULL, NULL, 0, NULL},
 };
 

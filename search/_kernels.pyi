@@ -38,9 +38,6 @@ def edge_test(
     margin: float,
 ) -> list[int]: ...
 def vincenty(lat1: float, lng1: float, lat2: float, lng2: float) -> float: ...
-def sphere_distances(
-    records: Any, itemsize: int, idx: Any, lat: float, lng: float, out: Any
-) -> None: ...
 def radius_cover(
     lat: float,
     lng: float,
@@ -69,3 +66,12 @@ def text_gather(
 def clusters(
     records: Any, itemsize: int, hits: Any, cell: float
 ) -> list[tuple[int, float, float, float, float, float, float, int, int]]: ...
+def nearest(
+    records: Any,
+    itemsize: int,
+    hits: Any,
+    lat: float,
+    lng: float,
+    limit: int,
+    after: float | None,
+) -> list[int]: ...

@@ -642,19 +642,11 @@ class Blocks:
         certainly after it have sphere > after x 1.006 + 1. With `D` the `limit`-th
         smallest sphere distance among the latter, the exact page lies within the
         spheroid `D` x 1.006 + 1, hence within the sphere (`D` x 1.006 + 1) x 1.006 + 1:
-        the candidates are every record of the uncertain band and those up to there."""
-        idx = np.flatnonzero(hits).astype(np.int64, copy=False)
-        if idx.size == 0:
-            return []
-        dist = np.empty(idx.size, dtype=np.float64)
-        _kernels.sphere_distances(self.records, self.records.dtype.itemsize, idx, lat, lng, dist)
-        certain = np.ones(idx.size, dtype=bool)
-        if after is not None:
-            maybe = dist >= after / 1.006 - 1.0
-            certain = dist > after * 1.006 + 1.0
-            idx, dist, certain = idx[maybe], dist[maybe], certain[maybe]
-        if np.count_nonzero(certain) > limit:
-            d = np.partition(dist[certain], limit - 1)[limit - 1]
-            keep = ~certain | (dist <= (d * 1.006 + 1.0) * 1.006 + 1.0)
-            idx = idx[keep]
-        return self.ids(idx)
+        the candidates are every record of the uncertain band and those up to there.
+        One pass in C (`_kernels.nearest`: the distances, the band, and the
+        `limit`-th distance in a heap)."""
+        at = _kernels.nearest(
+            self.records, self.records.dtype.itemsize, np.ascontiguousarray(hits),
+            lat, lng, limit, after,
+        )  # fmt: skip
+        return self.ids(at)

@@ -1018,3 +1018,54 @@ def test_block_clusters_equal_a_grouping_one_record_at_a_time(
         want.append((n, lat_sum / n, lng_sum / n, min(ys), min(xs), max(ys), max(xs), *key))
     want.sort(key=lambda c: (-c[0], c[1], c[2], c[7], c[8]))
     assert b.clusters(hits, cell) == [c[:7] for c in want]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    points=st.lists(
+        st.tuples(st.floats(48.7, 49.0), st.floats(2.2, 2.5), st.booleans()), max_size=80
+    ),
+    ring=st.lists(st.tuples(st.floats(0.0, 0.02), st.floats(0, 2 * math.pi)), max_size=40),
+    limit=st.integers(1, 12),
+    after=st.none() | st.floats(0, 20000),
+)
+def test_nearest_candidates_follow_their_rule(
+    points: list[tuple[float, float, bool]],
+    ring: list[tuple[float, float]],
+    limit: int,
+    after: float | None,
+) -> None:
+    """`Blocks.nearest` (one pass in C) returns, in record order, the hits of the
+    uncertain band after `after` and the others within the bound of the `limit`-th
+    nearest (the rule of its docstring, computed here in plain Python); so the exact
+    page (by sphere distance, after `after`) is among them. A ring of hits at nearly
+    one distance puts records on both sides of that bound. Records within 1e-6 m of a
+    threshold are not judged."""
+    lat, lng = 48.85, 2.35
+    # a ring of hits 2-4 % beyond 1 km: the bound of the limit-th falls among them
+    points = points + [
+        (lat + 1000 * (1 + f) / 111_320 * math.cos(t),
+         lng + 1000 * (1 + f) / 73_300 * math.sin(t), True)
+        for f, t in ring
+    ]  # fmt: skip
+    rec = b"".join(uuid.uuid4().bytes + bytes(27) + struct.pack(">dd", y, x) for y, x, _ in points)
+    b = Blocks.from_parts("tutor", [(rec, None, False)])
+    hits = np.array([h for _, _, h in points], dtype=bool)
+    c = _unit(lat, lng)
+    dist = [
+        math.acos(max(-1.0, min(1.0, sum(a * u for a, u in zip(c, _unit(y, x), strict=True)))))
+        * EARTH_R
+        for y, x, _ in points
+    ]
+    lo, hi = (-math.inf, -math.inf) if after is None else (after / 1.006 - 1, after * 1.006 + 1)
+    kept = [i for i, h in enumerate(hits) if h and dist[i] >= lo]
+    sure = sorted(dist[i] for i in kept if dist[i] > hi)
+    bound = (sure[limit - 1] * 1.006 + 1) * 1.006 + 1 if len(sure) > limit else math.inf
+    want = [i for i in kept if dist[i] <= hi or dist[i] <= bound]
+    got = b.nearest(hits, lat, lng, limit, after)
+    near = {i for i in range(len(points))
+            if min(abs(dist[i] - t) for t in (lo, hi, bound)) < 1e-6}  # fmt: skip
+    ids = b.ids(list(range(len(points))))
+    assert [x for x in got if ids.index(x) not in near] == [ids[i] for i in want if i not in near]
+    exact = sorted((dist[i], i) for i in kept if after is None or dist[i] > after)[:limit]
+    assert {ids[i] for _, i in exact} <= set(got)
