@@ -116,6 +116,16 @@ static int mask_buffer(PyObject *o, Py_buffer *view, Py_ssize_t n, int writable,
     return optional_mask_buffer(o, view, n, writable, name);
 }
 
+/* Appends the int i to `list`; 0, or -1 with an exception set. */
+static int append_index(PyObject *list, Py_ssize_t i) {
+    PyObject *v = PyLong_FromSsize_t(i);
+    if (v == NULL)
+        return -1;
+    int rc = PyList_Append(list, v);
+    Py_DECREF(v);
+    return rc;
+}
+
 static PyObject *counts_tuple(const long long *counts, Py_ssize_t n) {
     PyObject *t = PyTuple_New(n);
     if (t == NULL)
@@ -472,13 +482,10 @@ static PyObject *edge_test(PyObject *self, PyObject *args) {
         if (d <= radius_m - margin) {
             keep_p[i] = 1;
         } else if (!(d > radius_m + margin)) {
-            PyObject *v = PyLong_FromSsize_t(i);
-            if (v == NULL || PyList_Append(undecided, v) < 0) {
-                Py_XDECREF(v);
+            if (append_index(undecided, i) < 0) {
                 Py_CLEAR(undecided);
                 goto done;
             }
-            Py_DECREF(v);
         }
     }
 
@@ -1019,12 +1026,8 @@ static PyObject *text_gather(PyObject *self, PyObject *args) {
                 goto done;
         }
         if (e == NULL || version != versions[b]) {
-            PyObject *v = PyLong_FromSsize_t(b);
-            if (v == NULL || PyList_Append(missing, v) < 0) {
-                Py_XDECREF(v);
+            if (append_index(missing, b) < 0)
                 goto done;
-            }
-            Py_DECREF(v);
             continue;
         }
         Py_buffer ib, rb;
@@ -1342,13 +1345,10 @@ static PyObject *nearest(PyObject *self, PyObject *args) {
     for (Py_ssize_t j = 0; j < k; j++) {
         if (certain[j] && !(dist[j] <= bound))
             continue;
-        PyObject *v = PyLong_FromLongLong(at[j]);
-        if (v == NULL || PyList_Append(result, v) < 0) {
-            Py_XDECREF(v);
+        if (append_index(result, (Py_ssize_t)at[j]) < 0) {
             Py_CLEAR(result);
             goto done;
         }
-        Py_DECREF(v);
     }
 
 done:

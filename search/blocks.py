@@ -624,10 +624,10 @@ class Blocks:
         if key is not None and k0 is not None:
             kid = uuid.UUID(str(key[1])).int
             after = (float(k0), kid >> 64, kid & ((1 << 64) - 1))
-        rank = None if self.rank is None else np.ascontiguousarray(self.rank, dtype=np.float64)
+        rank = np.ascontiguousarray(self.rank, dtype=np.float64) if code == 2 else None
         idx = _kernels.page(
             self.records, self.records.dtype.itemsize, np.ascontiguousarray(hits),
-            code, rank if code == 2 else None, limit, after,
+            code, rank, limit, after,
         )  # fmt: skip
         return self.ids(idx)
 

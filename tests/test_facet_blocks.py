@@ -32,6 +32,7 @@ from search.blocks import (
     GEODESIC_MARGIN,
     Blocks,
     Counts,
+    Cover,
     Filters,
     radius_cover,
     signed64,
@@ -58,6 +59,19 @@ def _in(ranges: list[tuple[int, int]], cell: int) -> bool:
     return any(lo <= cell <= hi for lo, hi in ranges)
 
 
+def _cover(lat: float, lng: float, radius_km: float) -> tuple[Cover, dict[str, Any]]:
+    """`radius_cover` of the radius query (lat, lng, radius_km), with the query's
+    parameters (`_radius`)."""
+    s = _Sql()
+    _radius(s, lat, lng, radius_km)
+    p = s.params
+    cover = radius_cover(
+        lat, lng, p["radius_in"], p["radius_out"], (p["gx0"], p["gy0"], p["gx1"], p["gy1"])
+    )
+    assert cover is not None
+    return cover, p
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     lat=st.floats(-75, 75),
@@ -70,13 +84,7 @@ def test_cover_is_sound(
 ) -> None:
     """A point in an inner cell is within the radius (WGS84 geodesic, geographiclib); a
     point in no inner or edge cell is outside it."""
-    s = _Sql()
-    _radius(s, lat, lng, radius_km)
-    p = s.params
-    cover = radius_cover(
-        lat, lng, p["radius_in"], p["radius_out"], (p["gx0"], p["gy0"], p["gx1"], p["gy1"])
-    )
-    assert cover is not None
+    cover, p = _cover(lat, lng, radius_km)
     assert cover.edge, "a circle always has an edge"
     half_w, half_h = (p["gx1"] - p["gx0"]) / 2, (p["gy1"] - p["gy0"]) / 2
     # random points over the box and beyond, plus the corners of cells (the worst case)
@@ -113,13 +121,7 @@ def test_cover_classifies_every_cell_by_its_rule(lat: float, lng: float, radius_
     cell's nearest point is within `r_out` plus 1.5 cell diagonals, else absent; the
     runs are sorted, disjoint and cover exactly those cells. Cells whose dot product
     is within 1e-12 of a bound are not judged (the two computations may round apart)."""
-    s = _Sql()
-    _radius(s, lat, lng, radius_km)
-    p = s.params
-    cover = radius_cover(
-        lat, lng, p["radius_in"], p["radius_out"], (p["gx0"], p["gy0"], p["gx1"], p["gy1"])
-    )
-    assert cover is not None
+    cover, p = _cover(lat, lng, radius_km)
     r = cover.ranges()
     assert (r.lo <= r.hi).all()
     assert (r.hi[:-1] < r.lo[1:]).all()
