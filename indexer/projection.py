@@ -301,16 +301,20 @@ def refresh_blocks(
         " FROM (SELECT unnest(%(cells)s::integer[]) AS c ORDER BY 1) x",
         {"cls": BLOCK_LOCK_CLASS[family], "cells": touched},
     )
-    rows = block_rows_sql(family, facets.as_string(conn), "cell = ANY (%(cells)s::integer[])")
+    docs = _table(f"{family}_documents", table_suffix)
+    rows = block_rows_sql(
+        family, facets.as_string(conn), docs.as_string(conn), "cell = ANY (%(cells)s::integer[])"
+    )
     conn.execute(
-        sql.SQL(
-            "WITH fresh AS MATERIALIZED (" + rows + ")"
-            " INSERT INTO {b} AS b (cell, n, rows, others, avail) SELECT * FROM fresh UNION ALL"
-            " SELECT c, 0, ''::bytea, NULL, ''::bytea FROM unnest(%(cells)s::integer[]) c"
-            " WHERE c NOT IN (SELECT cell FROM fresh)"
+        sql.SQL("WITH fresh AS MATERIALIZED (")
+        + sql.SQL(rows)  # not a format string: the items' JSON has braces
+        + sql.SQL(
+            ") INSERT INTO {b} AS b (cell, n, rows, others, avail, items) SELECT * FROM fresh"
+            " UNION ALL SELECT c, 0, ''::bytea, NULL, ''::bytea, ''::bytea"
+            " FROM unnest(%(cells)s::integer[]) c WHERE c NOT IN (SELECT cell FROM fresh)"
             " ON CONFLICT (cell) DO UPDATE SET n = EXCLUDED.n, rows = EXCLUDED.rows,"
-            " others = EXCLUDED.others, avail = EXCLUDED.avail, version = EXCLUDED.version,"
-            " xid = EXCLUDED.xid"
+            " others = EXCLUDED.others, avail = EXCLUDED.avail, items = EXCLUDED.items,"
+            " version = EXCLUDED.version, xid = EXCLUDED.xid"
         ).format(b=blocks),
         {"cells": touched},
     )
@@ -402,15 +406,17 @@ def fill_facets(conn: psycopg.Connection[Any], *, family: str, table_suffix: str
 
 
 def fill_blocks(conn: psycopg.Connection[Any], *, family: str, table_suffix: str = "") -> int:
-    """Fill the empty `{family}_facet_blocks{suffix}` from `{family}_facets{suffix}` (the
-    one bulk definition of blocks: `search.blocks.block_rows_sql`), in cell order.
-    Returns the number of blocks."""
+    """Fill the empty `{family}_facet_blocks{suffix}` from `{family}_facets{suffix}` and
+    `{family}_documents{suffix}` (the one bulk definition of blocks:
+    `search.blocks.block_rows_sql`), in cell order. Returns the number of blocks."""
     facets = _table(f"{family}_facets", table_suffix)
+    docs = _table(f"{family}_documents", table_suffix)
     blocks = _table(f"{family}_facet_blocks", table_suffix)
+    rows = block_rows_sql(family, facets.as_string(conn), docs.as_string(conn))
     with conn.cursor() as cur:
         cur.execute(
-            sql.SQL("INSERT INTO {} (cell, n, rows, others, avail) ").format(blocks)
-            + sql.SQL(block_rows_sql(family, facets.as_string(conn)) + " ORDER BY cell")
+            sql.SQL("INSERT INTO {} (cell, n, rows, others, avail, items) ").format(blocks)
+            + sql.SQL(rows + " ORDER BY cell")
         )
         return max(cur.rowcount, 0)
 

@@ -22,7 +22,8 @@
  * `grid_runs`), the assembly of a query's blocks from the copies held (`gather`), the
  * text matches held per block (`text_gather`), the rating/price/relevance page (`page`,
  * a heap) and the distance page's candidates (`nearest`), the map clusters (`clusters`,
- * a hash table) and the page ids as hex (`hex_ids`).
+ * a hash table), the page ids as hex (`hex_ids`) and the page's JSON items
+ * (`items_json`).
  *
  * Only the CPython C API (buffer protocol) is used: no numpy headers at build time.
  */
@@ -1362,6 +1363,110 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------------------ the page's items */
+
+PyDoc_STRVAR(items_json_doc,
+"items_json(parts, starts, counts, idx, tails)\n"
+"--\n\n"
+"The JSON array of the list items of records `idx` (a list of ints, in that order),\n"
+"each followed by its `tails[k]` (bytes: the item is stored open). `parts`: a list, per\n"
+"block, of its items as `search.blocks.block_rows_sql` packs them (one big-endian int4\n"
+"per record, the end of its item in bytes after those ints, then the items); `starts`\n"
+"and `counts`: per block, its first record's index and its record count (native\n"
+"int64, starts ascending). ValueError when an index is outside the blocks or a block's\n"
+"items do not match its record count.");
+
+static PyObject *items_json(PyObject *self, PyObject *args) {
+    PyObject *parts, *starts_o, *counts_o, *idx, *tails;
+    if (!PyArg_ParseTuple(args, "O!OOO!O!", &PyList_Type, &parts, &starts_o, &counts_o,
+                          &PyList_Type, &idx, &PyList_Type, &tails))
+        return NULL;
+    Py_ssize_t nb = PyList_GET_SIZE(parts), m = PyList_GET_SIZE(idx);
+    if (PyList_GET_SIZE(tails) != m) {
+        PyErr_SetString(PyExc_ValueError, "one tail per index");
+        return NULL;
+    }
+    Py_buffer sb, cb;
+    if (PyObject_GetBuffer(starts_o, &sb, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *out = NULL;
+    const char **item = NULL;
+    Py_ssize_t *item_len = NULL;
+    int got_counts = 0;
+    if (sb.len != nb * (Py_ssize_t)sizeof(int64_t)) {
+        PyErr_SetString(PyExc_ValueError, "starts holds one int64 per block");
+        goto done;
+    }
+    if ((got_counts = mask_buffer(counts_o, &cb, sb.len, 0, "counts")) < 0)
+        goto done;
+    const int64_t *starts = (const int64_t *)sb.buf, *counts = (const int64_t *)cb.buf;
+    item = PyMem_Malloc((size_t)(m ? m : 1) * sizeof *item);
+    item_len = PyMem_Malloc((size_t)(m ? m : 1) * sizeof *item_len);
+    if (item == NULL || item_len == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t total = 2 + (m ? m - 1 : 0);
+    for (Py_ssize_t k = 0; k < m; k++) {
+        Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(idx, k));
+        if (i == -1 && PyErr_Occurred())
+            goto done;
+        /* the last block starting at or before i */
+        Py_ssize_t lo = 0, hi = nb;
+        while (lo < hi) {
+            Py_ssize_t mid = lo + (hi - lo) / 2;
+            if (starts[mid] <= i)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        Py_ssize_t b = lo - 1;
+        if (b < 0 || i - starts[b] >= counts[b]) {
+            PyErr_SetString(PyExc_ValueError, "a record index is outside the blocks");
+            goto done;
+        }
+        Py_ssize_t j = i - (Py_ssize_t)starts[b], n = (Py_ssize_t)counts[b];
+        PyObject *part = PyList_GET_ITEM(parts, b), *tail = PyList_GET_ITEM(tails, k);
+        if (!PyBytes_Check(part) || !PyBytes_Check(tail)) {
+            PyErr_SetString(PyExc_TypeError, "parts and tails are bytes");
+            goto done;
+        }
+        const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(part);
+        Py_ssize_t body = PyBytes_GET_SIZE(part) - 4 * n;
+        Py_ssize_t start = j ? be32s(p + 4 * (j - 1)) : 0, end = body >= 0 ? be32s(p + 4 * j) : -1;
+        if (body < 0 || start < 0 || start > end || end > body) {
+            PyErr_SetString(PyExc_ValueError, "a block's items do not match its records");
+            goto done;
+        }
+        item[k] = (const char *)p + 4 * n + start;
+        item_len[k] = end - start;
+        total += item_len[k] + PyBytes_GET_SIZE(tail);
+    }
+    out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL)
+        goto done;
+    char *dst = PyBytes_AS_STRING(out);
+    *dst++ = '[';
+    for (Py_ssize_t k = 0; k < m; k++) {
+        PyObject *tail = PyList_GET_ITEM(tails, k);
+        if (k)
+            *dst++ = ',';
+        memcpy(dst, item[k], (size_t)item_len[k]);
+        dst += item_len[k];
+        memcpy(dst, PyBytes_AS_STRING(tail), (size_t)PyBytes_GET_SIZE(tail));
+        dst += PyBytes_GET_SIZE(tail);
+    }
+    *dst = ']';
+
+done:
+    PyMem_Free(item);
+    PyMem_Free(item_len);
+    if (got_counts > 0)
+        PyBuffer_Release(&cb);
+    PyBuffer_Release(&sb);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"facet_pass", facet_pass, METH_VARARGS, facet_pass_doc},
     {"edge_test", edge_test, METH_VARARGS, edge_test_doc},
@@ -1374,6 +1479,7 @@ static PyMethodDef methods[] = {
     {"text_gather", text_gather, METH_VARARGS, text_gather_doc},
     {"clusters", clusters, METH_VARARGS, clusters_doc},
     {"nearest", nearest, METH_VARARGS, nearest_doc},
+    {"items_json", items_json, METH_VARARGS, items_json_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -75,3 +75,6 @@ def nearest(
     limit: int,
     after: float | None,
 ) -> list[int]: ...
+def items_json(
+    parts: list[bytes], starts: Any, counts: Any, idx: list[int], tails: list[bytes]
+) -> bytes: ...

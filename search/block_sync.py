@@ -47,7 +47,9 @@ _NO_CELLS = np.empty(0, dtype=np.int64)
 def sync_sql(family: str, param: str = "sync_horizon") -> str:
     """A scalar subquery (SQL) answering a check of `family`'s blocks: the layout of the
     module docstring, with the blocks whose `xid` is at least the parameter `param` (a
-    transaction id as text; '0' lists every block)."""
+    transaction id as text; '0' lists every block). NULL when the table was replaced as
+    the statement began: the table's name is read when the statement is parsed, and the
+    relfilenode of a table dropped since is NULL; ask again."""
     table = f"{family}_facet_blocks"
     return (
         "(SELECT int8send(pg_snapshot_xmin(pg_current_snapshot())::text::bigint)"
@@ -67,7 +69,8 @@ class BlockDirectory:
     last check; `horizon` is the transaction id to ask from next (`sync_sql`). Also the
     copies of blocks this process holds, aligned on `cells` (a query's blocks are a few
     runs of positions, read without hashing a cell id: `_kernels.gather`): `copies`
-    (packed records, None for none), `avails` (availability entries, b"" for none), the
+    (packed records, None for none), `avails` (availability entries, b"" for none),
+    `items` (the records' list items, `search.blocks.block_rows_sql`; b"" for none), the
     version of the copy held (`held`, -1 for none), its record count (`count`) and
     whether it has `others` entries (`has_others`); and `others` (cell ->
     `languages_other` entries, blocks that have some)."""
@@ -89,6 +92,7 @@ class BlockDirectory:
         self.has_others = np.zeros(n, dtype=bool)
         self.copies: list[bytes | None] = [None] * n
         self.avails: list[bytes] = [b""] * n
+        self.items: list[bytes] = [b""] * n
 
     def hold(
         self,
@@ -98,6 +102,7 @@ class BlockDirectory:
         n: int,
         others: list[str] | None,
         avail: bytes = b"",
+        items: bytes = b"",
     ) -> None:
         """Keep the copy of `cell`'s block read in `version`, unless the directory lists
         the cell no more or in a newer version (a concurrent check ran since the copy was
@@ -108,8 +113,8 @@ class BlockDirectory:
         if i == self.cells.size or self.cells[i] != cell or self.versions[i] > version:
             return
         self._forget(i, cell)
-        self.nbytes += len(records) + len(avail)
-        self.copies[i], self.avails[i] = records, avail
+        self.nbytes += len(records) + len(avail) + len(items)
+        self.copies[i], self.avails[i], self.items[i] = records, avail, items
         if others:
             self.others[cell] = others
         if self.versions[i] != version:
@@ -120,8 +125,8 @@ class BlockDirectory:
 
     def _forget(self, i: int, cell: int) -> None:
         """Forget the copy at position `i` (of `cell`)."""
-        self.nbytes -= len(self.copies[i] or b"") + len(self.avails[i])
-        self.copies[i], self.avails[i] = None, b""
+        self.nbytes -= len(self.copies[i] or b"") + len(self.avails[i]) + len(self.items[i])
+        self.copies[i], self.avails[i], self.items[i] = None, b"", b""
         self.others.pop(cell, None)
         self.held[i], self.has_others[i] = -1, False
 
@@ -203,8 +208,11 @@ class BlockDirectory:
         kept = np.flatnonzero(keep).tolist()
         copies: list[bytes | None] = [self.copies[i] for i in kept] + [None] * n_add
         avails = [self.avails[i] for i in kept] + [b""] * n_add
-        self.copies = [copies[i] for i in order.tolist()]
-        self.avails = [avails[i] for i in order.tolist()]
+        items = [self.items[i] for i in kept] + [b""] * n_add
+        at = order.tolist()
+        self.copies = [copies[i] for i in at]
+        self.avails = [avails[i] for i in at]
+        self.items = [items[i] for i in at]
         return moved
 
     def lookup(self, ranges: CellRanges) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:

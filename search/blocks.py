@@ -49,6 +49,13 @@ so a record's range overlaps the window [from, to) iff `L <= 2 to - 1` and
 `2 from <= U` (`Blocks.available`; one side of the window may be open). Timestamps are
 clamped to ±2^61 µs (±73,000 years), beyond any window's bound (years 1-9999), so the
 comparisons with a window are unchanged and the doubled values fit in int64.
+
+`items` (migration 0012) holds each record's JSON list item (`ITEM_SQL`: the response's
+`TutorItem` / `CoachItem`, rendered by PostgreSQL from the document when the block is
+packed, left open for the engine to close): one big-endian int4 per record, in block
+order, the end of its item counted from the first item, then the items. The engine serves
+a page from the blocks with them (`Blocks.items_json`), no document read; the block's
+version covers them, as a document write re-packs its block.
 """
 
 from __future__ import annotations
@@ -136,17 +143,80 @@ AVAIL_ENTRY = np.dtype([("i", ">i4"), ("lo", ">i8"), ("hi", ">i8")])
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def block_rows_sql(family: str, facets: str, where: str = "true") -> str:
-    """SELECT of (cell, n, rows, others, avail) — the rows of `{family}_facet_blocks` —
-    from the facet table `facets` (a quoted identifier), for the cells whose facet rows
-    pass `where` (SQL over the facet table's columns)."""
+def _json(expr: str) -> str:
+    """SQL: `expr` as JSON text, `null` when NULL."""
+    return f"coalesce(to_json({expr})::text, 'null')"
+
+
+def _json_float(expr: str) -> str:
+    """SQL: a float8 as JSON text the way orjson writes a Python float: PostgreSQL's
+    shortest exact text (`extra_float_digits` >= 1, the default since PostgreSQL 12),
+    with `.0` added to an integral value ('2' -> '2.0')."""
+    return f"(CASE WHEN {expr}::text ~ '[.en]' THEN {expr}::text ELSE {expr}::text || '.0' END)"
+
+
+_ITEM_HEAD = (
+    "'{{\"id\":\"' || d.provider_id::text || '\"'{kind}"
+    " || ',\"display_name\":' || "
+    + _json("d.display_name")
+    + " || ',\"headline\":' || "
+    + _json("d.headline")
+    + " || ',\"{cat}\":' || "
+    + _json("d.{cat}")
+    + " || ',\"languages\":' || "
+    + _json("d.languages")
+    + ' || \',"price":{{"amount_minor":\' || d.price_minor::text'
+    " || ',\"currency\":' || "
+    + _json("d.currency::text")
+    + " || '}},\"rating\":{{\"avg\":' || coalesce(d.rating_avg::text, 'null')"
+    " || ',\"count\":' || d.rating_count::text || '}},\"online\":' || d.online::text"
+    " || ',\"in_person\":' || d.in_person::text"
+)
+_ITEM_TAIL = (
+    " || ',\"city\":' || "
+    + _json("d.city")
+    + " || ',\"country_code\":' || "
+    + _json("d.country_code::text")
+)
+# The list item of one document `d` as UTF-8 JSON (the response's `TutorItem` /
+# `CoachItem`, keys in their order), left open: the engine closes it, a tutor's with its
+# `distance_km` (`Blocks.items_json`).
+ITEM_SQL: dict[str, str] = {
+    "tutor": "convert_to("
+    + _ITEM_HEAD.format(kind="", cat="subjects")
+    + " || ',\"location\":' || coalesce('{\"lat\":' || "
+    + _json_float("d.lat")
+    + " || ',\"lng\":' || "
+    + _json_float("d.lng")
+    + " || '}', 'null')"
+    + _ITEM_TAIL
+    + ", 'UTF8')",
+    "coach": "convert_to("
+    + _ITEM_HEAD.format(kind=" || ',\"kind\":' || " + _json("d.kind"), cat="expertises")
+    + _ITEM_TAIL
+    + ", 'UTF8')",
+}
+
+
+def block_rows_sql(family: str, facets: str, documents: str, where: str = "true") -> str:
+    """SELECT of (cell, n, rows, others, avail, items) — the rows of
+    `{family}_facet_blocks` — from the facet table `facets` and the documents table
+    `documents` (quoted identifiers), for the cells whose facet rows pass `where` (SQL
+    over the facet table's columns). `items`: the records' list items (`ITEM_SQL`), as
+    one big-endian int4 per record (the end of its item, in bytes after the last of
+    these ints) followed by the items."""
     return (
         f"SELECT cell, count(*)::integer, string_agg({PACK_SQL[family]}, ''::bytea"
         " ORDER BY provider_id), array_agg(rn::text || ':' || array_to_string("
         "languages_other, ',') ORDER BY rn) FILTER (WHERE languages_other IS NOT NULL),"
-        f" coalesce(string_agg({AVAIL_SQL}, ''::bytea ORDER BY provider_id), ''::bytea)"
-        " FROM (SELECT f.*, (row_number() OVER (PARTITION BY cell ORDER BY provider_id)"
-        f" - 1) AS rn FROM {facets} f WHERE {where}) x GROUP BY cell"
+        f" coalesce(string_agg({AVAIL_SQL}, ''::bytea ORDER BY provider_id), ''::bytea),"
+        " string_agg(int4send(item_end::integer), ''::bytea ORDER BY provider_id)"
+        " || string_agg(item, ''::bytea ORDER BY provider_id)"
+        " FROM (SELECT y.*, (row_number() OVER w - 1) AS rn,"
+        " sum(octet_length(item)) OVER w AS item_end FROM (SELECT f.*,"
+        f" (SELECT {ITEM_SQL[family]} FROM {documents} d WHERE d.provider_id = f.provider_id)"
+        f" AS item FROM {facets} f WHERE {where}) y"
+        " WINDOW w AS (PARTITION BY cell ORDER BY provider_id)) x GROUP BY cell"
     )
 
 
@@ -363,6 +433,7 @@ class Blocks:
         cells: npt.NDArray[np.int64],
         versions: npt.NDArray[np.int64],
         avail: list[bytes] | tuple[bytes, npt.NDArray[np.int64]] | None = None,
+        items: list[bytes] | None = None,
     ) -> None:
         """Per block: packed records (sizes checked, `check`; or every block's, joined),
         record count, edge flag,
@@ -370,7 +441,8 @@ class Blocks:
         block index -> its `languages_other` entries, for the blocks that have some;
         `avail`: per block, its availability entries (module docstring), when the query
         filters on availability (`available`): a list, or (every block's joined, byte
-        length per block)."""
+        length per block); `items`: per block, its records' list items (`block_rows_sql`),
+        for `items_json`."""
         # one join + one frombuffer: np.concatenate of unaligned records is ~15x slower
         packed = rows if isinstance(rows, bytes) else b"".join(rows)
         self.records = np.frombuffer(packed, dtype=DTYPE[family])
@@ -384,6 +456,7 @@ class Blocks:
         if isinstance(avail, list):
             avail = (b"".join(avail), np.array([len(part) for part in avail], dtype=np.int64))
         self.avail = avail
+        self.items = items
         self.others: dict[int, list[str]] = {}
         for b, entries in others.items():
             if entries:
@@ -601,8 +674,8 @@ class Blocks:
 
     def page(
         self, hits: npt.NDArray[np.bool_], sort: str, limit: int, key: list[Any] | None
-    ) -> list[str]:
-        """The ids (hex, `ids`) of the first `limit` records of `hits` in the order of `sort` after
+    ) -> list[int]:
+        """The indexes of the first `limit` records of `hits` in the order of `sort` after
         the keyset `key` (the cursor's [sort value, provider id]): `rating` =
         coalesce(rating_avg, 0) descending, `price` = price_minor ascending, `relevance`
         = `self.rank` descending; ties by provider_id ascending (uuid order is byte
@@ -625,16 +698,15 @@ class Blocks:
             kid = uuid.UUID(str(key[1])).int
             after = (float(k0), kid >> 64, kid & ((1 << 64) - 1))
         rank = np.ascontiguousarray(self.rank, dtype=np.float64) if code == 2 else None
-        idx = _kernels.page(
+        return _kernels.page(
             self.records, self.records.dtype.itemsize, np.ascontiguousarray(hits),
             code, rank, limit, after,
         )  # fmt: skip
-        return self.ids(idx)
 
     def nearest(
         self, hits: npt.NDArray[np.bool_], lat: float, lng: float, limit: int, after: float | None
-    ) -> list[str]:
-        """Candidate ids (hex, `ids`) for the first `limit` records of `hits` by WGS84 distance to
+    ) -> list[int]:
+        """Indexes of the candidates for the first `limit` records of `hits` by WGS84 distance to
         (lat, lng) at or after the distance `after` (metres, the cursor's): a superset
         the database orders exactly. Sphere and spheroid distances differ by less than
         0.56 %, so spheroid = sphere x [1/1.006, 1.006] (+ 1 m for float rounding). The
@@ -645,8 +717,16 @@ class Blocks:
         the candidates are every record of the uncertain band and those up to there.
         One pass in C (`_kernels.nearest`: the distances, the band, and the
         `limit`-th distance in a heap)."""
-        at = _kernels.nearest(
+        return _kernels.nearest(
             self.records, self.records.dtype.itemsize, np.ascontiguousarray(hits),
             lat, lng, limit, after,
         )  # fmt: skip
-        return self.ids(at)
+
+    def items_json(self, idx: list[int], tails: list[bytes]) -> bytes:
+        """The JSON array of the list items of records `idx` (in that order), item `k`
+        closed by `tails[k]` (a tutor's `,"distance_km":…}`, else `}`), joined in C from
+        the blocks' `items` (`_kernels.items_json`). ValueError when the blocks came
+        without their items or a block's items do not match its records."""
+        if self.items is None:
+            raise ValueError("these blocks were read without their items")
+        return _kernels.items_json(self.items, self.starts, self.counts, idx, tails)

@@ -7,11 +7,13 @@ values. A generic plan of the radius query drops the KNN/GiST shape and was meas
 slower; planning costs ~0.2 ms. JIT is off (it costs milliseconds on these short queries).
 
 The facet pass normally runs on the facet blocks (`search.blocks`) this process holds,
-listed by its block directory (`search.block_sync`); the directory check rides on the
-page statement, so a list query on current copies is one statement, and one whose blocks
-changed meanwhile is computed again. The SQL pass below answers when the blocks cannot
-(a radius box that wraps) and for `PostgresEngine(blocks=False)`; it runs two statements
-on one connection:
+listed by its block directory (`search.block_sync`), and so does the page: picked on the
+records, its items joined from the blocks' rendered items (`_block_page`). The directory
+check and the WGS84 distances of the page's records ride on one light statement, so a
+list query on current copies is one statement that reads no document, and one whose
+blocks changed meanwhile is computed again. The SQL pass below answers when the blocks
+cannot (a radius box that wraps) and for `PostgresEngine(blocks=False)`; it runs two
+statements on one connection:
 
 - the facet pass: ONE scan of the rows matching every filter except subject/expertise and
   language, grouped on integers (`*_bits`, `language_bits`, `languages_other`,
@@ -34,12 +36,14 @@ from __future__ import annotations
 
 import math
 import re
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 import psycopg
 from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool
@@ -88,8 +92,9 @@ _SPHERE_OUT = 1.006
 # many results (see `_page`).
 _FACET_PAGE_MAX = 5000
 # Packed facet blocks kept per process and family (the 250k-provider benchmark's tutor
-# blocks are 12 MB of records and 29 MB of availability entries); over it, start over.
-_BLOCK_CACHE_BYTES = 128 * 1024 * 1024
+# blocks are 12 MB of records, 29 MB of availability entries and 77 MB of list items);
+# over it, start over.
+_BLOCK_CACHE_BYTES = 256 * 1024 * 1024
 _FACET_PAGE_SCAN_MAX = 12000
 # Matching the documents of a few cells costs about this many rows of a documents pass
 # over the box (a cell's rows through the GiST index ~1.6 µs each, by id ~2.4 µs, a box
@@ -275,6 +280,52 @@ async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
         "SET jit = off; SET plan_cache_mode = force_custom_plan; "
         "SET max_parallel_workers_per_gather = 0"
     )
+
+
+class _BlockPage:
+    """A list page picked on the facet blocks (`PostgresEngine._block_page`): record
+    indexes in page order (up to `limit + 1`), their WGS84 distances in metres (None
+    when the query has no point), the sort."""
+
+    __slots__ = ("blocks", "dist", "idx", "sort")
+
+    def __init__(self, blocks: Blocks, idx: list[int], dist: list[float] | None, sort: str) -> None:
+        self.blocks, self.idx, self.dist, self.sort = blocks, idx, dist, sort
+
+    def items_json(self, n: int, tutor: bool) -> bytes:
+        """The JSON array of the first `n` items, a tutor's with its `distance_km` (km,
+        rounded to the metre as the SQL page's item is, null without a point)."""
+        if not tutor:
+            tails = [b"}"] * min(n, len(self.idx))
+        elif self.dist is None:
+            tails = [b',"distance_km":null}'] * min(n, len(self.idx))
+        else:
+            tails = [
+                b',"distance_km":' + orjson.dumps(round(d / 1000.0, 3)) + b"}"
+                for d in self.dist[:n]
+            ]
+        return self.blocks.items_json(self.idx[:n], tails)
+
+    def cursor_key(self, k: int) -> list[Any]:
+        """The keyset [sort value, provider id] of the page's record `k`, as the SQL
+        page's cursor holds it: rating_sort as numeric text, price_minor, the float4
+        rank (its shortest decimal), the distance in metres."""
+        i = self.idx[k]
+        rec = self.blocks.records[i]
+        value: Any
+        if self.sort == "rating":
+            r = max(int(rec["rating"]), 0)
+            value = f"{r // 100}.{r % 100:02d}"
+        elif self.sort == "price":
+            value = int(rec["price"])
+        elif self.sort == "relevance":
+            # the float4's shortest decimal text, read as a float (as psycopg reads it)
+            assert self.blocks.rank is not None
+            value = float(str(np.float32(self.blocks.rank[i])))
+        else:
+            assert self.dist is not None
+            value = self.dist[k]
+        return [value, str(uuid.UUID(self.blocks.ids([i])[0]))]
 
 
 class _Sql:
@@ -742,6 +793,8 @@ class PostgresEngine:
             )
             row = await cur.fetchone()
             assert row is not None  # a scalar subquery: always one row
+            if row[0] is None:  # the table was replaced as the statement began: ask again
+                continue
             try:
                 return directory.apply(bytes(row[0]), whole=whole)
             except TableReplaced:
@@ -768,15 +821,6 @@ class PostgresEngine:
         if not applied:
             await self._sync(conn, family)
         s.stale = not directory.current(ranges, blocks.cells, blocks.versions, blocks.generation)
-
-    def _sync_column(self, s: _Sql, p: dict[str, Any]) -> str:
-        """The select-list tail carrying a directory check with a page (empty when the
-        query read no blocks or checked them first)."""
-        if s.sync_check is None:
-            return ""
-        family = s.sync_check[0]
-        p["sync_horizon"] = str(self._directory[family].horizon)
-        return f", {sync_sql(family)} AS sync_answer"
 
     async def _fetch_blocks(
         self,
@@ -817,9 +861,13 @@ class PostgresEngine:
         listed: list[bytes] = []  # per block, when some must be read
         listed_avail: list[bytes] = []
         parts: list[bytes] | tuple[bytes, npt.NDArray[np.int64]] | None = None
+        at_list = idx.tolist()
+        # the items of the blocks taken now: the directory may change while this query
+        # awaits (a missing block's items come with it below)
+        items = list(map(directory.items.__getitem__, at_list))
         if any_missing:
             copies, avails = directory.copies, directory.avails
-            at_list, missing_list = idx.tolist(), missing.tolist()
+            missing_list = missing.tolist()
             rows = listed = [
                 (b"" if m else copies[i]) or b"" for i, m in zip(at_list, missing_list, strict=True)
             ]
@@ -840,7 +888,7 @@ class PostgresEngine:
         if any_missing:
             at = np.flatnonzero(missing)
             cur = await conn.cursor(binary=True).execute(
-                f"SELECT cell, version, n, rows, others, avail FROM {family}_facet_blocks"
+                f"SELECT cell, version, n, rows, others, avail, items FROM {family}_facet_blocks"
                 " WHERE cell = ANY (%(cells)s::integer[])",
                 {"cells": _array(cells[at].tolist())},
             )
@@ -848,18 +896,19 @@ class PostgresEngine:
             # this query's arrays only, and `hold` finds the cell again
             position = dict(zip(cells[at].tolist(), at.tolist(), strict=True))
             counts[at] = 0  # a block gone (its table replaced since) counts as empty
-            for cell, version, n, packed, entries, windows in await cur.fetchall():
+            for cell, version, n, packed, entries, windows, rendered in await cur.fetchall():
                 b = position[cell]
                 records = Blocks.check(family, n, bytes(packed))
                 listed[b], counts[b], versions[b] = records, n, version
+                items[b] = bytes(rendered)
                 if entries:
                     others[b] = entries
                 if avail:
                     listed_avail[b] = bytes(windows)
-                directory.hold(cell, version, records, n, entries, bytes(windows))
+                directory.hold(cell, version, records, n, entries, bytes(windows), items[b])
             if directory.nbytes > _BLOCK_CACHE_BYTES:  # start over rather than track use
                 directory.drop_copies()
-        blocks = Blocks(family, rows, counts, edge, others, cells, versions, parts)
+        blocks = Blocks(family, rows, counts, edge, others, cells, versions, parts, items)
         if not any_missing:  # read from the directory without a statement in between
             blocks.generation = directory.generation
             if whole:
@@ -1021,6 +1070,68 @@ class PostgresEngine:
         p["k0"], p["kid"] = key[0], key[1]
         return expr, cond, order
 
+    async def _block_page(
+        self, conn: psycopg.AsyncConnection[Any], s: _Sql, sort: str, limit: int, key: Any
+    ) -> _BlockPage:
+        """The page (`limit` records) of a list query whose facet pass ran on the blocks,
+        picked there: the rating/price/relevance keyset page (`Blocks.page`), or the
+        distance page's candidates on the sphere (`Blocks.nearest`) ordered exactly on
+        the spheroid by (distance, id) after the keyset. One statement (`_light`)
+        carries the directory check of the blocks and the WGS84 distances of the
+        page's records (or the candidates); the items come from the blocks."""
+        assert s.block_hits is not None
+        blocks, hits = s.block_hits
+        p = s.params
+        if sort == "distance":
+            after = float(key[0]) if key is not None else None
+            idx = blocks.nearest(hits, p["lat"], p["lng"], limit, after)
+        else:
+            idx = blocks.page(hits, sort, limit, key)
+        dist = await self._light(conn, s, blocks, idx if "lat" in p else [])
+        if sort != "distance":
+            return _BlockPage(blocks, idx, dist or None, sort)
+        # uuid order is byte order: the hex ids compare like the uuids
+        ranked = sorted(zip(dist, blocks.ids(idx), idx, strict=True))
+        if key is not None:
+            after_key = (float(key[0]), uuid.UUID(str(key[1])).hex)
+            ranked = [r for r in ranked if (r[0], r[1]) > after_key]
+        ranked = ranked[:limit]
+        return _BlockPage(blocks, [r[2] for r in ranked], [r[0] for r in ranked], sort)
+
+    async def _light(
+        self, conn: psycopg.AsyncConnection[Any], s: _Sql, blocks: Blocks, idx: list[int]
+    ) -> list[float]:
+        """The WGS84 distances in metres of records `idx` from the query's point (PostGIS
+        `ST_Distance` on the spheroid, the record's position first as in the SQL page),
+        in one statement with the query's pending directory check (`_check`, applied
+        here); no statement when there is neither."""
+        if s.sync_check is None and not idx:
+            return []
+        p: dict[str, Any] = {}
+        cols = []
+        if s.sync_check is not None:
+            family = s.sync_check[0]
+            p["sync_horizon"] = str(self._directory[family].horizon)
+            cols.append(sync_sql(family))
+        if idx:
+            rec = blocks.records[idx]
+            p.update(lat=s.params["lat"], lng=s.params["lng"])
+            p["xs"], p["ys"] = _float_array(rec["lng"]), _float_array(rec["lat"])
+            cols.append(
+                f"(SELECT array_agg(ST_Distance(ST_SetSRID(ST_MakePoint(x, y), 4326)::geography,"
+                f" {_POINT}) ORDER BY i) FROM unnest(%(xs)s::float8[], %(ys)s::float8[])"
+                " WITH ORDINALITY u(x, y, i))"
+            )
+        cur = await conn.execute("SELECT " + ", ".join(cols), p)
+        row = await cur.fetchone()
+        assert row is not None  # scalar subqueries: always one row
+        if s.sync_check is not None:
+            # NULL: the blocks table was replaced as the statement began (a reindex's
+            # swap: the name was read before the rename, the old table is gone since),
+            # then `_check` asks again
+            await self._check(conn, s, None if row[0] is None else bytes(row[0]))
+        return list(row[-1]) if idx else []
+
     async def _page(
         self,
         conn: psycopg.AsyncConnection[Any],
@@ -1033,42 +1144,13 @@ class PostgresEngine:
         extra: str = "",
         total: int | None = None,
     ) -> list[tuple[Any, ...]]:
+        """The page rows (`limit` of them) of a list query whose facet pass ran in SQL,
+        or that the blocks cannot page (a relevance sort without a text query)."""
         p = dict(s.params)
         expr, cond, order = self._order(sort, key, p)
-        p["limit"] = limit + 1
+        p["limit"] = limit
         where = f"{s.all()} AND {cond}"
-        block_page = None
-        if s.block_hits is not None and (
-            sort in ("rating", "price")
-            or (sort == "relevance" and s.block_hits[0].rank is not None)
-        ):
-            # The facet blocks hold every result with its sort key and id: the page is
-            # picked there, and only its rows are read from the documents.
-            blocks, hits = s.block_hits
-            block_page = blocks.page(hits, sort, limit + 1, key)
-            p["page_ids"] = _array(block_page)
-            where = "provider_id = ANY (%(page_ids)s::uuid[])"
-        elif sort == "distance" and s.block_hits is not None and "lat" in p:
-            # Candidates on the sphere from the blocks, ordered exactly on the spheroid.
-            blocks, hits = s.block_hits
-            after = float(key[0]) if key is not None else None
-            ids = blocks.nearest(hits, p["lat"], p["lng"], limit + 1, after)
-            p["page_ids"] = _array(ids)
-            sync = self._sync_column(s, p)
-            cur = await conn.execute(
-                f"SELECT *{sync} FROM (SELECT {columns}, {expr} AS sort_key, count(*) OVER ()"
-                f" AS found FROM {table} WHERE provider_id = ANY (%(page_ids)s::uuid[])) c"
-                f" WHERE {cond.replace(expr, 'sort_key')}"
-                f" ORDER BY sort_key, provider_id LIMIT %(limit)s",
-                p,
-            )
-            rows = await self._checked_rows(conn, s, cur, bool(sync))
-            if all(r[-1] == len(ids) for r in rows) and (rows or not ids):
-                return [r[:-1] for r in rows]
-            # a document went away between the two statements: the SQL page answers
-            s.block_hits = None
-            return await self._page(conn, table, columns, s, sort, limit, key, extra, total)
-        elif (
+        if (
             sort in ("rating", "price")
             and not s.wide_only
             and total is not None
@@ -1088,41 +1170,17 @@ class PostgresEngine:
                 f"provider_id IN (SELECT provider_id FROM {table.replace('_documents', '_facets')}"
                 f" WHERE {s.all(True)} AND {f_cond} ORDER BY {f_order} LIMIT %(limit)s)"
             )
-        sync = self._sync_column(s, p) if block_page is not None else ""
         sql = (
             f"SELECT {columns}, {expr} AS sort_key{', location AS page_location' if extra else ''}"
-            f"{'' if extra else sync} FROM {table} WHERE {where} ORDER BY {order} LIMIT %(limit)s"
+            f" FROM {table} WHERE {where} ORDER BY {order} LIMIT %(limit)s"
         )
         if extra:
             # Computed for the page only, not for every row of the filtered set.
-            sql = (
-                f"SELECT *, {extra}{sync} FROM ({sql}) page"
-                f" ORDER BY {order.replace(expr, 'sort_key')}"
-            )
+            sql = f"SELECT *, {extra} FROM ({sql}) page ORDER BY {order.replace(expr, 'sort_key')}"
         if sort == "distance":
             sql = self._knn_page(table, columns, s, cond, order)
         cur = await conn.execute(sql, p)
-        rows = await self._checked_rows(conn, s, cur, bool(sync))
-        if block_page is not None and len(rows) != len(block_page):
-            # a document went away between the two statements: the SQL page answers
-            s.block_hits = None
-            return await self._page(conn, table, columns, s, sort, limit, key, extra, total)
-        return rows
-
-    async def _checked_rows(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        s: _Sql,
-        cur: psycopg.AsyncCursor[Any],
-        synced: bool,
-    ) -> list[tuple[Any, ...]]:
-        """The page rows of `cur`; when they carry a directory check (`synced`, last
-        column), without it, once `_check` applied it."""
-        rows = await cur.fetchall()
-        if not synced:
-            return rows
-        await self._check(conn, s, bytes(rows[0][-1]) if rows else None)
-        return [r[:-1] for r in rows]
+        return await cur.fetchall()
 
     @staticmethod
     def _knn_page(table: str, columns: str, s: _Sql, cond: str, order: str) -> str:
@@ -1151,6 +1209,13 @@ class PostgresEngine:
         )
 
     @staticmethod
+    def _block_cursor(q: TutorQuery | CoachQuery, fp: str, page: _BlockPage) -> str | None:
+        """The next page's cursor of a block page (None when it is the last)."""
+        if len(page.idx) <= q.limit:
+            return None
+        return cursors.encode(q.sort, fp, page.cursor_key(q.limit - 1))
+
+    @staticmethod
     def _cursor_key(sort: str, value: Any, pid: Any) -> list[Any]:
         if sort == "rating":
             value = str(value)
@@ -1168,24 +1233,42 @@ class PostgresEngine:
         cols: str,
         key: list[Any] | None,
         extra: str = "",
-    ) -> tuple[dict[str, Any], int, list[tuple[Any, ...]]]:
-        """(facets, total, page rows) of a list query on `table`: filters (`where` adds
-        the table's own), facet pass, page. Computed on the blocks held, checked with the
-        page (`_check`) and computed again while a block it read changed, up to
-        `_SYNC_TRIES` times, the last one checking the block directory first."""
+    ) -> tuple[dict[str, Any], int, list[tuple[Any, ...]] | _BlockPage]:
+        """(facets, total, page: `limit + 1` SQL rows, or a `_BlockPage`) of a list query
+        on `table`: filters (`where` adds the table's own), facet pass, page. Computed on
+        the blocks held, checked with the page (`_check`) and computed again while a
+        block it read changed, up to `_SYNC_TRIES` times, the last one checking the
+        block directory first."""
         for attempt in range(_SYNC_TRIES):
             async with self.pool.connection() as conn:
                 s = await self._filters(conn, q, col, catalogue)
                 s.sync_first = attempt == _SYNC_TRIES - 1
                 where(s)
                 facets, total = await self._facets(conn, table, col, s, catalogue, q.language, q)
-                rows = await self._page(conn, table, cols, s, q.sort, q.limit, key, extra, total)
+                page: list[tuple[Any, ...]] | _BlockPage
+                if self._block_pages(s, q.sort):
+                    page = await self._block_page(conn, s, q.sort, q.limit + 1, key)
+                else:
+                    page = await self._page(
+                        conn, table, cols, s, q.sort, q.limit + 1, key, extra, total
+                    )
                 if s.sync_check is not None:  # a page that did not carry the check
                     await self._check(conn, s, None)
             if not s.stale:
-                return facets, total, rows
+                return facets, total, page
             self.recomputed += 1
         raise AssertionError("the last try checks the directory first: never stale")
+
+    @staticmethod
+    def _block_pages(s: _Sql, sort: str) -> bool:
+        """Whether the page comes from the blocks (`_block_page`): the facet pass ran
+        there, and the sort is rating, price, relevance with a text query (the ranks),
+        or distance from a point."""
+        if s.block_hits is None:
+            return False
+        if sort == "relevance":
+            return s.block_hits[0].rank is not None
+        return sort in ("rating", "price") or (sort == "distance" and "lat" in s.params)
 
     # ------------------------------------------------------------------ tutors
 
@@ -1211,6 +1294,14 @@ class PostgresEngine:
         facets, total, rows = await self._listing(
             q, "tutor_documents", "subjects", q.subject, where, cols, key, extra
         )
+        if isinstance(rows, _BlockPage):
+            return TutorResults(
+                items_json=rows.items_json(q.limit, tutor=True),
+                facets=facets,
+                total=total,
+                next_cursor=self._block_cursor(q, fp, rows),
+                engine=NAME,
+            )
         items = []
         for r in rows[: q.limit]:
             dist = r[15] if q.sort == "distance" else (r[17] if extra else None)
@@ -1336,6 +1427,14 @@ class PostgresEngine:
         facets, total, rows = await self._listing(
             q, "coach_documents", "expertises", q.expertise, where, cols, key
         )
+        if isinstance(rows, _BlockPage):
+            return CoachResults(
+                items_json=rows.items_json(q.limit, tutor=False),
+                facets=facets,
+                total=total,
+                next_cursor=self._block_cursor(q, fp, rows),
+                engine=NAME,
+            )
         items = [
             {
                 "id": str(r[0]),

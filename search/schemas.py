@@ -21,7 +21,16 @@ import unicodedata
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SkipValidation, model_validator
+import orjson
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SkipValidation,
+    computed_field,
+    model_validator,
+)
 
 from core.languages import is_language
 from core.money import is_currency
@@ -468,15 +477,49 @@ class MapPage(_Answer):
 
 class Results(BaseModel):
     """A list response: `items`, `facets`, `total`, `next_cursor`, `engine`, `cached`,
-    `took_ms` (the service fills the last two). Shape: `TutorPage` / `CoachPage`."""
+    `took_ms` (the service fills the last two). Shape: `TutorPage` / `CoachPage`.
 
-    items: SkipValidation[list[dict[str, Any]]]
+    The items come either as dicts (`items=`) or as the JSON array an engine rendered
+    (`items_json=`, UTF-8 bytes: the PostgreSQL engine joins them from its blocks), which
+    the response carries as is (`body_fields`); `items` (in `model_dump()` too) parses it
+    on first use."""
+
+    _items: list[dict[str, Any]] | None = PrivateAttr(default=None)
+    _items_json: bytes | None = PrivateAttr(default=None)
     facets: SkipValidation[dict[str, Any]]
     total: int
     next_cursor: str | None
     engine: str
     cached: bool = False
     took_ms: float = 0.0
+
+    def __init__(
+        self,
+        *,
+        items: list[dict[str, Any]] | None = None,
+        items_json: bytes | None = None,
+        **data: Any,
+    ) -> None:
+        """TypeError unless exactly one of `items` and `items_json` is given."""
+        if (items is None) == (items_json is None):
+            raise TypeError("Results takes items or items_json")
+        super().__init__(**data)
+        self._items, self._items_json = items, items_json
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def items(self) -> list[dict[str, Any]]:
+        """The items as dicts (parsed once from `items_json` when that is what came)."""
+        if self._items is None:
+            self._items = orjson.loads(self._items_json or b"[]")
+        return self._items
+
+    def items_body(self) -> Any:
+        """The items for the response body: the rendered JSON as an `orjson.Fragment`
+        (written as is, not parsed), else the dicts."""
+        if self._items_json is not None:
+            return orjson.Fragment(self._items_json)
+        return self._items
 
 
 TutorResults = Results
@@ -503,4 +546,8 @@ def body_fields(result: BaseModel) -> dict[str, Any]:
     """An engine result as the response's dict, in field order, without the fields the
     service appends (`cached`, `took_ms`): what `model_dump()` gave minus its cost (no
     copy of the items, no type inference; orjson walks them once)."""
-    return {k: getattr(result, k) for k in type(result).model_fields if k not in SERVICE_FIELDS}
+    out = {"items": result.items_body()} if isinstance(result, Results) else {}
+    for k in type(result).model_fields:
+        if k not in SERVICE_FIELDS:
+            out[k] = getattr(result, k)
+    return out

@@ -424,7 +424,7 @@ def test_block_page_equals_a_sorted_walk(
                  "relevance": str(np.float32(r["rank"]))}[sort]  # fmt: skip
         key = [value, str(uuid.UUID(ident(cut)))]
         order = [i for i in order if (primary(i), ident(i)) > (primary(cut), ident(cut))]
-    assert b.page(hits, sort, limit, key) == [ident(i) for i in order[:limit]]
+    assert b.ids(b.page(hits, sort, limit, key)) == [ident(i) for i in order[:limit]]
 
 
 def test_gather_joins_copies_by_position() -> None:
@@ -439,6 +439,43 @@ def test_gather_joins_copies_by_position() -> None:
     for bad in ([4, 3], [5], [-1]):
         with pytest.raises(ValueError, match=r"copy|range"):
             _kernels.gather(copies, np.array(bad, dtype=np.int64), None)
+
+
+def test_items_json_joins_the_items_of_the_records_asked() -> None:
+    """`Blocks.items_json` (C) finds each record's item by its block and the block's
+    int4 ends, closes it with its tail and joins them as a JSON array, in the order
+    asked; a block whose ends do not fit its items, an index outside the blocks and
+    blocks read without items are refused."""
+    texts = [["a", '\u00e9t\u00e9 \\"q\\"'], ["", "bb", '{"x":[1,2]}']]
+
+    def part(items: list[str]) -> bytes:
+        body = [t.encode() for t in items]
+        ends = np.cumsum([len(b) for b in body]).astype(">i4").tobytes()
+        return ends + b"".join(body)
+
+    rec = [uuid.uuid4().bytes + bytes(27) for _ in range(5)]
+    b = Blocks(
+        "coach", [rec[0] + rec[1], b"".join(rec[2:])], np.array([2, 3], dtype=np.int64),
+        np.zeros(2, dtype=bool), {}, np.array([7, 9]), np.array([1, 1]), None,
+        [part(t) for t in texts],
+    )  # fmt: skip
+    flat = [t for block in texts for t in block]
+    idx, tails = [4, 0, 1, 2, 3], [b"}", b"!", b"", b"?", b"}"]
+    want = b"[" + b",".join(flat[i].encode() + t for i, t in zip(idx, tails, strict=True)) + b"]"
+    assert b.items_json(idx, tails) == want
+    assert b.items_json([], []) == b"[]"
+    with pytest.raises(ValueError, match="outside the blocks"):
+        b.items_json([5], [b""])
+    with pytest.raises(ValueError, match="outside the blocks"):
+        b.items_json([-1], [b""])
+    short = [part(texts[0])[:-1], part(texts[1])]  # the last item is cut
+    bad = Blocks("coach", b"".join(rec), b.counts, np.zeros(2, dtype=bool), {}, b.cells,
+                 b.versions, None, short)  # fmt: skip
+    assert bad.items_json([0], [b""]) == b"[a]"
+    with pytest.raises(ValueError, match="do not match"):
+        bad.items_json([1], [b""])
+    with pytest.raises(ValueError, match="without their items"):
+        Blocks.from_parts("coach", [(rec[0], None, False)]).items_json([0], [b""])
 
 
 def test_ids_print_the_uuids_of_the_records_asked() -> None:
@@ -545,26 +582,6 @@ def test_block_pass_without_a_position_covers_every_tutor(
     q = TutorQuery(subject=["mathematics"], language=["fr", "en"], sort="price")
     got, want = _both(engine_thread, sql_engine, q)
     assert got.total > 0
-    assert got.model_dump() == want.model_dump()
-
-
-@pytest.mark.parametrize("sort", ["distance", "rating", "price"])
-def test_a_page_candidate_without_a_document_falls_back_to_sql(
-    engine_thread: EngineThread,
-    sql_engine: PostgresEngine,
-    monkeypatch: pytest.MonkeyPatch,
-    sort: str,
-) -> None:
-    """A document removed between the facet pass and the page (simulated: a candidate id
-    with no document) sends the page to the SQL path, which answers exactly."""
-    ghost = uuid.UUID("00000000-0000-4000-8000-000000000000")
-    for name in ("page", "nearest"):
-        real = getattr(Blocks, name)
-        # the first real candidate is replaced: without the fallback the page loses it
-        monkeypatch.setattr(Blocks, name, lambda *a, _r=real, **k: [ghost, *_r(*a, **k)[1:]])
-    q = TutorQuery(lat=48.8566, lng=2.3522, radius_km=40, sort=sort, limit=7)
-    got, want = _both(engine_thread, sql_engine, q)
-    assert got.total > 7
     assert got.model_dump() == want.model_dump()
 
 
@@ -785,6 +802,31 @@ def test_cached_blocks_follow_writes(
     after = et.run(et.engine.search_tutors(q))
     assert after.model_dump() == et.run(sql.search_tutors(q)).model_dump()
     assert after.items[0]["id"] == str(pid)  # the cheapest now
+
+
+@pytest.mark.parametrize("sort", ["distance", "rating", "price"])
+def test_block_page_items_follow_a_write_outside_the_facet_record(
+    market: psycopg.Connection[Any], engines: tuple[EngineThread, PostgresEngine], sort: str
+) -> None:
+    """The page's items come from the blocks held: a write of a field the facet record
+    does not carry (the headline) re-packs the block, and the next answer shows it,
+    equal to the SQL path's (which reads the documents)."""
+    et, sql = engines
+    lat, lng = market.execute(
+        "SELECT ST_Y(geom), ST_X(geom) FROM tutor_facets WHERE cell >= 0"
+        " ORDER BY provider_id LIMIT 1"
+    ).fetchone()
+    q = TutorQuery(lat=lat, lng=lng, radius_km=30, sort=sort, limit=5)
+    before = et.run(et.engine.search_tutors(q))
+    assert before.model_dump() == et.run(sql.search_tutors(q)).model_dump()
+    pid = uuid.UUID(before.items[0]["id"])
+    headline = f'Rewritten headline {sort} \u00e9"quoted"'
+    market.execute("UPDATE provider_profiles SET headline = %s WHERE user_id = %s", (headline, pid))
+    _rebuild(market, [pid])
+    after = et.run(et.engine.search_tutors(q))
+    assert after.items[0]["id"] == str(pid)
+    assert after.items[0]["headline"] == headline
+    assert after.model_dump() == et.run(sql.search_tutors(q)).model_dump()
 
 
 @pytest.mark.parametrize("miss_cost", [0.0, 1e9], ids=["missing-cells", "box-pass"])
@@ -1064,7 +1106,7 @@ def test_nearest_candidates_follow_their_rule(
     sure = sorted(dist[i] for i in kept if dist[i] > hi)
     bound = (sure[limit - 1] * 1.006 + 1) * 1.006 + 1 if len(sure) > limit else math.inf
     want = [i for i in kept if dist[i] <= hi or dist[i] <= bound]
-    got = b.nearest(hits, lat, lng, limit, after)
+    got = b.ids(b.nearest(hits, lat, lng, limit, after))
     near = {i for i in range(len(points))
             if min(abs(dist[i] - t) for t in (lo, hi, bound)) < 1e-6}  # fmt: skip
     ids = b.ids(list(range(len(points))))
