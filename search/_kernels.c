@@ -69,8 +69,14 @@ static inline int16_t be16s(const unsigned char *p) {
 
 typedef struct {
     unsigned char code[3];
+    uint32_t key; /* the three letters as one big-endian number (`currency_key`) */
     long long count, min, max, sum;
 } CurrencyStats;
+
+/* A record's three currency bytes as one number, compared at once. */
+static inline uint32_t currency_key(const unsigned char *p) {
+    return ((uint32_t)p[0] << 16) | ((uint32_t)p[1] << 8) | (uint32_t)p[2];
+}
 
 /* An optional int argument: 0 when None, else 1 with *out set; -1 on error. */
 static int optional_ll(PyObject *o, long long *out) {
@@ -216,7 +222,11 @@ static PyObject *facet_pass(PyObject *self, PyObject *args) {
     long long cat_counts[64] = {0}, lang_counts[64] = {0}, rating[4] = {0};
     long long scanned = 0, total = 0;
     CurrencyStats cur[MAX_CURRENCIES];
-    int ncur = 0, bad_currency = 0;
+    int ncur = 0, bad_currency = 0, last_c = 0;
+    /* the previous result's currency (records of one area mostly share theirs); no
+     * record's key is above 0xFFFFFF */
+    uint32_t last_key = 0xFFFFFFFFu;
+    uint32_t want_key = currency != NULL ? currency_key((const unsigned char *)currency) : 0;
     const unsigned char *base = (const unsigned char *)rec.buf;
     const unsigned char *keep_p = got_keep ? (const unsigned char *)keep.buf : NULL;
     const unsigned char *extra_p = got_extra ? (const unsigned char *)extra.buf : NULL;
@@ -235,7 +245,7 @@ static PyObject *facet_pass(PyObject *self, PyObject *args) {
             ok = 0;
         if (ok && has_max_price && price > max_price)
             ok = 0;
-        if (ok && currency != NULL && memcmp(r + OFF_CURRENCY, currency, 3) != 0)
+        if (ok && currency != NULL && currency_key(r + OFF_CURRENCY) != want_key)
             ok = 0;
         if (ok && has_min_rating && rate < min_rating)
             ok = 0;
@@ -269,25 +279,32 @@ static PyObject *facet_pass(PyObject *self, PyObject *args) {
         if (rate >= 100)
             rating[(rate / 100 < 4 ? rate / 100 : 4) - 1]++;
         const unsigned char *code = r + OFF_CURRENCY;
-        if (code[0] < 'A' || code[0] > 'Z' || code[1] < 'A' || code[1] > 'Z' ||
-            code[2] < 'A' || code[2] > 'Z') {
-            bad_currency = 1;
-            break;
-        }
-        int c = 0;
-        while (c < ncur && memcmp(cur[c].code, code, 3) != 0)
-            c++;
-        if (c == ncur) {
-            if (ncur == MAX_CURRENCIES) {
-                bad_currency = 2;
+        uint32_t key = currency_key(code);
+        if (key != last_key) {
+            if (code[0] < 'A' || code[0] > 'Z' || code[1] < 'A' || code[1] > 'Z' ||
+                code[2] < 'A' || code[2] > 'Z') {
+                bad_currency = 1;
                 break;
             }
-            memcpy(cur[c].code, code, 3);
-            cur[c].count = 0;
-            cur[c].sum = 0;
-            cur[c].min = cur[c].max = price;
-            ncur++;
+            int c = 0;
+            while (c < ncur && cur[c].key != key)
+                c++;
+            if (c == ncur) {
+                if (ncur == MAX_CURRENCIES) {
+                    bad_currency = 2;
+                    break;
+                }
+                memcpy(cur[c].code, code, 3);
+                cur[c].key = key;
+                cur[c].count = 0;
+                cur[c].sum = 0;
+                cur[c].min = cur[c].max = price;
+                ncur++;
+            }
+            last_key = key;
+            last_c = c;
         }
+        int c = last_c;
         cur[c].count++;
         cur[c].sum += price;
         if (price < cur[c].min)
@@ -1366,81 +1383,55 @@ done:
 /* ------------------------------------------------------------------ the page's items */
 
 PyDoc_STRVAR(items_json_doc,
-"items_json(parts, starts, counts, idx, tails)\n"
+"items_json(parts, ns, js, tails)\n"
 "--\n\n"
-"The JSON array of the list items of records `idx` (a list of ints, in that order),\n"
-"each followed by its `tails[k]` (bytes: the item is stored open). `parts`: a list, per\n"
-"block, of its items as `search.blocks.block_rows_sql` packs them (one big-endian int4\n"
-"per record, the end of its item in bytes after those ints, then the items); `starts`\n"
-"and `counts`: per block, its first record's index and its record count (native\n"
-"int64, starts ascending). ValueError when an index is outside the blocks or a block's\n"
-"items do not match its record count.");
+"The JSON array of the list items of some records, item k being record js[k] of a\n"
+"block of ns[k] records whose items are parts[k] (bytes, as\n"
+"`search.blocks.block_rows_sql` packs them: one big-endian int4 per record, the end of\n"
+"its item in bytes after those ints, then the items), followed by tails[k] (bytes: the\n"
+"item is stored open). Four lists of one length. ValueError when a block's items do\n"
+"not match its record count or js[k] is not one of its records.");
 
 static PyObject *items_json(PyObject *self, PyObject *args) {
-    PyObject *parts, *starts_o, *counts_o, *idx, *tails;
-    if (!PyArg_ParseTuple(args, "O!OOO!O!", &PyList_Type, &parts, &starts_o, &counts_o,
-                          &PyList_Type, &idx, &PyList_Type, &tails))
+    PyObject *parts, *ns, *js, *tails;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!", &PyList_Type, &parts, &PyList_Type, &ns,
+                          &PyList_Type, &js, &PyList_Type, &tails))
         return NULL;
-    Py_ssize_t nb = PyList_GET_SIZE(parts), m = PyList_GET_SIZE(idx);
-    if (PyList_GET_SIZE(tails) != m) {
-        PyErr_SetString(PyExc_ValueError, "one tail per index");
+    Py_ssize_t m = PyList_GET_SIZE(parts);
+    if (PyList_GET_SIZE(ns) != m || PyList_GET_SIZE(js) != m || PyList_GET_SIZE(tails) != m) {
+        PyErr_SetString(PyExc_ValueError, "parts, ns, js and tails differ in length");
         return NULL;
     }
-    Py_buffer sb, cb;
-    if (PyObject_GetBuffer(starts_o, &sb, PyBUF_SIMPLE) < 0)
-        return NULL;
     PyObject *out = NULL;
-    const char **item = NULL;
-    Py_ssize_t *item_len = NULL;
-    int got_counts = 0;
-    if (sb.len != nb * (Py_ssize_t)sizeof(int64_t)) {
-        PyErr_SetString(PyExc_ValueError, "starts holds one int64 per block");
-        goto done;
-    }
-    if ((got_counts = mask_buffer(counts_o, &cb, sb.len, 0, "counts")) < 0)
-        goto done;
-    const int64_t *starts = (const int64_t *)sb.buf, *counts = (const int64_t *)cb.buf;
-    item = PyMem_Malloc((size_t)(m ? m : 1) * sizeof *item);
-    item_len = PyMem_Malloc((size_t)(m ? m : 1) * sizeof *item_len);
-    if (item == NULL || item_len == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
+    Py_ssize_t *item_at = PyMem_Malloc((size_t)(m ? m : 1) * 2 * sizeof(Py_ssize_t));
+    if (item_at == NULL)
+        return PyErr_NoMemory();
     Py_ssize_t total = 2 + (m ? m - 1 : 0);
     for (Py_ssize_t k = 0; k < m; k++) {
-        Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(idx, k));
-        if (i == -1 && PyErr_Occurred())
-            goto done;
-        /* the last block starting at or before i */
-        Py_ssize_t lo = 0, hi = nb;
-        while (lo < hi) {
-            Py_ssize_t mid = lo + (hi - lo) / 2;
-            if (starts[mid] <= i)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-        Py_ssize_t b = lo - 1;
-        if (b < 0 || i - starts[b] >= counts[b]) {
-            PyErr_SetString(PyExc_ValueError, "a record index is outside the blocks");
-            goto done;
-        }
-        Py_ssize_t j = i - (Py_ssize_t)starts[b], n = (Py_ssize_t)counts[b];
-        PyObject *part = PyList_GET_ITEM(parts, b), *tail = PyList_GET_ITEM(tails, k);
+        PyObject *part = PyList_GET_ITEM(parts, k), *tail = PyList_GET_ITEM(tails, k);
         if (!PyBytes_Check(part) || !PyBytes_Check(tail)) {
             PyErr_SetString(PyExc_TypeError, "parts and tails are bytes");
             goto done;
         }
+        Py_ssize_t n = PyLong_AsSsize_t(PyList_GET_ITEM(ns, k));
+        Py_ssize_t j = PyLong_AsSsize_t(PyList_GET_ITEM(js, k));
+        if ((n == -1 || j == -1) && PyErr_Occurred())
+            goto done;
         const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(part);
         Py_ssize_t body = PyBytes_GET_SIZE(part) - 4 * n;
-        Py_ssize_t start = j ? be32s(p + 4 * (j - 1)) : 0, end = body >= 0 ? be32s(p + 4 * j) : -1;
-        if (body < 0 || start < 0 || start > end || end > body) {
+        /* the last record's item ends where the items end */
+        if (n < 1 || j < 0 || j >= n || body < 0 || be32s(p + 4 * (n - 1)) != body) {
             PyErr_SetString(PyExc_ValueError, "a block's items do not match its records");
             goto done;
         }
-        item[k] = (const char *)p + 4 * n + start;
-        item_len[k] = end - start;
-        total += item_len[k] + PyBytes_GET_SIZE(tail);
+        Py_ssize_t start = j ? be32s(p + 4 * (j - 1)) : 0, end = be32s(p + 4 * j);
+        if (start < 0 || start > end || end > body) {
+            PyErr_SetString(PyExc_ValueError, "a block's items do not match its records");
+            goto done;
+        }
+        item_at[2 * k] = 4 * n + start;
+        item_at[2 * k + 1] = end - start;
+        total += item_at[2 * k + 1] + PyBytes_GET_SIZE(tail);
     }
     out = PyBytes_FromStringAndSize(NULL, total);
     if (out == NULL)
@@ -1448,22 +1439,18 @@ static PyObject *items_json(PyObject *self, PyObject *args) {
     char *dst = PyBytes_AS_STRING(out);
     *dst++ = '[';
     for (Py_ssize_t k = 0; k < m; k++) {
-        PyObject *tail = PyList_GET_ITEM(tails, k);
+        PyObject *part = PyList_GET_ITEM(parts, k), *tail = PyList_GET_ITEM(tails, k);
         if (k)
             *dst++ = ',';
-        memcpy(dst, item[k], (size_t)item_len[k]);
-        dst += item_len[k];
+        memcpy(dst, PyBytes_AS_STRING(part) + item_at[2 * k], (size_t)item_at[2 * k + 1]);
+        dst += item_at[2 * k + 1];
         memcpy(dst, PyBytes_AS_STRING(tail), (size_t)PyBytes_GET_SIZE(tail));
         dst += PyBytes_GET_SIZE(tail);
     }
     *dst = ']';
 
 done:
-    PyMem_Free(item);
-    PyMem_Free(item_len);
-    if (got_counts > 0)
-        PyBuffer_Release(&cb);
-    PyBuffer_Release(&sb);
+    PyMem_Free(item_at);
     return out;
 }
 

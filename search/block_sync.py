@@ -130,6 +130,18 @@ class BlockDirectory:
         self.others.pop(cell, None)
         self.held[i], self.has_others[i] = -1, False
 
+    def items_of(
+        self, cells: npt.NDArray[np.int64], versions: npt.NDArray[np.int64]
+    ) -> list[bytes] | None:
+        """The list items held for each block (`cells[k]` in `versions[k]`), or None
+        unless every one of them is held in that version."""
+        at = np.searchsorted(self.cells, cells)
+        if at.size and int(at.max()) >= self.cells.size:
+            return None
+        if not (np.array_equal(self.cells[at], cells) and np.array_equal(self.held[at], versions)):
+            return None
+        return [self.items[i] for i in at.tolist()]
+
     def held_copies(self) -> dict[int, bytes]:
         """{cell: packed records} of the copies held (for tests and inspection)."""
         return {

@@ -433,7 +433,6 @@ class Blocks:
         cells: npt.NDArray[np.int64],
         versions: npt.NDArray[np.int64],
         avail: list[bytes] | tuple[bytes, npt.NDArray[np.int64]] | None = None,
-        items: list[bytes] | None = None,
     ) -> None:
         """Per block: packed records (sizes checked, `check`; or every block's, joined),
         record count, edge flag,
@@ -441,8 +440,7 @@ class Blocks:
         block index -> its `languages_other` entries, for the blocks that have some;
         `avail`: per block, its availability entries (module docstring), when the query
         filters on availability (`available`): a list, or (every block's joined, byte
-        length per block); `items`: per block, its records' list items (`block_rows_sql`),
-        for `items_json`."""
+        length per block)."""
         # one join + one frombuffer: np.concatenate of unaligned records is ~15x slower
         packed = rows if isinstance(rows, bytes) else b"".join(rows)
         self.records = np.frombuffer(packed, dtype=DTYPE[family])
@@ -456,7 +454,6 @@ class Blocks:
         if isinstance(avail, list):
             avail = (b"".join(avail), np.array([len(part) for part in avail], dtype=np.int64))
         self.avail = avail
-        self.items = items
         self.others: dict[int, list[str]] = {}
         for b, entries in others.items():
             if entries:
@@ -722,11 +719,16 @@ class Blocks:
             lat, lng, limit, after,
         )  # fmt: skip
 
-    def items_json(self, idx: list[int], tails: list[bytes]) -> bytes:
+    def block_of(self, idx: list[int]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
+        """(block, index within it) of each record of `idx`."""
+        at = np.asarray(idx, dtype=np.int64)
+        b = np.searchsorted(self.starts, at, side="right") - 1
+        return b, at - self.starts[b]
+
+    def items_json(self, idx: list[int], tails: list[bytes], items: list[bytes]) -> bytes:
         """The JSON array of the list items of records `idx` (in that order), item `k`
-        closed by `tails[k]` (a tutor's `,"distance_km":…}`, else `}`), joined in C from
-        the blocks' `items` (`_kernels.items_json`). ValueError when the blocks came
-        without their items or a block's items do not match its records."""
-        if self.items is None:
-            raise ValueError("these blocks were read without their items")
-        return _kernels.items_json(self.items, self.starts, self.counts, idx, tails)
+        closed by `tails[k]` (a tutor's `,"distance_km":…}`, else `}`), joined in C
+        (`_kernels.items_json`) from `items[k]`, the items (migration 0012) of the block
+        of record `idx[k]`. ValueError when a block's items do not match its records."""
+        b, j = self.block_of(idx)
+        return _kernels.items_json(items, self.counts[b].tolist(), j.tolist(), tails)

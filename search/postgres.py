@@ -284,13 +284,21 @@ async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
 
 class _BlockPage:
     """A list page picked on the facet blocks (`PostgresEngine._block_page`): record
-    indexes in page order (up to `limit + 1`), their WGS84 distances in metres (None
+    indexes in page order (up to `limit + 1`), the list items of each one's block
+    (`items`, as held when the page was picked), their WGS84 distances in metres (None
     when the query has no point), the sort."""
 
-    __slots__ = ("blocks", "dist", "idx", "sort")
+    __slots__ = ("blocks", "dist", "idx", "items", "sort")
 
-    def __init__(self, blocks: Blocks, idx: list[int], dist: list[float] | None, sort: str) -> None:
-        self.blocks, self.idx, self.dist, self.sort = blocks, idx, dist, sort
+    def __init__(
+        self,
+        blocks: Blocks,
+        idx: list[int],
+        items: list[bytes],
+        dist: list[float] | None,
+        sort: str,
+    ) -> None:
+        self.blocks, self.idx, self.items, self.dist, self.sort = blocks, idx, items, dist, sort
 
     def items_json(self, n: int, tutor: bool) -> bytes:
         """The JSON array of the first `n` items, a tutor's with its `distance_km` (km,
@@ -304,7 +312,7 @@ class _BlockPage:
                 b',"distance_km":' + orjson.dumps(round(d / 1000.0, 3)) + b"}"
                 for d in self.dist[:n]
             ]
-        return self.blocks.items_json(self.idx[:n], tails)
+        return self.blocks.items_json(self.idx[:n], tails, self.items[:n])
 
     def cursor_key(self, k: int) -> list[Any]:
         """The keyset [sort value, provider id] of the page's record `k`, as the SQL
@@ -861,13 +869,9 @@ class PostgresEngine:
         listed: list[bytes] = []  # per block, when some must be read
         listed_avail: list[bytes] = []
         parts: list[bytes] | tuple[bytes, npt.NDArray[np.int64]] | None = None
-        at_list = idx.tolist()
-        # the items of the blocks taken now: the directory may change while this query
-        # awaits (a missing block's items come with it below)
-        items = list(map(directory.items.__getitem__, at_list))
         if any_missing:
             copies, avails = directory.copies, directory.avails
-            missing_list = missing.tolist()
+            at_list, missing_list = idx.tolist(), missing.tolist()
             rows = listed = [
                 (b"" if m else copies[i]) or b"" for i, m in zip(at_list, missing_list, strict=True)
             ]
@@ -900,15 +904,14 @@ class PostgresEngine:
                 b = position[cell]
                 records = Blocks.check(family, n, bytes(packed))
                 listed[b], counts[b], versions[b] = records, n, version
-                items[b] = bytes(rendered)
                 if entries:
                     others[b] = entries
                 if avail:
                     listed_avail[b] = bytes(windows)
-                directory.hold(cell, version, records, n, entries, bytes(windows), items[b])
+                directory.hold(cell, version, records, n, entries, bytes(windows), bytes(rendered))
             if directory.nbytes > _BLOCK_CACHE_BYTES:  # start over rather than track use
                 directory.drop_copies()
-        blocks = Blocks(family, rows, counts, edge, others, cells, versions, parts, items)
+        blocks = Blocks(family, rows, counts, edge, others, cells, versions, parts)
         if not any_missing:  # read from the directory without a statement in between
             blocks.generation = directory.generation
             if whole:
@@ -1071,14 +1074,24 @@ class PostgresEngine:
         return expr, cond, order
 
     async def _block_page(
-        self, conn: psycopg.AsyncConnection[Any], s: _Sql, sort: str, limit: int, key: Any
-    ) -> _BlockPage:
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        family: str,
+        s: _Sql,
+        sort: str,
+        limit: int,
+        key: Any,
+    ) -> _BlockPage | None:
         """The page (`limit` records) of a list query whose facet pass ran on the blocks,
         picked there: the rating/price/relevance keyset page (`Blocks.page`), or the
         distance page's candidates on the sphere (`Blocks.nearest`) ordered exactly on
         the spheroid by (distance, id) after the keyset. One statement (`_light`)
         carries the directory check of the blocks and the WGS84 distances of the
-        page's records (or the candidates); the items come from the blocks."""
+        page's records (or the candidates); the items are those the directory holds
+        for the versions the query computed on, taken before that statement (its check
+        may change the directory). None when the directory holds them no more (its
+        copies were dropped, or a block changed while the query awaited): the SQL
+        page answers."""
         assert s.block_hits is not None
         blocks, hits = s.block_hits
         p = s.params
@@ -1087,16 +1100,22 @@ class PostgresEngine:
             idx = blocks.nearest(hits, p["lat"], p["lng"], limit, after)
         else:
             idx = blocks.page(hits, sort, limit, key)
+        b, _ = blocks.block_of(idx)
+        items = self._directory[family].items_of(blocks.cells[b], blocks.versions[b])
+        if items is None:
+            return None
         dist = await self._light(conn, s, blocks, idx if "lat" in p else [])
         if sort != "distance":
-            return _BlockPage(blocks, idx, dist or None, sort)
+            return _BlockPage(blocks, idx, items, dist or None, sort)
         # uuid order is byte order: the hex ids compare like the uuids
-        ranked = sorted(zip(dist, blocks.ids(idx), idx, strict=True))
+        ranked = sorted(zip(dist, blocks.ids(idx), idx, items, strict=True))
         if key is not None:
             after_key = (float(key[0]), uuid.UUID(str(key[1])).hex)
             ranked = [r for r in ranked if (r[0], r[1]) > after_key]
         ranked = ranked[:limit]
-        return _BlockPage(blocks, [r[2] for r in ranked], [r[0] for r in ranked], sort)
+        return _BlockPage(
+            blocks, [r[2] for r in ranked], [r[3] for r in ranked], [r[0] for r in ranked], sort
+        )
 
     async def _light(
         self, conn: psycopg.AsyncConnection[Any], s: _Sql, blocks: Blocks, idx: list[int]
@@ -1245,10 +1264,11 @@ class PostgresEngine:
                 s.sync_first = attempt == _SYNC_TRIES - 1
                 where(s)
                 facets, total = await self._facets(conn, table, col, s, catalogue, q.language, q)
-                page: list[tuple[Any, ...]] | _BlockPage
+                page: list[tuple[Any, ...]] | _BlockPage | None = None
                 if self._block_pages(s, q.sort):
-                    page = await self._block_page(conn, s, q.sort, q.limit + 1, key)
-                else:
+                    family = "tutor" if table.startswith("tutor") else "coach"
+                    page = await self._block_page(conn, family, s, q.sort, q.limit + 1, key)
+                if page is None:
                     page = await self._page(
                         conn, table, cols, s, q.sort, q.limit + 1, key, extra, total
                     )

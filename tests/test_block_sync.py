@@ -112,10 +112,20 @@ def test_directory_lookup_current_and_copies() -> None:
     assert d.held_copies() == {9: b"x" * 10}
     assert d.held[np.searchsorted(d.cells, 9)] == 4
     assert d.nbytes == 10
-    d.hold(9, 11, b"w", 1, ["0:xx"])  # a newer copy: the directory takes its version
+    d.hold(9, 11, b"w", 1, ["0:xx"], b"", b"<items>")  # newer: the directory takes it
     assert d.versions[np.searchsorted(d.cells, 9)] == 11
     assert d.others == {9: ["0:xx"]}
+    assert d.nbytes == 1 + len(b"<items>")
+    cell_9, cell_20 = np.array([9]), np.array([9, 20])
+    assert d.items_of(cell_9, np.array([11])) == [b"<items>"]
+    assert d.items_of(np.array([9, 9]), np.array([11, 11])) == [b"<items>"] * 2
+    assert d.items_of(cell_9, np.array([4])) is None  # not that version
+    assert d.items_of(cell_20, np.array([11, 5])) is None  # 20 listed, not held
+    assert d.items_of(np.array([10]), np.array([1])) is None  # not listed
+    assert d.items_of(np.array([999]), np.array([1])) is None  # beyond every cell
+    assert d.items_of(np.array([], dtype=np.int64), np.array([], dtype=np.int64)) == []
     d.apply(_answer(4, 1, {9: (12, 1)}), whole=False)
+    assert d.items_of(cell_9, np.array([11])) is None  # re-packed: the copy is forgotten
     assert d.held_copies() == {}
     assert d.others == {}
     assert d.nbytes == 0

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from indexer.projection import rebuild_documents
 from profiles.catalogue import SUBJECTS
 from search import _kernels
+from search.block_sync import BlockDirectory
 from search.blocks import (
     AVAIL_SQL,
     CELL_DEG,
@@ -442,10 +443,9 @@ def test_gather_joins_copies_by_position() -> None:
 
 
 def test_items_json_joins_the_items_of_the_records_asked() -> None:
-    """`Blocks.items_json` (C) finds each record's item by its block and the block's
-    int4 ends, closes it with its tail and joins them as a JSON array, in the order
-    asked; a block whose ends do not fit its items, an index outside the blocks and
-    blocks read without items are refused."""
+    """`Blocks.items_json` (C) finds each record's item in its block's items by the
+    block's int4 ends, closes it with its tail and joins them as a JSON array, in the
+    order asked; items that do not fit their block's record count are refused."""
     texts = [["a", '\u00e9t\u00e9 \\"q\\"'], ["", "bb", '{"x":[1,2]}']]
 
     def part(items: list[str]) -> bytes:
@@ -454,28 +454,22 @@ def test_items_json_joins_the_items_of_the_records_asked() -> None:
         return ends + b"".join(body)
 
     rec = [uuid.uuid4().bytes + bytes(27) for _ in range(5)]
-    b = Blocks(
-        "coach", [rec[0] + rec[1], b"".join(rec[2:])], np.array([2, 3], dtype=np.int64),
-        np.zeros(2, dtype=bool), {}, np.array([7, 9]), np.array([1, 1]), None,
-        [part(t) for t in texts],
-    )  # fmt: skip
+    b = Blocks.from_parts(
+        "coach", [(rec[0] + rec[1], None, False), (b"".join(rec[2:]), None, False)]
+    )
+    parts = [part(t) for t in texts]
     flat = [t for block in texts for t in block]
     idx, tails = [4, 0, 1, 2, 3], [b"}", b"!", b"", b"?", b"}"]
+    owner = [parts[1], parts[0], parts[0], parts[1], parts[1]]
     want = b"[" + b",".join(flat[i].encode() + t for i, t in zip(idx, tails, strict=True)) + b"]"
-    assert b.items_json(idx, tails) == want
-    assert b.items_json([], []) == b"[]"
-    with pytest.raises(ValueError, match="outside the blocks"):
-        b.items_json([5], [b""])
-    with pytest.raises(ValueError, match="outside the blocks"):
-        b.items_json([-1], [b""])
-    short = [part(texts[0])[:-1], part(texts[1])]  # the last item is cut
-    bad = Blocks("coach", b"".join(rec), b.counts, np.zeros(2, dtype=bool), {}, b.cells,
-                 b.versions, None, short)  # fmt: skip
-    assert bad.items_json([0], [b""]) == b"[a]"
-    with pytest.raises(ValueError, match="do not match"):
-        bad.items_json([1], [b""])
-    with pytest.raises(ValueError, match="without their items"):
-        Blocks.from_parts("coach", [(rec[0], None, False)]).items_json([0], [b""])
+    assert b.items_json(idx, tails, owner) == want
+    assert b.items_json([], [], []) == b"[]"
+    cut = part(texts[0])[:-1]  # the last item is cut
+    for bad in (cut, parts[1], b"", b"\x00\x00\x00\x05ab", part(["a", "bc", "d"])):
+        with pytest.raises(ValueError, match="do not match"):
+            b.items_json([1], [b""], [bad])
+    with pytest.raises(ValueError, match="differ in length"):
+        _kernels.items_json([parts[0]], [2], [0], [])
 
 
 def test_ids_print_the_uuids_of_the_records_asked() -> None:
@@ -582,6 +576,29 @@ def test_block_pass_without_a_position_covers_every_tutor(
     q = TutorQuery(subject=["mathematics"], language=["fr", "en"], sort="price")
     got, want = _both(engine_thread, sql_engine, q)
     assert got.total > 0
+    assert got.model_dump() == want.model_dump()
+
+
+@pytest.mark.parametrize("sort", ["distance", "price"])
+def test_a_block_page_without_its_items_held_falls_back_to_sql(
+    engine_thread: EngineThread,
+    sql_engine: PostgresEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    sort: str,
+) -> None:
+    """When the directory no longer holds the items of the versions the query computed
+    on (its copies dropped, or a block re-packed while the query awaited), the page is
+    read from the documents instead, and the answer is the same."""
+    calls: list[object] = []
+
+    def nothing_held(*args: Any) -> None:
+        calls.append(args)
+
+    monkeypatch.setattr(BlockDirectory, "items_of", nothing_held)
+    q = TutorQuery(lat=48.8566, lng=2.3522, radius_km=40, sort=sort, limit=7)
+    got, want = _both(engine_thread, sql_engine, q)
+    assert calls
+    assert got.total > 7
     assert got.model_dump() == want.model_dump()
 
 
