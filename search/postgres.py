@@ -1228,11 +1228,27 @@ class PostgresEngine:
         )
 
     @staticmethod
-    def _block_cursor(q: TutorQuery | CoachQuery, fp: str, page: _BlockPage) -> str | None:
-        """The next page's cursor of a block page (None when it is the last)."""
-        if len(page.idx) <= q.limit:
-            return None
-        return cursors.encode(q.sort, fp, page.cursor_key(q.limit - 1))
+    def _block_results(
+        q: TutorQuery | CoachQuery,
+        fp: str,
+        page: _BlockPage,
+        facets: dict[str, Any],
+        total: int,
+        *,
+        tutor: bool,
+    ) -> TutorResults:
+        """The results of a list query paged on the blocks: the items rendered there, the
+        next page's cursor unless it is the last (`fp`: the query's fingerprint)."""
+        next_cursor = None
+        if len(page.idx) > q.limit:
+            next_cursor = cursors.encode(q.sort, fp, page.cursor_key(q.limit - 1))
+        return TutorResults(
+            items_json=page.items_json(q.limit, tutor=tutor),
+            facets=facets,
+            total=total,
+            next_cursor=next_cursor,
+            engine=NAME,
+        )
 
     @staticmethod
     def _cursor_key(sort: str, value: Any, pid: Any) -> list[Any]:
@@ -1315,13 +1331,7 @@ class PostgresEngine:
             q, "tutor_documents", "subjects", q.subject, where, cols, key, extra
         )
         if isinstance(rows, _BlockPage):
-            return TutorResults(
-                items_json=rows.items_json(q.limit, tutor=True),
-                facets=facets,
-                total=total,
-                next_cursor=self._block_cursor(q, fp, rows),
-                engine=NAME,
-            )
+            return self._block_results(q, fp, rows, facets, total, tutor=True)
         items = []
         for r in rows[: q.limit]:
             dist = r[15] if q.sort == "distance" else (r[17] if extra else None)
@@ -1448,13 +1458,7 @@ class PostgresEngine:
             q, "coach_documents", "expertises", q.expertise, where, cols, key
         )
         if isinstance(rows, _BlockPage):
-            return CoachResults(
-                items_json=rows.items_json(q.limit, tutor=False),
-                facets=facets,
-                total=total,
-                next_cursor=self._block_cursor(q, fp, rows),
-                engine=NAME,
-            )
+            return self._block_results(q, fp, rows, facets, total, tutor=False)
         items = [
             {
                 "id": str(r[0]),
