@@ -123,6 +123,20 @@ static int mask_buffer(PyObject *o, Py_buffer *view, Py_ssize_t n, int writable,
     return optional_mask_buffer(o, view, n, writable, name);
 }
 
+/* Acquires the packed records `o` (a buffer of whole records of `itemsize` bytes) into
+ * `view`; the record count, or -1 with an exception set and nothing held. */
+static Py_ssize_t records_buffer(PyObject *o, Py_buffer *view, Py_ssize_t itemsize) {
+    if (PyObject_GetBuffer(o, view, PyBUF_SIMPLE) < 0)
+        return -1;
+    if (view->len % itemsize) {
+        PyErr_Format(PyExc_ValueError, "%zd bytes are not whole records of %zd", view->len,
+                     itemsize);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return view->len / itemsize;
+}
+
 /* Appends the int i to `list`; 0, or -1 with an exception set. */
 static int append_index(PyObject *list, Py_ssize_t i) {
     PyObject *v = PyLong_FromSsize_t(i);
@@ -202,16 +216,11 @@ static PyObject *facet_pass(PyObject *self, PyObject *args) {
     }
 
     Py_buffer rec, keep, hits, by_cat, extra;
-    if (PyObject_GetBuffer(records_o, &rec, PyBUF_SIMPLE) < 0)
+    Py_ssize_t n = records_buffer(records_o, &rec, itemsize);
+    if (n < 0)
         return NULL;
     PyObject *result = NULL;
     int got_keep = 0, got_hits = 0, got_by_cat = 0, got_extra = 0;
-    if (rec.len % itemsize) {
-        PyErr_Format(PyExc_ValueError, "%zd bytes are not whole records of %zd", rec.len,
-                     itemsize);
-        goto done;
-    }
-    Py_ssize_t n = rec.len / itemsize;
     if ((got_keep = optional_mask_buffer(keep_o, &keep, n, 0, "keep")) < 0)
         goto done;
     if ((got_hits = mask_buffer(hits_o, &hits, n, 1, "hits")) < 0 ||
@@ -460,16 +469,11 @@ static PyObject *edge_test(PyObject *self, PyObject *args) {
         return NULL;
     }
     Py_buffer rec, edge, keep;
-    if (PyObject_GetBuffer(records_o, &rec, PyBUF_SIMPLE) < 0)
+    Py_ssize_t n = records_buffer(records_o, &rec, itemsize);
+    if (n < 0)
         return NULL;
     PyObject *undecided = NULL;
     int got_edge = 0, got_keep = 0;
-    if (rec.len % itemsize) {
-        PyErr_Format(PyExc_ValueError, "%zd bytes are not whole records of %zd", rec.len,
-                     itemsize);
-        goto done;
-    }
-    Py_ssize_t n = rec.len / itemsize;
     if ((got_edge = mask_buffer(edge_o, &edge, n, 0, "edge")) < 0 ||
         (got_keep = mask_buffer(keep_o, &keep, n, 1, "keep")) < 0)
         goto done;
@@ -822,13 +826,9 @@ static PyObject *page(PyObject *self, PyObject *args) {
     int got_hits = 0, got_rank = 0;
     PageEntry *heap = NULL;
     PyObject *result = NULL;
-    if (PyObject_GetBuffer(records_o, &rec, PyBUF_SIMPLE) < 0)
+    Py_ssize_t n = records_buffer(records_o, &rec, itemsize);
+    if (n < 0)
         return NULL;
-    if (rec.len % itemsize) {
-        PyErr_SetString(PyExc_ValueError, "records are not whole");
-        goto done;
-    }
-    Py_ssize_t n = rec.len / itemsize;
     if ((got_hits = mask_buffer(hits_o, &hits, n, 0, "hits")) < 0)
         goto done;
     if (sort == 2) {
@@ -1149,17 +1149,13 @@ static PyObject *clusters(PyObject *self, PyObject *args) {
         return NULL;
     }
     Py_buffer rec, hits;
-    if (PyObject_GetBuffer(records_o, &rec, PyBUF_SIMPLE) < 0)
+    Py_ssize_t n = records_buffer(records_o, &rec, itemsize);
+    if (n < 0)
         return NULL;
     PyObject *result = NULL;
     int got_hits = 0;
     Cluster *t = NULL;
     Py_ssize_t *order = NULL;
-    if (rec.len % itemsize) {
-        PyErr_SetString(PyExc_ValueError, "records are not whole");
-        goto done;
-    }
-    Py_ssize_t n = rec.len / itemsize;
     if ((got_hits = mask_buffer(hits_o, &hits, n, 0, "hits")) < 0)
         goto done;
     Py_ssize_t cap = 1024, used = 0;
@@ -1296,18 +1292,14 @@ static PyObject *nearest(PyObject *self, PyObject *args) {
             return NULL;
     }
     Py_buffer rec, hits;
-    if (PyObject_GetBuffer(records_o, &rec, PyBUF_SIMPLE) < 0)
+    Py_ssize_t n = records_buffer(records_o, &rec, itemsize);
+    if (n < 0)
         return NULL;
     PyObject *result = NULL;
     int got_hits = 0;
     int64_t *at = NULL;
     double *dist = NULL, *heap = NULL;
     unsigned char *certain = NULL;
-    if (rec.len % itemsize) {
-        PyErr_SetString(PyExc_ValueError, "records are not whole");
-        goto done;
-    }
-    Py_ssize_t n = rec.len / itemsize;
     if ((got_hits = mask_buffer(hits_o, &hits, n, 0, "hits")) < 0)
         goto done;
     const unsigned char *base = rec.buf, *hit = hits.buf;
