@@ -37,6 +37,8 @@ from typing import Any
 
 import uvicorn
 
+from api.coalesce import HTTP_PROTOCOL
+
 APP = "api.app:create_app"
 # A worker that dies sooner than this after its start is not restarted (a broken app or
 # a taken port would otherwise restart in a loop): the server exits.
@@ -47,12 +49,15 @@ _ACCEPT_POLL_S = 0.25
 _FDS_PER_READ = 64
 
 
-# Every server of ours: the app factory, our logging (structlog) and our access log line.
-_UVICORN: dict[str, Any] = {"factory": True, "log_config": None, "access_log": False}
+# Every server of ours: the app factory, our logging (structlog) and our access log line,
+# one send per response (`api.coalesce`).
+_UVICORN: dict[str, Any] = {
+    "factory": True, "log_config": None, "access_log": False, "http": HTTP_PROTOCOL,
+}  # fmt: skip
 
 
 def _config(host: str, port: int, **options: Any) -> uvicorn.Config:
-    return uvicorn.Config(APP, host=host, port=port, **_UVICORN, **options)
+    return uvicorn.Config(APP, host=host, port=port, **{**_UVICORN, **options})
 
 
 def listeners(port: int) -> int | None:
@@ -171,7 +176,7 @@ def serve(host: str, port: int, workers: int = 1, *, reload: bool = False, **opt
     dies within `_MIN_UPTIME_S` of its start."""
     if reload or not hasattr(socket, "send_fds"):
         uvicorn.run(APP, host=host, port=port, workers=workers, reload=reload,
-                    **_UVICORN, **options)  # fmt: skip
+                    **{**_UVICORN, **options})  # fmt: skip
         return
     if workers <= 1:
         uvicorn.Server(_config(host, port, **options)).run()
