@@ -22,10 +22,12 @@
  * `grid_runs`), the assembly of a query's blocks from the copies held (`gather`), the
  * text matches held per block (`text_gather`), the rating/price/relevance page (`page`,
  * a heap) and the distance page's candidates (`nearest`), the map clusters (`clusters`,
- * a hash table), the page ids as hex (`hex_ids`) and the page's JSON items
- * (`items_json`).
+ * a hash table), the page ids as hex (`hex_ids`), the page's JSON items
+ * (`items_json`) and its distances, to the bit those of PostGIS (`st_distance`).
  *
- * Only the CPython C API (buffer protocol) is used: no numpy headers at build time.
+ * Only the CPython C API (buffer protocol) is used: no numpy headers at build time. The
+ * geodesic of `st_distance` is PROJ's (GeographicLib's C code, `geodesic.h`), the one
+ * PostGIS calls; without PROJ's headers at build time it is left out (`GEODESIC`).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -442,6 +444,123 @@ static PyObject *vincenty_py(PyObject *self, PyObject *args) {
         return NULL;
     return PyFloat_FromDouble(vincenty(lat1, lng1, lat2, lng2));
 }
+
+#ifdef HAVE_GEODESIC
+#include <geodesic.h>
+
+/* PostGIS's normalizations of a point's radians (liblwgeom/lwgeodetic.c,
+ * `longitude_radians_normalize`, `latitude_radians_normalize`), applied by
+ * `geographic_point_init` before any distance. */
+static double longitude_radians_normalize(double lon) {
+    if (lon == -1.0 * M_PI)
+        return M_PI;
+    if (lon == -2.0 * M_PI)
+        return 0.0;
+    if (lon > 2.0 * M_PI)
+        lon = remainder(lon, 2.0 * M_PI);
+    if (lon < -2.0 * M_PI)
+        lon = remainder(lon, -2.0 * M_PI);
+    if (lon > M_PI)
+        lon = -2.0 * M_PI + lon;
+    if (lon < -1.0 * M_PI)
+        lon = 2.0 * M_PI + lon;
+    if (lon == -2.0 * M_PI)
+        lon *= -1.0;
+    return lon;
+}
+
+static double latitude_radians_normalize(double lat) {
+    if (lat > 2.0 * M_PI)
+        lat = remainder(lat, 2.0 * M_PI);
+    if (lat < -2.0 * M_PI)
+        lat = remainder(lat, -2.0 * M_PI);
+    if (lat > M_PI)
+        lat = M_PI - lat;
+    if (lat < -1.0 * M_PI)
+        lat = -1.0 * M_PI - lat;
+    if (lat > M_PI_2)
+        lat = M_PI - lat;
+    if (lat < -1.0 * M_PI_2)
+        lat = -1.0 * M_PI - lat;
+    return lat;
+}
+
+/* A point (degrees) as PostGIS's geodesic sees it: to radians (`deg2rad`), normalized,
+ * back to degrees (`spheroid_distance`), the same operations in the same order. */
+static void postgis_degrees(double lat, double lng, double *out_lat, double *out_lng) {
+    *out_lat = latitude_radians_normalize(M_PI * lat / 180.0) * 180.0 / M_PI;
+    *out_lng = longitude_radians_normalize(M_PI * lng / 180.0) * 180.0 / M_PI;
+}
+
+PyDoc_STRVAR(st_distance_doc,
+"st_distance(records, itemsize, idx, lat, lng)\n"
+"--\n\n"
+"The WGS84 distances in metres (a list of floats) of tutor `records[idx]` (packed\n"
+"big-endian, `itemsize` bytes each, lat/lng float8 at bytes 43/51) from (lat, lng)\n"
+"(degrees): PostGIS's `ST_Distance(record::geography, point::geography)`, computed as\n"
+"PostGIS 3 computes it for two points (geography_measurement.c `geography_distance`,\n"
+"lwspheroid.c `spheroid_distance`): the points through `geographic_point_init`'s\n"
+"radians, GeographicLib's `geod_inverse` (C. F. F. Karney, \"Algorithms for\n"
+"geodesics\", J. Geodesy 87, 2013) from PROJ's library on the ellipsoid of SRID 4326\n"
+"(a = 6378137, b = a (1 - 1/298.257223563), f = (a - b) / a as `spheroid_init`\n"
+"computes it), rounded to 1e-8 m (`round(d * 1e8) / 1e8`, PostGIS ticket #2168).\n"
+"With the PROJ library PostGIS uses, the result is PostGIS's to the bit. ValueError\n"
+"when an index is out of range.");
+
+static PyObject *st_distance(PyObject *self, PyObject *args) {
+    PyObject *records_o, *idx_o;
+    Py_ssize_t itemsize;
+    double lat, lng;
+    if (!PyArg_ParseTuple(args, "OnO!dd", &records_o, &itemsize, &PyList_Type, &idx_o, &lat,
+                          &lng))
+        return NULL;
+    if (itemsize < TUTOR_SIZE) {
+        PyErr_SetString(PyExc_ValueError, "tutor records are needed");
+        return NULL;
+    }
+    static struct geod_geodesic g;
+    static int ready = 0;
+    if (!ready) {
+        const double a = 6378137.0, b = a * (1.0 - 1.0 / 298.257223563);
+        geod_init(&g, a, (a - b) / a);
+        ready = 1;
+    }
+    Py_buffer rec;
+    Py_ssize_t n = records_buffer(records_o, &rec, itemsize);
+    if (n < 0)
+        return NULL;
+    Py_ssize_t m = PyList_GET_SIZE(idx_o);
+    PyObject *result = PyList_New(m);
+    if (result == NULL)
+        goto done;
+    double lat2, lng2;
+    postgis_degrees(lat, lng, &lat2, &lng2);
+    const unsigned char *base = rec.buf;
+    for (Py_ssize_t k = 0; k < m; k++) {
+        Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(idx_o, k));
+        if (i == -1 && PyErr_Occurred())
+            goto fail;
+        if (i < 0 || i >= n) {
+            PyErr_Format(PyExc_ValueError, "record %zd of %zd", i, n);
+            goto fail;
+        }
+        const unsigned char *r = base + i * itemsize;
+        double lat1, lng1, s12 = 0.0;
+        postgis_degrees(be_double(r + OFF_LAT), be_double(r + OFF_LNG), &lat1, &lng1);
+        geod_inverse(&g, lat1, lng1, lat2, lng2, &s12, NULL, NULL);
+        PyObject *v = PyFloat_FromDouble(round(s12 * 1.0e8) / 1.0e8);
+        if (v == NULL)
+            goto fail;
+        PyList_SET_ITEM(result, k, v);
+    }
+    goto done;
+fail:
+    Py_CLEAR(result);
+done:
+    PyBuffer_Release(&rec);
+    return result;
+}
+#endif
 
 PyDoc_STRVAR(edge_test_doc,
 "edge_test(records, itemsize, edge, keep, lat, lng, cos_in, cos_out, radius_m, margin)\n"
@@ -1459,6 +1578,9 @@ static PyMethodDef methods[] = {
     {"clusters", clusters, METH_VARARGS, clusters_doc},
     {"nearest", nearest, METH_VARARGS, nearest_doc},
     {"items_json", items_json, METH_VARARGS, items_json_doc},
+#ifdef HAVE_GEODESIC
+    {"st_distance", st_distance, METH_VARARGS, st_distance_doc},
+#endif
     {NULL, NULL, 0, NULL},
 };
 
@@ -1467,4 +1589,19 @@ static struct PyModuleDef module = {
     "The facet pass and the radius edge test over packed facet records (search/_kernels.c).", -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__kernels(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+#ifdef HAVE_GEODESIC
+    int geodesic = 1;
+#else
+    int geodesic = 0;
+#endif
+    /* whether `st_distance` is there (built with PROJ's geodesic.h, setup.py) */
+    if (PyModule_AddObjectRef(m, "GEODESIC", geodesic ? Py_True : Py_False) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

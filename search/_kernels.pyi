@@ -75,4 +75,10 @@ def nearest(
     limit: int,
     after: float | None,
 ) -> list[int]: ...
+
+GEODESIC: bool
+
+def st_distance(
+    records: Any, itemsize: int, idx: list[int], lat: float, lng: float
+) -> list[float]: ...
 def items_json(parts: list[bytes], ns: list[int], js: list[int], tails: list[bytes]) -> bytes: ...

@@ -719,6 +719,14 @@ class Blocks:
             lat, lng, limit, after,
         )  # fmt: skip
 
+    def st_distance(self, idx: list[int], lat: float, lng: float) -> list[float]:
+        """PostGIS's `ST_Distance(record::geography, point::geography)` in metres of tutor
+        records `idx` from (lat, lng), to the bit, in C (`_kernels.st_distance`: PROJ's
+        geodesic with PostGIS's steps). Only when `_kernels.GEODESIC`."""
+        return _kernels.st_distance(
+            self.records, self.records.dtype.itemsize, idx, lat, lng
+        )  # fmt: skip
+
     def block_of(self, idx: list[int]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
         """(block, index within it) of each record of `idx`."""
         at = np.asarray(idx, dtype=np.int64)

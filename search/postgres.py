@@ -1120,12 +1120,17 @@ class PostgresEngine:
     async def _light(
         self, conn: psycopg.AsyncConnection[Any], s: _Sql, blocks: Blocks, idx: list[int]
     ) -> list[float]:
-        """The WGS84 distances in metres of records `idx` from the query's point (PostGIS
-        `ST_Distance` on the spheroid, the record's position first as in the SQL page),
-        in one statement with the query's pending directory check (`_check`, applied
-        here); no statement when there is neither."""
+        """The WGS84 distances in metres of records `idx` from the query's point: PostGIS's
+        `ST_Distance` on the spheroid, the record's position first as in the SQL page,
+        computed here to the bit (`Blocks.st_distance`) when the kernels were built with
+        PROJ's geodesic, else by PostgreSQL; with the query's pending directory check
+        (`_check`, applied here) in one statement; no statement when neither is left."""
+        dist: list[float] = []
+        if idx and _kernels.GEODESIC:
+            dist = blocks.st_distance(idx, s.params["lat"], s.params["lng"])
+            idx = []
         if s.sync_check is None and not idx:
-            return []
+            return dist
         p: dict[str, Any] = {}
         cols = []
         if s.sync_check is not None:
@@ -1149,7 +1154,7 @@ class PostgresEngine:
             # swap: the name was read before the rename, the old table is gone since),
             # then `_check` asks again
             await self._check(conn, s, None if row[0] is None else bytes(row[0]))
-        return list(row[-1]) if idx else []
+        return list(row[-1]) if idx else dist
 
     async def _page(
         self,

@@ -231,6 +231,62 @@ def test_vincenty_agrees_with_geographiclib(
     assert wgs84_distance(lat, lng, np.array([lat]), np.array([lng]))[0] == 0.0  # the centre
 
 
+def _st_distance_cases(rng: np.random.Generator) -> list[tuple[float, float, np.ndarray]]:
+    """(lat, lng, records) cases: pages around random centres (records within 0.5 degrees),
+    records anywhere on the globe, and the edges (antimeridian, poles, the centre
+    itself, nearly antipodal points)."""
+    cases = []
+    for _ in range(150):
+        lat, lng = float(rng.uniform(-85, 85)), float(rng.uniform(-180, 180))
+        rec = np.zeros(40, dtype=DTYPE["tutor"])
+        rec["lat"] = np.clip(lat + rng.uniform(-0.5, 0.5, 40), -90, 90)
+        rec["lng"] = (lng + rng.uniform(-0.5, 0.5, 40) + 180) % 360 - 180
+        rec["lat"][:5] = np.round(rec["lat"][:5], 4)  # seeded coordinates are short decimals
+        rec["lng"][:5] = np.round(rec["lng"][:5], 5)
+        rec["lat"][5], rec["lng"][5] = lat, lng
+        cases.append((lat, lng, rec))
+    edges = [(90.0, 0.0), (-90.0, 180.0), (0.0, 180.0), (0.0, -180.0), (45.0, -180.0),
+             (45.0, 179.9999), (-0.000001, 0.0), (89.999, 45.0), (-33.0, -70.0)]  # fmt: skip
+    rec = np.zeros(len(edges) + 60, dtype=DTYPE["tutor"])
+    rec["lat"][: len(edges)] = [e[0] for e in edges]
+    rec["lng"][: len(edges)] = [e[1] for e in edges]
+    rec["lat"][len(edges) :] = rng.uniform(-90, 90, 60)
+    rec["lng"][len(edges) :] = rng.uniform(-180, 180, 60)
+    for lat, lng in [*edges, (33.0, 110.0), (0.5, -179.5)]:
+        cases.append((lat, lng, rec))
+    return cases
+
+
+@pytest.mark.skipif(not _kernels.GEODESIC, reason="kernels built without PROJ's geodesic.h")
+def test_st_distance_is_postgis_to_the_bit(database_url: str) -> None:
+    """The page's distances in C (`Blocks.st_distance`) equal PostGIS's `ST_Distance`
+    on geography exactly (the float, not within a tolerance), so a page, its
+    `distance_km` and its cursor do not depend on which of the two computed them."""
+    xs, ys, lxs, lys, got = [], [], [], [], []
+    for lat, lng, rec in _st_distance_cases(np.random.default_rng(7)):
+        blocks = Blocks.from_parts("tutor", [(rec.tobytes(), None, False)])
+        got += blocks.st_distance(list(range(rec.size)), lat, lng)
+        xs += rec["lng"].tolist()
+        ys += rec["lat"].tolist()
+        lxs += [lng] * rec.size
+        lys += [lat] * rec.size
+    with psycopg.connect(database_url) as conn:
+        (want,) = conn.execute(
+            "SELECT array_agg(ST_Distance(ST_SetSRID(ST_MakePoint(x, y), 4326)::geography,"
+            " ST_SetSRID(ST_MakePoint(lx, ly), 4326)::geography) ORDER BY i)"
+            " FROM unnest(%s::float8[], %s::float8[], %s::float8[], %s::float8[])"
+            " WITH ORDINALITY u(x, y, lx, ly, i)",
+            (xs, ys, lxs, lys),
+        ).fetchone()
+    assert len(got) == len(want) > 6_500
+    wrong = [(ys[i], xs[i], lys[i], lxs[i], got[i], want[i])
+             for i in range(len(got)) if got[i] != want[i]]  # fmt: skip
+    assert wrong == []
+    assert 0.0 in got  # the centre itself
+    with pytest.raises(ValueError, match=f"record {rec.size} of {rec.size}"):
+        blocks.st_distance([rec.size], 0.0, 0.0)
+
+
 def test_radius_test_leaves_the_margin_to_postgis() -> None:
     """Edge records certainly inside on the sphere are kept, those beyond the outer
     bound dropped, the ring between is decided by the geodesic distance except within
@@ -577,6 +633,37 @@ def test_block_pass_without_a_position_covers_every_tutor(
     got, want = _both(engine_thread, sql_engine, q)
     assert got.total > 0
     assert got.model_dump() == want.model_dump()
+
+
+@pytest.mark.parametrize("geodesic", [True, False])
+@pytest.mark.parametrize("sort", ["distance", "rating"])
+def test_block_page_distances_in_c_or_by_postgis_answer_alike(
+    engine_thread: EngineThread,
+    sql_engine: PostgresEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    sort: str,
+    geodesic: bool,
+) -> None:
+    """The block page's distances come from the kernels when they were built with PROJ's
+    geodesic, else from PostgreSQL in the page's statement: the same answer, cursor
+    included, both ways."""
+    if geodesic and not _kernels.GEODESIC:
+        pytest.skip("kernels built without PROJ's geodesic.h")
+    calls: list[int] = []
+    in_c = Blocks.st_distance
+
+    def counted(self: Blocks, idx: list[int], lat: float, lng: float) -> list[float]:
+        calls.append(len(idx))
+        return in_c(self, idx, lat, lng)
+
+    monkeypatch.setattr(Blocks, "st_distance", counted)
+    monkeypatch.setattr(_kernels, "GEODESIC", geodesic)
+    q = TutorQuery(lat=45.764, lng=4.8357, radius_km=30, sort=sort, limit=9)
+    got, want = _both(engine_thread, sql_engine, q)
+    assert got.total > 9
+    assert got.next_cursor is not None
+    assert got.model_dump() == want.model_dump()
+    assert bool(calls) == geodesic
 
 
 @pytest.mark.parametrize("sort", ["distance", "price"])
