@@ -6,19 +6,18 @@ without `st_distance` (`_kernels.GEODESIC` is False) and PostgreSQL computes the
 distances instead."""
 
 import os
-import sysconfig
 
 from setuptools import Extension, setup
 
 
-def _has_geodesic() -> bool:
-    dirs = [os.environ.get("PROJ_INCLUDE_DIR", ""), "/usr/include", "/usr/local/include",
-            sysconfig.get_paths()["include"]]  # fmt: skip
-    return any(d and os.path.exists(os.path.join(d, "geodesic.h")) for d in dirs)
+def _geodesic_include() -> str | None:
+    """The directory holding PROJ's geodesic.h (PROJ_INCLUDE_DIR first), or None."""
+    dirs = [os.environ.get("PROJ_INCLUDE_DIR", ""), "/usr/include", "/usr/local/include"]
+    return next((d for d in dirs if d and os.path.exists(os.path.join(d, "geodesic.h"))), None)
 
 
-GEODESIC = _has_geodesic()
-if not GEODESIC:
+GEODESIC = _geodesic_include()
+if GEODESIC is None:
     print("setup.py: PROJ's geodesic.h not found (apt-get install libproj-dev): the search"
           " kernels are built without st_distance, PostgreSQL computes page distances")  # fmt: skip
 
@@ -29,6 +28,7 @@ setup(
             sources=["search/_kernels.c"],
             extra_compile_args=["-O2", "-Wall", "-Werror"],
             define_macros=[("HAVE_GEODESIC", "1")] if GEODESIC else [],
+            include_dirs=[GEODESIC] if GEODESIC else [],
             libraries=["proj"] if GEODESIC else [],
         )
     ]

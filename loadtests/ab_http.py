@@ -17,37 +17,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
-import sys
-import time
 from typing import Any
 
-import httpx
-
-from core.settings import get_settings
-from loadtests.bench_search import _cpu_ticks, ensure_wrk, wrk_bench
-
-
-def _serve(checkout: str, url: str, port: int, cache: bool) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, DATABASE_URL=url, SEARCH_CACHE_ENABLED=str(cache).lower(),
-               LOG_LEVEL="WARNING", SEARCH_POOL_MIN_SIZE="4", SEARCH_POOL_MAX_SIZE="4",
-               PYTHONPATH=checkout)  # fmt: skip
-    return subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", "2"],
-        env=env, cwd=checkout,
-    )  # fmt: skip
-
-
-def _wait(port: int) -> None:
-    for _ in range(300):
-        try:  # one connection per worker (they are dealt in turn)
-            if all(httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200
-                   for _ in range(2)):  # fmt: skip
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"the server on port {port} did not start")
+from loadtests.bench_search import (
+    _cpu_ticks,
+    bench_database,
+    cpu_per_request,
+    ensure_wrk,
+    serve,
+    wrk_bench,
+)
 
 
 def main() -> None:
@@ -59,20 +38,18 @@ def main() -> None:
     ap.add_argument("--cache", action="store_true", help="cache on (3 rounds of the mix)")
     ap.add_argument("--port", type=int, default=8801, help="a's port; b's is the next one")
     args = ap.parse_args()
-    base = get_settings().libpq_database_url
-    url = base.rsplit("/", 1)[0] + "/" + base.rsplit("/", 1)[1].split("?")[0] + "_bench_search"
+    url = bench_database()[0]
     checkouts = [os.path.abspath(args.a), os.path.abspath(args.b)]
     ports = [args.port, args.port + 1]
     distinct = 3 if args.cache else 40
-    procs = [_serve(c, url, p, args.cache) for c, p in zip(checkouts, ports, strict=True)]
+    procs = []
     runs: list[list[tuple[float, float, int, int, int]]] = [[], []]
     try:
-        for p in ports:
-            _wait(p)
+        for c, p in zip(checkouts, ports, strict=True):  # each waits until it answers
+            procs.append(serve(url, p, args.cache, workers=2, checkout=c))
         wrk = ensure_wrk()
         for p in ports:  # warm: pools open, blocks read
             wrk_bench(wrk, f"http://127.0.0.1:{p}", 16, 3, distinct)
-        hz = os.sysconf("SC_CLK_TCK")
         for r in range(args.rounds):
             for i in (0, 1) if r % 2 == 0 else (1, 0):
                 before = _cpu_ticks(procs[i].pid)
@@ -80,7 +57,7 @@ def main() -> None:
                     wrk, f"http://127.0.0.1:{ports[i]}", 16, args.seconds, distinct
                 )
                 after = _cpu_ticks(procs[i].pid)
-                cpu = {k: round((after[k] - before[k]) / hz * 1e6 / res["n"]) for k in before}
+                cpu = cpu_per_request(before, after, res["n"])
                 runs[i].append(
                     (res["req_per_s"], res["p95"], cpu["api"], cpu["postgres"], cpu["machine"])
                 )

@@ -314,15 +314,23 @@ def pg_settings(conn: psycopg.Connection[Any]) -> dict[str, str]:
 
 
 def serve(
-    url: str, port: int, cache: bool, workers: int = 1, pool: tuple[int, int] = (4, 4)
+    url: str,
+    port: int,
+    cache: bool,
+    workers: int = 1,
+    pool: tuple[int, int] = (4, 4),
+    checkout: str | None = None,
 ) -> subprocess.Popen[bytes]:
-    """A uvicorn server on `url` (`pool` = search pool min, max size per worker)."""
+    """A uvicorn server on `url` (`pool` = search pool min, max size per worker), with
+    the code of `checkout` (a directory; default: this one) and this venv's packages."""
     env = dict(os.environ)
     env.update(DATABASE_URL=url, SEARCH_CACHE_ENABLED=str(cache).lower(), LOG_LEVEL="WARNING",
                SEARCH_POOL_MIN_SIZE=str(pool[0]), SEARCH_POOL_MAX_SIZE=str(pool[1]))  # fmt: skip
+    if checkout is not None:
+        env["PYTHONPATH"] = checkout
     proc = subprocess.Popen(
         [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", str(workers)],
-        env=env,
+        env=env, cwd=checkout,
     )  # fmt: skip
     for _ in range(300):
         # the supervisor deals connections to the workers in turn (`api.server`): one
@@ -372,6 +380,20 @@ def _cpu_ticks(server_pid: int) -> dict[str, int]:
     return out
 
 
+def cpu_per_request(before: dict[str, int], after: dict[str, int], n: int) -> dict[str, int]:
+    """µs of CPU per request between two `_cpu_ticks` readings over `n` requests."""
+    hz = os.sysconf("SC_CLK_TCK")
+    return {k: round((after[k] - before[k]) / hz * 1e6 / n) for k in before}
+
+
+def bench_database() -> tuple[str, str, str]:
+    """(libpq URL, maintenance database URL, name) of the benchmark's database: the
+    configured database's name + `_bench_search`, on the same server."""
+    base = get_settings().libpq_database_url
+    name = base.rsplit("/", 1)[1].split("?")[0] + "_bench_search"
+    return base.rsplit("/", 1)[0] + "/" + name, base.rsplit("/", 1)[0] + "/postgres", name
+
+
 def http_phase(
     url: str, args: argparse.Namespace, cache: bool, wrk: str | None, pool: tuple[int, int]
 ) -> dict[str, Any]:
@@ -395,10 +417,7 @@ def http_phase(
         after = _cpu_ticks(proc.pid)
         if before and after and res.get("n"):
             # µs of CPU per request: the API workers, PostgreSQL, the whole machine
-            hz = os.sysconf("SC_CLK_TCK")
-            res["cpu_us_per_request"] = {
-                k: round((after[k] - before[k]) / hz * 1e6 / res["n"]) for k in before
-            }
+            res["cpu_us_per_request"] = cpu_per_request(before, after, res["n"])
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -419,10 +438,7 @@ def main() -> None:
     ap.add_argument("--skip-engine", action="store_true", help="HTTP phases only")
     ap.add_argument("--reseed", action="store_true")
     args = ap.parse_args()
-    base = get_settings().libpq_database_url
-    name = base.rsplit("/", 1)[1].split("?")[0] + "_bench_search"
-    url = base.rsplit("/", 1)[0] + "/" + name
-    admin = base.rsplit("/", 1)[0] + "/postgres"
+    url, admin, name = bench_database()
     ensure_dataset(url, admin, name, args.reseed)
     with psycopg.connect(url) as conn:
         machine = describe(conn)

@@ -8,10 +8,10 @@ slower; planning costs ~0.2 ms. JIT is off (it costs milliseconds on these short
 
 The facet pass normally runs on the facet blocks (`search.blocks`) this process holds,
 listed by its block directory (`search.block_sync`), and so does the page: picked on the
-records, its items joined from the blocks' rendered items (`_block_page`). The directory
-check and the WGS84 distances of the page's records ride on one light statement, so a
-list query on current copies is one statement that reads no document, and one whose
-blocks changed meanwhile is computed again. The SQL pass below answers when the blocks
+records, its items joined from the blocks' rendered items (`_block_page`), its WGS84
+distances computed in C as PostGIS computes them (`Blocks.st_distance`). The directory
+check rides on one light statement, so a list query on current copies is one statement
+that reads no document, and one whose blocks changed meanwhile is computed again. The SQL pass below answers when the blocks
 cannot (a radius box that wraps) and for `PostgresEngine(blocks=False)`; it runs two
 statements on one connection:
 
@@ -1085,9 +1085,9 @@ class PostgresEngine:
         """The page (`limit` records) of a list query whose facet pass ran on the blocks,
         picked there: the rating/price/relevance keyset page (`Blocks.page`), or the
         distance page's candidates on the sphere (`Blocks.nearest`) ordered exactly on
-        the spheroid by (distance, id) after the keyset. One statement (`_light`)
-        carries the directory check of the blocks and the WGS84 distances of the
-        page's records (or the candidates); the items are those the directory holds
+        the spheroid by (distance, id) after the keyset, by the WGS84 distances of the
+        page's records (or the candidates) that `_light` computes, with the directory
+        check of the blocks in its statement; the items are those the directory holds
         for the versions the query computed on, taken before that statement (its check
         may change the directory). None when the directory holds them no more (its
         copies were dropped, or a block changed while the query awaited): the SQL
@@ -1125,11 +1125,10 @@ class PostgresEngine:
         computed here to the bit (`Blocks.st_distance`) when the kernels were built with
         PROJ's geodesic, else by PostgreSQL; with the query's pending directory check
         (`_check`, applied here) in one statement; no statement when neither is left."""
-        dist: list[float] = []
-        if idx and _kernels.GEODESIC:
-            dist = blocks.st_distance(idx, s.params["lat"], s.params["lng"])
-            idx = []
-        if s.sync_check is None and not idx:
+        in_c = bool(idx) and _kernels.GEODESIC
+        dist = blocks.st_distance(idx, s.params["lat"], s.params["lng"]) if in_c else []
+        in_sql = [] if in_c else idx
+        if s.sync_check is None and not in_sql:
             return dist
         p: dict[str, Any] = {}
         cols = []
@@ -1137,8 +1136,8 @@ class PostgresEngine:
             family = s.sync_check[0]
             p["sync_horizon"] = str(self._directory[family].horizon)
             cols.append(sync_sql(family))
-        if idx:
-            rec = blocks.records[idx]
+        if in_sql:
+            rec = blocks.records[in_sql]
             p.update(lat=s.params["lat"], lng=s.params["lng"])
             p["xs"], p["ys"] = _float_array(rec["lng"]), _float_array(rec["lat"])
             cols.append(
@@ -1154,7 +1153,7 @@ class PostgresEngine:
             # swap: the name was read before the rename, the old table is gone since),
             # then `_check` asks again
             await self._check(conn, s, None if row[0] is None else bytes(row[0]))
-        return list(row[-1]) if idx else dist
+        return list(row[-1]) if in_sql else dist
 
     async def _page(
         self,
