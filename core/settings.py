@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     search_cache_ttl_s: int = Field(default=60, ge=1, le=86400)
     search_pool_min_size: int = Field(default=2, ge=1, le=100)
     search_pool_max_size: int = Field(default=10, ge=1, le=200)
+    # the longest a search process goes without checking its block directory (seconds);
+    # 0 = check on every query (no LISTEN connection), search/block_watch.py
+    search_block_recheck_s: float = Field(default=1.0, ge=0, le=60)
     access_token_ttl_s: int = Field(default=900, ge=60, le=3600)
     refresh_token_ttl_s: int = Field(default=30 * 86_400, ge=3600, le=365 * 86_400)
     login_max_failures_per_account: int = Field(default=5, ge=1, le=1000)

@@ -742,6 +742,7 @@ class _Runner:
                             )
                     for table in self.live:
                         repo.swap_table(w, self.shapes[table])
+                    repo.notify_blocks_swapped(w, self.live)
                     repo.drop_tables(w, [t + self.suffix for t in self.scratch])
                     repo.release_outbox(w, self.hold)
                     if not repo.finish_run(

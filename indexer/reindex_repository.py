@@ -21,6 +21,8 @@ from psycopg.types.json import Jsonb
 
 from indexer.projection import KIND_FILTER
 from indexer.repository import OutboxEvent
+from search.block_watch import CHANNEL as BLOCK_CHANNEL
+from search.block_watch import FAMILIES as BLOCK_FAMILIES
 
 ACTIVE_STATES = ("queued", "running")
 TERMINAL_STATES = ("succeeded", "failed", "canceled")
@@ -366,7 +368,9 @@ class IndexCopy:
 @dataclass(frozen=True, slots=True)
 class TableShape:
     """What the swap must reproduce of a live table: its columns, indexes, index-backed
-    and foreign-key constraints, storage options and grants."""
+    and foreign-key constraints, storage options, grants and triggers (`triggers`:
+    (name, definition on the live table, the same on the shadow), created at the swap,
+    so the shadow's load and replay fire none)."""
 
     live: str
     shadow: str
@@ -375,6 +379,7 @@ class TableShape:
     foreign_keys: tuple[tuple[str, str], ...] = ()
     reloptions: tuple[str, ...] = ()
     grants: tuple[tuple[str, str], ...] = field(default=())
+    triggers: tuple[tuple[str, str, str], ...] = field(default=())
 
     def signature(self) -> tuple[Any, ...]:
         """What must not change between the copy and the swap."""
@@ -382,6 +387,7 @@ class TableShape:
             self.columns,
             tuple((i.live_name, i.constraint, i.definition) for i in self.indexes),
             self.foreign_keys,
+            tuple(t[:2] for t in self.triggers),
         )
 
 
@@ -469,7 +475,30 @@ def describe_table(conn: psycopg.Connection[Any], live: str, shadow: str) -> Tab
         foreign_keys=tuple((str(a), str(b)) for a, b in fks),
         reloptions=tuple(str(o) for o in reloptions),
         grants=tuple((str(a), str(b)) for a, b in grants),
+        triggers=_triggers(conn, live, shadow),
     )
+
+
+def _triggers(
+    conn: psycopg.Connection[Any], live: str, shadow: str
+) -> tuple[tuple[str, str, str], ...]:
+    """(name, definition, definition on `shadow`) of `live`'s own triggers: the definition
+    names the table schema-qualified (`pg_get_triggerdef`), once, after ` ON `."""
+    rows = conn.execute(
+        "SELECT t.tgname, pg_get_triggerdef(t.oid), quote_ident(n.nspname),"
+        " quote_ident(c.relname) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE t.tgrelid = %s::regclass AND NOT t.tgisinternal ORDER BY t.tgname",
+        (live,),
+    ).fetchall()
+    out = []
+    for name, definition, schema, table in rows:
+        on = f" ON {schema}.{table} "
+        if definition.count(on) != 1:
+            raise ValueError(f"cannot copy trigger {name} of {live}: {definition}")
+        target = f" ON {schema}.{sql.Identifier(shadow).as_string(conn)} "
+        out.append((str(name), str(definition), str(definition).replace(on, target)))
+    return tuple(out)
 
 
 def create_shadow(conn: psycopg.Connection[Any], shape: TableShape) -> None:
@@ -634,11 +663,14 @@ def lock_live(conn: psycopg.Connection[Any], tables: Sequence[str], timeout_s: f
 
 
 def swap_table(conn: psycopg.Connection[Any], shape: TableShape) -> None:
-    """In the caller's transaction (live table locked): move the live table aside under a
-    temporary name, rename the shadow to the live name and its indexes/constraints to the
-    live ones (so the next run finds the same names), then drop the old table."""
+    """In the caller's transaction (live table locked): give the shadow the live table's
+    triggers, move the live table aside under a temporary name, rename the shadow to the
+    live name and its indexes/constraints to the live ones (so the next run finds the
+    same names), then drop the old table."""
     old = f"{shape.shadow}_old"
     ident = sql.Identifier
+    for _name, _live_definition, shadow_definition in shape.triggers:
+        conn.execute(shadow_definition.encode())
     conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(ident(shape.live), ident(old)))
     for idx in shape.indexes:
         # free the live names: the old table's index names move aside
@@ -670,6 +702,14 @@ def swap_table(conn: psycopg.Connection[Any], shape: TableShape) -> None:
                 )
             )
     conn.execute(sql.SQL("DROP TABLE {}").format(ident(old)))
+
+
+def notify_blocks_swapped(conn: psycopg.Connection[Any], tables: Sequence[str]) -> None:
+    """In the swap's transaction: notify the search processes' block watches of every
+    facet blocks table among `tables` (a rename fires no trigger; `search.block_watch`)."""
+    for family in BLOCK_FAMILIES:
+        if f"{family}_facet_blocks" in tables:
+            conn.execute("SELECT pg_notify(%s, %s)", (BLOCK_CHANNEL, family))
 
 
 def index_names(conn: psycopg.Connection[Any], table: str) -> list[str]:

@@ -5,10 +5,20 @@ Both engines return the same ids in the same order and the same facets for the s
 (parity); `name` appears in responses (`engine`) and in cache keys. An engine that cannot
 answer because its backend is down or too slow raises `EngineUnavailable`; the service
 then answers from its fallback engine (PostgreSQL), marked `degraded`.
+
+An engine is near-real-time: an answer may miss an index write committed a moment before
+the call (PostgreSQL: until the write's notification reaches the process, at most
+`SEARCH_BLOCK_RECHECK_S`, `search.block_watch`; OpenSearch: until the index refreshes,
+which the indexer waits for before bumping the cache generation). Inside `fresh_reads()`
+an answer reflects every index write committed before the call; the cache computes its
+entries there, so an entry stored under a generation reflects the writes that bumped it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Protocol
 
 from search.schemas import (
@@ -19,6 +29,19 @@ from search.schemas import (
     TutorQuery,
     TutorResults,
 )
+
+FRESH: ContextVar[bool] = ContextVar("search_fresh_reads", default=False)
+
+
+@contextmanager
+def fresh_reads() -> Iterator[None]:
+    """Within this block (this task and the tasks it starts), engine answers reflect every
+    index write committed before each call (the module docstring)."""
+    token = FRESH.set(True)
+    try:
+        yield
+    finally:
+        FRESH.reset(token)
 
 
 class EngineUnavailable(Exception):

@@ -9,10 +9,12 @@ slower; planning costs ~0.2 ms. JIT is off (it costs milliseconds on these short
 The facet pass normally runs on the facet blocks (`search.blocks`) this process holds,
 listed by its block directory (`search.block_sync`), and so does the page: picked on the
 records, its items joined from the blocks' rendered items (`_block_page`), its WGS84
-distances computed in C as PostGIS computes them (`Blocks.st_distance`). The directory
-check rides on one light statement, so a list query on current copies is one statement
-that reads no document, and one whose blocks changed meanwhile is computed again. The SQL pass below answers when the blocks
-cannot (a radius box that wraps) and for `PostgresEngine(blocks=False)`; it runs two
+distances computed in C as PostGIS computes them (`Blocks.st_distance`). The directory is
+checked when the process's block watch says a check is due (`search.block_watch`: after a
+write's notification, at least every second, on every query inside `fresh_reads()` or
+while not listening), and the check rides on one light statement: a list query on
+current copies runs no statement at all, and one whose blocks changed meanwhile is
+computed again. The SQL pass below answers when the blocks cannot (a radius box that wraps) and for `PostgresEngine(blocks=False)`; it runs two
 statements on one connection:
 
 - the facet pass: ONE scan of the rows matching every filter except subject/expertise and
@@ -51,6 +53,7 @@ from psycopg_pool import AsyncConnectionPool
 from search import _kernels
 from search import cursor as cursors
 from search.block_sync import BlockDirectory, TableReplaced, sync_sql
+from search.block_watch import BlockWatch, Token
 from search.blocks import (
     ALL_CELLS,
     BOX_MARGIN,
@@ -68,6 +71,7 @@ from search.blocks import (
     signed64,
     window_bounds,
 )
+from search.engine import FRESH
 from search.facets import build_facets
 from search.schemas import (
     CoachQuery,
@@ -357,8 +361,8 @@ class _Sql:
         self.block_hits: tuple[Blocks, Any] | None = None
         # check the block directory before reading blocks (else: with the page)
         self.sync_first = True
-        # (family, cell ranges, blocks) of the facet pass, checked with the page
-        self.sync_check: tuple[str, CellRanges, Blocks] | None = None
+        # (family, cell ranges, blocks, watch token) of the facet pass, checked with the page
+        self.sync_check: tuple[str, CellRanges, Blocks, Token | None] | None = None
         # set when that check found a block of those ranges re-packed: compute again
         self.stale = False
 
@@ -380,11 +384,22 @@ class PostgresEngine:
 
     name = NAME
 
-    def __init__(self, pool: AsyncConnectionPool[Any], *, blocks: bool = True) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        *,
+        blocks: bool = True,
+        watch: BlockWatch | None = None,
+    ) -> None:
         """`blocks`: run the facet pass on the facet blocks where it can (the default);
-        False keeps it in SQL (tests and A/B benchmarks compare the two)."""
+        False keeps it in SQL (tests and A/B benchmarks compare the two). `watch`: says
+        when the block directory must be checked (`search.block_watch`, started by the
+        caller, closed by `close`); None checks it on every query."""
         self.pool = pool
         self.blocks = blocks
+        self.watch = watch
+        # checks of the block directory run (`_sync`, `_check`), for tests and tools
+        self.directory_checks = 0
         # family -> (cell, version) of every block, and the copies held (`search.block_sync`)
         self._directory: dict[str, BlockDirectory] = {}
         # family -> every block of it, decoded, as of `Blocks.generation` (coach queries
@@ -406,10 +421,18 @@ class PostgresEngine:
 
     @classmethod
     async def open(
-        cls, conninfo: str, *, min_size: int = 2, max_size: int = 10, blocks: bool = True
+        cls,
+        conninfo: str,
+        *,
+        min_size: int = 2,
+        max_size: int = 10,
+        blocks: bool = True,
+        recheck_s: float = 1.0,
     ) -> PostgresEngine:
         """Open a pool on `conninfo` (libpq URL) and return the engine (`blocks`: see
-        `__init__`)."""
+        `__init__`). `recheck_s` > 0: a `BlockWatch` on `conninfo` (one LISTEN
+        connection) with that staleness bound in seconds; 0: check the block directory
+        on every query."""
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             conninfo,
             min_size=min_size,
@@ -419,11 +442,26 @@ class PostgresEngine:
             open=False,
         )
         await pool.open(wait=True, timeout=10)
-        return cls(pool, blocks=blocks)
+        watch = None
+        if recheck_s > 0:
+            watch = BlockWatch(conninfo, recheck_s=recheck_s)
+            watch.start()
+        return cls(pool, blocks=blocks, watch=watch)
 
     async def close(self) -> None:
-        """Close the pool."""
+        """Stop the block watch and close the pool."""
+        if self.watch is not None:
+            await self.watch.close()
         await self.pool.close()
+
+    def _due(self, family: str) -> bool:
+        """Whether a query must check `family`'s block directory before it answers."""
+        return self.watch is None or FRESH.get() or self.watch.due(family)
+
+    def _checked(self, family: str, token: Token | None) -> None:
+        self.directory_checks += 1
+        if self.watch is not None and token is not None:
+            self.watch.checked(family, token)
 
     # ------------------------------------------------------------------ helpers
 
@@ -615,8 +653,9 @@ class PostgresEngine:
             ranges = cover.ranges()
         window = bool(q.available_from or q.available_to)
         blocks = await self._fetch_blocks(conn, family, ranges, s.sync_first, window)
-        if not s.sync_first:
-            s.sync_check = (family, ranges, blocks)
+        if not s.sync_first and self._due(family):
+            token = self.watch.token(family) if self.watch is not None else None
+            s.sync_check = (family, ranges, blocks, token)
         text = None
         if s.text is not None:
             text = await self._text_matches(conn, family, table, blocks, s, q.sort == "relevance")
@@ -793,6 +832,7 @@ class PostgresEngine:
         first time and when its table was replaced; returns the cells whose block
         appeared, changed or emptied since the previous check."""
         directory = self._directory.setdefault(family, BlockDirectory())
+        token = self.watch.token(family) if self.watch is not None else None
         while True:
             whole = not directory.loaded
             cur = await conn.cursor(binary=True).execute(
@@ -804,9 +844,11 @@ class PostgresEngine:
             if row[0] is None:  # the table was replaced as the statement began: ask again
                 continue
             try:
-                return directory.apply(bytes(row[0]), whole=whole)
+                changed = directory.apply(bytes(row[0]), whole=whole)
             except TableReplaced:
                 continue  # read it whole
+            self._checked(family, token)
+            return changed
 
     async def _check(
         self, conn: psycopg.AsyncConnection[Any], s: _Sql, answer: bytes | None
@@ -816,7 +858,7 @@ class PostgresEngine:
         query's cells are still those it computed on."""
         if s.sync_check is None:
             return
-        family, ranges, blocks = s.sync_check
+        family, ranges, blocks, token = s.sync_check
         s.sync_check = None
         directory = self._directory[family]
         applied = False
@@ -824,6 +866,7 @@ class PostgresEngine:
             try:
                 directory.apply(answer, whole=False)
                 applied = True
+                self._checked(family, token)
             except TableReplaced:
                 pass
         if not applied:
@@ -841,7 +884,8 @@ class PostgresEngine:
         """The blocks of the cell id ranges (lo, hi, edge), with their availability
         entries when `avail` (`Blocks.available`). Which blocks exist, in which
         version, comes from the block directory (`search.block_sync`), checked first
-        when `sync_first` (else the caller checks it with its page, and computes again
+        when `sync_first` and a check is due (`_due`; else the caller checks it with its
+        page when one is due, and computes again
         when the blocks of `ranges` are no longer those of the returned `Blocks`, whose
         `cells` and `versions` say which they are). The directory holds copies of the
         blocks read (packed), by version; one statement reads the blocks whose copy is
@@ -849,7 +893,7 @@ class PostgresEngine:
         re-packed since the check is used in its newer version, one emptied since is
         empty."""
         directory = self._directory.get(family)
-        if sync_first or directory is None or not directory.loaded:
+        if directory is None or not directory.loaded or (sync_first and self._due(family)):
             await self._sync(conn, family)
             directory = self._directory[family]
         whole = ranges is ALL_CELLS

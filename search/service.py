@@ -28,7 +28,7 @@ from prometheus_client import Counter
 
 from core.logging import get_logger
 from search.cache import SearchCache, query_digest
-from search.engine import EngineUnavailable, SearchEngine
+from search.engine import EngineUnavailable, SearchEngine, fresh_reads
 from search.errors import InvalidParameter
 from search.geo import snap_bbox
 from search.metrics import CACHE_LOOKUPS, DEGRADED, ENGINE_LATENCY
@@ -50,6 +50,14 @@ class _Degraded(Exception):
     def __init__(self, body: bytes) -> None:
         super().__init__("degraded answer")
         self.body = body
+
+
+async def _body_of(compute: Callable[[], Awaitable[bytes]]) -> bytes:
+    """The body `compute` returns, or the degraded one it raises (`_Degraded`)."""
+    try:
+        return await compute()
+    except _Degraded as d:
+        return d.body
 
 
 def _finish(body: bytes, *, cached: bool, started: float) -> bytes:
@@ -116,7 +124,7 @@ class SearchService:
     ) -> bytes:
         started = time.perf_counter()
 
-        async def body() -> bytes:
+        async def uncached() -> bytes:
             result, degraded = await self._answer(endpoint, compute)
             if degraded is None:
                 return orjson.dumps(result)
@@ -124,14 +132,14 @@ class SearchService:
             result["degraded_reason"] = degraded
             raise _Degraded(orjson.dumps(result))
 
-        async def uncached() -> bytes:
-            try:
-                return await body()
-            except _Degraded as d:
-                return d.body
+        async def body() -> bytes:
+            # a cache entry is stored under the generation read before this ran: it must
+            # reflect every write committed before that generation's bump
+            with fresh_reads():
+                return await uncached()
 
         if self.cache is None:
-            return _finish(await uncached(), cached=False, started=started)
+            return _finish(await _body_of(uncached), cached=False, started=started)
         digest = query_digest(endpoint, normalized(query))
         try:
             data, hit = await self.cache.get_or_compute(digest, body, target_digest=target)
@@ -142,7 +150,7 @@ class SearchService:
             CACHE_LOOKUPS.labels(endpoint, "error").inc()
             DEGRADED.labels(endpoint).inc()
             log.warning("search_cache_unavailable", endpoint=endpoint, error=repr(exc))
-            return _finish(await uncached(), cached=False, started=started)
+            return _finish(await _body_of(uncached), cached=False, started=started)
         CACHE_LOOKUPS.labels(endpoint, "hit" if hit else "miss").inc()
         return _finish(data, cached=hit, started=started)
 

@@ -134,7 +134,9 @@ class EngineThread:
     """A `PostgresEngine` on its own event loop in a thread, callable from sync tests
     (hypothesis does not drive coroutines)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, recheck_s: float = 1.0) -> None:
+        """`recheck_s`: see `PostgresEngine.open` (0: check the block directory on every
+        query)."""
         import asyncio
         import threading
 
@@ -143,7 +145,9 @@ class EngineThread:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.engine = self.run(PostgresEngine.open(url, min_size=1, max_size=2))
+        self.engine = self.run(
+            PostgresEngine.open(url, min_size=1, max_size=2, recheck_s=recheck_s)
+        )
 
     def run(self, coro: Any) -> Any:
         import asyncio
@@ -177,10 +181,13 @@ def market(db: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
 @pytest.fixture
 def engines(database_url: str) -> Iterator[tuple[EngineThread, Any]]:
     """A block engine on its own loop (`EngineThread`), and the SQL pass
-    (`PostgresEngine(blocks=False)`) on the same loop, to compare answers."""
+    (`PostgresEngine(blocks=False)`) on the same loop, to compare answers. The block
+    engine checks its block directory on every query (no block watch): the tests that
+    use it write and read at once, and test the check itself (`tests/test_block_watch.py`
+    tests when a watching engine checks)."""
     from search.postgres import PostgresEngine
 
-    et = EngineThread(database_url)
+    et = EngineThread(database_url, recheck_s=0)
     sql = et.run(PostgresEngine.open(database_url, min_size=1, max_size=1, blocks=False))
     yield et, sql
     et.run(sql.close())

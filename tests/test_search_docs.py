@@ -50,7 +50,8 @@ def provider(
 
 @pytest.fixture
 def et(db: psycopg.Connection[Any], database_url: str) -> Iterator[EngineThread]:
-    e = EngineThread(database_url)
+    # builds and queries alternate: a check of the block directory on every query
+    e = EngineThread(database_url, recheck_s=0)
     yield e
     e.close()
 

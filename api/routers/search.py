@@ -53,7 +53,10 @@ async def get_service(request: Request) -> SearchService:
                 "postgresql+psycopg://", "postgresql://", 1
             )
             postgres = await PostgresEngine.open(
-                url, min_size=s.search_pool_min_size, max_size=s.search_pool_max_size
+                url,
+                min_size=s.search_pool_min_size,
+                max_size=s.search_pool_max_size,
+                recheck_s=s.search_block_recheck_s,
             )
             engine: SearchEngine = postgres
             fallback: SearchEngine | None = None
