@@ -23,7 +23,7 @@
  * text matches held per block (`text_gather`), the rating/price/relevance page (`page`,
  * a heap) and the distance page's candidates (`nearest`), the map clusters (`clusters`,
  * a hash table), the page ids as hex (`hex_ids`), the page's JSON items
- * (`items_json`) and its distances, to the bit those of PostGIS (`st_distance`).
+ * (`items_json`), the map points cut from the items (`points_json`) and its distances, to the bit those of PostGIS (`st_distance`).
  *
  * Only the CPython C API (buffer protocol) is used: no numpy headers at build time. The
  * geodesic of `st_distance` is PROJ's (GeographicLib's C code, `geodesic.h`), the one
@@ -53,6 +53,9 @@
 /* Distinct currencies of one result set: more than this many is an error (the catalogue
  * holds a few; the providers' CHECK constraint allows any three letters). */
 #define MAX_CURRENCIES 256
+/* The currency hash table of `facet_pass`: twice MAX_CURRENCIES slots, never full. */
+#define CURRENCY_HASH_BITS 9
+#define CURRENCY_HASH (1 << CURRENCY_HASH_BITS)
 
 static inline uint64_t be64(const unsigned char *p) {
     return ((uint64_t)p[0] << 56) | ((uint64_t)p[1] << 48) | ((uint64_t)p[2] << 40) |
@@ -233,10 +236,9 @@ static PyObject *facet_pass(PyObject *self, PyObject *args) {
     long long cat_counts[64] = {0}, lang_counts[64] = {0}, rating[4] = {0};
     long long scanned = 0, total = 0;
     CurrencyStats cur[MAX_CURRENCIES];
-    int ncur = 0, bad_currency = 0, last_c = 0;
-    /* the previous result's currency (records of one area mostly share theirs); no
-     * record's key is above 0xFFFFFF */
-    uint32_t last_key = 0xFFFFFFFFu;
+    int ncur = 0, bad_currency = 0;
+    short slot[CURRENCY_HASH]; /* currency hash -> index in `cur`, -1 for none */
+    memset(slot, 0xFF, sizeof slot);
     uint32_t want_key = currency != NULL ? currency_key((const unsigned char *)currency) : 0;
     const unsigned char *base = (const unsigned char *)rec.buf;
     const unsigned char *keep_p = got_keep ? (const unsigned char *)keep.buf : NULL;
@@ -291,31 +293,34 @@ static PyObject *facet_pass(PyObject *self, PyObject *args) {
             rating[(rate / 100 < 4 ? rate / 100 : 4) - 1]++;
         const unsigned char *code = r + OFF_CURRENCY;
         uint32_t key = currency_key(code);
-        if (key != last_key) {
+        /* its slot in `cur`: open addressing on a multiplicative hash, found at the first
+         * probe but for a new currency (coach results change currency from one record
+         * to the next: a scan of `cur` from the previous one mispredicted on most) */
+        unsigned h = (key * 2654435761u) >> (32 - CURRENCY_HASH_BITS);
+        int c = slot[h];
+        if (c < 0 || cur[c].key != key) {
             if (code[0] < 'A' || code[0] > 'Z' || code[1] < 'A' || code[1] > 'Z' ||
                 code[2] < 'A' || code[2] > 'Z') {
                 bad_currency = 1;
                 break;
             }
-            int c = 0;
-            while (c < ncur && cur[c].key != key)
-                c++;
-            if (c == ncur) {
+            while (slot[h] >= 0 && cur[slot[h]].key != key)
+                h = (h + 1) & (CURRENCY_HASH - 1);
+            c = slot[h];
+            if (c < 0) {
                 if (ncur == MAX_CURRENCIES) {
                     bad_currency = 2;
                     break;
                 }
+                c = ncur++;
                 memcpy(cur[c].code, code, 3);
                 cur[c].key = key;
                 cur[c].count = 0;
                 cur[c].sum = 0;
                 cur[c].min = cur[c].max = price;
-                ncur++;
+                slot[h] = (short)c;
             }
-            last_key = key;
-            last_c = c;
         }
-        int c = last_c;
         cur[c].count++;
         cur[c].sum += price;
         if (price < cur[c].min)
@@ -1565,6 +1570,137 @@ done:
     return out;
 }
 
+/* The bytes of the item [*from, end) between the end of the first `open` marker and the
+ * start of the first `close` marker after it: *at and *n set, *from moved past them, 0;
+ * -1 when either is missing. A marker begins with `,"` or `{"`: our items write every
+ * key that way, and inside a JSON string a quote is escaped, so a marker never matches
+ * inside a value. Markers are looked for in the items' key order, each item read once. */
+static int between(const char **from, const char *end, const char *open, const char *close,
+                   const char **at, Py_ssize_t *n) {
+    size_t ol = strlen(open), cl = strlen(close);
+    const char *a = memmem(*from, (size_t)(end - *from), open, ol);
+    if (a == NULL)
+        return -1;
+    a += ol;
+    const char *b = memmem(a, (size_t)(end - a), close, cl);
+    if (b == NULL)
+        return -1;
+    *at = a;
+    *n = b - a;
+    *from = b;
+    return 0;
+}
+
+PyDoc_STRVAR(points_json_doc,
+"points_json(parts, ns, js)\n"
+"--\n\n"
+"The JSON array of the map points of some tutors, point k from the list item of record\n"
+"js[k] of a block of ns[k] records whose items are parts[k] (as `items_json` reads\n"
+"them): {\"id\", \"lat\", \"lng\", \"display_name\", \"price\", \"rating\"} (the\n"
+"response's `MapPoint`, in its key order), each value the item's own bytes (the lat and\n"
+"lng of its `location`). ValueError when a block's items do not match its record count,\n"
+"js[k] is not one of its records, or an item is not a tutor's with a location.");
+
+/* The item of record j of a block of n records whose items are `part` (as `items_json`
+ * reads them): *at and *len set, 0; -1 with ValueError when they do not match. */
+static int item_of(PyObject *part, Py_ssize_t n, Py_ssize_t j, const char **at,
+                   Py_ssize_t *len) {
+    const char *p = PyBytes_AS_STRING(part);
+    const unsigned char *ends = (const unsigned char *)p;
+    Py_ssize_t body = PyBytes_GET_SIZE(part) - 4 * n;
+    if (n >= 1 && j >= 0 && j < n && body >= 0 && be32s(ends + 4 * (n - 1)) == body) {
+        Py_ssize_t start = j ? be32s(ends + 4 * (j - 1)) : 0, end = be32s(ends + 4 * j);
+        if (start >= 0 && start <= end && end <= body) {
+            *at = p + 4 * n + start;
+            *len = end - start;
+            return 0;
+        }
+    }
+    PyErr_SetString(PyExc_ValueError, "a block's items do not match its records");
+    return -1;
+}
+
+static PyObject *points_json(PyObject *self, PyObject *args) {
+    PyObject *parts, *ns, *js;
+    if (!PyArg_ParseTuple(args, "O!O!O!", &PyList_Type, &parts, &PyList_Type, &ns,
+                          &PyList_Type, &js))
+        return NULL;
+    Py_ssize_t m = PyList_GET_SIZE(parts);
+    if (PyList_GET_SIZE(ns) != m || PyList_GET_SIZE(js) != m) {
+        PyErr_SetString(PyExc_ValueError, "parts, ns and js differ in length");
+        return NULL;
+    }
+    PyObject *out = NULL;
+    const char **item = PyMem_Malloc((size_t)(m ? m : 1) * sizeof(char *));
+    Py_ssize_t *item_len = PyMem_Malloc((size_t)(m ? m : 1) * sizeof(Py_ssize_t));
+    if (item == NULL || item_len == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* a point is made of pieces of its item with the same delimiters: never longer */
+    Py_ssize_t cap = 2 + m;
+    for (Py_ssize_t k = 0; k < m; k++) {
+        PyObject *part = PyList_GET_ITEM(parts, k);
+        if (!PyBytes_Check(part)) {
+            PyErr_SetString(PyExc_TypeError, "parts are bytes");
+            goto done;
+        }
+        Py_ssize_t n = PyLong_AsSsize_t(PyList_GET_ITEM(ns, k));
+        Py_ssize_t j = PyLong_AsSsize_t(PyList_GET_ITEM(js, k));
+        if ((n == -1 || j == -1) && PyErr_Occurred())
+            goto done;
+        if (item_of(part, n, j, &item[k], &item_len[k]) < 0)
+            goto done;
+        cap += item_len[k];
+    }
+    out = PyBytes_FromStringAndSize(NULL, cap);
+    if (out == NULL)
+        goto done;
+    char *dst = PyBytes_AS_STRING(out);
+    *dst++ = '[';
+    for (Py_ssize_t k = 0; k < m; k++) {
+        const char *id, *name, *price, *rating, *where;
+        Py_ssize_t id_n, name_n, price_n, rating_n, where_n;
+        const char *at = item[k], *stop = item[k] + item_len[k];
+        if (between(&at, stop, "{\"id\":", ",\"display_name\":", &id, &id_n) < 0 ||
+            between(&at, stop, ",\"display_name\":", ",\"headline\":", &name, &name_n) < 0 ||
+            between(&at, stop, ",\"price\":", ",\"rating\":", &price, &price_n) < 0 ||
+            between(&at, stop, ",\"rating\":", ",\"online\":", &rating, &rating_n) < 0 ||
+            between(&at, stop, ",\"location\":{", "}", &where, &where_n) < 0) {
+            PyErr_SetString(PyExc_ValueError, "an item is not a tutor's with a location");
+            Py_CLEAR(out);
+            goto done;
+        }
+        if (k)
+            *dst++ = ',';
+#define PUT(s, n)                                                                           \
+    do {                                                                                    \
+        memcpy(dst, (s), (size_t)(n));                                                      \
+        dst += (n);                                                                         \
+    } while (0)
+        PUT("{\"id\":", 6);
+        PUT(id, id_n);
+        *dst++ = ',';
+        PUT(where, where_n);
+        PUT(",\"display_name\":", 16);
+        PUT(name, name_n);
+        PUT(",\"price\":", 9);
+        PUT(price, price_n);
+        PUT(",\"rating\":", 10);
+        PUT(rating, rating_n);
+        *dst++ = '}';
+#undef PUT
+    }
+    *dst++ = ']';
+    if (_PyBytes_Resize(&out, dst - PyBytes_AS_STRING(out)) < 0)
+        out = NULL; /* freed by _PyBytes_Resize */
+
+done:
+    PyMem_Free(item);
+    PyMem_Free(item_len);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"facet_pass", facet_pass, METH_VARARGS, facet_pass_doc},
     {"edge_test", edge_test, METH_VARARGS, edge_test_doc},
@@ -1578,6 +1714,7 @@ static PyMethodDef methods[] = {
     {"clusters", clusters, METH_VARARGS, clusters_doc},
     {"nearest", nearest, METH_VARARGS, nearest_doc},
     {"items_json", items_json, METH_VARARGS, items_json_doc},
+    {"points_json", points_json, METH_VARARGS, points_json_doc},
 #ifdef HAVE_GEODESIC
     {"st_distance", st_distance, METH_VARARGS, st_distance_doc},
 #endif

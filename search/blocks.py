@@ -733,6 +733,14 @@ class Blocks:
         b = np.searchsorted(self.starts, at, side="right") - 1
         return b, at - self.starts[b]
 
+    def points_json(self, idx: list[int], items: list[bytes]) -> bytes:
+        """The JSON array of the map points (`MapPoint`) of tutor records `idx` (in that
+        order), cut in C (`_kernels.points_json`) from `items[k]`, the items of the block
+        of record `idx[k]`: the same values as the list item's. ValueError when a block's
+        items do not match its records."""
+        b, j = self.block_of(idx)
+        return _kernels.points_json(items, self.counts[b].tolist(), j.tolist())
+
     def items_json(self, idx: list[int], tails: list[bytes], items: list[bytes]) -> bytes:
         """The JSON array of the list items of records `idx` (in that order), item `k`
         closed by `tails[k]` (a tutor's `,"distance_km":…}`, else `}`), joined in C

@@ -802,12 +802,13 @@ class PostgresEngine:
         blocks.rank = rank
         return found
 
-    async def _block_clusters(
+    async def _block_viewport(
         self, conn: psycopg.AsyncConnection[Any], q: TutorMapQuery, s: _Sql
-    ) -> list[tuple[Any, ...]]:
-        """Map clusters from the facet blocks of the viewport's cells: the records of
-        the cells on its sides are tested in numpy, those within `BOX_MARGIN` of a side
-        by PostGIS (`&&`, like the SQL pass); filters as in the facet pass."""
+    ) -> tuple[Blocks, npt.NDArray[np.bool_]]:
+        """(blocks, hits) of a map query from the facet blocks of the viewport's cells:
+        the records of the cells on its sides are tested in numpy, those within
+        `BOX_MARGIN` of a side by PostGIS (`&&`, like the SQL pass); filters as in the
+        facet pass."""
         p = s.params
         box = (p["x0"], p["y0"], p["x1"], p["y1"])
         window = bool(q.available_from or q.available_to)
@@ -825,7 +826,23 @@ class PostgresEngine:
             keep = _in_window(blocks, q, keep)
         hits = blocks.count(_block_filters(q, p), keep).hits
         assert hits is not None  # always set by `count`
-        return blocks.clusters(hits, p["cell"])
+        return blocks, hits
+
+    async def _block_points(
+        self, conn: psycopg.AsyncConnection[Any], q: TutorMapQuery, s: _Sql, limit: int
+    ) -> tuple[bytes, int] | None:
+        """(points JSON array, total) of a map query in points mode from the facet blocks: the
+        `limit` best-rated tutors of the viewport (rating, then id: the SQL order of
+        `rating_sort DESC, provider_id`, `Blocks.page`), cut from the list items the
+        block directory holds (`Blocks.points_json`). None when it holds them no more
+        (its copies were dropped meanwhile): the SQL pass answers."""
+        blocks, hits = await self._block_viewport(conn, q, s)
+        idx = blocks.page(hits, "rating", limit, None)
+        b, _ = blocks.block_of(idx)
+        items = self._directory["tutor"].items_of(blocks.cells[b], blocks.versions[b])
+        if items is None:
+            return None
+        return blocks.points_json(idx, items), int(np.count_nonzero(hits))
 
     async def _sync(self, conn: psycopg.AsyncConnection[Any], family: str) -> npt.NDArray[np.int64]:
         """Check `family`'s block directory (`search.block_sync`), reading it whole the
@@ -1421,7 +1438,17 @@ class PostgresEngine:
             min_lng, min_lat, max_lng, max_lat = q.bbox
             s.params.update(x0=min_lng, y0=min_lat, x1=max_lng, y1=max_lat)
             box = "ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, 4326)"
+            blocks = self.blocks and not s.wide_only and "radius_m" not in s.params
             if q.zoom >= POINTS_ZOOM:
+                answer = await self._block_points(conn, q, s, MAX_POINTS) if blocks else None
+                if answer is not None:
+                    return MapResults(
+                        mode="points",
+                        clusters=[],
+                        points_json=answer[0],
+                        total=answer[1],
+                        engine=NAME,
+                    )
                 s.params["max_points"] = MAX_POINTS
                 cur = await conn.execute(
                     # the id as text: psycopg would build a UUID per point, then str it
@@ -1450,8 +1477,9 @@ class PostgresEngine:
                 )
             s.params["cell"] = cell_deg(q.zoom)
             grouped: list[Any] | None = None
-            if self.blocks and not s.wide_only and "radius_m" not in s.params:
-                grouped = await self._block_clusters(conn, q, s)
+            if blocks:
+                viewport, hits = await self._block_viewport(conn, q, s)
+                grouped = viewport.clusters(hits, s.params["cell"])
             elif s.wide_only:
                 source = f"SELECT lat, lng FROM tutor_documents WHERE (location::geometry) && {box}"
             else:  # the narrow facet rows hold every other filter and the point

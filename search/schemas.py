@@ -528,15 +528,43 @@ CoachResults = Results
 
 class MapResults(BaseModel):
     """The map response: `mode` clusters|points, `clusters`, `points`, `total`. Shape:
-    `MapPage`."""
+    `MapPage`. The points come as dicts (`points`) or as their rendered JSON array
+    (`points_json`, bytes: sent as is, `points_body`)."""
 
     mode: Literal["clusters", "points"]
     clusters: SkipValidation[list[dict[str, Any]]]
-    points: SkipValidation[list[dict[str, Any]]]
     total: int
     engine: str
     cached: bool = False
     took_ms: float = 0.0
+
+    def __init__(
+        self,
+        *,
+        points: list[dict[str, Any]] | None = None,
+        points_json: bytes | None = None,
+        **data: Any,
+    ) -> None:
+        """TypeError unless exactly one of `points` and `points_json` is given."""
+        if (points is None) == (points_json is None):
+            raise TypeError("MapResults takes points or points_json")
+        super().__init__(**data)
+        self._points, self._points_json = points, points_json
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def points(self) -> list[dict[str, Any]]:
+        """The points as dicts (parsed once from `points_json` when that is what came)."""
+        if self._points is None:
+            self._points = orjson.loads(self._points_json or b"[]")
+        return self._points
+
+    def points_body(self) -> Any:
+        """The points for the response body: the rendered JSON as an `orjson.Fragment`
+        (written as is, not parsed), else the dicts."""
+        if self._points_json is not None:
+            return orjson.Fragment(self._points_json)
+        return self._points
 
 
 SERVICE_FIELDS = frozenset({"cached", "took_ms"})
@@ -550,4 +578,6 @@ def body_fields(result: BaseModel) -> dict[str, Any]:
     for k in type(result).model_fields:
         if k not in SERVICE_FIELDS:
             out[k] = getattr(result, k)
+        if k == "clusters" and isinstance(result, MapResults):
+            out["points"] = result.points_body()
     return out

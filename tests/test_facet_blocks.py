@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import orjson
 import psycopg
 import pytest
 from geographiclib.geodesic import Geodesic
@@ -42,7 +43,7 @@ from search.blocks import (
 )
 from search.geo import snap_bbox
 from search.postgres import PostgresEngine, _radius, _Sql, sphere_scale
-from search.schemas import CoachQuery, TutorMapQuery, TutorQuery
+from search.schemas import CoachQuery, TutorMapQuery, TutorQuery, body_fields
 from search.text_cache import TextMatchCache
 from tests.conftest import EngineThread
 from tests.projection_check import assert_equals_from_scratch
@@ -528,6 +529,64 @@ def test_items_json_joins_the_items_of_the_records_asked() -> None:
         _kernels.items_json([parts[0]], [2], [0], [])
 
 
+def test_points_json_cuts_the_map_points_from_the_items() -> None:
+    """`_kernels.points_json` cuts each map point (`MapPoint`, in its key order) from the
+    tutor's list item, whatever the values hold: a name or headline spelling out the
+    markers (escaped quotes), unicode; an item that is not a tutor's with a location,
+    or items that do not fit their block, are refused."""
+    items = [
+        {
+            "id": str(uuid.uuid4()),
+            "display_name": 'Zo\u00e9 ,"headline":{"x"}',
+            "headline": ',"price":{"amount_minor":1},"rating":',
+            "subjects": ["maths"],
+            "languages": ["fr"],
+            "price": {"amount_minor": 2500, "currency": "EUR"},
+            "rating": {"avg": 4.5, "count": 3},
+            "online": True,
+            "in_person": False,
+            "location": {"lat": 48.8566, "lng": -2.0},
+            "city": '},"location":{"lat":1',
+            "country_code": "FR",
+        },
+        {
+            "id": str(uuid.uuid4()),
+            "display_name": "B",
+            "headline": "",
+            "subjects": [],
+            "languages": [],
+            "price": {"amount_minor": 0, "currency": "XOF"},
+            "rating": {"avg": None, "count": 0},
+            "online": False,
+            "in_person": True,
+            "location": {"lat": -90.0, "lng": 180.0},
+            "city": None,
+            "country_code": None,
+        },
+    ]
+    body = [orjson.dumps(i)[:-1] for i in items]  # stored open, as the blocks hold them
+    part = np.cumsum([len(b) for b in body]).astype(">i4").tobytes() + b"".join(body)
+    got = orjson.loads(_kernels.points_json([part, part, part], [2, 2, 2], [1, 0, 1]))
+    keys = ["id", "lat", "lng", "display_name", "price", "rating"]
+    want = [
+        {k: (i["location"][k] if k in ("lat", "lng") else i[k]) for k in keys}
+        for i in (items[1], items[0], items[1])
+    ]
+    assert got == want
+    assert [list(p) for p in got] == [keys] * 3
+    assert _kernels.points_json([], [], []) == b"[]"
+    coach = orjson.dumps({"id": "x", "display_name": "C", "headline": "", "kind": "coach"})[:-1]
+    no_place = orjson.dumps({**items[1], "location": None})[:-1]
+    for other in (coach, no_place):
+        one = np.array([len(other)], dtype=">i4").tobytes() + other
+        with pytest.raises(ValueError, match="not a tutor's with a location"):
+            _kernels.points_json([one], [1], [0])
+    with pytest.raises(ValueError, match="do not match"):
+        _kernels.points_json([part[:-1]], [2], [0])
+    with pytest.raises(ValueError, match="do not match"):
+        _kernels.points_json([part], [2], [2])
+
+
 def test_ids_print_the_uuids_of_the_records_asked() -> None:
     """`Blocks.ids` (`_kernels.hex_ids`) gives each asked record's uuid as 32 hex digits,
     in the order asked; an index outside the records is an IndexError."""
@@ -728,12 +787,14 @@ def test_block_text_pass_equals_sql_pass(
 
 
 @st.composite
-def map_queries(draw: Any) -> TutorMapQuery:
+def map_queries(draw: Any, points: bool = False) -> TutorMapQuery:
+    """Map queries around the dataset's centres: clusters (zoom 3-12), or with `points`
+    points (zoom 13-16)."""
     lat, lng = draw(st.sampled_from(CENTRES))
     w, h = draw(st.floats(0.01, 3.0)), draw(st.floats(0.01, 2.0))
     x0, y0 = lng + draw(st.floats(-1.5, 0.5)), lat + draw(st.floats(-1.0, 0.3))
     bbox = (x0, y0, x0 + w, y0 + h)
-    zoom = draw(st.integers(3, 12))
+    zoom = draw(st.integers(13, 16) if points else st.integers(3, 12))
     if draw(st.booleans()):  # the API snaps viewports; raw ones cut through cells
         bbox = snap_bbox(bbox, zoom)
     window: dict[str, Any] = {}
@@ -772,6 +833,44 @@ def test_block_clusters_equal_sql_clusters(
         # decimal once rounded
         for axis in ("lat", "lng"):
             assert math.isclose(g["centroid"][axis], w["centroid"][axis], abs_tol=1.01e-6)
+
+
+@_SETTINGS
+@given(q=map_queries(points=True))
+def test_block_points_equal_sql_points(
+    engine_thread: EngineThread, sql_engine: PostgresEngine, q: TutorMapQuery
+) -> None:
+    """Points mode: the best-rated `MAX_POINTS` tutors of the viewport, cut from the
+    blocks' list items, equal the SQL pass's points (same order, same values) and
+    total."""
+    got = engine_thread.run(engine_thread.engine.tutor_map(q)).model_dump()
+    want = engine_thread.run(sql_engine.tutor_map(q)).model_dump()
+    assert got == want
+    assert got["mode"] == "points"
+
+
+def test_block_points_cut_at_the_limit_in_rating_order(
+    engine_thread: EngineThread, sql_engine: PostgresEngine
+) -> None:
+    """A viewport holding more tutors than `MAX_POINTS`: the block answer keeps the
+    `MAX_POINTS` best-rated (ties by id), equal to the SQL pass's, and counts them all;
+    the points have the list items' values."""
+    from search.geo import MAX_POINTS
+
+    lat, lng = CENTRES[0]
+    q = TutorMapQuery(bbox=f"{lng - 3},{lat - 2},{lng + 3},{lat + 2}", zoom=13)
+    got = engine_thread.run(engine_thread.engine.tutor_map(q))
+    want = engine_thread.run(sql_engine.tutor_map(q))
+    assert got.total == want.total > MAX_POINTS
+    assert len(got.points) == MAX_POINTS
+    assert got.points == want.points
+    keys = [(-(p["rating"]["avg"] or 0), p["id"]) for p in got.points]
+    assert keys == sorted(keys)
+    assert list(got.points[0]) == ["id", "lat", "lng", "display_name", "price", "rating"]
+    # the response body: the rendered points sent as they are, in the field order
+    body = orjson.loads(orjson.dumps(body_fields(got)))
+    assert list(body) == ["mode", "clusters", "points", "total", "engine"]
+    assert body == orjson.loads(orjson.dumps(body_fields(want)))
 
 
 def test_viewport_sides_through_a_tutor_match_postgis(
