@@ -1498,6 +1498,27 @@ done:
 
 /* ------------------------------------------------------------------ the page's items */
 
+/* The item of record j of a block of n records whose items are `part` (one big-endian
+ * int4 per record, the end of its item in bytes after those ints, then the items; the
+ * last record's item ends where the items end): *at and *len set, 0; -1 with ValueError
+ * when they do not match. */
+static int item_of(PyObject *part, Py_ssize_t n, Py_ssize_t j, const char **at,
+                   Py_ssize_t *len) {
+    const char *p = PyBytes_AS_STRING(part);
+    const unsigned char *ends = (const unsigned char *)p;
+    Py_ssize_t body = PyBytes_GET_SIZE(part) - 4 * n;
+    if (n >= 1 && j >= 0 && j < n && body >= 0 && be32s(ends + 4 * (n - 1)) == body) {
+        Py_ssize_t start = j ? be32s(ends + 4 * (j - 1)) : 0, end = be32s(ends + 4 * j);
+        if (start >= 0 && start <= end && end <= body) {
+            *at = p + 4 * n + start;
+            *len = end - start;
+            return 0;
+        }
+    }
+    PyErr_SetString(PyExc_ValueError, "a block's items do not match its records");
+    return -1;
+}
+
 PyDoc_STRVAR(items_json_doc,
 "items_json(parts, ns, js, tails)\n"
 "--\n\n"
@@ -1533,20 +1554,10 @@ static PyObject *items_json(PyObject *self, PyObject *args) {
         Py_ssize_t j = PyLong_AsSsize_t(PyList_GET_ITEM(js, k));
         if ((n == -1 || j == -1) && PyErr_Occurred())
             goto done;
-        const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(part);
-        Py_ssize_t body = PyBytes_GET_SIZE(part) - 4 * n;
-        /* the last record's item ends where the items end */
-        if (n < 1 || j < 0 || j >= n || body < 0 || be32s(p + 4 * (n - 1)) != body) {
-            PyErr_SetString(PyExc_ValueError, "a block's items do not match its records");
+        const char *at;
+        if (item_of(part, n, j, &at, &item_at[2 * k + 1]) < 0)
             goto done;
-        }
-        Py_ssize_t start = j ? be32s(p + 4 * (j - 1)) : 0, end = be32s(p + 4 * j);
-        if (start < 0 || start > end || end > body) {
-            PyErr_SetString(PyExc_ValueError, "a block's items do not match its records");
-            goto done;
-        }
-        item_at[2 * k] = 4 * n + start;
-        item_at[2 * k + 1] = end - start;
+        item_at[2 * k] = at - PyBytes_AS_STRING(part);
         total += item_at[2 * k + 1] + PyBytes_GET_SIZE(tail);
     }
     out = PyBytes_FromStringAndSize(NULL, total);
@@ -1600,25 +1611,6 @@ PyDoc_STRVAR(points_json_doc,
 "response's `MapPoint`, in its key order), each value the item's own bytes (the lat and\n"
 "lng of its `location`). ValueError when a block's items do not match its record count,\n"
 "js[k] is not one of its records, or an item is not a tutor's with a location.");
-
-/* The item of record j of a block of n records whose items are `part` (as `items_json`
- * reads them): *at and *len set, 0; -1 with ValueError when they do not match. */
-static int item_of(PyObject *part, Py_ssize_t n, Py_ssize_t j, const char **at,
-                   Py_ssize_t *len) {
-    const char *p = PyBytes_AS_STRING(part);
-    const unsigned char *ends = (const unsigned char *)p;
-    Py_ssize_t body = PyBytes_GET_SIZE(part) - 4 * n;
-    if (n >= 1 && j >= 0 && j < n && body >= 0 && be32s(ends + 4 * (n - 1)) == body) {
-        Py_ssize_t start = j ? be32s(ends + 4 * (j - 1)) : 0, end = be32s(ends + 4 * j);
-        if (start >= 0 && start <= end && end <= body) {
-            *at = p + 4 * n + start;
-            *len = end - start;
-            return 0;
-        }
-    }
-    PyErr_SetString(PyExc_ValueError, "a block's items do not match its records");
-    return -1;
-}
 
 static PyObject *points_json(PyObject *self, PyObject *args) {
     PyObject *parts, *ns, *js;
