@@ -14,8 +14,8 @@ checked when the process's block watch says a check is due (`search.block_watch`
 write's notification, at least every second, on every query inside `fresh_reads()` or
 while not listening), and the check rides on one light statement: a list query on
 current copies runs no statement at all, and one whose blocks changed meanwhile is
-computed again. The SQL pass below answers when the blocks cannot (a radius box that wraps) and for `PostgresEngine(blocks=False)`; it runs two
-statements on one connection:
+computed again. The SQL pass below answers when the blocks cannot (a radius box that
+wraps) and for `PostgresEngine(blocks=False)`; it runs two statements on one connection:
 
 - the facet pass: ONE scan of the rows matching every filter except subject/expertise and
   language, grouped on integers (`*_bits`, `language_bits`, `languages_other`,
@@ -443,7 +443,7 @@ class PostgresEngine:
         )
         await pool.open(wait=True, timeout=10)
         watch = None
-        if recheck_s > 0:
+        if recheck_s > 0 and blocks:  # the SQL pass holds no blocks to check
             watch = BlockWatch(conninfo, recheck_s=recheck_s)
             watch.start()
         return cls(pool, blocks=blocks, watch=watch)
@@ -457,6 +457,10 @@ class PostgresEngine:
     def _due(self, family: str) -> bool:
         """Whether a query must check `family`'s block directory before it answers."""
         return self.watch is None or FRESH.get() or self.watch.due(family)
+
+    def _token(self, family: str) -> Token | None:
+        """The watch's token for a check of `family` that begins now (`BlockWatch.token`)."""
+        return self.watch.token(family) if self.watch is not None else None
 
     def _checked(self, family: str, token: Token | None) -> None:
         self.directory_checks += 1
@@ -654,8 +658,7 @@ class PostgresEngine:
         window = bool(q.available_from or q.available_to)
         blocks = await self._fetch_blocks(conn, family, ranges, s.sync_first, window)
         if not s.sync_first and self._due(family):
-            token = self.watch.token(family) if self.watch is not None else None
-            s.sync_check = (family, ranges, blocks, token)
+            s.sync_check = (family, ranges, blocks, self._token(family))
         text = None
         if s.text is not None:
             text = await self._text_matches(conn, family, table, blocks, s, q.sort == "relevance")
@@ -804,8 +807,8 @@ class PostgresEngine:
 
     async def _block_viewport(
         self, conn: psycopg.AsyncConnection[Any], q: TutorMapQuery, s: _Sql
-    ) -> tuple[Blocks, npt.NDArray[np.bool_]]:
-        """(blocks, hits) of a map query from the facet blocks of the viewport's cells:
+    ) -> tuple[Blocks, Counts]:
+        """(blocks, counts) of a map query from the facet blocks of the viewport's cells:
         the records of the cells on its sides are tested in numpy, those within
         `BOX_MARGIN` of a side by PostGIS (`&&`, like the SQL pass); filters as in the
         facet pass."""
@@ -824,9 +827,7 @@ class PostgresEngine:
             )  # fmt: skip
         if window:
             keep = _in_window(blocks, q, keep)
-        hits = blocks.count(_block_filters(q, p), keep).hits
-        assert hits is not None  # always set by `count`
-        return blocks, hits
+        return blocks, blocks.count(_block_filters(q, p), keep)
 
     async def _block_points(
         self, conn: psycopg.AsyncConnection[Any], q: TutorMapQuery, s: _Sql, limit: int
@@ -836,20 +837,21 @@ class PostgresEngine:
         `rating_sort DESC, provider_id`, `Blocks.page`), cut from the list items the
         block directory holds (`Blocks.points_json`). None when it holds them no more
         (its copies were dropped meanwhile): the SQL pass answers."""
-        blocks, hits = await self._block_viewport(conn, q, s)
-        idx = blocks.page(hits, "rating", limit, None)
+        blocks, counts = await self._block_viewport(conn, q, s)
+        assert counts.hits is not None  # always set by `count`
+        idx = blocks.page(counts.hits, "rating", limit, None)
         b, _ = blocks.block_of(idx)
         items = self._directory["tutor"].items_of(blocks.cells[b], blocks.versions[b])
         if items is None:
             return None
-        return blocks.points_json(idx, items), int(np.count_nonzero(hits))
+        return blocks.points_json(idx, items), counts.total
 
     async def _sync(self, conn: psycopg.AsyncConnection[Any], family: str) -> npt.NDArray[np.int64]:
         """Check `family`'s block directory (`search.block_sync`), reading it whole the
         first time and when its table was replaced; returns the cells whose block
         appeared, changed or emptied since the previous check."""
         directory = self._directory.setdefault(family, BlockDirectory())
-        token = self.watch.token(family) if self.watch is not None else None
+        token = self._token(family)
         while True:
             whole = not directory.loaded
             cur = await conn.cursor(binary=True).execute(
@@ -1478,8 +1480,9 @@ class PostgresEngine:
             s.params["cell"] = cell_deg(q.zoom)
             grouped: list[Any] | None = None
             if blocks:
-                viewport, hits = await self._block_viewport(conn, q, s)
-                grouped = viewport.clusters(hits, s.params["cell"])
+                viewport, counts = await self._block_viewport(conn, q, s)
+                assert counts.hits is not None  # always set by `count`
+                grouped = viewport.clusters(counts.hits, s.params["cell"])
             elif s.wide_only:
                 source = f"SELECT lat, lng FROM tutor_documents WHERE (location::geometry) && {box}"
             else:  # the narrow facet rows hold every other filter and the point

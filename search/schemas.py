@@ -475,6 +475,31 @@ class MapPage(_Answer):
     total: int
 
 
+class Rendered:
+    """A response list given either as dicts or as the JSON array an engine rendered
+    (UTF-8 bytes), exactly one of them (TypeError otherwise, naming `name` and
+    `name`_json): `dicts()` parses the JSON once on first use, `body()` is what the
+    response body carries (the rendered JSON as an `orjson.Fragment`, written as is,
+    else the dicts)."""
+
+    __slots__ = ("_dicts", "_json")
+
+    def __init__(self, name: str, dicts: list[dict[str, Any]] | None, rendered: bytes | None):
+        if (dicts is None) == (rendered is None):
+            raise TypeError(f"takes {name} or {name}_json")
+        self._dicts, self._json = dicts, rendered
+
+    def dicts(self) -> list[dict[str, Any]]:
+        """The list as dicts."""
+        if self._dicts is None:
+            self._dicts = orjson.loads(self._json or b"[]")
+        return self._dicts
+
+    def body(self) -> Any:
+        """The list for the response body."""
+        return orjson.Fragment(self._json) if self._json is not None else self._dicts
+
+
 class Results(BaseModel):
     """A list response: `items`, `facets`, `total`, `next_cursor`, `engine`, `cached`,
     `took_ms` (the service fills the last two). Shape: `TutorPage` / `CoachPage`.
@@ -484,8 +509,7 @@ class Results(BaseModel):
     the response carries as is (`body_fields`); `items` (in `model_dump()` too) parses it
     on first use."""
 
-    _items: list[dict[str, Any]] | None = PrivateAttr(default=None)
-    _items_json: bytes | None = PrivateAttr(default=None)
+    _items: Rendered = PrivateAttr()
     facets: SkipValidation[dict[str, Any]]
     total: int
     next_cursor: str | None
@@ -501,25 +525,19 @@ class Results(BaseModel):
         **data: Any,
     ) -> None:
         """TypeError unless exactly one of `items` and `items_json` is given."""
-        if (items is None) == (items_json is None):
-            raise TypeError("Results takes items or items_json")
+        items_of = Rendered("items", items, items_json)
         super().__init__(**data)
-        self._items, self._items_json = items, items_json
+        self._items = items_of
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def items(self) -> list[dict[str, Any]]:
         """The items as dicts (parsed once from `items_json` when that is what came)."""
-        if self._items is None:
-            self._items = orjson.loads(self._items_json or b"[]")
-        return self._items
+        return self._items.dicts()
 
     def items_body(self) -> Any:
-        """The items for the response body: the rendered JSON as an `orjson.Fragment`
-        (written as is, not parsed), else the dicts."""
-        if self._items_json is not None:
-            return orjson.Fragment(self._items_json)
-        return self._items
+        """The items for the response body (`Rendered.body`)."""
+        return self._items.body()
 
 
 TutorResults = Results
@@ -531,6 +549,7 @@ class MapResults(BaseModel):
     `MapPage`. The points come as dicts (`points`) or as their rendered JSON array
     (`points_json`, bytes: sent as is, `points_body`)."""
 
+    _points: Rendered = PrivateAttr()
     mode: Literal["clusters", "points"]
     clusters: SkipValidation[list[dict[str, Any]]]
     total: int
@@ -546,25 +565,19 @@ class MapResults(BaseModel):
         **data: Any,
     ) -> None:
         """TypeError unless exactly one of `points` and `points_json` is given."""
-        if (points is None) == (points_json is None):
-            raise TypeError("MapResults takes points or points_json")
+        points_of = Rendered("points", points, points_json)
         super().__init__(**data)
-        self._points, self._points_json = points, points_json
+        self._points = points_of
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def points(self) -> list[dict[str, Any]]:
         """The points as dicts (parsed once from `points_json` when that is what came)."""
-        if self._points is None:
-            self._points = orjson.loads(self._points_json or b"[]")
-        return self._points
+        return self._points.dicts()
 
     def points_body(self) -> Any:
-        """The points for the response body: the rendered JSON as an `orjson.Fragment`
-        (written as is, not parsed), else the dicts."""
-        if self._points_json is not None:
-            return orjson.Fragment(self._points_json)
-        return self._points
+        """The points for the response body (`Rendered.body`)."""
+        return self._points.body()
 
 
 SERVICE_FIELDS = frozenset({"cached", "took_ms"})

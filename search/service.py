@@ -52,14 +52,6 @@ class _Degraded(Exception):
         self.body = body
 
 
-async def _body_of(compute: Callable[[], Awaitable[bytes]]) -> bytes:
-    """The body `compute` returns, or the degraded one it raises (`_Degraded`)."""
-    try:
-        return await compute()
-    except _Degraded as d:
-        return d.body
-
-
 def _finish(body: bytes, *, cached: bool, started: float) -> bytes:
     took = (time.perf_counter() - started) * 1000
     tail = b',"cached":%s,"took_ms":%.3f}' % (b"true" if cached else b"false", took)
@@ -124,7 +116,7 @@ class SearchService:
     ) -> bytes:
         started = time.perf_counter()
 
-        async def uncached() -> bytes:
+        async def answer() -> bytes:
             result, degraded = await self._answer(endpoint, compute)
             if degraded is None:
                 return orjson.dumps(result)
@@ -136,10 +128,16 @@ class SearchService:
             # a cache entry is stored under the generation read before this ran: it must
             # reflect every write committed before that generation's bump
             with fresh_reads():
-                return await uncached()
+                return await answer()
+
+        async def uncached() -> bytes:
+            try:
+                return await answer()
+            except _Degraded as d:
+                return d.body
 
         if self.cache is None:
-            return _finish(await _body_of(uncached), cached=False, started=started)
+            return _finish(await uncached(), cached=False, started=started)
         digest = query_digest(endpoint, normalized(query))
         try:
             data, hit = await self.cache.get_or_compute(digest, body, target_digest=target)
@@ -150,7 +148,7 @@ class SearchService:
             CACHE_LOOKUPS.labels(endpoint, "error").inc()
             DEGRADED.labels(endpoint).inc()
             log.warning("search_cache_unavailable", endpoint=endpoint, error=repr(exc))
-            return _finish(await _body_of(uncached), cached=False, started=started)
+            return _finish(await uncached(), cached=False, started=started)
         CACHE_LOOKUPS.labels(endpoint, "hit" if hit else "miss").inc()
         return _finish(data, cached=hit, started=started)
 
