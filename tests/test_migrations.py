@@ -8,7 +8,7 @@ import pytest
 from core.migrate import current_revision, downgrade, upgrade
 from tests.conftest import TEST_DATABASE_URL, recreate_database
 
-SCRATCH_URL = TEST_DATABASE_URL.rsplit("/", 1)[0] + "/educonnect_test_migrations"
+SCRATCH_URL = TEST_DATABASE_URL + "_migrations"
 EXPECTED_TABLES = {
     "users",
     "parent_children",
