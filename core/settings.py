@@ -119,7 +119,13 @@ class Settings(BaseSettings):
     @property
     def libpq_database_url(self) -> str:
         """`database_url` without the SQLAlchemy driver suffix, for psycopg and psql."""
-        return self.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+        return libpq_url(self.database_url)
+
+    @property
+    def libpq_search_url(self) -> str:
+        """The libpq URL search reads use: `database_read_url` (a streaming replica) when
+        set, else `database_url`."""
+        return libpq_url(self.database_read_url or self.database_url)
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -127,6 +133,15 @@ def sqlalchemy_url(url: str) -> str:
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def libpq_url(url: str) -> str:
+    """A SQLAlchemy URL as libpq reads it: `postgresql+psycopg://…` → `postgresql://…`
+    (any `+driver` suffix is dropped); other URLs are returned unchanged."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.split("+", 1)[0] in ("postgresql", "postgres"):
+        return scheme.split("+", 1)[0] + "://" + rest
     return url
 
 
