@@ -126,8 +126,8 @@ def ensure_dataset(url: str, admin: str, name: str, reseed: bool) -> None:
         a.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         a.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     upgrade("head", url)
+    from devdata.seed import SeedParams, seed
     from indexer.projection import build_all
-    from profiles.seed import SeedParams, seed
 
     t0 = time.perf_counter()
     with psycopg.connect(url, autocommit=True) as conn:
@@ -329,7 +329,7 @@ def serve(
     if checkout is not None:
         env["PYTHONPATH"] = checkout
     proc = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", str(workers)],
+        [sys.executable, "-m", "cli", "serve", "--port", str(port), "--workers", str(workers)],
         env=env, cwd=checkout,
     )  # fmt: skip
     for _ in range(300):

@@ -16,8 +16,7 @@ from geographiclib.geodesic import Geodesic
 
 from core.languages import ISO_639_1
 from core.money import MINOR_UNIT_EXPONENT
-from profiles.catalogue import EXPERTISES_BY_SLUG, SUBJECTS_BY_SLUG
-from profiles.seed import (
+from devdata.seed import (
     COUNTRIES,
     SPREAD_CAP_SIGMAS,
     Generator,
@@ -27,6 +26,7 @@ from profiles.seed import (
     load_cities,
     seed,
 )
+from profiles.catalogue import EXPERTISES_BY_SLUG, SUBJECTS_BY_SLUG
 
 START = date(2030, 3, 4)
 SMALL = SeedParams(tutors=400, coaches=100, students=50, seed=7, start=START)
@@ -215,7 +215,7 @@ def test_cli_bad_input_exits_2_with_a_message(
     database_url: str, args: list[str], message: str
 ) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "api.cli", "seed", *args],
+        [sys.executable, "-m", "cli", "seed", *args],
         capture_output=True,
         text=True,
         env={"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
