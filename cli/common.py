@@ -20,7 +20,8 @@ from core.settings import get_settings
 
 # Progress and messages go to stderr; stdout carries only what a command prints as its
 # result (a task id, counts), so it can be piped.
-console = Console(stderr=True)
+# No wrapping: a log file keeps each message on one line whatever the width.
+console = Console(stderr=True, soft_wrap=True)
 
 
 def connect(application_name: str = "educonnect-cli") -> psycopg.Connection[Any]:
@@ -55,6 +56,7 @@ class PhaseProgress:
         self._task: TaskID | None = None
         self._started = 0.0
         self._last_line = 0.0
+        self._last: tuple[str, int] | None = None
 
     def __enter__(self) -> PhaseProgress:
         self._started = self._last_line = time.monotonic()
@@ -81,9 +83,9 @@ class PhaseProgress:
             self._bar.update(self._task, description=description, completed=done, total=total)
             return
         now = time.monotonic()
-        if done < total and now - self._last_line < self.every_s:
+        if (phase, done) == self._last or (done < total and now - self._last_line < self.every_s):
             return
-        self._last_line = now
+        self._last, self._last_line = (phase, done), now
         percent = 100 * done // total if total else 100
         console.print(
             f"{self.label}: {phase} {done:,}/{total:,} ({percent} %), "
