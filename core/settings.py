@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     login_rate_window_s: int = Field(default=900, ge=1, le=86_400)
     idempotency_ttl_s: int = Field(default=86_400, ge=86_400, le=30 * 86_400)
     idempotency_lock_timeout_s: int = Field(default=60, ge=1, le=3600)
-    # Web pages (api/web.py): map tiles as a Leaflet URL template; empty = no tiles
+    # Web pages (api/pages.py): map tiles as a Leaflet URL template; empty = no tiles
     map_tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
     map_tile_attribution: str = (
         '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors'
