@@ -1,4 +1,4 @@
-"""The block directory (`search/block_sync.py`, migration 0010): a process's copy of
+"""The block directory (`search/engines/postgres/block_sync.py`, migration 0010): a process's copy of
 which facet blocks exist, in which version, follows every committed re-pack, including
 one committed after a newer one, an emptied cell and a replaced table; a query computed
 on blocks that changed before its page was read is computed again."""
@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from indexer.projection import build_all, rebuild_documents
-from search.block_sync import BlockDirectory, TableReplaced
-from search.blocks import CellRanges
-from search.postgres import PostgresEngine
+from search.engines.postgres.block_sync import BlockDirectory, TableReplaced
+from search.engines.postgres.blocks import CellRanges
+from search.engines.postgres.engine import PostgresEngine
 from search.schemas import CoachQuery, TutorQuery
 from tests.conftest import EngineThread
 from tests.projection_check import assert_equals_from_scratch

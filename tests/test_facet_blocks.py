@@ -1,4 +1,4 @@
-"""Facet blocks (`search/blocks.py`, migration 0008): the radius cover is sound, the block
+"""Facet blocks (`search/engines/postgres/blocks.py`, migration 0008): the radius cover is sound, the block
 facet pass answers exactly what the SQL pass answers, and the blocks stay equal to a
 from-scratch build under streaming writes, moves, deletes and concurrent writers."""
 
@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 
 from indexer.projection import rebuild_documents
 from profiles.catalogue import SUBJECTS
-from search import _kernels
-from search.block_sync import BlockDirectory
-from search.blocks import (
+from search.engines.postgres import _kernels
+from search.engines.postgres.block_sync import BlockDirectory
+from search.engines.postgres.blocks import (
     AVAIL_SQL,
     CELL_DEG,
     COLUMN,
@@ -41,10 +41,10 @@ from search.blocks import (
     wgs84_distance,
     window_bounds,
 )
+from search.engines.postgres.engine import PostgresEngine, _radius, _Sql, sphere_scale
+from search.engines.postgres.text_cache import TextMatchCache
 from search.geo import snap_bbox
-from search.postgres import PostgresEngine, _radius, _Sql, sphere_scale
 from search.schemas import CoachQuery, TutorMapQuery, TutorQuery, body_fields
-from search.text_cache import TextMatchCache
 from tests.conftest import EngineThread
 from tests.projection_check import assert_equals_from_scratch
 from tests.test_search_oracle import CENTRES, T0, coach_queries, tutor_queries
@@ -258,7 +258,6 @@ def _st_distance_cases(rng: np.random.Generator) -> list[tuple[float, float, np.
     return cases
 
 
-@pytest.mark.skipif(not _kernels.GEODESIC, reason="kernels built without PROJ's geodesic.h")
 def test_st_distance_is_postgis_to_the_bit(database_url: str) -> None:
     """The page's distances in C (`Blocks.st_distance`) equal PostGIS's `ST_Distance`
     on geography exactly (the float, not within a tolerance), so a page, its
@@ -694,20 +693,15 @@ def test_block_pass_without_a_position_covers_every_tutor(
     assert got.model_dump() == want.model_dump()
 
 
-@pytest.mark.parametrize("geodesic", [True, False])
 @pytest.mark.parametrize("sort", ["distance", "rating"])
-def test_block_page_distances_in_c_or_by_postgis_answer_alike(
+def test_block_page_distances_in_c_answer_as_postgis(
     engine_thread: EngineThread,
     sql_engine: PostgresEngine,
     monkeypatch: pytest.MonkeyPatch,
     sort: str,
-    geodesic: bool,
 ) -> None:
-    """The block page's distances come from the kernels when they were built with PROJ's
-    geodesic, else from PostgreSQL in the page's statement: the same answer, cursor
-    included, both ways."""
-    if geodesic and not _kernels.GEODESIC:
-        pytest.skip("kernels built without PROJ's geodesic.h")
+    """The block page's distances come from the kernels (PROJ's geodesic, as PostGIS
+    computes them), the SQL page's from PostGIS: the same answer, cursor included."""
     calls: list[int] = []
     in_c = Blocks.st_distance
 
@@ -716,13 +710,12 @@ def test_block_page_distances_in_c_or_by_postgis_answer_alike(
         return in_c(self, idx, lat, lng)
 
     monkeypatch.setattr(Blocks, "st_distance", counted)
-    monkeypatch.setattr(_kernels, "GEODESIC", geodesic)
     q = TutorQuery(lat=45.764, lng=4.8357, radius_km=30, sort=sort, limit=9)
     got, want = _both(engine_thread, sql_engine, q)
     assert got.total > 9
     assert got.next_cursor is not None
     assert got.model_dump() == want.model_dump()
-    assert bool(calls) == geodesic
+    assert calls, "the block page's distances were computed in C"
 
 
 @pytest.mark.parametrize("sort", ["distance", "price"])
@@ -1039,13 +1032,13 @@ def test_cached_text_matches_follow_writes(
     miss_cost: float,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The text match cache (`search.text_cache`): a word absent everywhere is cached as
+    """The text match cache (`search.engines.postgres.text_cache`): a word absent everywhere is cached as
     no match per cell; after a tutor's headline gains it, the cell's new block version
     makes the engine match again and find the tutor. A wider circle reuses the cached
     cells and matches only the others (per cell rectangle or by id, or by a pass over
     the box: both forced here); coaches (uuid-hashed cells) the same after a coach's
     headline changes. Every answer equals the SQL pass."""
-    monkeypatch.setattr("search.postgres._MISS_COST", miss_cost)
+    monkeypatch.setattr("search.engines.postgres.engine._MISS_COST", miss_cost)
     et, sql = engines
     # a tutor with another one 100-400 km away (outside a 60 km circle, in a wider one)
     lat, lng, pid, km = market.execute(

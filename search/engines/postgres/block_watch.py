@@ -1,7 +1,7 @@
 """When a search process must check its block directory: after a notification, at least
 every `recheck_s`, and on every query while it is not listening.
 
-A process keeps a directory of the facet blocks (`search.block_sync`) and used to check it
+A process keeps a directory of the facet blocks (`search.engines.postgres.block_sync`) and used to check it
 with every list query, in the page's statement. That statement, and the round trip to
 another process it costs, was most of what a query answered from the blocks spent in
 PostgreSQL. The blocks tables now notify the channel `search_blocks` (payload: the

@@ -6,11 +6,11 @@ run with `plan_cache_mode = force_custom_plan`, so every query is planned with i
 values. A generic plan of the radius query drops the KNN/GiST shape and was measured 30x
 slower; planning costs ~0.2 ms. JIT is off (it costs milliseconds on these short queries).
 
-The facet pass normally runs on the facet blocks (`search.blocks`) this process holds,
-listed by its block directory (`search.block_sync`), and so does the page: picked on the
+The facet pass normally runs on the facet blocks (`search.engines.postgres.blocks`) this process holds,
+listed by its block directory (`search.engines.postgres.block_sync`), and so does the page: picked on the
 records, its items joined from the blocks' rendered items (`_block_page`), its WGS84
 distances computed in C as PostGIS computes them (`Blocks.st_distance`). The directory is
-checked when the process's block watch says a check is due (`search.block_watch`: after a
+checked when the process's block watch says a check is due (`search.engines.postgres.block_watch`: after a
 write's notification, at least every second, on every query inside `fresh_reads()` or
 while not listening), and the check rides on one light statement: a list query on
 current copies runs no statement at all, and one whose blocks changed meanwhile is
@@ -50,11 +50,12 @@ import psycopg
 from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool
 
-from search import _kernels
 from search import cursor as cursors
-from search.block_sync import BlockDirectory, TableReplaced, sync_sql
-from search.block_watch import BlockWatch, Token
-from search.blocks import (
+from search.engine import FRESH
+from search.engines.postgres import _kernels
+from search.engines.postgres.block_sync import BlockDirectory, TableReplaced, sync_sql
+from search.engines.postgres.block_watch import BlockWatch, Token
+from search.engines.postgres.blocks import (
     ALL_CELLS,
     BOX_MARGIN,
     CELL_DEG,
@@ -71,7 +72,7 @@ from search.blocks import (
     signed64,
     window_bounds,
 )
-from search.engine import FRESH
+from search.engines.postgres.text_cache import TextMatchCache
 from search.facets import build_facets
 from search.schemas import (
     CoachQuery,
@@ -82,7 +83,6 @@ from search.schemas import (
     TutorResults,
     normalized,
 )
-from search.text_cache import TextMatchCache
 
 NAME = "postgres"
 _POINT = "ST_SetSRID(ST_MakePoint(%(lng)s, %(lat)s), 4326)::geography"
@@ -106,7 +106,7 @@ _FACET_PAGE_SCAN_MAX = 12000
 # on their own while they hold fewer records than the fetched blocks / this.
 _MISS_COST = 1.5
 # Computations of one list query on the blocks held, each checked by its page statement
-# (`search.block_sync`); the last one checks the blocks first.
+# (`search.engines.postgres.block_sync`); the last one checks the blocks first.
 _SYNC_TRIES = 3
 # Exact radius test on a document (geography): certainly inside on the sphere, or inside on
 # the spheroid. `_ST_DWithin` is the non-indexable form: the bbox above is the index filter.
@@ -393,14 +393,14 @@ class PostgresEngine:
     ) -> None:
         """`blocks`: run the facet pass on the facet blocks where it can (the default);
         False keeps it in SQL (tests and A/B benchmarks compare the two). `watch`: says
-        when the block directory must be checked (`search.block_watch`, started by the
+        when the block directory must be checked (`search.engines.postgres.block_watch`, started by the
         caller, closed by `close`); None checks it on every query."""
         self.pool = pool
         self.blocks = blocks
         self.watch = watch
         # checks of the block directory run (`_sync`, `_check`), for tests and tools
         self.directory_checks = 0
-        # family -> (cell, version) of every block, and the copies held (`search.block_sync`)
+        # family -> (cell, version) of every block, and the copies held (`search.engines.postgres.block_sync`)
         self._directory: dict[str, BlockDirectory] = {}
         # family -> every block of it, decoded, as of `Blocks.generation` (coach queries
         # read them all: decoded once per change, not per query)
@@ -638,7 +638,7 @@ class PostgresEngine:
         selected: tuple[str, ...],
         langs: tuple[str, ...],
     ) -> tuple[dict[str, Any], int] | None:
-        """The facet pass on the facet blocks (`search.blocks`): the blocks of the cells
+        """The facet pass on the facet blocks (`search.engines.postgres.blocks`): the blocks of the cells
         the radius covers (every block without one) in one statement; the records of the
         cells on its edge are tested on the sphere with numpy, and the few in the thin
         ring where sphere and spheroid disagree by PostGIS (`_ST_DWithin` on the WGS84
@@ -698,7 +698,7 @@ class PostgresEngine:
         """Mask of the `blocks` records whose document matches the text query (`s.text`);
         with `ranked`, their `ts_rank` goes to `blocks.rank` (NaN elsewhere).
 
-        Per block, the matches come from the text match cache (`search.text_cache`) when
+        Per block, the matches come from the text match cache (`search.engines.postgres.text_cache`) when
         it holds them for the block's version; the other blocks are matched in one
         statement: on their own when they hold few records (per cell rectangle through
         the GiST index, or by id for the cells without positions), else by one pass over
@@ -847,7 +847,7 @@ class PostgresEngine:
         return blocks.points_json(idx, items), counts.total
 
     async def _sync(self, conn: psycopg.AsyncConnection[Any], family: str) -> npt.NDArray[np.int64]:
-        """Check `family`'s block directory (`search.block_sync`), reading it whole the
+        """Check `family`'s block directory (`search.engines.postgres.block_sync`), reading it whole the
         first time and when its table was replaced; returns the cells whose block
         appeared, changed or emptied since the previous check."""
         directory = self._directory.setdefault(family, BlockDirectory())
@@ -902,7 +902,7 @@ class PostgresEngine:
     ) -> Blocks:
         """The blocks of the cell id ranges (lo, hi, edge), with their availability
         entries when `avail` (`Blocks.available`). Which blocks exist, in which
-        version, comes from the block directory (`search.block_sync`), checked first
+        version, comes from the block directory (`search.engines.postgres.block_sync`), checked first
         when `sync_first` and a check is due (`_due`; else the caller checks it with its
         page when one is due, and computes again
         when the blocks of `ranges` are no longer those of the returned `Blocks`, whose
@@ -1185,38 +1185,23 @@ class PostgresEngine:
     ) -> list[float]:
         """The WGS84 distances in metres of records `idx` from the query's point: PostGIS's
         `ST_Distance` on the spheroid, the record's position first as in the SQL page,
-        computed here to the bit (`Blocks.st_distance`) when the kernels were built with
-        PROJ's geodesic, else by PostgreSQL; with the query's pending directory check
-        (`_check`, applied here) in one statement; no statement when neither is left."""
-        in_c = bool(idx) and _kernels.GEODESIC
-        dist = blocks.st_distance(idx, s.params["lat"], s.params["lng"]) if in_c else []
-        in_sql = [] if in_c else idx
-        if s.sync_check is None and not in_sql:
+        computed here to the bit (`Blocks.st_distance`); and the query's pending
+        directory check (`_check`, applied here), the one statement left, if any."""
+        dist = blocks.st_distance(idx, s.params["lat"], s.params["lng"]) if idx else []
+        if s.sync_check is None:
             return dist
-        p: dict[str, Any] = {}
-        cols = []
-        if s.sync_check is not None:
-            family = s.sync_check[0]
-            p["sync_horizon"] = str(self._directory[family].horizon)
-            cols.append(sync_sql(family))
-        if in_sql:
-            rec = blocks.records[in_sql]
-            p.update(lat=s.params["lat"], lng=s.params["lng"])
-            p["xs"], p["ys"] = _float_array(rec["lng"]), _float_array(rec["lat"])
-            cols.append(
-                f"(SELECT array_agg(ST_Distance(ST_SetSRID(ST_MakePoint(x, y), 4326)::geography,"
-                f" {_POINT}) ORDER BY i) FROM unnest(%(xs)s::float8[], %(ys)s::float8[])"
-                " WITH ORDINALITY u(x, y, i))"
-            )
-        cur = await conn.execute("SELECT " + ", ".join(cols), p)
+        family = s.sync_check[0]
+        cur = await conn.execute(
+            "SELECT " + sync_sql(family),
+            {"sync_horizon": str(self._directory[family].horizon)},
+        )
         row = await cur.fetchone()
-        assert row is not None  # scalar subqueries: always one row
-        if s.sync_check is not None:
-            # NULL: the blocks table was replaced as the statement began (a reindex's
-            # swap: the name was read before the rename, the old table is gone since),
-            # then `_check` asks again
-            await self._check(conn, s, None if row[0] is None else bytes(row[0]))
-        return list(row[-1]) if in_sql else dist
+        assert row is not None  # a scalar subquery: always one row
+        # NULL: the blocks table was replaced as the statement began (a reindex's swap: the
+        # name was read before the rename, the old table is gone since), then `_check`
+        # asks again
+        await self._check(conn, s, None if row[0] is None else bytes(row[0]))
+        return dist
 
     async def _page(
         self,

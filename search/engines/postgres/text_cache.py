@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from search import _kernels
+from search.engines.postgres import _kernels
 
 _ENTRY_OVERHEAD = 200  # bytes per entry besides its arrays (dict slot, tuple, array headers)
 
