@@ -181,7 +181,7 @@ async def engine_bench(url: str, rounds: int, cold_text: bool = False) -> dict[s
             for i in range(rounds + 3):
                 params = params_for(p, i)
                 if cold_text:
-                    engine._text_cache.clear()
+                    engine.block_path.text_cache.clear()
                 t = time.perf_counter()
                 if kind == "tutors":
                     await engine.search_tutors(TutorQuery(**params))
