@@ -42,7 +42,8 @@ class Settings(BaseSettings):
     indexer_metrics_host: str = "127.0.0.1"
     outbox_retention_s: float = Field(default=3600.0, ge=0)
     search_engine: Literal["postgres", "opensearch"] = "postgres"
-    # OpenSearch (search/engines/opensearch/engine.py, indexer/opensearch_sink.py, indexer/opensearch_reindex.py)
+    # OpenSearch (search/engines/opensearch/, indexer/opensearch_sink.py,
+    # indexer/opensearch_reindex.py)
     opensearch_url: str = "http://127.0.0.1:9200"
     opensearch_timeout_s: float = Field(default=2.0, gt=0, le=60)
     opensearch_bulk_timeout_s: float = Field(default=30.0, gt=0, le=600)

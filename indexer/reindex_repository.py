@@ -706,7 +706,8 @@ def swap_table(conn: psycopg.Connection[Any], shape: TableShape) -> None:
 
 def notify_blocks_swapped(conn: psycopg.Connection[Any], tables: Sequence[str]) -> None:
     """In the swap's transaction: notify the search processes' block watches of every
-    facet blocks table among `tables` (a rename fires no trigger; `search.engines.postgres.block_watch`)."""
+    facet blocks table among `tables` (a rename fires no trigger;
+    `search.engines.postgres.block_watch`)."""
     for family in BLOCK_FAMILIES:
         if f"{family}_facet_blocks" in tables:
             conn.execute("SELECT pg_notify(%s, %s)", (BLOCK_CHANNEL, family))

@@ -8,8 +8,8 @@ The seeded dataset (`search_dataset`: 2,500 tutors, 500 coaches) is indexed into
 engines (PostgreSQL tables and, through the alias-swap reindex, OpenSearch under a unique
 index prefix) and the answers compared: same ids in the same order, same facets and
 totals. Distance-filtered queries exclude tutors within 0.5 % of the radius boundary
-(arc vs spheroid, see `search/engines/opensearch/engine.py`); relevance compares the matching sets (BM25
-vs ts_rank order). Then a reindex runs while searches hammer the alias: none fails, and
+(arc vs spheroid, see `search/engines/opensearch/engine.py`); relevance compares the
+matching sets (BM25 vs ts_rank order). Then a reindex runs while searches hammer the alias: none fails, and
 the totals never change.
 """
 

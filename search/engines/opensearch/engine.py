@@ -1,5 +1,6 @@
-"""The OpenSearch search engine: the same API and answers as `search/engines/postgres/engine.py`, on the
-`tutors` / `coaches` aliases (`search/engines/opensearch/index.py`, mappings in `infra/opensearch/`).
+"""The OpenSearch search engine: the same API and answers as the PostgreSQL engine
+(`search.engines.postgres`), on the `tutors` / `coaches` aliases (`index`, mappings in
+`infra/opensearch/`).
 
 Request shape (one `_search` per call, validated against the official API spec in
 `tests/test_opensearch_contract.py`):

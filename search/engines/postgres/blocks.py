@@ -535,7 +535,7 @@ class Blocks:
     def ids(self, idx: npt.NDArray[np.intp] | list[int]) -> list[str]:
         """The provider ids of records `idx` (in that order) as 32-digit hex strings,
         which PostgreSQL reads as uuids: formatted in C (`_kernels.hex_ids`), no
-        `uuid.UUID` per record (~3 µs each to build and print here)."""
+        `uuid.UUID` per record (building and printing one costs more than the rest)."""
         at = idx.tolist() if isinstance(idx, np.ndarray) else idx
         return _kernels.hex_ids(self.records, self.records.dtype.itemsize, at)
 
@@ -553,7 +553,7 @@ class Blocks:
         `radius_m` - `GEODESIC_MARGIN` of (lat, lng) by Vincenty's distance on the WGS84
         ellipsoid; indexes of the ring records within the margin of the radius, or where
         Vincenty's iteration did not converge, which PostGIS decides). The sphere bounds
-        carry a margin (`search.engines.postgres.engine._radius`) far above float rounding, so the
+        carry a margin (`plan.radius_filter`) far above float rounding, so the
         classification never needs to match PostgreSQL's to the ulp."""
         keep = np.empty(self.records.size, dtype=bool)
         undecided = _kernels.edge_test(
@@ -564,7 +564,7 @@ class Blocks:
 
     def count(self, f: Filters, keep: npt.NDArray[np.bool_] | None = None) -> Counts:
         """The facet pass over the records in `keep` (all by default), see `Counts`: one
-        loop in C over the packed records (`search/engines/postgres/_kernels.c`, `facet_pass`), which
+        loop in C over the packed records (`_kernels.c`, `facet_pass`), which
         applies every filter and counts every facet at once."""
         n = self.records.size
         out = Counts(hits=np.zeros(n, dtype=bool))
