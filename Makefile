@@ -36,9 +36,11 @@ $(BIN)/python:
 	  bash infra/apt-install.sh "Python's venv support and headers" python3-venv python3-dev gcc \
 	  && rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 
-# setup.py builds the C kernels (search/_kernels.c): a C compiler and Python's headers,
-# and PROJ's geodesic.h (libproj-dev) for the page distances PostGIS would compute.
-$(VENV)/.installed: pyproject.toml setup.py search/_kernels.c | $(BIN)/python
+# setup.py builds the C kernels (search/engines/postgres/_kernels.c, with the record layout
+# header it writes from record_layout.py): a C compiler, Python's headers and PROJ's
+# geodesic.h (libproj-dev, required) for the page distances PostGIS computes.
+KERNELS := search/engines/postgres
+$(VENV)/.installed: pyproject.toml setup.py $(KERNELS)/_kernels.c $(KERNELS)/record_layout.py | $(BIN)/python
 	@{ command -v cc >/dev/null && $(BIN)/python -c "import os, sysconfig; \
 	  assert os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h'))" 2>/dev/null; } || \
 	  bash infra/apt-install.sh "a C compiler and Python's headers for the search kernels" gcc python3-dev

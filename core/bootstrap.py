@@ -41,7 +41,7 @@ async def open_search_service(settings: Settings | None = None) -> SearchService
     """
     from core.redis import get_async_redis
     from search.cache import SearchCache
-    from search.postgres import PostgresEngine
+    from search.engines.postgres.engine import PostgresEngine
     from search.service import SearchService
 
     s = settings or get_settings()
@@ -54,7 +54,7 @@ async def open_search_service(settings: Settings | None = None) -> SearchService
     engine: SearchEngine = postgres
     fallback: SearchEngine | None = None
     if s.search_engine == "opensearch":
-        from search.opensearch import OpenSearchEngine
+        from search.engines.opensearch.engine import OpenSearchEngine
 
         engine = OpenSearchEngine.open(
             s.opensearch_url, prefix=s.opensearch_index_prefix, timeout_s=s.opensearch_timeout_s

@@ -43,7 +43,7 @@ from opensearchpy.exceptions import NotFoundError
 from core.logging import get_logger
 from indexer.opensearch_documents import actions, fetch_rows, iter_searchable, row_actions
 from indexer.opensearch_sink import write
-from search.opensearch_index import (
+from search.engines.opensearch.index import (
     FAMILIES,
     LOAD_SETTINGS,
     alias_name,
