@@ -1,8 +1,9 @@
 """Render every error as RFC 9457 `application/problem+json` with a stable `code`.
 
 Handlers cover our `AppError` family, FastAPI/pydantic request validation (422, with the
-offending parameter named in `errors[].param`), Starlette HTTP errors (404, 405, …) and,
-as a last resort, unexpected exceptions (500 `internal_error`, logged with the request id).
+offending parameter named in `errors[].param`), a body that cannot be decoded as JSON
+(422 `malformed_json`, the same envelope), Starlette HTTP errors (404, 405, …) and, as a
+last resort, unexpected exceptions (500 `internal_error`, logged with the request id).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import HTTPException as FastAPIHTTPException
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -69,18 +71,57 @@ def validation_problem(errors: list[dict[str, Any]]) -> AppError:
     )
 
 
+# FastAPI answers a JSON body it cannot decode in two ways: invalid JSON text is a
+# `RequestValidationError` of type `json_invalid`, while bytes that are not text at all
+# (invalid UTF-8, a lone surrogate…) end in a bare `HTTPException(400)` with this detail,
+# raised from the decoding error (`fastapi.routing.get_request_handler`).
+_BODY_PARSE_DETAIL = "There was an error parsing the body"
+
+
+def malformed_body_problem(message: str) -> AppError:
+    """A 422 `malformed_json`: the body is not JSON (every route with a body documents
+    422). Same envelope as `validation_error`: one `errors` item for the body."""
+    return AppError(
+        "The request body is not valid JSON.",
+        code="malformed_json",
+        status=422,
+        title="Malformed request body",
+        errors=[{"param": "body", "in": "body", "message": message, "type": "json_invalid"}],
+    )
+
+
+def _is_body_parse_error(exc: StarletteHTTPException) -> bool:
+    return (
+        isinstance(exc, FastAPIHTTPException)
+        and exc.status_code == 400
+        and exc.detail == _BODY_PARSE_DETAIL
+        and exc.__cause__ is not None
+    )
+
+
 def problem_for_exception(exc: Exception, request: Request) -> ProblemResponse:
     """The problem+json response a client gets for `exc`, whatever its kind.
 
-    `AppError` → its own status and code; request validation → 422 `validation_error`;
-    Starlette HTTP errors → their status with a stable code (404 `not_found`, …); anything
-    else → 500 `internal_error`, logged with the request id, internals not disclosed.
+    `AppError` → its own status and code; a body that is not JSON → 422 `malformed_json`;
+    other request validation → 422 `validation_error`; Starlette HTTP errors → their
+    status with a stable code (404 `not_found`, …); anything else → 500 `internal_error`,
+    logged with the request id, internals not disclosed.
     """
     if isinstance(exc, AppError):
         return problem_response(exc, request)
     if isinstance(exc, RequestValidationError):
-        return problem_response(validation_problem(list(exc.errors())), request)
+        errors = list(exc.errors())
+        invalid = [e for e in errors if e.get("type") == "json_invalid"]
+        if invalid:
+            ctx = invalid[0].get("ctx") or {}
+            return problem_response(
+                malformed_body_problem(str(ctx.get("error") or "JSON decode error")), request
+            )
+        return problem_response(validation_problem(errors), request)
     if isinstance(exc, StarletteHTTPException):
+        if _is_body_parse_error(exc):
+            message = "not UTF-8 text" if isinstance(exc.__cause__, UnicodeError) else "not JSON"
+            return problem_response(malformed_body_problem(message), request)
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         detail = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         err = AppError(
@@ -130,7 +171,9 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries declaring problem+json bodies for `statuses`."""
     return {
         s: {
-            "description": _HTTP_CODES.get(s, "validation_error" if s == 422 else "error"),
+            "description": _HTTP_CODES.get(
+                s, "validation_error or malformed_json" if s == 422 else "error"
+            ),
             "content": {PROBLEM_CONTENT_TYPE: {"schema": PROBLEM_SCHEMA}},
         }
         for s in statuses
