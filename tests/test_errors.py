@@ -90,7 +90,8 @@ async def test_unexpected_exception_is_500_problem_without_internals(
 # A body that is not JSON, on every route that takes a JSON body: 422 `malformed_json`
 # (documented), never FastAPI's bare 400 "There was an error parsing the body".
 MALFORMED = [
-    pytest.param(b"\xff\xfe\x00garbage", id="not-utf8"),
+    pytest.param('"été"'.encode("latin-1"), id="not-utf8"),
+    pytest.param(b"\xff\xfe{\x00", id="utf16-not-json"),
     pytest.param(b'{"email": "a@b.c",', id="truncated-json"),
     pytest.param(b"not json at all", id="not-json"),
 ]
@@ -154,3 +155,17 @@ async def test_valid_json_of_the_wrong_shape_stays_validation_error(
 ) -> None:
     r = await api.post("/api/v1/auth/register", json=["not", "an", "object"])
     assert (r.status_code, r.json()["code"]) == (422, "validation_error")
+
+
+async def test_malformed_form_body_is_422_problem(api: httpx.AsyncClient) -> None:
+    """The login form: a multipart body without its boundary is 422 `malformed_form`."""
+    r = await api.post(
+        "/api/v1/auth/login", content=b"garbage", headers={"Content-Type": "multipart/form-data"}
+    )
+    assert r.status_code == 422
+    assert r.headers["content-type"] == "application/problem+json"
+    body = r.json()
+    assert (body["code"], body["status"]) == ("malformed_form", 422)
+    assert [(e["param"], e["in"], e["type"]) for e in body["errors"]] == [
+        ("body", "body", "form_invalid")
+    ]
