@@ -30,7 +30,7 @@ from schemathesis import checks as st_checks
 from api.app import create_app
 from tests.conftest import DEFAULT_PASSWORD, TEST_REDIS_URL, create_user, truncate_all
 
-MAX_EXAMPLES = 8
+MAX_EXAMPLES = 5
 SEED = 20301
 CHECKS = [
     st_checks.not_a_server_error,
