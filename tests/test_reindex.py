@@ -513,6 +513,33 @@ async def test_cancel_drops_the_shadow_and_leaves_live_tables(
     assert_equals_from_scratch(market)
 
 
+async def test_a_run_waiting_at_the_swap_gate_can_be_canceled(
+    market: psycopg.Connection[Any],
+    api: httpx.AsyncClient,
+    database_url: str,
+    start_worker: Callable[..., Worker],
+) -> None:
+    start_worker({"REINDEX_SWAP_GATE": str(SWAP_GATE)})
+    admin = bearer(create_user(market, role="admin"), "admin")
+    before = live_state(market)
+    gate = psycopg.connect(database_url, autocommit=True)
+    try:
+        gate.execute("SELECT pg_advisory_lock(%s)", (SWAP_GATE,))
+        task_id = (await api.post(BASE, headers=admin, json={})).json()["task_id"]
+        wait_for(lambda: run_row(market, task_id)["phase"] == "swap", "the swap phase")
+        await asyncio.sleep(4)  # held longer than its lease (REINDEX_LEASE_S=3): renewed
+        assert run_row(market, task_id)["state"] == "running"
+        assert len(shadow_tables(market)) == 4
+        r = await api.delete(f"{BASE}/{task_id}", headers=admin)
+        assert r.status_code == 202
+        # the gate is still held: the wait itself ends on the cancel
+        wait_for(lambda: run_row(market, task_id)["state"] == "canceled", "the cancel")
+    finally:
+        gate.close()
+    assert shadow_tables(market) == []
+    assert live_state(market) == before
+
+
 async def test_one_reindex_per_engine_and_cancel_while_queued(
     db: psycopg.Connection[Any], api: httpx.AsyncClient
 ) -> None:
