@@ -1,8 +1,9 @@
 """Render every error as RFC 9457 `application/problem+json` with a stable `code`.
 
 Handlers cover our `AppError` family, FastAPI/pydantic request validation (422, with the
-offending parameter named in `errors[].param`), Starlette HTTP errors (404, 405, …) and,
-as a last resort, unexpected exceptions (500 `internal_error`, logged with the request id).
+offending parameter named in `errors[].param`), a body that cannot be decoded as JSON
+or form data (422 `malformed_json` / `malformed_form`, the same envelope), Starlette HTTP errors (404, 405, …) and, as a
+last resort, unexpected exceptions (500 `internal_error`, logged with the request id).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
 
 from api.responses import ProblemResponse
 from core.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE, AppError
@@ -69,18 +71,65 @@ def validation_problem(errors: list[dict[str, Any]]) -> AppError:
     )
 
 
+# FastAPI answers a JSON body it cannot decode in two ways: invalid JSON text is a
+# `RequestValidationError` of type `json_invalid`, while bytes that are not text at all
+# (invalid UTF-8…) end in a bare Starlette `HTTPException(400)` with this detail, raised
+# from the decoding error (`fastapi.routing.get_request_handler`). Starlette turns a form
+# body it cannot parse (a multipart body without its boundary…) into an
+# `HTTPException(400)` raised while handling a `MultiPartException`.
+_BODY_PARSE_DETAIL = "There was an error parsing the body"
+
+
+def malformed_body_problem(message: str, *, form: bool = False) -> AppError:
+    """A 422 `malformed_json` (or `malformed_form`): the body cannot be decoded as the
+    media type it declares. 422 because every route with a body documents 422, and the
+    envelope is `validation_error`'s: one `errors` item for the body."""
+    kind = "form" if form else "json"
+    return AppError(
+        f"The request body is not valid {'form data' if form else 'JSON'}.",
+        code=f"malformed_{kind}",
+        status=422,
+        title="Malformed request body",
+        errors=[{"param": "body", "in": "body", "message": message, "type": f"{kind}_invalid"}],
+    )
+
+
+def _malformed_body(exc: StarletteHTTPException) -> AppError | None:
+    """The 422 for a 400 that Starlette or FastAPI raised on an undecodable body, else None."""
+    if exc.status_code != 400:
+        return None
+    if isinstance(exc.__context__, MultiPartException):
+        return malformed_body_problem(str(exc.detail), form=True)
+    if exc.detail == _BODY_PARSE_DETAIL and exc.__cause__ is not None:
+        not_text = isinstance(exc.__cause__, UnicodeError)
+        return malformed_body_problem("not UTF-8 text" if not_text else "not JSON")
+    return None
+
+
 def problem_for_exception(exc: Exception, request: Request) -> ProblemResponse:
     """The problem+json response a client gets for `exc`, whatever its kind.
 
-    `AppError` → its own status and code; request validation → 422 `validation_error`;
-    Starlette HTTP errors → their status with a stable code (404 `not_found`, …); anything
-    else → 500 `internal_error`, logged with the request id, internals not disclosed.
+    `AppError` → its own status and code; a body that is not JSON (form data) → 422
+    `malformed_json` (`malformed_form`); other request validation → 422
+    `validation_error`; Starlette HTTP errors → their status with a stable code (404
+    `not_found`, …); anything else → 500 `internal_error`, logged with the request id,
+    internals not disclosed.
     """
     if isinstance(exc, AppError):
         return problem_response(exc, request)
     if isinstance(exc, RequestValidationError):
-        return problem_response(validation_problem(list(exc.errors())), request)
+        errors = list(exc.errors())
+        invalid = [e for e in errors if e.get("type") == "json_invalid"]
+        if invalid:
+            ctx = invalid[0].get("ctx") or {}
+            return problem_response(
+                malformed_body_problem(str(ctx.get("error") or "JSON decode error")), request
+            )
+        return problem_response(validation_problem(errors), request)
     if isinstance(exc, StarletteHTTPException):
+        malformed = _malformed_body(exc)
+        if malformed is not None:
+            return problem_response(malformed, request)
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         detail = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         err = AppError(
@@ -130,7 +179,9 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries declaring problem+json bodies for `statuses`."""
     return {
         s: {
-            "description": _HTTP_CODES.get(s, "validation_error" if s == 422 else "error"),
+            "description": _HTTP_CODES.get(
+                s, "validation_error, malformed_json or malformed_form" if s == 422 else "error"
+            ),
             "content": {PROBLEM_CONTENT_TYPE: {"schema": PROBLEM_SCHEMA}},
         }
         for s in statuses

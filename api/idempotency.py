@@ -52,6 +52,14 @@ POLICY_DESCRIPTION = (
 )
 
 
+# What `core.idempotency.parse_key` accepts, for OpenAPI (so generated clients and API
+# fuzzers send valid keys): an RFC 8941 sf-string of 1-255 characters (printable ASCII,
+# `\"` and `\\` escaped) or a bare token of 1-255 visible ASCII characters without `"`
+# or `\`. The longest sf-string escapes every character: 2 + 2 * 255.
+KEY_PATTERN = r'^(?:"(?:[ !#-\[\]-~]|\\["\\]){1,255}"|[!#-\[\]-~]{1,255})$'
+KEY_HEADER_MAX_LENGTH = 2 + 2 * idempotency.KEY_MAX_LENGTH
+
+
 @dataclass(frozen=True, slots=True)
 class IdempotencyPolicy:
     """How an endpoint treats `Idempotency-Key`: `required` makes a missing key a 400."""
@@ -150,7 +158,11 @@ class IdempotentRoute(APIRoute):
                     "name": HEADER,
                     "in": "header",
                     "required": self.idempotency_policy.required,
-                    "schema": {"type": "string", "maxLength": 257},
+                    "schema": {
+                        "type": "string",
+                        "maxLength": KEY_HEADER_MAX_LENGTH,
+                        "pattern": KEY_PATTERN,
+                    },
                     "description": POLICY_DESCRIPTION,
                 },
             ]

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     reindex_swap_timeout_s: float = Field(default=120.0, gt=0, le=3600)
     reindex_parallelism: int = Field(default=2, ge=1, le=32)
     reindex_maintenance_work_mem: str = Field(default="256MB", pattern=r"^[0-9]+(kB|MB|GB)$")
+    # An advisory lock key a run waits on before its swap (unset: no wait). Whoever holds
+    # that lock keeps every run at the start of its swap phase (tests and drills).
+    reindex_swap_gate: int | None = None
 
     @field_validator("database_url", "database_read_url")
     @classmethod

@@ -26,7 +26,8 @@ A run, step by step (`run_reindex`, executed by the Celery task `indexer.reindex
 6. **Replay** the events since the mark into the shadow tables with
    `rebuild_documents(..., table_suffix=…)` (version-guarded upserts from the current
    source rows), in `(txid, id)` order, until caught up.
-7. **Swap** in one short transaction: `ACCESS EXCLUSIVE` on the live tables (with
+7. **Swap** (after the swap gate, when one is configured: `ReindexConfig.swap_gate`) in
+   one short transaction: `ACCESS EXCLUSIVE` on the live tables (with
    `lock_timeout`, retried until `REINDEX_SWAP_TIMEOUT_S`, so a long search never queues
    every other search behind our lock request for long), re-check the fence (the run is
    still ours and not canceled) and that the live shape did not change, replay the last
@@ -240,7 +241,12 @@ def progress(run: ReindexRun) -> Progress:
 
 @dataclass(frozen=True, slots=True)
 class ReindexConfig:
-    """Tuning of one run (defaults from `core.settings`)."""
+    """Tuning of one run (defaults from `core.settings`).
+
+    `swap_gate`: an advisory lock key (`pg_advisory_lock(bigint)`); when set, the run
+    enters its `swap` phase, then waits while another session holds that lock, before
+    taking the live tables' locks. The lease stays renewed and cancellation is honoured
+    while it waits. None (the default): no wait."""
 
     batch_size: int = 5000
     lease_s: float = 60.0
@@ -248,6 +254,7 @@ class ReindexConfig:
     swap_timeout_s: float = 120.0
     parallelism: int = 2
     maintenance_work_mem: str = "256MB"
+    swap_gate: int | None = None
 
 
 class _Control:
@@ -626,8 +633,20 @@ class _Runner:
 
         t = time.perf_counter()
         c.beat(phase="swap", replayed=self.replayed)
+        self._pass_gate()
         self._swap()
         self._phase("swap", t)
+
+    def _pass_gate(self) -> None:
+        """Wait while another session holds the advisory lock `config.swap_gate` (polled
+        every 50 ms with a shared try-lock, released at once); `Canceled` / `LeaseLost`
+        end the wait (the heartbeat thread keeps the lease and reads the cancel flag)."""
+        key = self.config.swap_gate
+        if key is None:
+            return
+        while not repo.try_gate(self.work, key):
+            self.control.check()
+            time.sleep(0.05)
 
     def _parallel(
         self,

@@ -568,6 +568,17 @@ def finish_shadow_extras(conn: psycopg.Connection[Any], shape: TableShape) -> No
         )
 
 
+def try_gate(conn: psycopg.Connection[Any], key: int) -> bool:
+    """True when no other session holds the advisory lock `key` exclusively: a shared
+    try-lock that is released at once (autocommit connection)."""
+    row = conn.execute(
+        "SELECT CASE WHEN pg_try_advisory_lock_shared(%(k)s)"
+        " THEN pg_advisory_unlock_shared(%(k)s) ELSE false END",
+        {"k": key},
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def vacuum_analyze(conn: psycopg.Connection[Any], table: str) -> None:
     """`VACUUM (ANALYZE)` (autocommit connection): statistics for the planner and the
     visibility map for index-only scans, before the table goes live."""

@@ -36,6 +36,7 @@ def reindex(self: Task, engine: str = "postgres", kind: str = "all") -> dict[str
         swap_timeout_s=s.reindex_swap_timeout_s,
         parallelism=s.reindex_parallelism,
         maintenance_work_mem=s.reindex_maintenance_work_mem,
+        swap_gate=s.reindex_swap_gate,
     )
     return run_reindex(
         uuid.UUID(task_id),

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from fastapi import Query
 
 from api.app import create_app
 from core.errors import Conflict
+from tests.conftest import bearer, create_user
 
 
 @pytest.fixture
@@ -82,3 +85,87 @@ async def test_unexpected_exception_is_500_problem_without_internals(
     body = r.json()
     assert body["code"] == "internal_error"
     assert "boom" not in r.text
+
+
+# A body that is not JSON, on every route that takes a JSON body: 422 `malformed_json`
+# (documented), never FastAPI's bare 400 "There was an error parsing the body".
+MALFORMED = [
+    pytest.param('"été"'.encode("latin-1"), id="not-utf8"),
+    pytest.param(b"\xff\xfe{\x00", id="utf16-not-json"),
+    pytest.param(b'{"email": "a@b.c",', id="truncated-json"),
+    pytest.param(b"not json at all", id="not-json"),
+]
+
+
+async def test_malformed_body_is_422_problem_on_every_json_route(
+    api: httpx.AsyncClient, db: psycopg.Connection[Any]
+) -> None:
+    spec = (await api.get("/openapi.json")).json()
+    routes = [
+        (method.upper(), path)
+        for path, item in spec["paths"].items()
+        for method, op in item.items()
+        if "application/json" in op.get("requestBody", {}).get("content", {})
+    ]
+    # the eight routes that answered 400 before, and the idempotent one
+    assert {
+        ("PUT", "/api/v1/profiles/me"),
+        ("PATCH", "/api/v1/profiles/me"),
+        ("PATCH", "/api/v1/admin/users/{user_id}"),
+        ("POST", "/api/v1/admin/reindex"),
+        ("POST", "/api/v1/auth/logout"),
+        ("POST", "/api/v1/auth/refresh"),
+        ("POST", "/api/v1/auth/register"),
+        ("POST", "/api/v1/me/children"),
+        ("POST", "/api/v1/availability"),
+    } <= set(routes)
+    uid = create_user(db, role="admin")
+    headers = {**bearer(uid, "admin"), "Content-Type": "application/json"}
+    for method, path in routes:
+        op = spec["paths"][path][method.lower()]
+        assert "422" in op["responses"], (method, path)
+        url = path.replace("{user_id}", str(uid)).replace("{slot_id}", str(uid))
+        for raw in (p.values[0] for p in MALFORMED):
+            r = await api.request(method, url, content=raw, headers=headers)
+            assert r.status_code == 422, (method, path, raw, r.text)
+            assert r.headers["content-type"] == "application/problem+json"
+            body = r.json()
+            assert body["code"] == "malformed_json", body
+            assert body["type"] == "https://errors.educonnect.dev/malformed_json"
+            assert body["status"] == 422
+            assert body["instance"] == url
+            assert [(e["param"], e["in"], e["type"]) for e in body["errors"]] == [
+                ("body", "body", "json_invalid")
+            ]
+
+
+@pytest.mark.parametrize("raw", MALFORMED)
+async def test_malformed_body_without_credentials_is_422_too(
+    api: httpx.AsyncClient, raw: bytes
+) -> None:
+    """The body is decoded before authentication: the answer does not depend on it."""
+    r = await api.post(
+        "/api/v1/auth/register", content=raw, headers={"Content-Type": "application/json"}
+    )
+    assert (r.status_code, r.json()["code"]) == (422, "malformed_json")
+
+
+async def test_valid_json_of_the_wrong_shape_stays_validation_error(
+    api: httpx.AsyncClient,
+) -> None:
+    r = await api.post("/api/v1/auth/register", json=["not", "an", "object"])
+    assert (r.status_code, r.json()["code"]) == (422, "validation_error")
+
+
+async def test_malformed_form_body_is_422_problem(api: httpx.AsyncClient) -> None:
+    """The login form: a multipart body without its boundary is 422 `malformed_form`."""
+    r = await api.post(
+        "/api/v1/auth/login", content=b"garbage", headers={"Content-Type": "multipart/form-data"}
+    )
+    assert r.status_code == 422
+    assert r.headers["content-type"] == "application/problem+json"
+    body = r.json()
+    assert (body["code"], body["status"]) == ("malformed_form", 422)
+    assert [(e["param"], e["in"], e["type"]) for e in body["errors"]] == [
+        ("body", "body", "form_invalid")
+    ]

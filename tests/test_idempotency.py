@@ -14,6 +14,7 @@ import pytest
 from fastapi import APIRouter
 
 from api.idempotency import IdempotentRoute, idempotent
+from core import idempotency
 from core.idempotency import IdempotencyKeyInvalid, fingerprint, parse_key
 from profiles import service
 from tests.conftest import bearer, create_provider, create_user
@@ -176,20 +177,54 @@ async def test_duplicate_in_flight_is_409(
 
 
 async def test_concurrent_duplicates_run_once(
-    api: httpx.AsyncClient, db: psycopg.Connection
+    api: httpx.AsyncClient, db: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Six identical requests claim the key at once: exactly one runs, five get 409.
+
+    A barrier makes the race real: no claim starts before all six requests are at it, and
+    the winner's work waits until the five others have been refused, so requests that ran
+    one after another would time out here instead of passing as replays."""
     uid = create_provider(db)
     h = _with_key(bearer(uid, "tutor"), '"burst"')
-    results = await asyncio.gather(*(api.post(URL, headers=h, json=SLOT) for _ in range(6)))
-    statuses = [r.status_code for r in results]
-    assert set(statuses) <= {201, 409}
-    created = [r for r in results if r.status_code == 201]
-    assert len({r.content for r in created}) == 1  # every 201 is the same response
-    assert all(
-        r.json()["code"] == "idempotency_key_in_use" for r in results if r.status_code == 409
-    )
-    assert sum(1 for r in created if "idempotent-replayed" not in r.headers) == 1
+    n = 6
+    at_claim = asyncio.Barrier(n)
+    entered = refused = 0
+    all_refused = asyncio.Event()
+    claim, create_slots = idempotency.claim, service.create_slots
+
+    async def racing_claim(*args: Any, **kwargs: Any) -> Any:
+        nonlocal entered, refused
+        entered += 1
+        if entered > n:  # the retry after the race
+            return await claim(*args, **kwargs)
+        await asyncio.wait_for(at_claim.wait(), 10)
+        try:
+            return await claim(*args, **kwargs)
+        except idempotency.IdempotencyKeyInUse:
+            refused += 1
+            if refused == n - 1:
+                all_refused.set()
+            raise
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.wait_for(all_refused.wait(), 10)
+        return await create_slots(*args, **kwargs)
+
+    monkeypatch.setattr(idempotency, "claim", racing_claim)
+    monkeypatch.setattr(service, "create_slots", held)
+    results = await asyncio.gather(*(api.post(URL, headers=h, json=SLOT) for _ in range(n)))
+    assert sorted(r.status_code for r in results) == [201] + [409] * (n - 1)
+    assert [r.json()["code"] for r in results if r.status_code == 409] == [
+        "idempotency_key_in_use"
+    ] * (n - 1)
+    assert refused == n - 1
+    [created] = [r for r in results if r.status_code == 201]
+    assert "idempotent-replayed" not in created.headers
     assert (_slots(db), _events(db)) == (1, 1)
+    # the stored response is what a later retry gets
+    replay = await api.post(URL, headers=h, json=SLOT)
+    assert (replay.status_code, replay.headers["idempotent-replayed"]) == (201, "true")
+    assert replay.content == created.content
 
 
 async def test_expired_key_can_be_used_again(

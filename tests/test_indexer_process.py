@@ -72,40 +72,83 @@ def _wait_for(predicate: Any, what: str, limit_s: float = 60.0) -> None:
 def test_kill_9_mid_batch_then_restart_equals_from_scratch(
     market: psycopg.Connection[Any], database_url: str
 ) -> None:
+    """The relay is killed while a batch is open: held inside it by a row lock the test
+    owns on a document of that batch, after earlier batches committed. The batch rolls
+    back (the checkpoint stays where it was when the batch started), and a new relay
+    applies every event exactly once, to documents equal to a rebuild from scratch."""
     rng = random.Random(5)
     ids = provider_ids(market)
+    (held,) = market.execute(
+        "SELECT provider_id FROM tutor_documents ORDER BY provider_id LIMIT 1"
+    ).fetchone()
+    others = [i for i in ids if i != held]
     with psycopg.connect(database_url, autocommit=True) as writer:
-        for _ in range(3000):
-            random_write(writer, rng, ids)
+        for _ in range(1500):
+            random_write(writer, rng, others)
+        random_write(writer, rng, [held], allow_destructive=False)  # rewrites its document
+        for _ in range(1500):
+            random_write(writer, rng, others)
     (total,) = market.execute("SELECT count(*) FROM outbox").fetchone()
+    # the held provider's event is the 1501st: batches of 50 before it commit, its own waits
+    (position,) = market.execute(
+        "SELECT count(*) FROM outbox WHERE id <= (SELECT max(id) FROM outbox"
+        " WHERE aggregate_id = %s)",
+        (str(held),),
+    ).fetchone()
+    assert position == 1501
+    (version,) = market.execute(
+        "SELECT version FROM tutor_documents WHERE provider_id = %s", (held,)
+    ).fetchone()
 
+    def checkpoint() -> int:
+        (applied,) = market.execute(
+            "SELECT coalesce(sum(events), 0) FROM indexer_checkpoints"
+        ).fetchone()
+        return int(applied)
+
+    locker = psycopg.connect(database_url)  # its transaction stays open until released
+    locker.execute("SELECT 1 FROM tutor_documents WHERE provider_id = %s FOR UPDATE", (held,))
     proc = _relay_process(database_url)
     try:
-        # Kill while the relay is inside a batch transaction, after some batches committed.
-        def mid_batch() -> bool:
-            row = market.execute(
-                "SELECT (SELECT coalesce(sum(events), 0) FROM indexer_checkpoints),"
-                " EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name ="
-                " 'educonnect-indexer' AND xact_start IS NOT NULL AND backend_xid IS NOT NULL)"
-            ).fetchone()
-            return bool(row and row[0] >= 200 and row[1])
+        blocked: list[Any] = []
 
-        _wait_for(mid_batch, "the relay to be inside a batch")
+        def inside_the_held_batch() -> bool:
+            blocked[:] = market.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'educonnect-indexer'"
+                " AND %s = ANY (pg_blocking_pids(pid))",
+                (locker.info.backend_pid,),
+            ).fetchall()
+            return bool(blocked)
+
+        _wait_for(inside_the_held_batch, "the relay to wait inside the held batch")
+        at_kill = checkpoint()
+        # strictly between the batch's start and end: the batches before it committed,
+        # the held event is inside the open one
+        assert at_kill == 1500
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    (applied,) = market.execute(
-        "SELECT coalesce(sum(events), 0) FROM indexer_checkpoints"
-    ).fetchone()
-    assert 200 <= applied < total  # it died part-way, its open batch rolled back
+        locker.rollback()
+        locker.close()
+    # the orphaned backend ends once its statement can finish and finds no client
+    (pid,) = blocked[0]
+    _wait_for(
+        lambda: (
+            not market.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+        ),
+        "the killed relay's backend to end",
+    )
+    assert checkpoint() == at_kill < total  # its open batch rolled back
+    assert market.execute(
+        "SELECT version FROM tutor_documents WHERE provider_id = %s", (held,)
+    ).fetchone() == (version,)
 
     done = _relay_process(database_url, "--once")
     _, err = done.communicate(timeout=120)
     assert done.returncode == 0, err
-    (applied,) = market.execute("SELECT sum(events) FROM indexer_checkpoints").fetchone()
-    assert applied == total  # every event applied once by the checkpoints' count
+    assert checkpoint() == total  # every event applied once by the checkpoints' count
     assert_equals_from_scratch(market)
 
 

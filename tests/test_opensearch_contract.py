@@ -283,12 +283,47 @@ def test_sink_bulk_body_follows_the_spec(
 
 
 def test_sink_counts_conflicts_and_missing_deletes_as_success(
-    standin: StandIn, db: psycopg.Connection[Any], providers: dict[str, Any]
+    standin: StandIn,
+    db: psycopg.Connection[Any],
+    providers: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from indexer import opensearch_sink
+
     tutor, gone = str(providers["tutor"]), str(providers["inactive"])
-    standin.state.bulk_status[tutor] = [409]
-    standin.state.missing.add(gone)
+    standin.state.bulk_status[f"tutors/{tutor}"] = [409]  # a newer version is indexed
+    standin.state.bulk_status[f"coaches/{tutor}"] = [404]  # never was a coach
+    standin.state.missing.add(gone)  # in neither index
+    outcomes: list[Any] = []
+    write = opensearch_sink.write
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        outcomes.append(write(*args, **kwargs))
+        return outcomes[-1]
+
+    monkeypatch.setattr(opensearch_sink, "write", recorded)
+    since = len(standin.requests)
+    # no BulkWriteError: a stale version (409) and a delete of nothing (404) are successes
     OpenSearchSink(_sync_client(standin)).apply(db, [_event(tutor, 1), _event(gone, 2)])
+    [outcome] = outcomes
+    assert (outcome.applied, outcome.stale, outcome.missing, outcome.errors) == (0, 1, 3, [])
+    assert standin.state.bulk_status[f"tutors/{tutor}"] == []  # both answers were served
+    assert standin.state.bulk_status[f"coaches/{tutor}"] == []
+    bulks = [r for r in standin.requests[since:] if r.path == "/_bulk"]
+    assert len(bulks) == 1  # neither is retried
+    lines = [json.loads(x) for x in bulks[0].body.decode().splitlines()]
+    ops = [
+        (op, m["_index"], m["_id"])
+        for x in lines
+        for op, m in x.items()
+        if op in ("index", "delete")
+    ]
+    assert ops == [
+        ("index", "tutors", tutor),
+        ("delete", "coaches", tutor),
+        ("delete", "tutors", gone),
+        ("delete", "coaches", gone),
+    ]
 
 
 def test_sink_retries_429_with_backoff(

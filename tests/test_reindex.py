@@ -4,7 +4,9 @@ worker killed with SIGKILL mid-run, cancellation, the one-run-per-engine lock an
 
 Runs are parked deterministically where a test needs them: a reader holding an
 `ACCESS SHARE` lock on a live table (a long search, in effect) makes the swap wait, so
-the run sits in its `swap` phase, with its shadow tables complete, until the reader ends.
+the run sits in its `swap` phase, with its shadow tables complete, until the reader ends;
+or, where searches must go on meanwhile, the swap gate (`REINDEX_SWAP_GATE`): the worker
+waits before its swap while the test holds that advisory lock.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from core.settings import Settings
 from devdata.seed import SeedParams, seed
 from indexer.projection import build_all
 from indexer.relay import PostgresSink, Relay, RelayConfig
-from loadtests.writes import provider_ids, random_write
 from tests.conftest import TEST_REDIS_URL, bearer, create_user
 from tests.projection_check import assert_equals_from_scratch, drop_expected
 
@@ -218,49 +219,78 @@ class Reader:
 # ---------------------------------------------------------------------- tests
 
 
+SWAP_GATE = 0x52584741  # the advisory lock key the worker waits on before its swap
+PHASES = ["queued", "starting", "snapshot", "indexes", "analyze", "replay", "swap", "succeeded"]
+
+
+@pytest.fixture
+def no_search_cache(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The app's searches skip the Redis cache: each one reads the live tables."""
+    from core.settings import get_settings
+
+    monkeypatch.setenv("SEARCH_CACHE_ENABLED", "false")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()  # the next read sees the environment monkeypatch restores
+
+
+def _providers(conn: psycopg.Connection[Any]) -> list[tuple[uuid.UUID, str]]:
+    """(id, role) of every provider with a search document, by id."""
+    return conn.execute(
+        "SELECT d.provider_id, u.role FROM (SELECT provider_id FROM tutor_documents"
+        " UNION ALL SELECT provider_id FROM coach_documents) d"
+        " JOIN users u ON u.id = d.provider_id ORDER BY 1"
+    ).fetchall()
+
+
 async def test_reindex_under_searches_and_writes_equals_from_scratch(
     market: psycopg.Connection[Any],
     api: httpx.AsyncClient,
     database_url: str,
-    start_worker: Callable[[], Worker],
+    start_worker: Callable[..., Worker],
+    no_search_cache: None,
 ) -> None:
-    start_worker()
+    """A reindex held at its swap (the worker waits on an advisory lock the test holds)
+    while uncached searches and profile writes through the API go on: searches answer
+    throughout — before, while held, across the swap and after it — and writes made while
+    held reach the new tables through the run's own replay (the relay is stopped before the
+    swap, so the old tables it had updated are gone)."""
+    start_worker({"REINDEX_SWAP_GATE": str(SWAP_GATE)})
     admin = bearer(create_user(market, role="admin"), "admin")
     names_before = index_names(market)
+    oid_before = live_state(market)["tutor_documents"][0]
     # a connection whose statement on the live table is prepared server-side before the swap
     prepared = psycopg.connect(database_url, autocommit=True)
     probe = "SELECT count(*), max(indexed_at) FROM tutor_documents"
     for _ in range(3):
         _, first_indexed = prepared.execute(probe, prepare=True).fetchone()
 
-    stop = threading.Event()
-    writes = [0]
+    providers = _providers(market)
+    tutors = [p for p in providers if p[1] == "tutor"]
+    sentinels = tutors[:5]  # written only while the run is held
+    others = [p for p in providers if p not in sentinels]
+    gate = psycopg.connect(database_url, autocommit=True)
+    gate.execute("SELECT pg_advisory_lock(%s)", (SWAP_GATE,))
 
-    def writer() -> None:
-        rng = random.Random(7)
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            ids = provider_ids(conn)
-            while not stop.is_set():
-                random_write(conn, rng, ids)
-                writes[0] += 1
-
+    relay_stop = threading.Event()
     relay = Relay(psycopg.connect(database_url), PostgresSink(), RelayConfig(batch_size=50))
 
     def relay_loop() -> None:
-        while not stop.is_set():
+        while not relay_stop.is_set():
             if not relay.run_once().events:
-                stop.wait(0.005)
+                relay_stop.wait(0.005)
 
-    threads = [threading.Thread(target=writer), threading.Thread(target=relay_loop)]
-    for th in threads:
-        th.start()
+    relay_thread = threading.Thread(target=relay_loop)
+    relay_thread.start()
 
-    statuses: dict[int, int] = {}
-    searching = True
+    phase = "queued"  # the run's phase as last polled; searches and writes count by it
+    searches: dict[str, dict[int, int]] = {}
+    writes: dict[str, int] = {}
+    running = True
 
-    async def searches() -> None:
+    async def search_loop() -> None:
         rng = random.Random(3)
-        while searching:
+        while running:
             if rng.random() < 0.7:
                 params = {
                     "lat": 48.85 + rng.uniform(-0.2, 0.2),
@@ -271,41 +301,106 @@ async def test_reindex_under_searches_and_writes_equals_from_scratch(
                 r = await api.get("/api/v1/search/tutors", params=params)
             else:
                 r = await api.get("/api/v1/search/coaches", params={"sort": "rating"})
-            statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+            by_status = searches.setdefault(phase, {})
+            by_status[r.status_code] = by_status.get(r.status_code, 0) + 1
 
-    search_task = asyncio.create_task(searches())
+    async def write_loop() -> None:
+        rng = random.Random(7)
+        while running:
+            pid, role = rng.choice(others)
+            r = await api.patch(
+                "/api/v1/profiles/me",
+                json={"hourly_rate_minor": rng.randint(1000, 9000)},
+                headers=bearer(pid, role),
+            )
+            assert r.status_code == 200, r.text
+            writes[phase] = writes.get(phase, 0) + 1
+
+    def in_phase(name: str) -> int:
+        return sum(searches.get(name, {}).values())
+
+    async def sentinel_hits() -> dict[str, tuple[str, int]]:
+        r = await api.get("/api/v1/search/tutors", params={"q": "sentinelle", "limit": 50})
+        assert r.status_code == 200, r.text
+        return {i["id"]: (i["headline"], i["price"]["amount_minor"]) for i in r.json()["items"]}
+
+    expected = {
+        str(pid): (f"Sentinelle du reindex {n}", 7001 + n) for n, (pid, _) in enumerate(sentinels)
+    }
+    seen: list[str] = []
+
+    async def poll() -> dict[str, Any]:
+        nonlocal phase
+        body: dict[str, Any] = (await api.get(f"{BASE}/{task_id}", headers=admin)).json()
+        phase = body["phase"]
+        if not seen or seen[-1] != phase:
+            seen.append(phase)
+        return body
+
+    tasks = [asyncio.create_task(search_loop()), asyncio.create_task(write_loop())]
     try:
         r = await api.post(BASE, headers=admin, json={"engine": "postgres", "kind": "all"})
         assert r.status_code == 202, r.text
         task_id = r.json()["task_id"]
         assert r.headers["location"] == f"{BASE}/{task_id}"
-        seen_phases: set[str] = set()
-
-        async def finished() -> dict[str, Any] | None:
-            body: dict[str, Any] = (await api.get(f"{BASE}/{task_id}", headers=admin)).json()
-            seen_phases.add(body["phase"])
-            return body if body["state"] not in ("queued", "running") else None
-
-        final = await await_for(finished, "the reindex to finish")
+        await await_for(lambda: _is(poll(), "swap"), "the run to wait at its swap")
+        # held: shadows built and replayed, live tables untouched; searches go on
+        assert len(shadow_tables(market)) == 4
+        for n, (pid, role) in enumerate(sentinels):
+            r = await api.patch(
+                "/api/v1/profiles/me",
+                json={"headline": expected[str(pid)][0], "hourly_rate_minor": 7001 + n},
+                headers=bearer(pid, role),
+            )
+            assert r.status_code == 200, r.text
+        # the relay applies them to the live tables, which the swap will replace
+        await await_for(
+            lambda: _equals(sentinel_hits(), expected), "the sentinel writes in the live tables"
+        )
+        await await_for(lambda: _true(in_phase("swap") >= 20), "searches while held")
+        assert (await poll())["state"] == "running"
+        assert live_state(market)["tutor_documents"][0] == oid_before
+        relay_stop.set()
+        relay_thread.join(timeout=60)
+        gate.execute("SELECT pg_advisory_unlock(%s)", (SWAP_GATE,))
+        final = await await_for(
+            lambda: _finished(poll()), "the reindex to finish after the gate opened"
+        )
+        await await_for(lambda: _true(in_phase("succeeded") >= 10), "searches after the swap")
+        # with the relay stopped, only the run's replay can have put them in the new tables
+        await await_for(
+            lambda: _equals(sentinel_hits(), expected), "the sentinel writes in the new tables", 30
+        )
     finally:
-        searching = False
-        await search_task
-        stop.set()
-        for th in threads:
-            th.join(timeout=60)
+        running = False
+        await asyncio.gather(*tasks, return_exceptions=True)
+        relay_stop.set()
+        relay_thread.join(timeout=60)
+        gate.close()
+    for t in tasks:
+        t.result()  # a failed search or write loop fails the test
     assert final["state"] == "succeeded", final
     assert final["done"] == final["total"] > 0
     assert final["errors"] == []
     assert final["rate"] > 0
+    assert live_state(market)["tutor_documents"][0] != oid_before  # the tables were swapped
+    # phases seen in their order, the swap among them (it was held there)
+    assert "swap" in seen, seen
+    assert seen[-1] == "succeeded", seen
+    assert seen == sorted(seen, key=PHASES.index), seen
+    # searches answered 200 in every phase they ran in, before, during and after the hold
+    assert {s for counts in searches.values() for s in counts} == {200}, searches
+    assert in_phase("swap") >= 20, searches
+    assert in_phase("succeeded") >= 10, searches
+    assert sum(in_phase(p) for p in PHASES[:6]) > 0, searches  # before the swap
+    assert writes.get("swap", 0) > 0, writes
+    assert sum(writes.values()) > writes["swap"], writes
     row = run_row(market, task_id)
     (during,) = market.execute(
         "SELECT count(*) FROM outbox WHERE txid >= %s::text::xid8", (row["mark"],)
     ).fetchone()
-    assert during > 0
+    assert during >= len(sentinels)
     assert row["replayed"] > 0
-    # zero failed searches, and searches ran throughout
-    assert set(statuses) == {200}, statuses
-    assert statuses[200] >= 10
 
     relay.drain()  # what the relay had not applied yet goes to the new tables
     assert_equals_from_scratch(market)
@@ -319,6 +414,23 @@ async def test_reindex_under_searches_and_writes_equals_from_scratch(
     assert indexed > first_indexed
     prepared.close()
     relay.conn.close()
+
+
+async def _is(body: Any, phase: str) -> bool:
+    return bool((await body)["phase"] == phase)
+
+
+async def _equals(value: Any, expected: Any) -> bool:
+    return bool(await value == expected)
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _finished(body: Any) -> dict[str, Any] | None:
+    b: dict[str, Any] = await body
+    return b if b["state"] not in ("queued", "running") else None
 
 
 async def test_worker_killed_mid_run_leaves_live_tables_and_a_retry_completes(
@@ -399,6 +511,33 @@ async def test_cancel_drops_the_shadow_and_leaves_live_tables(
     assert r.status_code == 202
     wait_for(lambda: run_row(market, r.json()["task_id"])["state"] == "succeeded", "a reindex")
     assert_equals_from_scratch(market)
+
+
+async def test_a_run_waiting_at_the_swap_gate_can_be_canceled(
+    market: psycopg.Connection[Any],
+    api: httpx.AsyncClient,
+    database_url: str,
+    start_worker: Callable[..., Worker],
+) -> None:
+    start_worker({"REINDEX_SWAP_GATE": str(SWAP_GATE)})
+    admin = bearer(create_user(market, role="admin"), "admin")
+    before = live_state(market)
+    gate = psycopg.connect(database_url, autocommit=True)
+    try:
+        gate.execute("SELECT pg_advisory_lock(%s)", (SWAP_GATE,))
+        task_id = (await api.post(BASE, headers=admin, json={})).json()["task_id"]
+        wait_for(lambda: run_row(market, task_id)["phase"] == "swap", "the swap phase")
+        await asyncio.sleep(4)  # held longer than its lease (REINDEX_LEASE_S=3): renewed
+        assert run_row(market, task_id)["state"] == "running"
+        assert len(shadow_tables(market)) == 4
+        r = await api.delete(f"{BASE}/{task_id}", headers=admin)
+        assert r.status_code == 202
+        # the gate is still held: the wait itself ends on the cancel
+        wait_for(lambda: run_row(market, task_id)["state"] == "canceled", "the cancel")
+    finally:
+        gate.close()
+    assert shadow_tables(market) == []
+    assert live_state(market) == before
 
 
 async def test_one_reindex_per_engine_and_cancel_while_queued(

@@ -2,14 +2,25 @@
 
 The oracle loads the source rows (profiles and open slots, not the search tables), computes
 WGS84 geodesic distances with geographiclib, applies the same filters, sorts with the id as
-tie-break and counts every facet. Text (`q`) is left to `test_search_text.py`: the oracle
-cannot stem French without re-implementing Snowball.
+tie-break and counts every facet.
+
+Text (`q`): stemming French and English is PostgreSQL's (Snowball), so the text oracle
+(`text_oracle`) asks PostgreSQL — but over vectors it builds itself from
+`provider_profiles`, `users` and the catalogue's `search_terms`, following the definition
+of a document's text (name A in `educonnect_simple`; subject/expertise words and headline B in
+`educonnect_fr`, `educonnect_en` and `educonnect_simple`, parsed as one text; bio C in the
+account locale's configuration), not from the search tables, the source view or the
+catalogue's stored vectors. A query matches when every folded word matches, the last as a
+prefix, under one of the three configurations; `relevance` orders by `ts_rank` against
+the OR of the three queries, then by id.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,9 +30,9 @@ from geographiclib.geodesic import Geodesic
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from profiles.catalogue import EXPERTISES, SUBJECTS
+from profiles.catalogue import EXPERTISES, SUBJECTS, search_terms
 from search.facets import RATING_BUCKETS, rating_bucket
-from search.schemas import CoachQuery, TutorQuery
+from search.schemas import CoachQuery, TutorQuery, fold_text
 from tests.conftest import EngineThread
 
 CENTRES = [(48.8566, 2.3522), (45.764, 4.8357), (50.8503, 4.3517), (46.2044, 6.1432),
@@ -57,6 +68,98 @@ def source(search_dataset: str) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+@pytest.fixture(scope="module")
+def text_oracle(search_dataset: str) -> Iterator[Any]:
+    """`match(words)` → {provider id: ts_rank} of the providers matching the folded words,
+    or None when the words make an empty query in all three configurations (no filter)."""
+    conn = psycopg.connect(search_dataset, autocommit=True)
+    rows = conn.execute("SELECT user_id, subjects || expertises FROM provider_profiles").fetchall()
+    terms = {}
+    for pid, slugs in rows:
+        known = []
+        for slug in sorted(set(slugs)):
+            try:
+                known.append(search_terms(slug))
+            except KeyError:
+                continue
+        terms[pid] = " ".join(known)
+    conn.execute(
+        "CREATE TEMP TABLE oracle_text AS SELECT p.user_id AS id,"
+        " setweight(to_tsvector('educonnect_simple', p.display_name), 'A')"
+        " || setweight(to_tsvector('educonnect_fr', t.terms || ' ' || p.headline), 'B')"
+        " || setweight(to_tsvector('educonnect_en', t.terms || ' ' || p.headline), 'B')"
+        " || setweight(to_tsvector('educonnect_simple', t.terms || ' ' || p.headline), 'B')"
+        " || setweight(to_tsvector(CASE u.locale WHEN 'fr' THEN 'educonnect_fr'"
+        " ELSE 'educonnect_en' END::regconfig, p.bio), 'C') AS v"
+        " FROM provider_profiles p JOIN users u ON u.id = p.user_id"
+        " JOIN unnest(%s::uuid[], %s::text[]) AS t(id, terms) ON t.id = p.user_id",
+        (list(terms), list(terms.values())),
+    )
+
+    def match(words: tuple[str, ...]) -> dict[str, float] | None:
+        expr = " & ".join([*words[:-1], words[-1] + ":*"])
+        (tsq,) = conn.execute(
+            "SELECT (to_tsquery('educonnect_fr', %(e)s) || to_tsquery('educonnect_en', %(e)s)"
+            " || to_tsquery('educonnect_simple', %(e)s))::text",
+            {"e": expr},
+        ).fetchone()
+        if not tsq:
+            return None
+        return {
+            str(pid): rank
+            for pid, rank in conn.execute(
+                "SELECT id, ts_rank(v, %(q)s::tsquery) FROM oracle_text WHERE v @@ %(q)s::tsquery",
+                {"q": tsq},
+            )
+        }
+
+    yield match
+    conn.close()
+
+
+@pytest.fixture(scope="module")
+def vocabulary(search_dataset: str) -> dict[str, list[list[str]]]:
+    """Per family, word lists to draw `q` from: one per seeded provider (name, headline,
+    start of the bio), so that words drawn together can match one document, and one per
+    catalogue entry of the family (words shared by many documents, with different
+    weights and counts)."""
+    out: dict[str, list[list[str]]] = {}
+    with psycopg.connect(search_dataset) as conn:
+        for family, kinds, entries in (
+            ("tutor", ["tutor"], SUBJECTS),
+            ("coach", ["coach", "mentor"], EXPERTISES),
+        ):
+            texts = [
+                " ".join(r)
+                for r in conn.execute(
+                    "SELECT display_name, headline, left(bio, 300) FROM provider_profiles"
+                    " WHERE kind = ANY (%s) ORDER BY user_id LIMIT 200",
+                    (kinds,),
+                )
+            ]
+            texts += [search_terms(e.slug) for e in entries]
+            lists = [sorted(set(re.findall(r"\w{3,}", t))) for t in texts]
+            out[family] = [w for w in lists if w]
+    return out
+
+
+@st.composite
+def text_queries(draw: Any, vocabulary: list[list[str]]) -> str:
+    """A `q`: one or two words of one provider's or catalogue entry's text (case and
+    accents as they come), the last one often cut to a prefix, now and then followed by
+    a word found nowhere."""
+    words = draw(st.sampled_from(vocabulary))
+    q = draw(st.lists(st.sampled_from(words), min_size=1, max_size=2))
+    if draw(st.booleans()):
+        last = q[-1]
+        q[-1] = last[: draw(st.integers(min(2, len(last)), len(last)))]
+    if draw(st.integers(0, 9)) == 5:
+        q.append("zqxwvyk")
+    if draw(st.booleans()):
+        q = [w.upper() for w in q]
+    return " ".join(q)
+
+
 def _match(d: dict[str, Any], q: Any) -> bool:
     if q.min_price is not None and d["price"] < q.min_price:
         return False
@@ -78,11 +181,19 @@ def _match(d: dict[str, Any], q: Any) -> bool:
     return not (getattr(q, "kind", ()) and d["kind"] not in q.kind)
 
 
-def oracle(docs: list[dict[str, Any]], q: Any, cat_sel: tuple[str, ...]) -> dict[str, Any]:
-    """Expected ordered ids, total and facets for `q`."""
+def oracle(
+    docs: list[dict[str, Any]],
+    q: Any,
+    cat_sel: tuple[str, ...],
+    text: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Expected ordered ids, total and facets for `q`; `text` is `text_oracle`'s answer
+    for `q.q` (None: no text filter, every rank 0)."""
     base = []
     for d in docs:
         if not _match(d, q):
+            continue
+        if text is not None and d["id"] not in text:
             continue
         dist = None
         if getattr(q, "lat", None) is not None:
@@ -97,6 +208,8 @@ def oracle(docs: list[dict[str, Any]], q: Any, cat_sel: tuple[str, ...]) -> dict
         hits.sort(key=lambda x: (x[1], x[0]["id"]))
     elif q.sort == "rating":
         hits.sort(key=lambda x: (-(x[0]["rating"] or 0), x[0]["id"]))
+    elif q.sort == "relevance":
+        hits.sort(key=lambda x: (-(text or {}).get(x[0]["id"], 0.0), x[0]["id"]))
     else:
         hits.sort(key=lambda x: (x[0]["price"], x[0]["id"]))
     cat: Counter[str] = Counter()
@@ -182,24 +295,43 @@ def _common(draw: Any) -> dict[str, Any]:
 
 
 @st.composite
-def tutor_queries(draw: Any) -> TutorQuery:
+def tutor_queries(draw: Any, vocabulary: list[list[str]] | None = None) -> TutorQuery:
+    """Filters, subjects, a position half of the time, and `q` when `vocabulary` is given
+    (then half of the queries have no filter and no position: the text alone is
+    selective enough)."""
     d = _common(draw)
     d["subject"] = draw(st.lists(st.sampled_from([e.slug for e in SUBJECTS]), max_size=2))
-    if draw(st.booleans()) or True:
+    bare = vocabulary is not None and draw(st.booleans())
+    if bare:
+        d = {"limit": d["limit"]}
+    sorts = ["rating", "price"]
+    if not bare and draw(st.booleans()):
         lat, lng = draw(st.sampled_from(CENTRES))
         d["lat"] = lat + draw(st.floats(-0.05, 0.05))
         d["lng"] = lng + draw(st.floats(-0.05, 0.05))
         d["radius_km"] = draw(st.sampled_from([0.5, 2.0, 5.0, 12.5, 40.0, 500.0]))
-    d["sort"] = draw(st.sampled_from(["distance", "rating", "price"]))
+        sorts.append("distance")
+    if vocabulary is not None:
+        d["q"] = draw(text_queries(vocabulary))
+        sorts += ["relevance", "relevance"]
+    d["sort"] = draw(st.sampled_from(sorts))
     return TutorQuery(**d)
 
 
 @st.composite
-def coach_queries(draw: Any) -> CoachQuery:
+def coach_queries(draw: Any, vocabulary: list[list[str]] | None = None) -> CoachQuery:
+    """Filters, expertises, kinds, and `q` when `vocabulary` is given (then half of the
+    queries have no filter)."""
     d = _common(draw)
     d["expertise"] = draw(st.lists(st.sampled_from([e.slug for e in EXPERTISES]), max_size=2))
     d["kind"] = draw(st.lists(st.sampled_from(["coach", "mentor"]), max_size=1))
-    d["sort"] = draw(st.sampled_from(["rating", "price"]))
+    if vocabulary is not None and draw(st.booleans()):
+        d = {"limit": d["limit"]}
+    sorts = ["rating", "price"]
+    if vocabulary is not None:
+        d["q"] = draw(text_queries(vocabulary))
+        sorts += ["relevance", "relevance"]
+    d["sort"] = draw(st.sampled_from(sorts))
     return CoachQuery(**d)
 
 
@@ -220,6 +352,49 @@ def test_tutors_match_the_oracle(engine_thread: EngineThread, source: Any, q: Tu
 def test_coaches_match_the_oracle(engine_thread: EngineThread, source: Any, q: CoachQuery) -> None:
     exp = oracle(source["coach"], q, q.expertise)
     _check(_walk(engine_thread, "search_coaches", q), exp, "expertises")
+
+
+@_SETTINGS
+@given(data=st.data())
+def test_tutor_text_matches_the_oracle(
+    engine_thread: EngineThread,
+    source: Any,
+    text_oracle: Any,
+    vocabulary: dict[str, list[list[str]]],
+    data: st.DataObject,
+) -> None:
+    q = data.draw(tutor_queries(vocabulary["tutor"]), label="q")
+    exp = oracle(source["tutor"], q, q.subject, text_oracle(q.q))
+    _check(_walk(engine_thread, "search_tutors", q), exp, "subjects")
+
+
+@_SETTINGS
+@given(data=st.data())
+def test_coach_text_matches_the_oracle(
+    engine_thread: EngineThread,
+    source: Any,
+    text_oracle: Any,
+    vocabulary: dict[str, list[list[str]]],
+    data: st.DataObject,
+) -> None:
+    q = data.draw(coach_queries(vocabulary["coach"]), label="q")
+    exp = oracle(source["coach"], q, q.expertise, text_oracle(q.q))
+    _check(_walk(engine_thread, "search_coaches", q), exp, "expertises")
+
+
+def test_text_oracle_finds_a_provider_by_name(search_dataset: str, text_oracle: Any) -> None:
+    """The oracle itself: every word of a provider's name finds them, and a word found
+    nowhere finds nothing."""
+    with psycopg.connect(search_dataset) as conn:
+        rows = conn.execute(
+            "SELECT user_id, display_name FROM provider_profiles ORDER BY user_id LIMIT 5"
+        ).fetchall()
+    for pid, name in rows:
+        words = fold_text(name)
+        ranks = text_oracle(words)
+        assert ranks is not None
+        assert str(pid) in ranks, (name, words)
+    assert text_oracle(("zqxwvyk",)) == {}
 
 
 def test_no_position_lists_every_tutor_by_rating(engine_thread: EngineThread, source: Any) -> None:
