@@ -47,7 +47,9 @@ def seats_taken(db: psycopg.Connection[Any], slot_id: Any) -> int:
     return int(value[0])
 
 
-def events(db: psycopg.Connection[Any], prefix: str = "booking.") -> list[tuple[str, str, dict[str, Any]]]:
+def events(
+    db: psycopg.Connection[Any], prefix: str = "booking."
+) -> list[tuple[str, str, dict[str, Any]]]:
     """(event_type, aggregate_id, payload) of the outbox events starting with `prefix`."""
     rows = db.execute(
         "SELECT event_type, aggregate_id, payload FROM outbox WHERE event_type LIKE %s ORDER BY id",
@@ -64,3 +66,36 @@ def statuses(db: psycopg.Connection[Any]) -> list[str]:
 def key() -> dict[str, str]:
     """A fresh `Idempotency-Key` header."""
     return {"Idempotency-Key": f'"{uuid.uuid4()}"'}
+
+
+def insert_booking(
+    db: psycopg.Connection[Any],
+    *,
+    student_id: Any,
+    slot_id: Any,
+    seats: int = 1,
+    status: str = "confirmed",
+    hold_expires_at: datetime | None = None,
+) -> uuid.UUID:
+    """Insert a booking row directly (no service): the slot's times and provider, a fixed
+    price, the platform policy. The trigger still counts its seats."""
+    row = db.execute(
+        "INSERT INTO bookings (student_id, booked_by, provider_id, slot_id, seats, starts_at,"
+        " ends_at, status, hold_expires_at, price_minor, currency, cancel_policy)"
+        " SELECT %(student)s, %(student)s, provider_id, id, %(seats)s, starts_at, ends_at,"
+        " %(status)s, %(exp)s, 1000 * %(seats)s, 'EUR',"
+        " '{\"source\": \"platform\", \"tiers\": [{\"min_hours_before\": 24,"
+        " \"refund_percent\": 100}]}'::jsonb"
+        " FROM availability_slots WHERE id = %(slot)s RETURNING id",
+        {"student": student_id, "seats": seats, "status": status, "slot": slot_id,
+         "exp": hold_expires_at or NOW + timedelta(minutes=5)},
+    ).fetchone()  # fmt: skip
+    assert row is not None
+    return uuid.UUID(str(row[0]))
+
+
+def student(user_id: Any) -> Any:
+    """A transient `User` standing for a student account (what the services read of it)."""
+    from profiles.models import User
+
+    return User(id=user_id, role="student", active=True)
