@@ -299,6 +299,19 @@ async def _lock_booking_slot(
 # --- holds ----------------------------------------------------------------------------
 
 
+def _check_bookable(status: str, starts_at: datetime, now: datetime, min_notice_s: int) -> None:
+    """The slot rules that need no count: open, not started, far enough ahead."""
+    if status != "open":
+        raise SlotNotOpen(f"This slot is {status}.")
+    if starts_at <= now:
+        raise SlotInPast("This slot has already started.")
+    if starts_at - now < timedelta(seconds=min_notice_s):
+        raise MinNoticeNotMet(
+            f"Slots are booked at least {min_notice_s // 60} minutes ahead.",
+            min_notice_s=min_notice_s,
+        )
+
+
 async def _student_for(
     session: AsyncSession, actor: User, student_id: uuid.UUID | None
 ) -> uuid.UUID:
@@ -339,6 +352,13 @@ async def hold(
     `after_capacity_check` is awaited between the count and the insert (a test hook to
     widen the race window; pretix's concurrency tests inject a sleep there).
 
+    Everything that needs no lock is read before it (slot, provider terms, one query), so
+    the locked section is five statements: lock, count, insert, audit, outbox (plus a
+    version bump when the slot fills up). A request for more seats than an unlocked read
+    shows left is refused without queueing on the lock (a refusal may only be early,
+    never an oversell). If the backstop refuses the insert, the caller's transaction is
+    rolled back (it is aborted anyway) to recount the seats left for the answer.
+
     Raises `Forbidden` (403: not a student or parent), `NotLinkedChild` (403),
     `ValidationFailed` (422: a parent without `student_id`), `SlotNotFound` (404),
     `OwnSlot` (403), `SlotNotOpen`, `SlotInPast`, `MinNoticeNotMet` (`BOOKING_MIN_NOTICE_S`),
@@ -347,26 +367,27 @@ async def hold(
     """
     s = get_settings()
     student_id = await _student_for(session, actor, data.student_id)
+    st = await profiles.slot_for_booking(session, data.slot_id)
+    if st is None:
+        raise SlotNotFound("No slot with this id.")
+    if st.provider_id == student_id:
+        raise OwnSlot("A provider cannot book its own slot.")
+    _check_bookable(st.status, st.starts_at, now, s.booking_min_notice_s)
+    if not st.terms.bookable:
+        raise ProviderUnavailable("This provider cannot be booked at the moment.")
+    if st.seats_taken + data.seats > st.capacity:
+        # The counter says no; it may still hold lapsed holds: count before refusing.
+        taken = await repo.live_seats(session, slot_id=st.slot_id, now=now)
+        if data.seats > st.capacity - taken:
+            left = max(st.capacity - taken, 0)
+            raise SoldOut(f"Only {left} seat(s) left.", seats_left=left)
     with _slot_lock_errors():
         if lock_slot:
             await repo.set_lock_timeout(session, s.booking_lock_timeout_ms)
         slot = await profiles.lock_slot(session, data.slot_id, lock=lock_slot)
         if slot is None:
             raise SlotNotFound("No slot with this id.")
-        if slot.provider_id == student_id:
-            raise OwnSlot("A provider cannot book its own slot.")
-        if slot.status != "open":
-            raise SlotNotOpen(f"This slot is {slot.status}.")
-        if slot.starts_at <= now:
-            raise SlotInPast("This slot has already started.")
-        if slot.starts_at - now < timedelta(seconds=s.booking_min_notice_s):
-            raise MinNoticeNotMet(
-                f"Slots are booked at least {s.booking_min_notice_s // 60} minutes ahead.",
-                min_notice_s=s.booking_min_notice_s,
-            )
-        terms = await profiles.booking_terms(session, slot.provider_id)
-        if terms is None or not terms.bookable:
-            raise ProviderUnavailable("This provider cannot be booked at the moment.")
+        _check_bookable(slot.status, slot.starts_at, now, s.booking_min_notice_s)
         t = await repo.tally(
             session, slot_id=slot.id, student_id=student_id, starts_at=slot.starts_at,
             ends_at=slot.ends_at, now=now,
@@ -382,7 +403,8 @@ async def hold(
             raise OverlappingBooking("You already hold or booked a seat at an overlapping time.")
         seats_left = slot.capacity - t.taken
         if data.seats > seats_left:
-            raise SoldOut(f"Only {max(seats_left, 0)} seat(s) left.", seats_left=max(seats_left, 0))
+            left = max(seats_left, 0)
+            raise SoldOut(f"Only {left} seat(s) left.", seats_left=left)
         if after_capacity_check is not None:
             await after_capacity_check()
         values = {
@@ -395,25 +417,27 @@ async def hold(
             "ends_at": slot.ends_at,
             "hold_expires_at": now + timedelta(seconds=s.hold_ttl_s),
             "price_minor": price_minor(
-                hourly_rate_minor=terms.hourly_rate_minor,
+                hourly_rate_minor=st.terms.hourly_rate_minor,
                 starts_at=slot.starts_at,
                 ends_at=slot.ends_at,
                 seats=data.seats,
             ),
-            "currency": terms.currency,
-            "cancel_policy": policy_snapshot(terms.cancel_policy),
+            "currency": st.terms.currency,
+            "cancel_policy": policy_snapshot(st.terms.cancel_policy),
             "created_at": now,
             "updated_at": now,
         }
         try:
-            async with session.begin_nested():
-                booking = await repo.insert_booking(session, values)
+            booking = await repo.insert_booking(session, values)
         except IntegrityError as exc:
             name = _constraint(exc)
             if name == SEATS_CONSTRAINT:
-                left = slot.capacity - await repo.live_seats(session, slot_id=slot.id, now=now)
+                slot_id, capacity = slot.id, slot.capacity
+                await session.rollback()  # expires `slot`: its values were read above
+                taken = await repo.live_seats(session, slot_id=slot_id, now=now)
+                left = max(capacity - taken, 0)
                 raise SoldOut(
-                    f"Only {max(left, 0)} seat(s) left.", seats_left=max(left, 0), by_backstop=True
+                    f"Only {left} seat(s) left.", seats_left=left, by_backstop=True
                 ) from None
             if name == OVERLAP_CONSTRAINT:
                 raise OverlappingBooking(
