@@ -147,7 +147,7 @@ def _constraint(exc: IntegrityError) -> str | None:
 
 @contextmanager
 def _slot_lock_errors() -> Iterator[None]:
-    """A lock wait over `lock_timeout`, or a deadlock PostgreSQL broke, becomes a 503
+    """A lock wait over `lock_timeout`, or a deadlock PostgreSQL broke, becomes a 429
     `slot_busy` (nothing was written: the transaction rolls back)."""
     try:
         yield
@@ -227,6 +227,30 @@ async def _move(
         )
     await _moved(session, before, rows[0], actor)
     return rows[0]
+
+
+async def _held(session: AsyncSession, values: dict[str, Any], actor: uuid.UUID) -> None:
+    """Audit row and `booking.held` event of the hold about to be inserted (`values`)."""
+    booking_id = str(values["id"])
+    after = {
+        "status": "pending", "seats": values["seats"], "price_minor": values["price_minor"],
+        "refund_due_minor": None, "expired_reason": None, "canceled_by_role": None,
+    }  # fmt: skip
+    await audit.record(
+        session, actor=actor, action="booking.held", entity_type="booking",
+        entity_id=booking_id, before=None, after=after,
+    )  # fmt: skip
+    await outbox.emit(
+        session,
+        aggregate_type=BOOKING_AGGREGATE,
+        aggregate_id=booking_id,
+        event_type="booking.held",
+        payload={
+            "booking_id": booking_id,
+            "slot_id": str(values["slot_id"]),
+            "provider_id": str(values["provider_id"]),
+        },
+    )
 
 
 async def _expire(
@@ -352,9 +376,9 @@ async def hold(
     `after_capacity_check` is awaited between the count and the insert (a test hook to
     widen the race window; pretix's concurrency tests inject a sleep there).
 
-    Everything that needs no lock is read before it (slot, provider terms, one query), so
-    the locked section is five statements: lock, count, insert, audit, outbox (plus a
-    version bump when the slot fills up). A request for more seats than an unlocked read
+    Everything that needs no lock is done before it (slot and provider terms in one read,
+    the audit row and the outbox event of the new id), so the locked section is lock,
+    count, insert, commit (plus a version bump when the slot fills up). A request for more seats than an unlocked read
     shows left is refused without queueing on the lock (a refusal may only be early,
     never an oversell). If the backstop refuses the insert, the caller's transaction is
     rolled back (it is aborted anyway) to recount the seats left for the answer.
@@ -363,7 +387,7 @@ async def hold(
     `ValidationFailed` (422: a parent without `student_id`), `SlotNotFound` (404),
     `OwnSlot` (403), `SlotNotOpen`, `SlotInPast`, `MinNoticeNotMet` (`BOOKING_MIN_NOTICE_S`),
     `ProviderUnavailable`, `OverlappingBooking`, `SoldOut` (409, `seats_left`), and
-    `SlotBusy` (503) when the slot's lock is not granted in `BOOKING_LOCK_TIMEOUT_MS`.
+    `SlotBusy` (429) when the slot's lock is not granted in `BOOKING_LOCK_TIMEOUT_MS`.
     """
     s = get_settings()
     student_id = await _student_for(session, actor, data.student_id)
@@ -381,6 +405,32 @@ async def hold(
         if data.seats > st.capacity - taken:
             left = max(st.capacity - taken, 0)
             raise SoldOut(f"Only {left} seat(s) left.", seats_left=left)
+    # Everything about the new booking is known now: its audit row and outbox event are
+    # written before the lock (the transaction commits all or nothing), so the locked
+    # section stays lock, count, insert, commit.
+    values = {
+        "id": uuid.uuid4(),
+        "student_id": student_id,
+        "booked_by": actor.id,
+        "provider_id": st.provider_id,
+        "slot_id": st.slot_id,
+        "seats": data.seats,
+        "starts_at": st.starts_at,
+        "ends_at": st.ends_at,
+        "status": "pending",
+        "hold_expires_at": now + timedelta(seconds=s.hold_ttl_s),
+        "price_minor": price_minor(
+            hourly_rate_minor=st.terms.hourly_rate_minor,
+            starts_at=st.starts_at,
+            ends_at=st.ends_at,
+            seats=data.seats,
+        ),
+        "currency": st.terms.currency,
+        "cancel_policy": policy_snapshot(st.terms.cancel_policy),
+        "created_at": now,
+        "updated_at": now,
+    }
+    await _held(session, values, actor.id)
     with _slot_lock_errors():
         if lock_slot:
             await repo.set_lock_timeout(session, s.booking_lock_timeout_ms)
@@ -407,26 +457,6 @@ async def hold(
             raise SoldOut(f"Only {left} seat(s) left.", seats_left=left)
         if after_capacity_check is not None:
             await after_capacity_check()
-        values = {
-            "student_id": student_id,
-            "booked_by": actor.id,
-            "provider_id": slot.provider_id,
-            "slot_id": slot.id,
-            "seats": data.seats,
-            "starts_at": slot.starts_at,
-            "ends_at": slot.ends_at,
-            "hold_expires_at": now + timedelta(seconds=s.hold_ttl_s),
-            "price_minor": price_minor(
-                hourly_rate_minor=st.terms.hourly_rate_minor,
-                starts_at=slot.starts_at,
-                ends_at=slot.ends_at,
-                seats=data.seats,
-            ),
-            "currency": st.terms.currency,
-            "cancel_policy": policy_snapshot(st.terms.cancel_policy),
-            "created_at": now,
-            "updated_at": now,
-        }
         try:
             booking = await repo.insert_booking(session, values)
         except IntegrityError as exc:
@@ -444,7 +474,6 @@ async def hold(
                     "You already hold or booked a seat at an overlapping time."
                 ) from None
             raise
-    await _moved(session, None, booking, actor.id)
     after = taken_before - t.lapsed_here + data.seats
     await _seats_changed(session, slot, before=taken_before, after=after)
     return _out(booking)
@@ -472,7 +501,7 @@ async def confirm(
     `not_pending` the payment must be voided or refunded (Sharetribe's rule: re-check
     availability under the lock, void when it fails).
 
-    Raises `BookingNotFound` (404) and `SlotBusy` (503).
+    Raises `BookingNotFound` (404) and `SlotBusy` (429).
     """
     booking, slot = await _lock_booking_slot(session, booking_id)
     if booking.status in ("confirmed", "completed", "no_show"):
@@ -546,7 +575,7 @@ async def cancel(
     `mark_refunded`). Before the start only, except for admins.
 
     Raises `BookingNotFound` (404, also for someone else's booking), `InvalidTransition`
-    (409: not pending/confirmed), `BookingStarted` (409) and `SlotBusy` (503).
+    (409: not pending/confirmed), `BookingStarted` (409) and `SlotBusy` (429).
     """
     booking, relation = await _visible(session, actor, booking_id)
     booking, slot = await _lock_booking_slot(session, booking.id)
@@ -627,7 +656,7 @@ async def expire_lapsed_holds(session: AsyncSession, *, slot_id: uuid.UUID, now:
 
     Correctness never waits for this: a lapsed hold stops counting at
     `hold_expires_at` (`hold` ignores it and sweeps it itself); this only settles the
-    state, frees `seats_taken` and tells the indexer. Raises `SlotBusy` (503)."""
+    state, frees `seats_taken` and tells the indexer. Raises `SlotBusy` (429)."""
     await repo.set_lock_timeout(session, get_settings().booking_lock_timeout_ms)
     with _slot_lock_errors():
         slot = await profiles.lock_slot(session, slot_id)
@@ -713,7 +742,7 @@ async def resize_slot(
 ) -> SlotOut:
     """Change a slot's capacity; never below the seats its bookings and live holds take
     (`CapacityBelowBooked`, 409, also enforced by the database CHECK). Lapsed holds are
-    swept first. Raises `SlotNotFound` (404), `Forbidden` (403), `SlotBusy` (503)."""
+    swept first. Raises `SlotNotFound` (404), `Forbidden` (403), `SlotBusy` (429)."""
     await _provider_slot(session, actor=actor, slot_id=slot_id, now=now)
     return await profiles.set_slot_capacity(session, user=actor, slot_id=slot_id, capacity=capacity)
 
