@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Response, status
@@ -116,6 +116,10 @@ async def list_bookings(
     for name, value in (("from", start), ("to", end)):
         if value is not None and value.tzinfo is None:
             raise field_errors([(name, "needs a timezone offset (RFC 3339)")], location="query")
+        try:
+            _ = value and value.astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+            raise field_errors([(name, "out of range")], location="query") from None
     as_provider = as_ == "provider" or (as_ is None and user.role in ("tutor", "coach", "mentor"))
     return await service.list_bookings(
         session, actor=user, as_provider=as_provider, status=status_, start=start, end=end,
