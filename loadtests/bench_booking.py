@@ -389,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
         "no_5xx": fives == 0,
         "contention_sold_exactly_the_seats": contention_ok
         and report["database"]["class_seats_held"] == args.class_seats,
+        "contention_all_answered": not any(
+            k.startswith("0") for k in report["contention"]["statuses"]
+        ),
         "never_oversold": report["database"]["slots_over_capacity"] == 0,
         "counters_exact": report["database"]["counters_off"] == 0,
     }

@@ -39,6 +39,7 @@ def test_bench_booking_smoke_run_keeps_its_invariants(database_url: str, tmp_pat
     assert report["invariants"] == {
         "no_5xx": True,
         "contention_sold_exactly_the_seats": True,
+        "contention_all_answered": True,
         "never_oversold": True,
         "counters_exact": True,
     }
