@@ -8,11 +8,11 @@ not committed is rolled back when the session closes — also when a handler rai
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 import redis.asyncio as aioredis
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,6 +20,7 @@ from core.db import async_session_factory
 from core.errors import Forbidden
 from core.redis import get_async_redis
 from core.security import InvalidToken, decode_access_token, utcnow
+from core.settings import get_settings
 from profiles import repository as users_repo
 from profiles.models import PROVIDER_ROLES, User
 
@@ -32,8 +33,25 @@ async def get_session() -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def get_now() -> datetime:
-    """The request's clock (UTC); tests override this dependency to move time."""
+TEST_NOW_HEADER = "X-Test-Now"
+
+
+def get_now(request: Request) -> datetime:
+    """The request's clock (UTC); tests override this dependency to move time.
+
+    With `ENV=test` only, an `X-Test-Now` header (RFC 3339 with an offset) sets it: the
+    browser tests move the pages' clock (hold countdowns, the join window) this way. In any
+    other environment the header is ignored.
+    """
+    if get_settings().env == "test":
+        raw = request.headers.get(TEST_NOW_HEADER)
+        if raw:
+            try:
+                moved = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            except ValueError:
+                moved = None
+            if moved is not None and moved.tzinfo is not None:
+                return moved.astimezone(UTC)
     return utcnow()
 
 

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 from fastapi import APIRouter, FastAPI, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from core.languages import LANGUAGE_LABELS
@@ -101,10 +103,20 @@ def _tile_origin(url: str) -> str | None:
     return f"{parts.scheme}://{host}"
 
 
-def page_config(lang: str) -> dict[str, Any]:
-    """What the page scripts need: language and strings, tiles, catalogue, cities."""
+def page_config(lang: str, test_now: str | None = None) -> dict[str, Any]:
+    """What the page scripts need: language and strings, tiles, catalogue, cities, and for
+    the journey pages the payment mode and the video join window.
+
+    `testNow` (ENV=test only) is the instant the page's clock starts at: the scripts send
+    it as `X-Test-Now` to the API, which honours it only in that environment."""
     s = get_settings()
+    publishable = getattr(s, "stripe_publishable_key", None) or None
     return {
+        "testNow": test_now if s.env == "test" else None,
+        "stripePublishableKey": publishable,
+        "paymentMode": "stripe" if publishable else "test",
+        "joinBeforeS": int(getattr(s, "session_join_before_s", 900)),
+        "joinAfterS": int(getattr(s, "session_join_after_s", 900)),
         "lang": lang,
         "messages": messages()[lang],
         "apiBase": "/api/v1",
@@ -118,21 +130,24 @@ def page_config(lang: str) -> dict[str, Any]:
     }
 
 
-def render_page(template: str, lang: str, path: str) -> str:
+def render_page(
+    template: str, lang: str, path: str, test_now: str | None = None, extra: str = ""
+) -> str:
     """The page HTML: strings of `lang` substituted, configuration embedded as JSON."""
     strings = messages()[lang]
     other = "fr" if lang == "en" else "en"
     html = _PLACEHOLDER.sub(lambda m: strings.get(m.group(1), m.group(1)), _template(template))
-    config = json.dumps(page_config(lang), ensure_ascii=False).replace("<", "\\u003c")
+    config = json.dumps(page_config(lang, test_now), ensure_ascii=False).replace("<", "\\u003c")
     return (
         html.replace("{{lang}}", lang)
         .replace("{{other_lang}}", other)
         .replace("{{other_lang_href}}", f"{path}?lang={other}")
         .replace("{{config}}", config)
+        .replace("{{extra}}", extra)
     )
 
 
-def _response(template: str, request: Request, lang: str | None) -> HTMLResponse:
+def _response(template: str, request: Request, lang: str | None, extra: str = "") -> HTMLResponse:
     chosen = choose_language(lang, request.headers.get("accept-language"))
     tiles = _tile_origin(get_settings().map_tile_url.strip())
     img_src = " ".join(x for x in ("'self'", "data:", tiles) if x)
@@ -141,7 +156,7 @@ def _response(template: str, request: Request, lang: str | None) -> HTMLResponse
         f"img-src {img_src}; connect-src 'self'; frame-ancestors 'none'; base-uri 'self'"
     )
     return HTMLResponse(
-        render_page(template, chosen, request.url.path),
+        render_page(template, chosen, request.url.path, request.query_params.get("now"), extra),
         headers={
             "Content-Language": chosen,
             "Vary": "Accept-Language",
@@ -164,6 +179,47 @@ async def map_page(request: Request, lang: str | None = LangParam) -> HTMLRespon
 async def coaches_page(request: Request, lang: str | None = LangParam) -> HTMLResponse:
     """Coach and mentor discovery (facets, filters, sort, pagination)."""
     return _response("coaches.html", request, lang)
+
+
+@router.get("/providers/{provider_id}", response_class=HTMLResponse)
+async def provider_page(
+    request: Request, provider_id: uuid.UUID, lang: str | None = LangParam
+) -> HTMLResponse:
+    """A provider: profile, reviews with their histogram, upcoming slots with live seats
+    left, and the booking flow (slot and seats → hold with a countdown → pay → confirmed)."""
+    return _response("provider.html", request, lang, extra=str(provider_id))
+
+
+@router.get("/signin", response_class=HTMLResponse)
+async def signin_page(request: Request, lang: str | None = LangParam) -> HTMLResponse:
+    """Sign in (or create a student account), then back to `?next=`."""
+    return _response("signin.html", request, lang)
+
+
+@router.get("/me/bookings", response_class=HTMLResponse)
+async def bookings_page(request: Request, lang: str | None = LangParam) -> HTMLResponse:
+    """My bookings: status, cancel with the refund shown first, join inside the window."""
+    return _response("bookings.html", request, lang)
+
+
+@router.post("/_test/payment_intents/{intent_id}/{outcome}")
+async def test_payment(intent_id: str, outcome: str) -> JSONResponse:
+    """The test-payment step of the pages (no Stripe publishable key): asks the local
+    Stripe stand-in to make the PaymentIntent succeed or fail, as `stripe trigger` does;
+    its signed webhook then takes the same path as Stripe's. Refused (404) when a real
+    Stripe key is configured or in production."""
+    s = get_settings()
+    standin = getattr(s, "stripe_standin_url", None)
+    uses_standin = not getattr(s, "stripe_secret_key", None)
+    if s.env == "prod" or not standin or not uses_standin or outcome not in ("succeed", "fail"):
+        return JSONResponse({"detail": "Not Found"}, status_code=404)
+    if not re.fullmatch(r"pi_[A-Za-z0-9_]{1,200}", intent_id):
+        return JSONResponse({"detail": "Not Found"}, status_code=404)
+    async with httpx.AsyncClient(timeout=10) as client:
+        r = await client.post(
+            f"{standin.rstrip('/')}/_standin/payment_intents/{intent_id}/{outcome}"
+        )
+    return JSONResponse({"status": r.status_code}, status_code=200 if r.is_success else 502)
 
 
 def install_pages(app: FastAPI) -> None:

@@ -258,3 +258,21 @@ class ConfirmResult(BaseModel):
     def confirmed(self) -> bool:
         """True when the booking is confirmed (now or before)."""
         return self.outcome in ("confirmed", "already_confirmed")
+
+
+class CancelPreview(BaseModel):
+    """What a cancellation now would refund (nothing is canceled)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"refund_due_minor": 4500, "refund_percent": 50, "currency": "EUR",
+                 "as_of": "2026-12-05T10:00:00Z"}
+            ]
+        }
+    )  # fmt: skip
+
+    refund_due_minor: int = Field(description="Minor units of `currency`")
+    refund_percent: int
+    currency: str
+    as_of: datetime = Field(description="The instant the policy was applied at")

@@ -64,6 +64,7 @@ from booking.schemas import (
     BookingPage,
     CancelPolicy,
     CancelPolicyOut,
+    CancelPreview,
     CancelResult,
     ConfirmResult,
 )
@@ -813,6 +814,35 @@ async def set_cancel_policy(
 
 
 # --- reads ----------------------------------------------------------------------------
+
+
+async def cancel_preview(
+    session: AsyncSession, *, booking_id: uuid.UUID, actor: User, now: datetime
+) -> CancelPreview:
+    """What `cancel` would refund if `actor` canceled now (nothing written, no lock): the
+    same rules, so a page can show the amount before the student confirms. Raises
+    `BookingNotFound` (404), `InvalidTransition` and `BookingStarted` (409) as `cancel`
+    would."""
+    booking, relation = await _visible(session, actor, booking_id)
+    by = {"student": "student", "parent": "student", "provider": "provider"}.get(relation, "admin")
+    if booking.status not in ("pending", "confirmed"):
+        raise InvalidTransition(
+            f"A {booking.status} booking cannot be canceled.", current=booking.status, to="canceled"
+        )
+    if by != "admin" and now >= booking.starts_at:
+        raise BookingStarted("The session has started; it can no longer be canceled.")
+    if booking.status == "pending":
+        percent = 0
+    elif by == "student":
+        percent = refund_percent(booking.cancel_policy, starts_at=booking.starts_at, now=now)
+    else:
+        percent = 100
+    return CancelPreview(
+        refund_due_minor=refund_amount(booking.price_minor, percent),
+        refund_percent=percent,
+        currency=booking.currency,
+        as_of=now,
+    )
 
 
 async def get_booking(session: AsyncSession, *, booking_id: uuid.UUID, actor: User) -> BookingOut:

@@ -27,6 +27,7 @@ from booking.schemas import (
     CancelIn,
     CancelPolicy,
     CancelPolicyOut,
+    CancelPreview,
     CancelResult,
 )
 from profiles.errors import field_errors
@@ -136,6 +137,23 @@ async def list_bookings(
 async def get_booking(booking_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> BookingOut:
     """404 `booking_not_found` for anyone else (ids cannot be probed)."""
     return await service.get_booking(session, booking_id=booking_id, actor=user)
+
+
+@router.get(
+    "/bookings/{booking_id}/cancel-preview",
+    response_model=CancelPreview,
+    summary="The refund a cancellation now would give (nothing is canceled)",
+    responses=problem_responses(401, 404, 409, 422),
+)
+async def cancel_preview(
+    booking_id: uuid.UUID, user: CurrentUser, session: SessionDep, now: NowDep
+) -> CancelPreview:
+    """The amount and percentage `POST …/cancel` would refund at this instant, by the same
+    rules (the booking's policy snapshot; 0 for an unpaid hold; 100 % when the provider
+    or an admin cancels), so the page shows it before the student confirms. 409
+    `invalid_transition` (not pending/confirmed) or `booking_started`; 404
+    `booking_not_found`."""
+    return await service.cancel_preview(session, booking_id=booking_id, actor=user, now=now)
 
 
 @router.post(

@@ -86,7 +86,11 @@ function card(item) {
   li.dataset.id = item.id;
   const article = el("article");
   const head = el("div", "result-head");
-  head.append(el("h3", "result-name", item.display_name));
+  const name = el("h3", "result-name");
+  const link = el("a", "profile-link", item.display_name);
+  link.href = `/providers/${encodeURIComponent(item.id)}?lang=${config.lang}`;
+  name.append(link);
+  head.append(name);
   head.append(el("span", `badge badge-${item.kind}`, t(`coaches.kind_${item.kind}_one`)));
   article.append(head);
   if (item.headline) article.append(el("p", "headline", item.headline));

@@ -285,7 +285,11 @@ function card(item) {
   li.dataset.id = item.id;
   li.tabIndex = 0;
   const head = el("div", "result-head");
-  head.append(el("h3", "result-name", item.display_name));
+  const name = el("h3", "result-name");
+  const link = el("a", "profile-link", item.display_name);
+  link.href = `/providers/${encodeURIComponent(item.id)}?lang=${config.lang}`;
+  name.append(link);
+  head.append(name);
   head.append(el("span", "price", t("card.per_hour", { price: formatPrice(item.price.amount_minor, item.price.currency) })));
   li.append(head);
   if (item.headline) li.append(el("p", "headline", item.headline));
