@@ -1,0 +1,433 @@
+"""Every SQL statement of the payments domain. Functions take the caller's `AsyncSession`
+and never commit. State changes are compare-and-swap: an UPDATE guarded by the expected
+current state, returning the row only when it moved."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from payments.ledger import Line
+from payments.models import LedgerEntry, LedgerTransaction, Payment, Payout, Refund, WebhookEvent
+
+# --- payments --------------------------------------------------------------------------
+
+
+async def insert_payment(session: AsyncSession, **values: Any) -> Payment | None:
+    """Insert a payment; None when the booking already has one (ON CONFLICT DO NOTHING:
+    concurrent creators wait for the first and then see its row)."""
+    stmt = (
+        insert(Payment)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=[Payment.booking_id])
+        .returning(Payment)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get_payment(session: AsyncSession, payment_id: uuid.UUID) -> Payment | None:
+    """The payment `payment_id`, or None."""
+    return (
+        await session.execute(select(Payment).where(Payment.id == payment_id))
+    ).scalar_one_or_none()
+
+
+async def get_payment_by_booking(
+    session: AsyncSession, booking_id: uuid.UUID, *, lock: bool = False
+) -> Payment | None:
+    """The booking's payment (row-locked `FOR UPDATE` when `lock`), or None."""
+    stmt = select(Payment).where(Payment.booking_id == booking_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get_payment_by_ref(
+    session: AsyncSession, gateway: str, ref: str, *, lock: bool = False
+) -> Payment | None:
+    """The payment of the gateway's intent `ref` (row-locked when `lock`), or None."""
+    stmt = select(Payment).where(Payment.gateway == gateway, Payment.gateway_ref == ref)
+    if lock:
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def move_payment(
+    session: AsyncSession,
+    payment_id: uuid.UUID,
+    *,
+    from_states: Iterable[str],
+    to_state: str,
+    **values: Any,
+) -> Payment | None:
+    """CAS: set `status = to_state` (and `values`) only if the status is in `from_states`;
+    returns the updated payment, or None when it was not in one of them."""
+    stmt = (
+        update(Payment)
+        .where(Payment.id == payment_id, Payment.status.in_(list(from_states)))
+        .values(status=to_state, updated_at=func.now(), **values)
+        .returning(Payment)
+        .execution_options(synchronize_session=False)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def payments_since(session: AsyncSession, since: datetime) -> Sequence[Payment]:
+    """Payments created at or after `since` (reconciliation)."""
+    stmt = select(Payment).where(Payment.created_at >= since).order_by(Payment.created_at)
+    return (await session.execute(stmt)).scalars().all()
+
+
+# --- refunds ---------------------------------------------------------------------------
+
+
+async def next_refund_seq(session: AsyncSession, payment_id: uuid.UUID) -> int:
+    """The next refund number of the payment (call with the payment row locked)."""
+    stmt = select(func.coalesce(func.max(Refund.seq), 0) + 1).where(Refund.payment_id == payment_id)
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def insert_refund(session: AsyncSession, **values: Any) -> Refund:
+    """Insert a refund; the `refunds_reserve` trigger adds it to the payment's
+    `refunded_minor`, and the payment's CHECK raises `IntegrityError` beyond capture."""
+    stmt = insert(Refund).values(**values).returning(Refund)
+    return (await session.execute(stmt)).scalar_one()
+
+
+async def get_refund(
+    session: AsyncSession, refund_id: uuid.UUID, *, lock: bool = False
+) -> Refund | None:
+    """The refund `refund_id` (row-locked when `lock`), or None."""
+    stmt = select(Refund).where(Refund.id == refund_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get_refund_by_ref(
+    session: AsyncSession, ref: str, *, lock: bool = False
+) -> Refund | None:
+    """The refund the gateway knows as `ref`, or None."""
+    stmt = select(Refund).where(Refund.gateway_ref == ref)
+    if lock:
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def refunds_of(session: AsyncSession, payment_id: uuid.UUID) -> Sequence[Refund]:
+    """The payment's refunds by number."""
+    stmt = select(Refund).where(Refund.payment_id == payment_id).order_by(Refund.seq)
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def pending_refund_ids(
+    session: AsyncSession, payment_id: uuid.UUID | None = None
+) -> list[uuid.UUID]:
+    """Ids of refunds still `pending` (of one payment, or all)."""
+    stmt = select(Refund.id).where(Refund.status == "pending").order_by(Refund.created_at)
+    if payment_id is not None:
+        stmt = stmt.where(Refund.payment_id == payment_id)
+    return list((await session.execute(stmt)).scalars().all())
+
+
+async def move_refund(
+    session: AsyncSession,
+    refund_id: uuid.UUID,
+    *,
+    from_states: Iterable[str],
+    to_state: str,
+    **values: Any,
+) -> Refund | None:
+    """CAS on a refund's status (see `move_payment`)."""
+    stmt = (
+        update(Refund)
+        .where(Refund.id == refund_id, Refund.status.in_(list(from_states)))
+        .values(status=to_state, updated_at=func.now(), **values)
+        .returning(Refund)
+        .execution_options(synchronize_session=False)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def set_refund_ref(session: AsyncSession, refund_id: uuid.UUID, ref: str) -> None:
+    """Record the gateway's id of a refund."""
+    await session.execute(
+        update(Refund)
+        .where(Refund.id == refund_id, Refund.gateway_ref.is_(None))
+        .values(gateway_ref=ref, updated_at=func.now())
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def succeeded_refunds_total(
+    session: AsyncSession, payment_id: uuid.UUID, *, excluding: uuid.UUID | None = None
+) -> int:
+    """Sum of the payment's succeeded refunds (minor units), optionally but one."""
+    stmt = select(func.coalesce(func.sum(Refund.amount_minor), 0)).where(
+        Refund.payment_id == payment_id, Refund.status == "succeeded"
+    )
+    if excluding is not None:
+        stmt = stmt.where(Refund.id != excluding)
+    return int((await session.execute(stmt)).scalar_one())
+
+
+# --- webhook inbox ---------------------------------------------------------------------
+
+_INSERT_EVENT = text(
+    "INSERT INTO webhook_events (source, event_id, type, object_kind, object_ref, payload)"
+    " VALUES (:source, :event_id, :type, :object_kind, :object_ref, CAST(:payload AS jsonb))"
+    " ON CONFLICT (source, event_id) DO NOTHING RETURNING id"
+)
+_FIND_EVENT = text(
+    "SELECT id, processed_at IS NOT NULL AS processed FROM webhook_events"
+    " WHERE source = :source AND event_id = :event_id"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """The inbox row of an event: its id, whether this delivery inserted it, whether it
+    was processed already."""
+
+    id: int
+    inserted: bool
+    processed: bool
+
+
+async def store_event(
+    session: AsyncSession,
+    *,
+    source: str,
+    event_id: str,
+    type_: str,
+    object_kind: str,
+    object_ref: str | None,
+    payload_json: str,
+) -> StoredEvent:
+    """Insert an event once by `(source, event_id)` (ON CONFLICT DO NOTHING)."""
+    params = {
+        "source": source,
+        "event_id": event_id,
+        "type": type_,
+        "object_kind": object_kind,
+        "object_ref": object_ref,
+        "payload": payload_json,
+    }
+    row_id = (await session.execute(_INSERT_EVENT, params)).scalar_one_or_none()
+    if row_id is not None:
+        return StoredEvent(int(row_id), True, False)
+    row = (await session.execute(_FIND_EVENT, params)).one()
+    return StoredEvent(int(row.id), False, bool(row.processed))
+
+
+async def get_event(
+    session: AsyncSession, row_id: int, *, lock: bool = False
+) -> WebhookEvent | None:
+    """The inbox row `row_id` (row-locked when `lock`: one processor at a time)."""
+    stmt = select(WebhookEvent).where(WebhookEvent.id == row_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def mark_event(
+    session: AsyncSession, row_id: int, *, processed: bool, error: str | None
+) -> None:
+    """Count an attempt; set `processed_at` when it succeeded, else `last_error`."""
+    values: dict[str, Any] = {"attempts": WebhookEvent.attempts + 1, "last_error": error}
+    if processed:
+        values["processed_at"] = func.now()
+    await session.execute(
+        update(WebhookEvent)
+        .where(WebhookEvent.id == row_id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def unprocessed_events(
+    session: AsyncSession, *, older_than: datetime, limit: int
+) -> list[int]:
+    """Ids of events not processed yet, received before `older_than` (the sweeper)."""
+    stmt = (
+        select(WebhookEvent.id)
+        .where(WebhookEvent.processed_at.is_(None), WebhookEvent.received_at < older_than)
+        .order_by(WebhookEvent.received_at)
+        .limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars().all())
+
+
+# --- ledger ----------------------------------------------------------------------------
+
+
+async def post(
+    session: AsyncSession,
+    *,
+    kind: str,
+    key: str,
+    currency: str,
+    lines: Sequence[Line],
+    booking_id: uuid.UUID | None = None,
+    payment_id: uuid.UUID | None = None,
+    refund_id: uuid.UUID | None = None,
+    payout_id: uuid.UUID | None = None,
+) -> uuid.UUID | None:
+    """Post one ledger transaction unless `key` was posted before (then None). The
+    constraint trigger checks at commit that the lines sum to zero."""
+    stmt = (
+        insert(LedgerTransaction)
+        .values(kind=kind, key=key)
+        .on_conflict_do_nothing(index_elements=[LedgerTransaction.key])
+        .returning(LedgerTransaction.id)
+    )
+    txn_id = (await session.execute(stmt)).scalar_one_or_none()
+    if txn_id is None:
+        return None
+    refs = {
+        "booking_id": booking_id,
+        "payment_id": payment_id,
+        "refund_id": refund_id,
+        "payout_id": payout_id,
+    }
+    await session.execute(
+        insert(LedgerEntry),
+        [
+            {"txn_id": txn_id, "account": ln.account, "amount_minor": ln.amount_minor,
+             "currency": currency, **refs}
+            for ln in lines
+        ],
+    )  # fmt: skip
+    return uuid.UUID(str(txn_id))
+
+
+async def account_balances(session: AsyncSession, account: str) -> dict[str, int]:
+    """The account's balance per currency (sum of its signed lines)."""
+    stmt = (
+        select(LedgerEntry.currency, func.sum(LedgerEntry.amount_minor))
+        .where(LedgerEntry.account == account)
+        .group_by(LedgerEntry.currency)
+    )
+    return {str(c).strip(): int(s) for c, s in (await session.execute(stmt)).all()}
+
+
+_REPORT = text(
+    """
+    SELECT e.currency,
+        coalesce(sum(-e.amount_minor) FILTER (WHERE t.kind = 'payment' AND e.account LIKE 'cash:%'), 0) AS gross,
+        coalesce(sum(e.amount_minor) FILTER (WHERE t.kind = 'refund' AND e.account LIKE 'cash:%'), 0) AS refunds,
+        coalesce(sum(e.amount_minor) FILTER (WHERE e.account = 'platform:commission'), 0) AS commission,
+        coalesce(sum(e.amount_minor) FILTER (WHERE e.account = 'platform:service_fee'), 0) AS service_fees,
+        coalesce(sum(e.amount_minor) FILTER (WHERE t.kind IN ('payment', 'refund')
+                 AND e.account LIKE 'provider:%'), 0) AS provider_earnings,
+        coalesce(sum(-e.amount_minor) FILTER (WHERE t.kind = 'payout_paid'
+                 AND e.account = 'payouts:pending'), 0) AS payouts_paid,
+        coalesce(sum(e.amount_minor) FILTER (WHERE e.account = 'platform:payout_fee'), 0) AS payout_fees
+    FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.txn_id
+    WHERE e.created_at >= :from_ AND e.created_at < :to_
+      AND (CAST(:currency AS text) IS NULL OR e.currency = :currency)
+    GROUP BY e.currency ORDER BY e.currency
+    """
+)
+_PENDING_PAYOUTS = text(
+    "SELECT currency, coalesce(sum(amount_minor), 0) AS pending FROM ledger_entries"
+    " WHERE account = 'payouts:pending' AND created_at < :to_"
+    " AND (CAST(:currency AS text) IS NULL OR currency = :currency) GROUP BY currency"
+)
+
+
+async def finance_rows(
+    session: AsyncSession, *, from_: datetime, to: datetime, currency: str | None
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Per-currency sums of the ledger lines created in `[from_, to)`, and the balance of
+    `payouts:pending` at `to` per currency."""
+    params = {"from_": from_, "to_": to, "currency": currency}
+    rows = [dict(r._mapping) for r in (await session.execute(_REPORT, params)).all()]
+    pending = {
+        str(r.currency).strip(): int(r.pending)
+        for r in (await session.execute(_PENDING_PAYOUTS, params)).all()
+    }
+    return rows, pending
+
+
+# --- payouts ---------------------------------------------------------------------------
+
+
+async def lock_provider(session: AsyncSession, provider_id: uuid.UUID) -> str | None:
+    """Row-lock the provider's profile (serializes its payout requests); returns its
+    `stripe_account_id` (None when it has none). Raises `NoResultFound` for no profile."""
+    row = (
+        await session.execute(
+            text("SELECT stripe_account_id FROM provider_profiles WHERE user_id = :id FOR UPDATE"),
+            {"id": provider_id},
+        )
+    ).one()
+    return None if row.stripe_account_id is None else str(row.stripe_account_id)
+
+
+async def provider_stripe_account(session: AsyncSession, provider_id: uuid.UUID) -> str | None:
+    """The provider's Stripe connected account id, or None."""
+    value = (
+        await session.execute(
+            text("SELECT stripe_account_id FROM provider_profiles WHERE user_id = :id"),
+            {"id": provider_id},
+        )
+    ).scalar_one_or_none()
+    return None if value is None else str(value)
+
+
+async def insert_payout(session: AsyncSession, **values: Any) -> Payout:
+    """Insert a payout request."""
+    return (await session.execute(insert(Payout).values(**values).returning(Payout))).scalar_one()
+
+
+async def get_payout(
+    session: AsyncSession, payout_id: uuid.UUID, *, lock: bool = False
+) -> Payout | None:
+    """The payout `payout_id` (row-locked when `lock`), or None."""
+    stmt = select(Payout).where(Payout.id == payout_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def move_payout(
+    session: AsyncSession,
+    payout_id: uuid.UUID,
+    *,
+    from_states: Iterable[str],
+    to_state: str,
+    **values: Any,
+) -> Payout | None:
+    """CAS on a payout's status (see `move_payment`)."""
+    stmt = (
+        update(Payout)
+        .where(Payout.id == payout_id, Payout.status.in_(list(from_states)))
+        .values(status=to_state, updated_at=func.now(), **values)
+        .returning(Payout)
+        .execution_options(synchronize_session=False)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def list_payouts(
+    session: AsyncSession,
+    *,
+    provider_id: uuid.UUID | None = None,
+    status: str | None = None,
+    limit: int = 100,
+) -> Sequence[Payout]:
+    """Payouts, newest first, of one provider and/or in one status."""
+    stmt = select(Payout).order_by(Payout.requested_at.desc(), Payout.id).limit(limit)
+    if provider_id is not None:
+        stmt = stmt.where(Payout.provider_id == provider_id)
+    if status is not None:
+        stmt = stmt.where(Payout.status == status)
+    return (await session.execute(stmt)).scalars().all()
