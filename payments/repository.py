@@ -45,7 +45,7 @@ async def get_payment_by_booking(
     """The booking's payment (row-locked `FOR UPDATE` when `lock`), or None."""
     stmt = select(Payment).where(Payment.booking_id == booking_id)
     if lock:
-        stmt = stmt.with_for_update()
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
@@ -55,7 +55,7 @@ async def get_payment_by_ref(
     """The payment of the gateway's intent `ref` (row-locked when `lock`), or None."""
     stmt = select(Payment).where(Payment.gateway == gateway, Payment.gateway_ref == ref)
     if lock:
-        stmt = stmt.with_for_update()
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
@@ -74,7 +74,7 @@ async def move_payment(
         .where(Payment.id == payment_id, Payment.status.in_(list(from_states)))
         .values(status=to_state, updated_at=func.now(), **values)
         .returning(Payment)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False, populate_existing=True)
     )
     return (await session.execute(stmt)).scalar_one_or_none()
 
@@ -107,7 +107,7 @@ async def get_refund(
     """The refund `refund_id` (row-locked when `lock`), or None."""
     stmt = select(Refund).where(Refund.id == refund_id)
     if lock:
-        stmt = stmt.with_for_update()
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
@@ -117,7 +117,7 @@ async def get_refund_by_ref(
     """The refund the gateway knows as `ref`, or None."""
     stmt = select(Refund).where(Refund.gateway_ref == ref)
     if lock:
-        stmt = stmt.with_for_update()
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
@@ -151,7 +151,7 @@ async def move_refund(
         .where(Refund.id == refund_id, Refund.status.in_(list(from_states)))
         .values(status=to_state, updated_at=func.now(), **values)
         .returning(Refund)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False, populate_existing=True)
     )
     return (await session.execute(stmt)).scalar_one_or_none()
 
@@ -162,7 +162,7 @@ async def set_refund_ref(session: AsyncSession, refund_id: uuid.UUID, ref: str) 
         update(Refund)
         .where(Refund.id == refund_id, Refund.gateway_ref.is_(None))
         .values(gateway_ref=ref, updated_at=func.now())
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False, populate_existing=True)
     )
 
 
@@ -233,7 +233,7 @@ async def get_event(
     """The inbox row `row_id` (row-locked when `lock`: one processor at a time)."""
     stmt = select(WebhookEvent).where(WebhookEvent.id == row_id)
     if lock:
-        stmt = stmt.with_for_update()
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
@@ -248,7 +248,7 @@ async def mark_event(
         update(WebhookEvent)
         .where(WebhookEvent.id == row_id)
         .values(**values)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False, populate_existing=True)
     )
 
 
@@ -394,7 +394,7 @@ async def get_payout(
     """The payout `payout_id` (row-locked when `lock`), or None."""
     stmt = select(Payout).where(Payout.id == payout_id)
     if lock:
-        stmt = stmt.with_for_update()
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
@@ -412,7 +412,7 @@ async def move_payout(
         .where(Payout.id == payout_id, Payout.status.in_(list(from_states)))
         .values(status=to_state, updated_at=func.now(), **values)
         .returning(Payout)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False, populate_existing=True)
     )
     return (await session.execute(stmt)).scalar_one_or_none()
 
