@@ -13,13 +13,6 @@ class InvalidSignature(AppError):
     title = "Invalid webhook signature"
 
 
-class BookingNotFound(NotFound):
-    """404 `booking_not_found`: no such booking, or not the caller's."""
-
-    code = "booking_not_found"
-    title = "Booking not found"
-
-
 class BookingNotPayable(Conflict):
     """409 `booking_not_payable`: the booking is not a pending, unexpired hold."""
 

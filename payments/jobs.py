@@ -123,7 +123,7 @@ async def refund_booking(
     Returns the refund id, if one was made."""
     async with async_session_factory()() as session, session.begin():
         payment, refund = await service.request_refund(
-            session, booking_id=booking_id, amount_minor=amount_minor, reason=reason
+            session, provider, booking_id=booking_id, amount_minor=amount_minor, reason=reason
         )
     if refund is not None:
         try:
@@ -136,6 +136,20 @@ async def refund_booking(
         applied = await sync_payment(provider, ref=payment.gateway_ref, now=now)
         return applied.refund_ids[0] if applied.refund_ids else None
     return None
+
+
+async def after_cancellations(
+    provider: PaymentProvider, cancellations: list[tuple[uuid.UUID, int]], *, now: Clock = utcnow
+) -> None:
+    """The cancel hook (after the cancellations committed): `refund_booking` for each
+    `(booking_id, refund_due_minor)`. A gateway failure is logged, never raised: the
+    refund row stays pending (or the intent open) and `educonnect payments reconcile
+    --fix` finishes the work; the cancellation itself stands."""
+    for booking_id, due in cancellations:
+        try:
+            await refund_booking(provider, booking_id=booking_id, amount_minor=due, now=now)
+        except ProviderError as exc:
+            log.error("refund_after_cancel_failed", booking_id=str(booking_id), error=str(exc))
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,6 +128,10 @@ class PaymentProvider(Protocol):
     name: str
     """Stable gateway name stored with payments and webhook events (`stripe`)."""
 
+    def representable(self, amount_minor: int, currency: str) -> int:
+        """The largest amount ≤ `amount_minor` the gateway can move in `currency`."""
+        ...
+
     async def create_intent(self, request: IntentRequest) -> Intent:
         """Create (or, for a used idempotency key, return) the intent. Raises
         `ProviderError`, `IdempotencyConflict`, `ProviderUnavailable`."""

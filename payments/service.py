@@ -18,12 +18,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import orjson
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from booking.schemas import BookingOut
 from core.logging import get_logger
 from core.settings import get_settings
 from payments import ledger
@@ -83,11 +83,19 @@ def gateway_error(exc: ProviderError) -> Exception:
 # --- the booking side ------------------------------------------------------------------
 
 
-async def _booking_for_payer(session: AsyncSession, *, user: User, booking_id: uuid.UUID) -> Any:
-    """The booking if `user` is its student or the parent who booked it (else 404)."""
+async def _booking_for_payer(
+    session: AsyncSession, *, user: User, booking_id: uuid.UUID
+) -> BookingOut:
+    """The booking if `user` is its student or a parent of its student (404 otherwise:
+    the booking service hides other people's bookings; the route admits only students and
+    parents, so a visible booking is the caller's or its child's)."""
     from booking import service as booking_service
+    from booking.errors import BookingNotFound
 
-    return await booking_service.get_for_payer(session, actor=user, booking_id=booking_id)
+    booking = await booking_service.get_booking(session, booking_id=booking_id, actor=user)
+    if user.role not in ("student", "parent"):
+        raise BookingNotFound("No booking with this id.")
+    return booking
 
 
 # --- intents ---------------------------------------------------------------------------
@@ -320,16 +328,23 @@ async def _record_refund(
 
 
 async def request_refund(
-    session: AsyncSession, *, booking_id: uuid.UUID, amount_minor: int, reason: str
+    session: AsyncSession,
+    provider: PaymentProvider,
+    *,
+    booking_id: uuid.UUID,
+    amount_minor: int,
+    reason: str,
 ) -> tuple[Payment | None, Refund | None]:
-    """Record a refund of `amount_minor` of the booking's payment (capped at what is left
-    of the capture: a refund never exceeds it). Returns the payment (row-locked; None when
+    """Record a refund of `amount_minor` of the booking's payment, capped at what is left
+    of the capture (a refund never exceeds it) and rounded down to what the gateway can
+    move (three-decimal currencies: whole 10s). Returns the payment (row-locked; None when
     the booking has none) and the refund (None when nothing was captured or left)."""
     payment = await repo.get_payment_by_booking(session, booking_id, lock=True)
     if payment is None or payment.status != "succeeded":
         return payment, None
     left = payment.captured_minor - payment.refunded_minor
-    refund = await _record_refund(session, payment, amount=min(amount_minor, left), reason=reason)
+    amount = provider.representable(min(amount_minor, left), payment.currency)
+    refund = await _record_refund(session, payment, amount=amount, reason=reason)
     return payment, refund
 
 

@@ -88,6 +88,12 @@ def stripe_round_down(amount_minor: int, currency: str) -> int:
     return amount_minor - amount_minor % step
 
 
+def _plain(obj: Any) -> Mapping[str, Any]:
+    """A plain dict of an SDK object (StripeObject is not a Mapping since v13)."""
+    to_dict = getattr(obj, "to_dict", None)
+    return cast(Mapping[str, Any], to_dict() if callable(to_dict) else obj)
+
+
 _INTENT_STATUS: dict[str, IntentStatus] = {
     "requires_payment_method": "requires_payment",
     "requires_confirmation": "requires_payment",
@@ -104,6 +110,7 @@ def intent_from_stripe(pi: Any) -> Intent:
 
     A `requires_payment_method` intent with a `last_payment_error` is `failed` (an attempt
     was declined; the customer may retry on the same intent)."""
+    pi = _plain(pi)
     currency = str(pi["currency"]).upper()
     status = _INTENT_STATUS.get(str(pi["status"]), "requires_payment")
     error = pi.get("last_payment_error")
@@ -135,6 +142,7 @@ _REFUND_STATUS: dict[str, RefundStatus] = {
 
 def refund_from_stripe(re: Any) -> Refund:
     """Our `Refund` from a Stripe Refund."""
+    re = _plain(re)
     currency = str(re["currency"]).upper()
     return Refund(
         ref=str(re["id"]),
@@ -178,6 +186,10 @@ class StripeProvider:
         )
         self.webhook_secret = settings.stripe_webhook_secret
         self.tolerance_s = settings.stripe_webhook_tolerance_s
+
+    def representable(self, amount_minor: int, currency: str) -> int:
+        """`stripe_round_down`: three-decimal currencies move whole 10s of millimes."""
+        return stripe_round_down(amount_minor, currency)
 
     async def create_intent(self, request: IntentRequest) -> Intent:
         """`POST /v1/payment_intents` with our idempotency key; card and wallets through

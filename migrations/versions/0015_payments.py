@@ -27,7 +27,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0015_payments"
-down_revision = "0013_block_notify"
+down_revision = "0014_booking"
 branch_labels = None
 depends_on = None
 
@@ -41,7 +41,7 @@ def upgrade() -> None:
         """
         CREATE TABLE payments (
             id                  uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-            booking_id          uuid NOT NULL UNIQUE,
+            booking_id          uuid NOT NULL UNIQUE REFERENCES bookings(id),
             payer_id            uuid NOT NULL REFERENCES users(id),
             provider_id         uuid NOT NULL REFERENCES users(id),
             gateway             text NOT NULL CHECK (gateway IN ('stripe')),
@@ -75,7 +75,7 @@ def upgrade() -> None:
         CREATE TABLE refunds (
             id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
             payment_id      uuid NOT NULL,
-            booking_id      uuid NOT NULL,
+            booking_id      uuid NOT NULL REFERENCES bookings(id),
             seq             integer NOT NULL CHECK (seq >= 1),
             gateway_ref     text UNIQUE,
             amount_minor    bigint NOT NULL CHECK (amount_minor > 0),

@@ -29,6 +29,7 @@ retried a few times with backoff. Test helpers (no auth), like `stripe trigger`:
 - `POST /_standin/config` (`webhook_url`, `deliver=true|false`, `refund_status`);
 - `GET /_standin/events`, `POST /_standin/events/{id}/deliver` (deliver again: duplicates);
 - `GET /_standin/stats` (requests served and server-side time percentiles, ms);
+- `POST /_standin/reset` (forget everything: a fresh account);
 - `GET /_standin/health`.
 """
 
@@ -183,6 +184,14 @@ class StripeStandin:
         self._outbox: queue.Queue[str | None] = queue.Queue()
         self._delivery = threading.Thread(target=self._deliver_loop, daemon=True)
         self._delivery.start()
+
+    def reset(self) -> None:
+        """Forget every object, event and idempotency key (a fresh test account)."""
+        with self.lock:
+            for table in (self.intents, self.charges, self.refunds, self.transfers, self.events):
+                table.clear()
+            self.idempotency.clear()
+            self.server_times_ms.clear()
 
     # ---------------------------------------------------------------- objects
 
@@ -724,6 +733,9 @@ class StripeStandin:
                 for q in (50, 95, 99)
             }
             return Response(200, {"requests": len(times), "server_ms": pct})
+        if parts == ["reset"] and method == "POST":
+            self.reset()
+            return Response(200, {"reset": True})
         if parts == ["events"] and method == "GET":
             events = sorted(self.events.values(), key=lambda e: e["created"])
             return Response(200, {"object": "list", "data": events})
