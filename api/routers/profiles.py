@@ -15,6 +15,8 @@ from api.deps import NowDep, ProviderUser, SessionDep
 from api.errors import problem_responses
 from api.idempotency import IdempotentRoute, idempotent
 from booking import service as booking_service
+from payments import jobs as payments_jobs
+from payments.stripe_adapter import get_provider as payment_gateway
 from profiles import service
 from profiles.errors import field_errors
 from profiles.schemas import (
@@ -157,10 +159,14 @@ async def delete_availability(
     """403 `forbidden` for another provider's slot; 404 `slot_not_found`; 409
     `slot_has_bookings` while bookings hold seats of it, unless `cancel_bookings=true`;
     503 `slot_busy` (Retry-After)."""
-    await booking_service.cancel_slot(
+    canceled = await booking_service.cancel_slot(
         session, actor=user, slot_id=slot_id, cancel_bookings=cancel_bookings, now=now
     )
     await session.commit()
+    # Full refunds of the canceled bookings (or their unpaid intents canceled), after commit.
+    await payments_jobs.after_cancellations(
+        payment_gateway(), [(c.booking.id, c.refund_due_minor) for c in canceled]
+    )
 
 
 @router.patch(
