@@ -70,7 +70,7 @@ class Process:
     """A subprocess whose output goes to a temporary file (shown when it fails)."""
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.log = tempfile.NamedTemporaryFile(prefix="payments-", suffix=".log", delete=False)  # noqa: SIM115
+        self.log = tempfile.NamedTemporaryFile(prefix="paytest-", suffix=".log", delete=False)  # noqa: SIM115
         self.proc = subprocess.Popen(
             args, env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT
         )
@@ -94,7 +94,10 @@ class Process:
                 self.proc.kill()
                 self.proc.wait(timeout=30)
         self.log.close()
-        os.unlink(self.log.name)
+        if os.environ.get("PAYMENTS_TEST_KEEP_LOGS"):
+            print(f"[payments tests] log kept: {self.log.name}")
+        else:
+            os.unlink(self.log.name)
 
 
 def start_api(env: dict[str, str]) -> tuple[Process, str]:
