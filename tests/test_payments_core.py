@@ -9,7 +9,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -53,10 +53,26 @@ def stripe_settings(standin: StandinHTTPServer, monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.fixture
-def ledger_db(db: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
-    """The test database; at the end, every ledger transaction and currency sums to zero."""
+def db(db: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
+    """conftest's `db`; after the test (before the tables are emptied) every ledger
+    transaction and every currency sums to zero."""
     yield db
     assert unbalanced(db) == []
+
+
+@pytest.fixture
+async def app(app: Any, database_url: str) -> AsyncIterator[Any]:
+    """conftest's `app`; after the test (before the tables are emptied) the ledger
+    balances per transaction and per currency."""
+    yield app
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert unbalanced(conn) == []
+
+
+@pytest.fixture
+def ledger_db(db: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    """The test database (balanced-ledger check included, see `db`)."""
+    return db
 
 
 def sdk(standin: StandinHTTPServer) -> stripe.StripeClient:

@@ -88,7 +88,7 @@ def stack(database_url: str) -> Iterator[Stack]:
         standin.shutdown()
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def market(stack: Stack, database_url: str) -> Iterator[dict[str, Any]]:
     """A tutor with a 1:1 slot in 3 days, two students, an admin; the stand-in delivering
     webhooks. Afterwards: the ledger balances, then the tables are emptied."""
