@@ -10,12 +10,14 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
+import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends, Query, Request, status
 
 from api.deps import AdminUser, NowDep, ProviderUser, SessionDep, require_role
 from api.errors import problem_responses
 from core.errors import ValidationFailed
 from core.logging import get_logger
+from core.redis import get_async_redis
 from payments import payouts, service
 from payments.provider import PaymentProvider, ProviderError
 from payments.schemas import (
@@ -38,12 +40,18 @@ log = get_logger(__name__)
 Payer = Annotated[User, Depends(require_role("student", "parent"))]
 
 
-def get_payment_provider() -> PaymentProvider:
-    """The payment gateway (Stripe, or its local stand-in without `STRIPE_SECRET_KEY`)."""
+async def get_payment_provider() -> PaymentProvider:
+    """The payment gateway (Stripe, or its local stand-in without `STRIPE_SECRET_KEY`).
+    Async on purpose: FastAPI runs a sync dependency in its thread pool (a hop per call)."""
     return get_provider()
 
 
+async def _redis() -> aioredis.Redis:
+    return get_async_redis()
+
+
 ProviderDep = Annotated[PaymentProvider, Depends(get_payment_provider)]
+AsyncRedis = Annotated[aioredis.Redis, Depends(_redis)]
 
 
 @router.post(
@@ -87,12 +95,14 @@ async def create_payment_intent(
         },
     },
 )
-async def stripe_webhook(request: Request, session: SessionDep, gateway: ProviderDep) -> WebhookAck:
+async def stripe_webhook(
+    request: Request, session: SessionDep, gateway: ProviderDep, redis: AsyncRedis
+) -> WebhookAck:
     """Verified on the raw body with `stripe.Webhook.construct_event` (any `v1` signature
     of the secret, 300 s tolerance); 400 `invalid_signature` stores nothing. A valid event
     is stored once by its id and answered at once; a Celery task re-reads the object from
     Stripe and applies it (so order and duplicates do not matter)."""
-    from payments.tasks import process_webhook_event
+    from payments.tasks import DRAIN_FLAG, DRAIN_FLAG_TTL_S, drain_webhook_events
 
     body = await request.body()
     headers = {k.lower(): v for k, v in request.headers.items()}
@@ -101,8 +111,9 @@ async def stripe_webhook(request: Request, session: SessionDep, gateway: Provide
     await session.commit()
     if intake.enqueue:
         try:
-            process_webhook_event.delay(intake.row_id)
-        except Exception as exc:  # stored: the sweep (reconcile --fix) processes it later
+            if await redis.set(DRAIN_FLAG, b"1", nx=True, ex=DRAIN_FLAG_TTL_S):
+                drain_webhook_events.delay()
+        except Exception as exc:  # stored: the next kick or reconcile --fix processes it
             log.error("webhook_enqueue_failed", row_id=intake.row_id, exc_info=exc)
     return WebhookAck(duplicate=not intake.inserted)
 
