@@ -46,6 +46,7 @@ from core.migrate import upgrade
 from core.security import create_access_token
 from core.settings import get_settings
 from loadtests.machine import describe, one_line
+from payments.tasks import DRAIN_FLAG
 from standins.stripe import start
 
 API_KEY = "sk_test_bench"
@@ -90,10 +91,15 @@ class Procs:
         self.procs: list[Any] = []
 
     def spawn(self, args: list[str], env: dict[str, str]) -> Any:
+        """Start a subprocess; its output goes to `$BENCH_PAYMENTS_LOGS/<n>.log` when set."""
+        logs = os.environ.get("BENCH_PAYMENTS_LOGS")
+        out: Any = self.subprocess.DEVNULL
+        if logs:
+            Path(logs).mkdir(parents=True, exist_ok=True)
+            out = open(Path(logs) / f"{len(self.procs)}.log", "w")  # noqa: SIM115
         p = self.subprocess.Popen(
-            args, env={**os.environ, **env}, stdout=self.subprocess.DEVNULL,
-            stderr=self.subprocess.DEVNULL,
-        )  # fmt: skip
+            args, env={**os.environ, **env}, stdout=out, stderr=self.subprocess.STDOUT
+        )
         self.procs.append(p)
         return p
 
@@ -257,7 +263,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "events_per_s": round(stored / wall, 1), "latency_ms": _pct(lat),
             }  # fmt: skip
             print("ingest:", report["ingest"], flush=True)
-            redis.Redis.from_url(redis_url).delete("celery")  # the queued tasks of part 1
+            # drop part 1's queued drain and its flag (no worker was running)
+            redis.Redis.from_url(redis_url).delete("celery", DRAIN_FLAG)
             conn.execute("TRUNCATE webhook_events")
 
             # 2. commit-to-confirmed ------------------------------------------------------

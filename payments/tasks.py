@@ -48,7 +48,7 @@ def _countdown(retries: int) -> float:
 # as it starts, so an event stored after that queues the next one. The TTL re-arms the
 # kick should a queued drain be lost.
 DRAIN_FLAG = "payments:webhooks:drain"
-DRAIN_FLAG_TTL_S = 10
+DRAIN_FLAG_TTL_S = 5
 
 
 @app.task(  # type: ignore[untyped-decorator]
