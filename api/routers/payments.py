@@ -19,6 +19,7 @@ from core.errors import ValidationFailed
 from core.logging import get_logger
 from core.redis import get_async_redis
 from payments import payouts, service
+from payments.errors import AmountNotSupported
 from payments.provider import PaymentProvider, ProviderError
 from payments.schemas import (
     BalanceOut,
@@ -32,7 +33,7 @@ from payments.schemas import (
     PayoutStatus,
     WebhookAck,
 )
-from payments.stripe_adapter import get_provider
+from payments.stripe_adapter import UnrepresentableAmount, get_provider
 from profiles.models import User
 
 router = APIRouter(tags=["payments"])
@@ -210,6 +211,11 @@ async def _pay(
             destination=destination, amount_minor=payout.net_minor, currency=payout.currency,
             idempotency_key=f"po:{payout.id}", metadata={"payout_id": str(payout.id)},
         )  # fmt: skip
+    except UnrepresentableAmount as exc:
+        raise AmountNotSupported(
+            f"Stripe cannot transfer {payout.net_minor} minor units of {payout.currency};"
+            " pay it manually with a `reference`."
+        ) from exc
     except ProviderError as exc:
         raise service.gateway_error(exc) from exc
     out = await payouts.mark_paid(
