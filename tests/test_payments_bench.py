@@ -14,7 +14,7 @@ def test_bench_payments_smoke(database_url: str, tmp_path: object) -> None:
 
     out = Path(str(tmp_path)) / "bench.json"
     report = main(
-        ["--events", "40", "--payments", "8", "--intents", "8", "--rate", "20",
+        ["--events", "40", "--ingest-client", "httpx", "--payments", "8", "--intents", "8", "--rate", "20",
          "--concurrency", "4", "--api-workers", "1", "--worker-concurrency", "1",
          "--out", str(out)]
     )  # fmt: skip
