@@ -79,12 +79,6 @@ async def move_payment(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def payments_since(session: AsyncSession, since: datetime) -> Sequence[Payment]:
-    """Payments created at or after `since` (reconciliation)."""
-    stmt = select(Payment).where(Payment.created_at >= since).order_by(Payment.created_at)
-    return (await session.execute(stmt)).scalars().all()
-
-
 # --- refunds ---------------------------------------------------------------------------
 
 
@@ -119,12 +113,6 @@ async def get_refund_by_ref(
     if lock:
         stmt = stmt.with_for_update().execution_options(populate_existing=True)
     return (await session.execute(stmt)).scalar_one_or_none()
-
-
-async def refunds_of(session: AsyncSession, payment_id: uuid.UUID) -> Sequence[Refund]:
-    """The payment's refunds by number."""
-    stmt = select(Refund).where(Refund.payment_id == payment_id).order_by(Refund.seq)
-    return (await session.execute(stmt)).scalars().all()
 
 
 async def pending_refund_ids(
