@@ -12,7 +12,7 @@ from api import health
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
 from api.pages import install_pages
-from api.routers import admin, auth, bookings, profiles, reindex
+from api.routers import admin, auth, bookings, payments, profiles, reindex
 from api.routers import search as search_router
 from core.bootstrap import close_search_service, open_search_service
 from core.db import dispose_engines
@@ -66,7 +66,8 @@ def create_app() -> FastAPI:
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     app.include_router(search_router.router, prefix=API_PREFIX)
-    for router in (auth.router, profiles.router, bookings.router, admin.router, reindex.router):
+    routers = (auth, profiles, bookings, payments, admin, reindex)
+    for router in (r.router for r in routers):
         app.include_router(router, prefix=API_PREFIX)
     install_pages(app)
     return app

@@ -7,6 +7,7 @@
     educonnect reindex                         zero-downtime rebuild (cli/reindex.py)
     educonnect serve                           the HTTP API (cli/serve.py)
     educonnect stats                           row counts (cli/stats.py)
+    educonnect payments reconcile              Stripe vs local payments (payments/cli.py)
 
 Bad input exits with code 2 and a message (typer/click's usage-error convention).
 """
@@ -22,6 +23,7 @@ from cli.reindex import reindex
 from cli.seed import seed
 from cli.serve import serve
 from cli.stats import stats
+from payments.cli import payments_app
 
 app = typer.Typer(no_args_is_help=True, help="EduConnect: tutoring and coaching marketplace.")
 app.add_typer(db_app, name="db")
@@ -31,6 +33,7 @@ app.add_typer(indexer_app, name="indexer")
 app.command("reindex")(reindex)
 app.command("serve")(serve)
 app.command("stats")(stats)
+app.add_typer(payments_app, name="payments")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from celery import Celery, signals
 
 from core.settings import Settings, get_settings
 
-TASK_MODULES = ("indexer.tasks", "booking.tasks")
+TASK_MODULES = ("indexer.tasks", "booking.tasks", "payments.tasks")
 
 
 def celery_config(s: Settings) -> dict[str, Any]:

@@ -97,6 +97,28 @@ class Settings(BaseSettings):
     # that lock keeps every run at the start of its swap phase (tests and drills).
     reindex_swap_gate: int | None = None
 
+    # Payments (payments/): Stripe secret key; unset = the local stand-in (`standins/stripe`)
+    # at STRIPE_API_BASE with STRIPE_STANDIN_API_KEY. STRIPE_API_BASE also overrides the real
+    # API's address. Webhook signing secret (whsec_…) and the signature's tolerance (s).
+    stripe_secret_key: str | None = None
+    stripe_api_base: str | None = None
+    stripe_standin_url: str = "http://127.0.0.1:12111"
+    stripe_standin_api_key: str = "sk_test_standin"
+    stripe_webhook_secret: str = "whsec_standin"  # noqa: S105 - the stand-in's; set in prod
+    stripe_webhook_tolerance_s: int = Field(default=300, ge=1, le=3600)
+    stripe_max_network_retries: int = Field(default=2, ge=0, le=10)
+    stripe_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    # Money rules: a flat service fee added to every payment (minor units of the booking's
+    # currency, 0 = none), the platform's commission on the price (basis points), and a
+    # flat fee kept from every payout (minor units).
+    service_fee_minor: int = Field(default=0, ge=0)
+    platform_fee_bps: int = Field(default=1500, ge=0, le=10_000)
+    payout_fee_minor: int = Field(default=0, ge=0)
+    # Webhook processing task: attempts before an event is left as a dead letter (its row in
+    # webhook_events keeps last_error), and the first retry delay (doubles, capped at 300 s).
+    payments_task_max_retries: int = Field(default=8, ge=0, le=50)
+    payments_task_retry_s: float = Field(default=2.0, gt=0, le=300)
+
     @field_validator("database_url", "database_read_url")
     @classmethod
     def _psycopg_driver(cls, value: str | None) -> str | None:
@@ -125,6 +147,11 @@ class Settings(BaseSettings):
     def celery_backend(self) -> str:
         """The Celery result backend URL: `CELERY_RESULT_BACKEND`, else the broker's."""
         return self.celery_result_backend or self.celery_broker
+
+    @property
+    def stripe_uses_standin(self) -> bool:
+        """True when no `STRIPE_SECRET_KEY` is set: the SDK talks to the local stand-in."""
+        return not self.stripe_secret_key
 
     @property
     def libpq_database_url(self) -> str:

@@ -30,6 +30,8 @@ from booking.schemas import (
     CancelPreview,
     CancelResult,
 )
+from payments import jobs as payments_jobs
+from payments.stripe_adapter import get_provider
 from profiles.errors import field_errors
 from profiles.models import User
 
@@ -179,6 +181,9 @@ async def cancel_booking(
             session, booking_id=booking_id, actor=user, reason=data.reason if data else None,
             now=now,
         )  # fmt: skip
+    # After the commit (lock order: booking first, then the payment in its own transaction):
+    # refund the policy's share, or cancel the unpaid intent.
+    await payments_jobs.after_cancellations(get_provider(), [(booking_id, result.refund_due_minor)])
     return result
 
 

@@ -16,6 +16,8 @@ from api.errors import problem_responses
 from api.idempotency import IdempotentRoute, idempotent
 from api.routers.bookings import unit_of_work
 from booking import service as booking_service
+from payments import jobs as payments_jobs
+from payments.stripe_adapter import get_provider as payment_gateway
 from profiles import service
 from profiles.errors import field_errors
 from profiles.schemas import (
@@ -159,9 +161,13 @@ async def delete_availability(
     `slot_has_bookings` while bookings hold seats of it, unless `cancel_bookings=true`;
     429 `slot_busy` (Retry-After)."""
     async with unit_of_work(session):
-        await booking_service.cancel_slot(
+        canceled = await booking_service.cancel_slot(
             session, actor=user, slot_id=slot_id, cancel_bookings=cancel_bookings, now=now
         )
+    # Full refunds of the canceled bookings (or their unpaid intents canceled), after commit.
+    await payments_jobs.after_cancellations(
+        payment_gateway(), [(c.booking.id, c.refund_due_minor) for c in canceled]
+    )
 
 
 @router.patch(

@@ -1,0 +1,290 @@
+"""Units of work of the background flows (Celery tasks, the reconcile command, the cancel
+hook): each opens its own sessions and commits, and calls the gateway only between
+transactions, never while holding a row lock.
+
+- `process_event`: a stored webhook → re-read the object it names from the gateway →
+  `service.apply_intent` / `service.apply_refund` → refunds to execute.
+- `execute_refund`: a pending refund row → the gateway, with the key
+  `re:{booking_id}:{seq}` (a retry never refunds twice) → its state applied.
+- `refund_booking`: after a cancellation committed, refund the policy's share (or, for an
+  unpaid booking, cancel its intent so it cannot be paid any more).
+- `reconcile`: compare the gateway's intents since a date with our payments; `fix` moves
+  them through the same CAS path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from core.db import async_session_factory
+from core.logging import get_logger
+from core.security import utcnow
+from core.settings import get_settings
+from payments import repository as repo
+from payments import service
+from payments.provider import PaymentProvider, ProviderError
+
+log = get_logger(__name__)
+Clock = Callable[[], datetime]
+
+
+async def sync_payment(
+    provider: PaymentProvider, *, ref: str, now: Clock = utcnow, event_row: int | None = None
+) -> service.Applied:
+    """Re-read the intent `ref`, apply it, commit (with the inbox row `event_row` marked
+    processed in the same transaction); then execute any refund it recorded."""
+    intent = await provider.get_intent(ref)
+    async with async_session_factory()() as session, session.begin():
+        applied = await service.apply_intent(
+            session, gateway=provider.name, intent=intent, now=now()
+        )
+        if event_row is not None:
+            await repo.mark_event(session, event_row, processed=True, error=None, retry_s=0)
+    for refund_id in applied.refund_ids:
+        await execute_refund(provider, refund_id=refund_id, now=now)
+    return applied
+
+
+async def execute_refund(
+    provider: PaymentProvider, *, refund_id: uuid.UUID, now: Clock = utcnow
+) -> str | None:
+    """Send a pending refund to the gateway (idempotent key `re:{booking_id}:{seq}`) and
+    apply the answer. Returns the refund's new status (None: unchanged or not pending).
+    Raises `ProviderError` (the caller retries; the row stays pending)."""
+    sessions = async_session_factory()
+    async with sessions() as session:
+        refund = await repo.get_refund(session, refund_id)
+        payment = None if refund is None else await repo.get_payment(session, refund.payment_id)
+    if refund is None or payment is None or refund.status != "pending":
+        return None
+    answer = await provider.create_refund(
+        payment_ref=payment.gateway_ref,
+        amount_minor=refund.amount_minor,
+        currency=refund.currency,
+        idempotency_key=service.refund_key(refund.booking_id, refund.seq),
+        metadata={"booking_id": str(refund.booking_id), "refund_id": str(refund.id)},
+    )
+    async with sessions() as session, session.begin():
+        return await service.apply_refund(
+            session, refund_id=refund.id, gateway_refund=answer, now=now()
+        )
+
+
+async def sync_refunds(provider: PaymentProvider, *, payment_ref: str, now: Clock = utcnow) -> int:
+    """Re-read every refund of the intent from the gateway and reconcile ours (states,
+    refunds we did not know). Returns how many gateway refunds were seen."""
+    refunds = await provider.list_refunds(payment_ref)
+    async with async_session_factory()() as session, session.begin():
+        for gateway_refund in refunds:
+            await service.adopt_gateway_refund(
+                session, gateway=provider.name, gateway_refund=gateway_refund, now=now()
+            )
+    return len(refunds)
+
+
+async def process_event(provider: PaymentProvider, *, row_id: int, now: Clock = utcnow) -> str:
+    """Process one stored webhook event by id (idempotent; see `process_claimed`).
+    Returns `skipped` for an unknown or already processed event."""
+    async with async_session_factory()() as session:
+        event = await repo.get_event(session, row_id)
+    if event is None or event.processed_at is not None:
+        return "skipped"
+    claimed = repo.Claimed(event.id, event.object_kind, event.object_ref)
+    return await process_claimed(provider, event=claimed, now=now)
+
+
+async def process_claimed(
+    provider: PaymentProvider, *, event: repo.Claimed, now: Clock = utcnow
+) -> str:
+    """Process one stored webhook event: re-read the object it names from the gateway and
+    apply it; a payment's state and the event's `processed_at` commit together. Returns
+    `processed` or `ignored` (a type we do not act on). On failure the error and the next
+    attempt's time are recorded on the row (a dead letter once attempts run out) and the
+    error re-raised."""
+    sessions = async_session_factory()
+    try:
+        if event.object_kind == "payment" and event.object_ref:
+            await sync_payment(provider, ref=event.object_ref, now=now, event_row=event.id)
+            return "processed"
+        if event.object_kind == "refund" and event.object_ref:
+            await sync_payment(provider, ref=event.object_ref, now=now)
+            await sync_refunds(provider, payment_ref=event.object_ref, now=now)
+            outcome = "processed"
+        else:
+            outcome = "ignored"
+    except Exception as exc:
+        async with sessions() as session, session.begin():
+            await repo.mark_event(
+                session, event.id, processed=False, error=repr(exc)[:2000],
+                retry_s=get_settings().payments_task_retry_s,
+            )  # fmt: skip
+        raise
+    async with sessions() as session, session.begin():
+        await repo.mark_event(session, event.id, processed=True, error=None, retry_s=0)
+    return outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    """What a drain did: events processed, attempts that failed, and the seconds until
+    the next failed event is due again (None: nothing waiting)."""
+
+    processed: int
+    failed: int
+    retry_in: float | None
+
+
+async def drain(
+    provider: PaymentProvider,
+    *,
+    batch: int = 100,
+    concurrency: int = 8,
+    lease_s: float = 120.0,
+    now: Clock = utcnow,
+) -> Drained:
+    """Process every stored webhook event that is due: claim a batch (oldest first,
+    SKIP LOCKED, so concurrent drains share the work), process it `concurrency` at a time
+    (each one re-reads its object from the gateway and applies it under its row lock),
+    until none is due. A failed event is retried with backoff, up to
+    `PAYMENTS_TASK_MAX_RETRIES` attempts, then left as a dead letter with its error."""
+    max_attempts = get_settings().payments_task_max_retries + 1
+    sessions = async_session_factory()
+    gate = asyncio.Semaphore(concurrency)
+    processed = failed = 0
+
+    async def one(event: repo.Claimed) -> bool:
+        async with gate:
+            try:
+                await process_claimed(provider, event=event, now=now)
+                return True
+            except Exception as exc:
+                log.warning("webhook_event_failed", row_id=event.id, error=repr(exc))
+                return False
+
+    while True:
+        async with sessions() as session, session.begin():
+            claimed = await repo.claim_events(
+                session, limit=batch, lease_s=lease_s, max_attempts=max_attempts
+            )
+        if not claimed:
+            break
+        results = await asyncio.gather(*(one(e) for e in claimed))
+        processed += sum(results)
+        failed += len(results) - sum(results)
+    async with sessions() as session:
+        retry_in = await repo.next_retry_in(session, max_attempts=max_attempts)
+    return Drained(processed, failed, retry_in)
+
+
+async def refund_booking(
+    provider: PaymentProvider,
+    *,
+    booking_id: uuid.UUID,
+    amount_minor: int,
+    reason: str = "booking_canceled",
+    now: Clock = utcnow,
+) -> uuid.UUID | None:
+    """After a booking's cancellation committed: refund `amount_minor` (the policy's
+    share, capped at what is left of the capture) with key `re:{booking_id}:{n}`; for a
+    booking not paid (yet), cancel its intent — and should it have succeeded meanwhile,
+    the intent's re-read refunds it in full (the booking is no longer payable).
+    Returns the refund id, if one was made."""
+    async with async_session_factory()() as session, session.begin():
+        payment, refund = await service.request_refund(
+            session, provider, booking_id=booking_id, amount_minor=amount_minor, reason=reason
+        )
+    if refund is not None:
+        try:
+            await execute_refund(provider, refund_id=refund.id, now=now)
+        except ProviderError as exc:  # stays pending: the reconcile command retries it
+            log.warning("refund_deferred", refund_id=str(refund.id), error=str(exc))
+        return refund.id
+    if payment is not None and payment.status != "succeeded":
+        await provider.cancel_intent(payment.gateway_ref, idempotency_key=f"cancel:{booking_id}")
+        applied = await sync_payment(provider, ref=payment.gateway_ref, now=now)
+        return applied.refund_ids[0] if applied.refund_ids else None
+    return None
+
+
+async def after_cancellations(
+    provider: PaymentProvider, cancellations: list[tuple[uuid.UUID, int]], *, now: Clock = utcnow
+) -> None:
+    """The cancel hook (after the cancellations committed): `refund_booking` for each
+    `(booking_id, refund_due_minor)`. A gateway failure is logged, never raised: the
+    refund row stays pending (or the intent open) and `educonnect payments reconcile
+    --fix` finishes the work; the cancellation itself stands."""
+    for booking_id, due in cancellations:
+        try:
+            await refund_booking(provider, booking_id=booking_id, amount_minor=due, now=now)
+        except ProviderError as exc:
+            log.error("refund_after_cancel_failed", booking_id=str(booking_id), error=str(exc))
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """A payment whose local status differs from the gateway's."""
+
+    payment_id: uuid.UUID | None
+    ref: str
+    local: str | None
+    gateway: str
+    fixed: bool
+
+
+async def reconcile(
+    provider: PaymentProvider, *, since: datetime, fix: bool, now: Clock = utcnow
+) -> list[Difference]:
+    """List the gateway's intents created since `since` and report every local payment in
+    another state (or missing); with `fix`, apply the gateway's state through the same CAS
+    path as webhooks, and retry refunds left pending."""
+    intents = await provider.list_intents(created_since=since)
+    sessions = async_session_factory()
+    diffs: list[Difference] = []
+    for intent in intents:
+        async with sessions() as session:
+            payment = await repo.get_payment_by_ref(session, provider.name, intent.ref)
+        local = None if payment is None else payment.status
+        expected = "requires_payment" if intent.status == "requires_payment" else intent.status
+        if local == expected or (local == "failed" and expected == "requires_payment"):
+            continue
+        fixed = False
+        if fix and payment is not None:
+            applied = await sync_payment(provider, ref=intent.ref, now=now)
+            fixed = applied.after != local
+        diffs.append(
+            Difference(
+                None if payment is None else payment.id, intent.ref, local, intent.status, fixed
+            )
+        )
+    if fix:
+        async with sessions() as session:
+            pending = await repo.pending_refund_ids(session)
+        for refund_id in pending:
+            try:
+                await execute_refund(provider, refund_id=refund_id, now=now)
+            except ProviderError as exc:
+                log.warning("refund_retry_failed", refund_id=str(refund_id), error=str(exc))
+    return diffs
+
+
+async def sweep_events(
+    provider: PaymentProvider, *, older_than_s: float = 60.0, limit: int = 1000, now: Clock = utcnow
+) -> int:
+    """Process stored webhook events still unprocessed `older_than_s` after receipt (a lost
+    task message, a worker down). Returns how many were processed; failures stay recorded."""
+    async with async_session_factory()() as session:
+        ids = await repo.unprocessed_events(
+            session, older_than=now() - timedelta(seconds=older_than_s), limit=limit
+        )
+    done = 0
+    for row_id in ids:
+        try:
+            await process_event(provider, row_id=row_id, now=now)
+            done += 1
+        except Exception as exc:
+            log.warning("sweep_event_failed", row_id=row_id, error=repr(exc))
+    return done

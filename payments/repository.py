@@ -1,0 +1,456 @@
+"""Every SQL statement of the payments domain. Functions take the caller's `AsyncSession`
+and never commit. State changes are compare-and-swap: an UPDATE guarded by the expected
+current state, returning the row only when it moved."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from payments.ledger import Line
+from payments.models import LedgerEntry, Payment, Payout, Refund, WebhookEvent
+
+# --- payments --------------------------------------------------------------------------
+
+
+# Plain SQL: SQLAlchemy does not cache the compiled form of an ORM INSERT … ON CONFLICT
+# (`[no key]` in its log: a few ms of compilation on every call).
+_INSERT_PAYMENT = text(
+    "INSERT INTO payments (booking_id, payer_id, provider_id, gateway, gateway_ref,"
+    " price_minor, service_fee_minor, amount_minor, currency)"
+    " VALUES (:booking_id, :payer_id, :provider_id, :gateway, :gateway_ref, :price_minor,"
+    " :service_fee_minor, :amount_minor, :currency)"
+    " ON CONFLICT (booking_id) DO NOTHING RETURNING *"
+)
+
+
+async def insert_payment(
+    session: AsyncSession,
+    *,
+    booking_id: uuid.UUID,
+    payer_id: uuid.UUID,
+    provider_id: uuid.UUID,
+    gateway: str,
+    gateway_ref: str,
+    price_minor: int,
+    service_fee_minor: int,
+    amount_minor: int,
+    currency: str,
+) -> Payment | None:
+    """Insert a payment; None when the booking already has one (ON CONFLICT DO NOTHING:
+    concurrent creators wait for the first and then see its row)."""
+    params = {
+        "booking_id": booking_id, "payer_id": payer_id, "provider_id": provider_id,
+        "gateway": gateway, "gateway_ref": gateway_ref, "price_minor": price_minor,
+        "service_fee_minor": service_fee_minor, "amount_minor": amount_minor,
+        "currency": currency,
+    }  # fmt: skip
+    stmt = select(Payment).from_statement(_INSERT_PAYMENT)
+    return (await session.execute(stmt, params)).scalar_one_or_none()
+
+
+async def get_payment(session: AsyncSession, payment_id: uuid.UUID) -> Payment | None:
+    """The payment `payment_id`, or None."""
+    return (
+        await session.execute(select(Payment).where(Payment.id == payment_id))
+    ).scalar_one_or_none()
+
+
+async def get_payment_by_booking(
+    session: AsyncSession, booking_id: uuid.UUID, *, lock: bool = False
+) -> Payment | None:
+    """The booking's payment (row-locked `FOR UPDATE` when `lock`), or None."""
+    stmt = select(Payment).where(Payment.booking_id == booking_id)
+    if lock:
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get_payment_by_ref(
+    session: AsyncSession, gateway: str, ref: str, *, lock: bool = False
+) -> Payment | None:
+    """The payment of the gateway's intent `ref` (row-locked when `lock`), or None."""
+    stmt = select(Payment).where(Payment.gateway == gateway, Payment.gateway_ref == ref)
+    if lock:
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def move_payment(
+    session: AsyncSession,
+    payment_id: uuid.UUID,
+    *,
+    from_states: Iterable[str],
+    to_state: str,
+    **values: Any,
+) -> Payment | None:
+    """CAS: set `status = to_state` (and `values`) only if the status is in `from_states`;
+    returns the updated payment, or None when it was not in one of them."""
+    stmt = (
+        update(Payment)
+        .where(Payment.id == payment_id, Payment.status.in_(list(from_states)))
+        .values(status=to_state, updated_at=func.now(), **values)
+        .returning(Payment)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+# --- refunds ---------------------------------------------------------------------------
+
+
+async def next_refund_seq(session: AsyncSession, payment_id: uuid.UUID) -> int:
+    """The next refund number of the payment (call with the payment row locked)."""
+    stmt = select(func.coalesce(func.max(Refund.seq), 0) + 1).where(Refund.payment_id == payment_id)
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def insert_refund(session: AsyncSession, **values: Any) -> Refund:
+    """Insert a refund; the `refunds_reserve` trigger adds it to the payment's
+    `refunded_minor`, and the payment's CHECK raises `IntegrityError` beyond capture."""
+    stmt = insert(Refund).values(**values).returning(Refund)
+    return (await session.execute(stmt)).scalar_one()
+
+
+async def get_refund(
+    session: AsyncSession, refund_id: uuid.UUID, *, lock: bool = False
+) -> Refund | None:
+    """The refund `refund_id` (row-locked when `lock`), or None."""
+    stmt = select(Refund).where(Refund.id == refund_id)
+    if lock:
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get_refund_by_ref(
+    session: AsyncSession, ref: str, *, lock: bool = False
+) -> Refund | None:
+    """The refund the gateway knows as `ref`, or None."""
+    stmt = select(Refund).where(Refund.gateway_ref == ref)
+    if lock:
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def pending_refund_ids(
+    session: AsyncSession, payment_id: uuid.UUID | None = None
+) -> list[uuid.UUID]:
+    """Ids of refunds still `pending` (of one payment, or all)."""
+    stmt = select(Refund.id).where(Refund.status == "pending").order_by(Refund.created_at)
+    if payment_id is not None:
+        stmt = stmt.where(Refund.payment_id == payment_id)
+    return list((await session.execute(stmt)).scalars().all())
+
+
+async def move_refund(
+    session: AsyncSession,
+    refund_id: uuid.UUID,
+    *,
+    from_states: Iterable[str],
+    to_state: str,
+    **values: Any,
+) -> Refund | None:
+    """CAS on a refund's status (see `move_payment`)."""
+    stmt = (
+        update(Refund)
+        .where(Refund.id == refund_id, Refund.status.in_(list(from_states)))
+        .values(status=to_state, updated_at=func.now(), **values)
+        .returning(Refund)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def set_refund_ref(session: AsyncSession, refund_id: uuid.UUID, ref: str) -> None:
+    """Record the gateway's id of a refund."""
+    await session.execute(
+        update(Refund)
+        .where(Refund.id == refund_id, Refund.gateway_ref.is_(None))
+        .values(gateway_ref=ref, updated_at=func.now())
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+
+
+async def succeeded_refunds_total(
+    session: AsyncSession, payment_id: uuid.UUID, *, excluding: uuid.UUID | None = None
+) -> int:
+    """Sum of the payment's succeeded refunds (minor units), optionally but one."""
+    stmt = select(func.coalesce(func.sum(Refund.amount_minor), 0)).where(
+        Refund.payment_id == payment_id, Refund.status == "succeeded"
+    )
+    if excluding is not None:
+        stmt = stmt.where(Refund.id != excluding)
+    return int((await session.execute(stmt)).scalar_one())
+
+
+# --- webhook inbox ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """The inbox row of an event: its id, whether this delivery inserted it, whether it
+    was processed already."""
+
+    id: int
+    inserted: bool
+    processed: bool
+
+
+async def get_event(
+    session: AsyncSession, row_id: int, *, lock: bool = False
+) -> WebhookEvent | None:
+    """The inbox row `row_id` (row-locked when `lock`: one processor at a time)."""
+    stmt = select(WebhookEvent).where(WebhookEvent.id == row_id)
+    if lock:
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def mark_event(
+    session: AsyncSession, row_id: int, *, processed: bool, error: str | None, retry_s: float
+) -> None:
+    """Count an attempt and release the claim: `processed_at` when it succeeded, else
+    `last_error` and the next attempt `retry_s * 2^attempts` (≤ 300 s) later."""
+    values: dict[str, Any] = {
+        "attempts": WebhookEvent.attempts + 1, "last_error": error, "claimed_until": None,
+    }  # fmt: skip
+    if processed:
+        values["processed_at"] = func.now()
+    else:
+        delay = func.least(300.0, retry_s * func.power(2, WebhookEvent.attempts))
+        values["next_attempt_at"] = func.now() + func.make_interval(0, 0, 0, 0, 0, 0, delay)
+    await session.execute(
+        update(WebhookEvent)
+        .where(WebhookEvent.id == row_id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+_CLAIM = text(
+    "UPDATE webhook_events SET claimed_until = now() + make_interval(secs => :lease_s)"
+    " WHERE id IN (SELECT id FROM webhook_events WHERE processed_at IS NULL"
+    " AND attempts < :max_attempts AND next_attempt_at <= now()"
+    " AND (claimed_until IS NULL OR claimed_until < now())"
+    " ORDER BY received_at LIMIT :limit FOR UPDATE SKIP LOCKED)"
+    " RETURNING id, object_kind, object_ref"
+)
+_NEXT_RETRY = text(
+    "SELECT extract(epoch FROM min(next_attempt_at) - now()) FROM webhook_events"
+    " WHERE processed_at IS NULL AND attempts < :max_attempts"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A stored event to process: its row id and the object it names."""
+
+    id: int
+    object_kind: str
+    object_ref: str | None
+
+
+async def claim_events(
+    session: AsyncSession, *, limit: int, lease_s: float, max_attempts: int
+) -> list[Claimed]:
+    """Claim up to `limit` events due for processing (oldest first) for `lease_s` seconds;
+    concurrent drains skip each other's rows (SKIP LOCKED) and claims."""
+    params = {"limit": limit, "lease_s": lease_s, "max_attempts": max_attempts}
+    rows = (await session.execute(_CLAIM, params)).all()
+    return [Claimed(int(r.id), str(r.object_kind), r.object_ref) for r in rows]
+
+
+async def next_retry_in(session: AsyncSession, *, max_attempts: int) -> float | None:
+    """Seconds until the next failed event is due again (None: none waiting)."""
+    value = (await session.execute(_NEXT_RETRY, {"max_attempts": max_attempts})).scalar_one()
+    return None if value is None else max(0.0, float(value))
+
+
+async def unprocessed_events(
+    session: AsyncSession, *, older_than: datetime, limit: int
+) -> list[int]:
+    """Ids of events not processed yet, received before `older_than` (the sweeper)."""
+    stmt = (
+        select(WebhookEvent.id)
+        .where(WebhookEvent.processed_at.is_(None), WebhookEvent.received_at < older_than)
+        .order_by(WebhookEvent.received_at)
+        .limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars().all())
+
+
+# --- ledger ----------------------------------------------------------------------------
+
+
+_INSERT_TRANSACTION = text(
+    "INSERT INTO ledger_transactions (kind, key) VALUES (:kind, :key)"
+    " ON CONFLICT (key) DO NOTHING RETURNING id"
+)
+
+
+async def post(
+    session: AsyncSession,
+    *,
+    kind: str,
+    key: str,
+    currency: str,
+    lines: Sequence[Line],
+    booking_id: uuid.UUID | None = None,
+    payment_id: uuid.UUID | None = None,
+    refund_id: uuid.UUID | None = None,
+    payout_id: uuid.UUID | None = None,
+) -> uuid.UUID | None:
+    """Post one ledger transaction unless `key` was posted before (then None). The
+    constraint trigger checks at commit that the lines sum to zero."""
+    txn_id = (
+        await session.execute(_INSERT_TRANSACTION, {"kind": kind, "key": key})
+    ).scalar_one_or_none()
+    if txn_id is None:
+        return None
+    refs = {
+        "booking_id": booking_id,
+        "payment_id": payment_id,
+        "refund_id": refund_id,
+        "payout_id": payout_id,
+    }
+    await session.execute(
+        insert(LedgerEntry),
+        [
+            {"txn_id": txn_id, "account": ln.account, "amount_minor": ln.amount_minor,
+             "currency": currency, **refs}
+            for ln in lines
+        ],
+    )  # fmt: skip
+    return uuid.UUID(str(txn_id))
+
+
+async def account_balances(session: AsyncSession, account: str) -> dict[str, int]:
+    """The account's balance per currency (sum of its signed lines)."""
+    stmt = (
+        select(LedgerEntry.currency, func.sum(LedgerEntry.amount_minor))
+        .where(LedgerEntry.account == account)
+        .group_by(LedgerEntry.currency)
+    )
+    return {str(c).strip(): int(s) for c, s in (await session.execute(stmt)).all()}
+
+
+_REPORT = text(
+    """
+    SELECT e.currency,
+        coalesce(sum(-e.amount_minor) FILTER (WHERE t.kind = 'payment' AND e.account LIKE 'cash:%'), 0) AS gross,
+        coalesce(sum(e.amount_minor) FILTER (WHERE t.kind = 'refund' AND e.account LIKE 'cash:%'), 0) AS refunds,
+        coalesce(sum(e.amount_minor) FILTER (WHERE e.account = 'platform:commission'), 0) AS commission,
+        coalesce(sum(e.amount_minor) FILTER (WHERE e.account = 'platform:service_fee'), 0) AS service_fees,
+        coalesce(sum(e.amount_minor) FILTER (WHERE t.kind IN ('payment', 'refund')
+                 AND e.account LIKE 'provider:%'), 0) AS provider_earnings,
+        coalesce(sum(-e.amount_minor) FILTER (WHERE t.kind = 'payout_paid'
+                 AND e.account = 'payouts:pending'), 0) AS payouts_paid,
+        coalesce(sum(e.amount_minor) FILTER (WHERE e.account = 'platform:payout_fee'), 0) AS payout_fees
+    FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.txn_id
+    WHERE e.created_at >= :from_ AND e.created_at < :to_
+      AND (CAST(:currency AS text) IS NULL OR e.currency = :currency)
+    GROUP BY e.currency ORDER BY e.currency
+    """
+)
+_PENDING_PAYOUTS = text(
+    "SELECT currency, coalesce(sum(amount_minor), 0) AS pending FROM ledger_entries"
+    " WHERE account = 'payouts:pending' AND created_at < :to_"
+    " AND (CAST(:currency AS text) IS NULL OR currency = :currency) GROUP BY currency"
+)
+
+
+async def finance_rows(
+    session: AsyncSession, *, from_: datetime, to: datetime, currency: str | None
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Per-currency sums of the ledger lines created in `[from_, to)`, and the balance of
+    `payouts:pending` at `to` per currency."""
+    params = {"from_": from_, "to_": to, "currency": currency}
+    rows = [dict(r._mapping) for r in (await session.execute(_REPORT, params)).all()]
+    pending = {
+        str(r.currency).strip(): int(r.pending)
+        for r in (await session.execute(_PENDING_PAYOUTS, params)).all()
+    }
+    return rows, pending
+
+
+# --- payouts ---------------------------------------------------------------------------
+
+
+async def lock_provider(session: AsyncSession, provider_id: uuid.UUID) -> str | None:
+    """Row-lock the provider's profile (serializes its payout requests); returns its
+    `stripe_account_id` (None when it has none). Raises `NoResultFound` for no profile."""
+    row = (
+        await session.execute(
+            text("SELECT stripe_account_id FROM provider_profiles WHERE user_id = :id FOR UPDATE"),
+            {"id": provider_id},
+        )
+    ).one()
+    return None if row.stripe_account_id is None else str(row.stripe_account_id)
+
+
+async def provider_stripe_account(session: AsyncSession, provider_id: uuid.UUID) -> str | None:
+    """The provider's Stripe connected account id, or None."""
+    value = (
+        await session.execute(
+            text("SELECT stripe_account_id FROM provider_profiles WHERE user_id = :id"),
+            {"id": provider_id},
+        )
+    ).scalar_one_or_none()
+    return None if value is None else str(value)
+
+
+async def insert_payout(session: AsyncSession, **values: Any) -> Payout:
+    """Insert a payout request."""
+    return (await session.execute(insert(Payout).values(**values).returning(Payout))).scalar_one()
+
+
+async def get_payout(
+    session: AsyncSession, payout_id: uuid.UUID, *, lock: bool = False
+) -> Payout | None:
+    """The payout `payout_id` (row-locked when `lock`), or None."""
+    stmt = select(Payout).where(Payout.id == payout_id)
+    if lock:
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def move_payout(
+    session: AsyncSession,
+    payout_id: uuid.UUID,
+    *,
+    from_states: Iterable[str],
+    to_state: str,
+    **values: Any,
+) -> Payout | None:
+    """CAS on a payout's status (see `move_payment`)."""
+    stmt = (
+        update(Payout)
+        .where(Payout.id == payout_id, Payout.status.in_(list(from_states)))
+        .values(status=to_state, updated_at=func.now(), **values)
+        .returning(Payout)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def list_payouts(
+    session: AsyncSession,
+    *,
+    provider_id: uuid.UUID | None = None,
+    status: str | None = None,
+    limit: int = 100,
+) -> Sequence[Payout]:
+    """Payouts, newest first, of one provider and/or in one status."""
+    stmt = select(Payout).order_by(Payout.requested_at.desc(), Payout.id).limit(limit)
+    if provider_id is not None:
+        stmt = stmt.where(Payout.provider_id == provider_id)
+    if status is not None:
+        stmt = stmt.where(Payout.status == status)
+    return (await session.execute(stmt)).scalars().all()

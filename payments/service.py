@@ -1,0 +1,384 @@
+"""Business rules of payments: intents, webhook intake, payment and refund state changes,
+the ledger postings that go with them.
+
+Functions take the caller's `AsyncSession` and never commit (the request, task or command
+that owns the unit of work does: `payments.jobs` for the background flows). Gateway calls
+go through the `PaymentProvider` port; every state change is a compare-and-swap on the
+row, taken under its row lock, so duplicate and out-of-order webhooks, retries and the
+reconciliation command all converge on one outcome: money never taken twice, a booking
+never confirmed without its payment nor charged without a seat.
+
+Lock order (deadlock-free with the booking domain): the payment row, then the booking's
+slot and booking (inside `booking.service.confirm`). A cancellation commits the booking
+first and only then takes the payment's lock, in a transaction of its own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from booking.schemas import BookingOut
+from core.logging import get_logger
+from core.settings import get_settings
+from payments import ledger
+from payments import repository as repo
+from payments.errors import (
+    AmountNotSupported,
+    BookingNotPayable,
+    GatewayRefused,
+    GatewayUnavailable,
+    InvalidSignature,
+    PaymentConflict,
+    RefundTooLarge,
+)
+from payments.models import Payment, Refund
+from payments.provider import (
+    IdempotencyConflict,
+    Intent,
+    IntentRequest,
+    InvalidWebhook,
+    PaymentProvider,
+    ProviderError,
+    ProviderUnavailable,
+    WebhookEvent,
+)
+from payments.provider import Refund as GatewayRefund
+from payments.schemas import PaymentIntentOut
+from payments.stripe_adapter import UnrepresentableAmount
+from profiles.models import User
+
+log = get_logger(__name__)
+
+# Payment states a newer gateway state may replace (never a succeeded or canceled one).
+_OPEN = ("requires_payment", "processing", "failed")
+
+
+def intent_key(booking_id: uuid.UUID) -> str:
+    """Our gateway idempotency key of a booking's intent: `pi:{booking_id}`."""
+    return f"pi:{booking_id}"
+
+
+def refund_key(booking_id: uuid.UUID, seq: int) -> str:
+    """Our gateway idempotency key of a booking's `seq`-th refund: `re:{booking_id}:{seq}`."""
+    return f"re:{booking_id}:{seq}"
+
+
+def gateway_error(exc: ProviderError) -> Exception:
+    """The API error for a gateway failure (503 to retry, 409 on a key conflict, 502)."""
+    if isinstance(exc, ProviderUnavailable):
+        return GatewayUnavailable("The payment gateway did not answer; retry shortly.")
+    if isinstance(exc, IdempotencyConflict):
+        return PaymentConflict(
+            "The gateway holds another request for this booking (its price changed)."
+        )
+    return GatewayRefused(f"The payment gateway refused the request: {exc}")
+
+
+# --- the booking side ------------------------------------------------------------------
+
+
+async def _booking_for_payer(
+    session: AsyncSession, *, user: User, booking_id: uuid.UUID
+) -> BookingOut:
+    """The booking if `user` is its student or a parent of its student (404 otherwise:
+    the booking service hides other people's bookings; the route admits only students and
+    parents, so a visible booking is the caller's or its child's)."""
+    from booking import service as booking_service
+    from booking.errors import BookingNotFound
+
+    booking = await booking_service.get_booking(session, booking_id=booking_id, actor=user)
+    if user.role not in ("student", "parent"):
+        raise BookingNotFound("No booking with this id.")
+    return booking
+
+
+# --- intents ---------------------------------------------------------------------------
+
+
+def _intent_out(payment: Payment, intent: Intent | None) -> PaymentIntentOut:
+    return PaymentIntentOut(
+        payment_id=payment.id,
+        client_secret=intent.client_secret if intent else None,
+        amount_minor=payment.amount_minor,
+        currency=payment.currency,
+        status=payment.status,
+    )
+
+
+async def create_intent(
+    session: AsyncSession,
+    provider: PaymentProvider,
+    *,
+    user: User,
+    booking_id: uuid.UUID,
+    now: datetime,
+) -> PaymentIntentOut:
+    """Create — or return the existing — gateway intent of a pending, unexpired booking of
+    `user` (its student, or the parent who booked it) and its `payments` row.
+
+    Amount = the booking's `price_minor` + `SERVICE_FEE_MINOR`, in its currency, with the
+    gateway idempotency key `pi:{booking_id}` (concurrent or repeated calls get one intent;
+    the unique `payments.booking_id` gives one row) and metadata `booking_id`.
+    Raises `BookingNotFound` (404), `BookingNotPayable` (409: not pending, hold expired,
+    free), `AmountNotSupported` (422), `PaymentConflict` (409), `GatewayUnavailable` (503),
+    `GatewayRefused` (502).
+    """
+    booking = await _booking_for_payer(session, user=user, booking_id=booking_id)
+    existing = await repo.get_payment_by_booking(session, booking_id)
+    if existing is not None:
+        try:
+            intent = await provider.get_intent(existing.gateway_ref)
+        except ProviderError as exc:
+            raise gateway_error(exc) from exc
+        return _intent_out(existing, intent)
+    if booking.status != "pending" or booking.hold_expires_at <= now:
+        raise BookingNotPayable(
+            f"Only a pending hold can be paid; this booking is {booking.status}"
+            + (" and its hold has expired." if booking.status == "pending" else ".")
+        )
+    if booking.price_minor <= 0:
+        raise BookingNotPayable("This booking is free: there is nothing to pay.")
+    fee = get_settings().service_fee_minor
+    request = IntentRequest(
+        idempotency_key=intent_key(booking_id),
+        amount_minor=booking.price_minor + fee,
+        currency=booking.currency,
+        metadata={"booking_id": str(booking_id)},
+        description=f"EduConnect booking {booking_id}",
+    )
+    try:
+        intent = await provider.create_intent(request)
+    except UnrepresentableAmount as exc:
+        raise AmountNotSupported(
+            f"The gateway cannot take {request.amount_minor} minor units of {request.currency}."
+        ) from exc
+    except ProviderError as exc:
+        raise gateway_error(exc) from exc
+    payment = await repo.insert_payment(
+        session,
+        booking_id=booking_id,
+        payer_id=user.id,
+        provider_id=booking.provider_id,
+        gateway=provider.name,
+        gateway_ref=intent.ref,
+        price_minor=booking.price_minor,
+        service_fee_minor=fee,
+        amount_minor=request.amount_minor,
+        currency=booking.currency,
+    )
+    if payment is None:  # a concurrent call inserted it first (same intent: same key)
+        payment = await repo.get_payment_by_booking(session, booking_id)
+        assert payment is not None
+    return _intent_out(payment, intent)
+
+
+# --- webhook intake --------------------------------------------------------------------
+
+
+def verify_webhook(
+    provider: PaymentProvider, *, body: bytes, headers: dict[str, str]
+) -> WebhookEvent:
+    """Verify the raw body's signature (the provider's rules); raises `InvalidSignature`
+    (400) without touching the database."""
+    try:
+        return provider.parse_webhook(body, headers)
+    except InvalidWebhook as exc:
+        raise InvalidSignature(f"Webhook rejected: {exc}") from exc
+
+
+# --- payment state ---------------------------------------------------------------------
+
+
+@dataclass
+class Applied:
+    """What `apply_intent` did: the payment's status before and after, the booking
+    outcome when it was confirmed or refused, refunds to execute at the gateway."""
+
+    payment_id: uuid.UUID | None
+    before: str | None
+    after: str | None
+    booking_outcome: str | None = None
+    refund_ids: list[uuid.UUID] = field(default_factory=list)
+
+
+async def apply_intent(
+    session: AsyncSession, *, gateway: str, intent: Intent, now: datetime
+) -> Applied:
+    """Move the local payment to the gateway's state of `intent` (re-read from the gateway
+    by the caller), compare-and-swap under the payment's row lock.
+
+    - `succeeded`: payment → succeeded (captured), the ledger's payment transaction, and
+      the booking confirmed in the same transaction when its hold is valid or its seats
+      still free; when the booking cannot be confirmed (seats gone, canceled, expired) a
+      full refund is recorded (`refund_ids`: the caller executes it after commit).
+    - `failed` / `canceled` / `processing`: the payment follows; the booking's hold keeps
+      its expiry (the student may retry on the same intent).
+    An already-applied state changes nothing (duplicates, out-of-order events).
+    """
+    from booking import service as booking_service
+
+    payment = await repo.get_payment_by_ref(session, gateway, intent.ref, lock=True)
+    if payment is None:
+        log.warning("payment_unknown_intent", gateway=gateway, ref=intent.ref)
+        return Applied(None, None, None)
+    before = payment.status
+    result = Applied(payment.id, before, before)
+    if intent.status == "succeeded":
+        if before == "succeeded":
+            return result
+        moved = await repo.move_payment(
+            session, payment.id, from_states=(*_OPEN, "canceled"), to_state="succeeded",
+            captured_minor=intent.amount_received_minor, succeeded_at=now,
+            failure_code=None, failure_message=None,
+        )  # fmt: skip
+        assert moved is not None  # under the row lock the state cannot have moved
+        result.after = "succeeded"
+        parts = _split(moved)
+        await repo.post(
+            session, kind="payment", key=f"payment:{moved.id}", currency=moved.currency,
+            lines=ledger.payment_lines(gateway=gateway, provider_id=moved.provider_id, parts=parts),
+            booking_id=moved.booking_id, payment_id=moved.id,
+        )  # fmt: skip
+        confirmed = await booking_service.confirm(session, booking_id=moved.booking_id, now=now)
+        result.booking_outcome = confirmed.outcome
+        if not confirmed.confirmed:
+            refund = await _record_refund(
+                session, moved, amount=moved.captured_minor - moved.refunded_minor,
+                reason=f"booking_{confirmed.outcome}",
+            )  # fmt: skip
+            if refund is not None:
+                result.refund_ids.append(refund.id)
+        return result
+    target = intent.status
+    if target == "requires_payment" or before == target:
+        return result
+    allowed = {"failed": _OPEN, "canceled": _OPEN, "processing": ("requires_payment", "failed")}
+    moved = await repo.move_payment(
+        session, payment.id, from_states=allowed[target], to_state=target,
+        failure_code=intent.failure_code, failure_message=intent.failure_message,
+    )  # fmt: skip
+    if moved is not None:
+        result.after = target
+    return result
+
+
+def _split(payment: Payment) -> ledger.Split:
+    return ledger.split(
+        price_minor=payment.price_minor,
+        service_fee_minor=payment.service_fee_minor,
+        bps=get_settings().platform_fee_bps,
+    )
+
+
+# --- refunds ---------------------------------------------------------------------------
+
+
+async def _record_refund(
+    session: AsyncSession, payment: Payment, *, amount: int, reason: str
+) -> Refund | None:
+    """A pending refund row of `amount` (call under the payment's row lock); None for 0."""
+    if amount <= 0:
+        return None
+    seq = await repo.next_refund_seq(session, payment.id)
+    try:
+        async with session.begin_nested():
+            return await repo.insert_refund(
+                session, payment_id=payment.id, booking_id=payment.booking_id, seq=seq,
+                amount_minor=amount, currency=payment.currency, reason=reason,
+            )  # fmt: skip
+    except IntegrityError as exc:
+        if "payments_refunds_within_capture" in str(exc.orig):
+            raise RefundTooLarge(
+                f"Refunding {amount} would exceed what was captured on this payment."
+            ) from exc
+        raise
+
+
+async def request_refund(
+    session: AsyncSession,
+    provider: PaymentProvider,
+    *,
+    booking_id: uuid.UUID,
+    amount_minor: int,
+    reason: str,
+) -> tuple[Payment | None, Refund | None]:
+    """Record a refund of `amount_minor` of the booking's payment, capped at what is left
+    of the capture (a refund never exceeds it) and rounded down to what the gateway can
+    move (three-decimal currencies: whole 10s). Returns the payment (row-locked; None when
+    the booking has none) and the refund (None when nothing was captured or left)."""
+    payment = await repo.get_payment_by_booking(session, booking_id, lock=True)
+    if payment is None or payment.status != "succeeded":
+        return payment, None
+    left = payment.captured_minor - payment.refunded_minor
+    amount = provider.representable(min(amount_minor, left), payment.currency)
+    refund = await _record_refund(session, payment, amount=amount, reason=reason)
+    return payment, refund
+
+
+async def apply_refund(
+    session: AsyncSession, *, refund_id: uuid.UUID, gateway_refund: GatewayRefund, now: datetime
+) -> str | None:
+    """Move a local refund to the gateway's state (CAS under its row lock): on success the
+    ledger's refund transaction is posted, and a canceled booking whose refunds are all
+    done becomes `refunded`. Returns the new status, or None when nothing changed."""
+    from booking import service as booking_service
+
+    refund = await repo.get_refund(session, refund_id, lock=True)
+    if refund is None:
+        return None
+    if refund.gateway_ref is None:
+        await repo.set_refund_ref(session, refund.id, gateway_refund.ref)
+    target = gateway_refund.status
+    if target == refund.status or target == "pending" or refund.status != "pending":
+        return None
+    moved = await repo.move_refund(
+        session, refund.id, from_states=("pending",), to_state=target,
+        failure_reason=gateway_refund.failure_reason,
+    )  # fmt: skip
+    if moved is None or target != "succeeded":
+        return None if moved is None else target
+    payment = await repo.get_payment(session, moved.payment_id)
+    assert payment is not None
+    before = await repo.succeeded_refunds_total(session, payment.id, excluding=moved.id)
+    await repo.post(
+        session, kind="refund", key=f"refund:{moved.id}", currency=moved.currency,
+        lines=ledger.refund_lines(
+            gateway=payment.gateway, provider_id=payment.provider_id, parts=_split(payment),
+            refunded_before=before, amount=moved.amount_minor,
+        ),
+        booking_id=moved.booking_id, payment_id=payment.id, refund_id=moved.id,
+    )  # fmt: skip
+    if moved.reason == "booking_canceled" and not await repo.pending_refund_ids(
+        session, payment.id
+    ):
+        await booking_service.mark_refunded(session, booking_id=moved.booking_id, now=now)
+    return target
+
+
+async def adopt_gateway_refund(
+    session: AsyncSession, *, gateway: str, gateway_refund: GatewayRefund, now: datetime
+) -> uuid.UUID | None:
+    """A refund the gateway has and we do not (made in its dashboard, or our row lost its
+    reference): match it by the `refund_id` in its metadata, else record it (`external`),
+    then apply its state. Returns the local refund id (None for an unknown payment)."""
+    existing = await repo.get_refund_by_ref(session, gateway_refund.ref)
+    if existing is None and "refund_id" in gateway_refund.metadata:
+        existing = await repo.get_refund(session, uuid.UUID(gateway_refund.metadata["refund_id"]))
+    if existing is None:
+        payment = await repo.get_payment_by_ref(
+            session, gateway, gateway_refund.payment_ref, lock=True
+        )
+        if payment is None:
+            return None
+        existing = await _record_refund(
+            session, payment, amount=gateway_refund.amount_minor, reason="external"
+        )
+        if existing is None:
+            return None
+    await apply_refund(session, refund_id=existing.id, gateway_refund=gateway_refund, now=now)
+    return existing.id

@@ -1,0 +1,84 @@
+"""Celery tasks of payments (thin shims over `payments.jobs`).
+
+Webhook events are processed by `drain_webhook_events`: the webhook endpoint stores each
+event and queues a drain only when none is already queued (`DRAIN_FLAG`), so the ingest
+path pays one Redis `SET NX` per event instead of a broker publish; the drain processes
+every due event, several at a time, with per-event backoff and dead letters
+(`payments.jobs.drain`).
+
+The jobs are async (they share the API's async engine and the SDK's async client); a
+worker process runs them on one event loop of its own, kept for the process's life, so
+pooled database and HTTP connections stay bound to the loop that made them.
+Retries: exponential backoff from `PAYMENTS_TASK_RETRY_S` (capped at 300 s), at most
+`PAYMENTS_TASK_MAX_RETRIES`; an event still failing stays in `webhook_events` with its
+`last_error` (the dead letter), and `educonnect payments reconcile --fix` catches up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from celery import Task
+
+from core.celery_app import app
+from core.settings import get_settings
+
+T = TypeVar("T")
+_loop: tuple[int, asyncio.AbstractEventLoop] | None = None
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` on this process's event loop (created on first use, per pid: a forked
+    pool child gets its own)."""
+    global _loop
+    if _loop is None or _loop[0] != os.getpid():
+        _loop = (os.getpid(), asyncio.new_event_loop())
+    return _loop[1].run_until_complete(coro)
+
+
+def _countdown(retries: int) -> float:
+    return float(min(300.0, get_settings().payments_task_retry_s * 2**retries))
+
+
+# Set (NX, with a TTL) by the webhook endpoint when it queues a drain; deleted by the drain
+# as it starts, so an event stored after that queues the next one. The TTL re-arms the
+# kick should a queued drain be lost.
+DRAIN_FLAG = "payments:webhooks:drain"
+DRAIN_FLAG_TTL_S = 5
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    name="payments.drain_webhook_events", acks_late=True, ignore_result=True
+)
+def drain_webhook_events() -> dict[str, Any]:
+    """Process every due webhook event (`payments.jobs.drain`); when failed events wait
+    for a retry, schedule another drain for when the first is due."""
+    from core.redis import get_sync_redis
+    from payments.jobs import drain
+    from payments.stripe_adapter import get_provider
+
+    get_sync_redis().delete(DRAIN_FLAG)
+    result = run(drain(get_provider()))
+    if result.retry_in is not None:
+        drain_webhook_events.apply_async(countdown=max(0.05, result.retry_in))
+    return {"processed": result.processed, "failed": result.failed}
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    name="payments.execute_refund", bind=True, acks_late=True, ignore_result=True
+)
+def execute_refund(self: Task, refund_id: str) -> str | None:
+    """Send the pending refund `refund_id` to the gateway (idempotent key)."""
+    from payments import jobs
+    from payments.stripe_adapter import get_provider
+
+    try:
+        return run(jobs.execute_refund(get_provider(), refund_id=uuid.UUID(refund_id)))
+    except Exception as exc:
+        if self.request.retries >= get_settings().payments_task_max_retries:
+            raise
+        raise self.retry(exc=exc, countdown=_countdown(self.request.retries)) from exc

@@ -1,0 +1,154 @@
+"""Helpers of the payments tests: the Stripe stand-in on a free port, the API and a Celery
+worker as real subprocesses, signed webhook deliveries, bounded polling, and the ledger
+invariants every payments test ends with."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import psycopg
+
+from standins.stripe import StandinHTTPServer, start
+from tests.conftest import TEST_REDIS_URL
+
+WEBHOOK_SECRET = "whsec_test_" + "payments"
+API_KEY = "sk_test_payments"
+WEBHOOK_PATH = "/api/v1/payments/webhooks/stripe"
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], what: str, limit_s: float = 30.0) -> Any:
+    """Poll `predicate` until it returns a truthy value (bounded, no fixed sleep)."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def stripe_env(standin_url: str, database_url: str) -> dict[str, str]:
+    """The environment pointing our code at the test database, Redis and the stand-in."""
+    return {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": TEST_REDIS_URL,
+        "STRIPE_SECRET_KEY": "",
+        "STRIPE_STANDIN_URL": standin_url,
+        "STRIPE_STANDIN_API_KEY": API_KEY,
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "STRIPE_MAX_NETWORK_RETRIES": "0",
+        "PAYMENTS_TASK_RETRY_S": "0.2",
+        "WORKER_METRICS_PORT": "0",
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+def start_standin(**options: Any) -> StandinHTTPServer:
+    """A stand-in on a free port with the tests' key and webhook secret."""
+    server, _ = start(api_key=API_KEY, webhook_secret=WEBHOOK_SECRET, **options)
+    return server
+
+
+class Process:
+    """A subprocess whose output goes to a temporary file (shown when it fails)."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.log = tempfile.NamedTemporaryFile(prefix="paytest-", suffix=".log", delete=False)  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            args, env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT
+        )
+
+    def output(self) -> str:
+        self.log.flush()
+        with open(self.log.name) as f:
+            return f.read()[-6000:]
+
+    def alive(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"process exited: {self.output()}")
+        return True
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        self.log.close()
+        if os.environ.get("PAYMENTS_TEST_KEEP_LOGS"):
+            print(f"[payments tests] log kept: {self.log.name}")
+        else:
+            os.unlink(self.log.name)
+
+
+def start_api(env: dict[str, str]) -> tuple[Process, str]:
+    """`educonnect serve` on a free port; returns the process and its base URL once
+    `/healthz` answers."""
+    port = free_port()
+    proc = Process(
+        [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        proc.alive()
+        try:
+            return httpx.get(url + "/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(up, "the API to answer /healthz", 60)
+    return proc, url
+
+
+def start_worker(env: dict[str, str]) -> Process:
+    """A Celery worker (solo pool) on the test Redis; returns once it answers ping."""
+    from core.celery_app import app
+
+    name = f"payments-test-{uuid.uuid4().hex[:8]}@localhost"
+    proc = Process(
+        [
+            sys.executable, "-m", "celery", "-A", "core.celery_app", "worker", "--pool=solo",
+            "--without-gossip", "--without-mingle", "-n", name, "--loglevel=WARNING",
+        ],
+        env,
+    )  # fmt: skip
+    wait_for(
+        lambda: proc.alive() and bool(app.control.ping(destination=[name], timeout=0.5)),
+        "the Celery worker to answer ping",
+        60,
+    )
+    return proc
+
+
+def unbalanced(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    """Ledger transactions (per currency) and currencies whose lines do not sum to zero."""
+    per_txn = conn.execute(
+        "SELECT txn_id::text, currency, sum(amount_minor) FROM ledger_entries"
+        " GROUP BY txn_id, currency HAVING sum(amount_minor) <> 0"
+    ).fetchall()
+    per_currency = conn.execute(
+        "SELECT 'all', currency, sum(amount_minor) FROM ledger_entries"
+        " GROUP BY currency HAVING sum(amount_minor) <> 0"
+    ).fetchall()
+    return [*per_txn, *per_currency]
