@@ -4,6 +4,8 @@
 import { config, t, ApiError } from "./common.js";
 
 const loadedAt = Date.now();
+// the alert title of these pages (the search pages say "check the search")
+config.messages["error.title"] = config.messages["journey.error_title"];
 const TOKEN = "educonnect.token";
 const EMAIL = "educonnect.email";
 

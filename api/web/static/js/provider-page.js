@@ -201,10 +201,10 @@ async function preparePayment() {
   try {
     intent = await api("POST", `/bookings/${booking.id}/payment-intent`, { idempotencyKey: `pay-${booking.id}` });
   } catch (err) {
-    statusLine.textContent = err instanceof ApiError && err.status === 404 && !err.problem?.code
-      ? t("checkout.payments_unavailable")
-      : t("checkout.payment_error");
-    if (err instanceof ApiError && err.problem) showError(pageError, err);
+    // 404 without booking_not_found: this server has no payments route
+    const missing = err instanceof ApiError && err.status === 404 && err.problem?.code !== "booking_not_found";
+    statusLine.textContent = t(missing ? "checkout.payments_unavailable" : "checkout.payment_error");
+    if (!missing && err instanceof ApiError && err.problem) showError(pageError, err);
     return;
   }
   if (config.paymentMode === "stripe") {
