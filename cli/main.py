@@ -8,6 +8,7 @@
     educonnect serve                           the HTTP API (cli/serve.py)
     educonnect stats                           row counts (cli/stats.py)
     educonnect payments reconcile              Stripe vs local payments (payments/cli.py)
+    educonnect demo journey                    the student journey via the API (cli/demo.py)
 
 Bad input exits with code 2 and a message (typer/click's usage-error convention).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import typer
 
 from cli.db import db_app
+from cli.demo import demo_app
 from cli.index import index_app
 from cli.indexer import indexer_app
 from cli.reindex import reindex
@@ -34,6 +36,7 @@ app.command("reindex")(reindex)
 app.command("serve")(serve)
 app.command("stats")(stats)
 app.add_typer(payments_app, name="payments")
+app.add_typer(demo_app, name="demo")
 
 
 if __name__ == "__main__":

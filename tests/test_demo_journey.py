@@ -1,0 +1,91 @@
+"""`educonnect demo journey` against a running stack: the API, a Celery worker and the
+streaming indexer as subprocesses, the Stripe stand-in sending signed webhooks (like the
+payments tests). The command must print every step and exit 0; a stack missing its worker
+must make it exit 1 at the confirmation step."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.conftest import truncate_all
+from tests.payments_kit import (
+    WEBHOOK_PATH,
+    Process,
+    start_api,
+    start_standin,
+    start_worker,
+    stripe_env,
+    unbalanced,
+)
+
+pytestmark = pytest.mark.slow
+
+STEPS = (
+    "API ready", "tutor signs up", "tutor publishes a profile", "tutor adds a group class",
+    "student finds the tutor (search)", "student opens the profile", "student sees the slots",
+    "student signs up", "student holds 2 seats", "seats left drop while held",
+    "payment intent", "payment (stand-in succeeds it)", "confirmed by the webhook",
+    "refund shown before cancel",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def stack(database_url: str) -> Iterator[dict[str, Any]]:
+    truncate_all(database_url)
+    standin = start_standin()
+    env = stripe_env(standin.url, database_url)
+    api, url = start_api(env)
+    indexer = Process([sys.executable, "-m", "cli", "indexer", "run"], env)
+    standin.standin.webhook_url = url + WEBHOOK_PATH
+    try:
+        yield {"url": url, "env": env, "standin": standin}
+    finally:
+        indexer.stop()
+        api.stop()
+        standin.standin.close()
+        standin.shutdown()
+        with psycopg.connect(database_url) as db:
+            assert unbalanced(db) == []
+        truncate_all(database_url)
+
+
+def _demo(stack: dict[str, Any], wait_s: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli", "demo", "journey", "--api", stack["url"], "--wait-s", wait_s],
+        env={**os.environ, **stack["env"]},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_without_a_worker_the_journey_fails_at_the_confirmation(stack: dict[str, Any]) -> None:
+    """No worker: the webhook is stored but never processed, the booking stays pending."""
+    done = _demo(stack, "3")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "ok  payment (stand-in succeeds it)" in done.stdout
+    assert "FAIL confirmed by the webhook" in done.stderr
+    assert "is the worker running?" in done.stderr
+
+
+def test_the_demo_journey_passes_on_a_running_stack(stack: dict[str, Any]) -> None:
+    worker = start_worker(stack["env"])
+    try:
+        done = _demo(stack, "60")
+    finally:
+        worker.stop()
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("  ok  ")]
+    assert [line[6:40].strip() for line in lines] == list(STEPS)
+    for line in lines:
+        assert re.search(r"\s\d+\.\d ms  ", line), line  # every step has its latency
+    assert "hold -> confirmed in" in done.stdout
+    assert done.stdout.rstrip().splitlines()[-1].startswith(f"journey complete: {len(STEPS)} steps")
