@@ -1,4 +1,4 @@
-"""`make capacity`: the highest sustained request rate within the search SLO.
+"""`make capacity`: the highest sustained request rate within the SLOs (mixed profile).
 
     python -m loadtests.capacity [--steps 8,16,32,…] [--step-duration 30] [--cache both]
 
@@ -8,7 +8,9 @@ starts the stack once, then runs the Locust users (same mix and think times as
 ramp-up (`--reset-stats`: the ramp is not measured), after an unmeasured warm-up of
 `--warmup` seconds at the first step's load on the freshly started stack. A step holds when every search
 endpoint's P95 is within `--target-ms` (default: the stricter search SLO of slo.yaml,
-25 ms) and the error budget holds; the first step that breaks ends the mode. The report
+25 ms), the error budget holds and every other SLO of slo.yaml holds (the mixed profile:
+booking create, payment intent, webhook ingest, hold → confirmed, no 5xx); the first step
+that breaks ends the mode and names the first SLO broken. The report
 gives, per mode, the highest step that held: users, total and search req/s, P50/P95/P99
 per endpoint and the cache hit ratio. Writes `capacity.json` (and every step's Locust
 outputs) and `capacity.md` (the same as Markdown tables for the README) under
@@ -29,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from loadtests import gate
-from loadtests.run import timestamp
+from loadtests.run import payments_env, timestamp
 from loadtests.stack import ROOT, Stack, prepare_database, run_locust
 
 SEARCH = (
@@ -52,9 +54,15 @@ def strict_search_target(slo: dict[str, Any]) -> float:
 
 
 def judge_step(
-    summary: dict[str, Any], target_ms: float, budget: dict[str, Any]
+    summary: dict[str, Any],
+    target_ms: float,
+    budget: dict[str, Any],
+    slo: dict[str, Any] | None = None,
 ) -> tuple[bool, str]:
-    """(held, reason): every search endpoint's P95 ≤ `target_ms` and errors within budget."""
+    """(held, reason): every search endpoint's P95 ≤ `target_ms`, errors within budget,
+    and — with `slo` (the mixed profile) — every other SLO of the gate (booking create,
+    payment intent, webhook ingest, hold → confirmed, no 5xx…): the reason names the
+    first one broken."""
     by_key = {e["key"]: e for e in summary["endpoints"]}
     for key in SEARCH:
         e = by_key.get(key)
@@ -65,6 +73,10 @@ def judge_step(
     ratio = float(summary["total"]["error_ratio"])
     if ratio > float(budget.get("max_error_ratio", 0.01)):
         return False, f"error ratio {ratio:.2%} over budget"
+    if slo is not None:
+        breaches = gate.evaluate(summary, slo).breaches
+        if breaches:
+            return False, f"first SLO broken: {breaches[0].message}"
     return True, "within SLO"
 
 
@@ -98,12 +110,15 @@ def run_mode(
     host = args.host.rstrip("/")
     env: dict[str, str] = {}
     if not host:
+        stack_env, pay_env = payments_env(args.port)
         stack = Stack(
             port=args.port,
             workers=args.workers,
             cache=bool(cache),
             log_path=out / label / "stack.log",
+            env=stack_env,
         )
+        env.update(pay_env)
         stack.start()
         host = stack.url
         env["LOCUST_DATABASE_URL"] = os.environ.get("DATABASE_URL", "")
@@ -129,7 +144,7 @@ def run_mode(
                 wait_scale=args.wait_scale, reset_stats=True, env=env, quiet=True,
             )  # fmt: skip
             summary = json.loads(path.read_text())
-            held, reason = judge_step(summary, target, budget)
+            held, reason = judge_step(summary, target, budget, getattr(args, "slo_data", None))
             rec = step_record(users, summary, held, reason)
             steps.append(rec)
             print(f"[capacity] {label} {users:5d} users: {rec['rps']:8.1f} req/s, search P95 "
@@ -272,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--students", type=int, default=int(os.environ.get("STUDENTS", 1000)))
     args = ap.parse_args(argv)
     slo = gate.load_slo(args.slo)
+    args.slo_data = slo
     target = args.target_ms or strict_search_target(slo)
     budget = slo.get("error_budget") or {}
     out = (

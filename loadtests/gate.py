@@ -223,6 +223,25 @@ def evaluate(run: dict[str, Any], slo: dict[str, Any]) -> GateResult:
                 f"e.g. {first}" if first else "",
             )
         )  # fmt: skip
+    # any 5xx answer fails the run, whatever the error budget (counted by the locustfile)
+    if "status_5xx" in (run.get("run") or {}) or run.get("run", {}).get("counts_5xx"):
+        fives = run["run"].get("status_5xx") or {}
+        n5 = sum(fives.values())
+        first5 = next(iter(fives), "")
+        result.checks.append(
+            Check(
+                "no 5xx", "all requests", "5xx", 0, n5, int(total.get("requests") or 0),
+                "PASS" if n5 == 0 else "BREACH", f"e.g. {first5}" if first5 else "",
+            )
+        )  # fmt: skip
+    # invariants checked on the database after the run (loadtests/invariants.py)
+    for inv, rows in (run.get("invariants") or {}).items():
+        result.checks.append(
+            Check(
+                "invariant", inv, "rows", 0, len(rows), len(rows),
+                "PASS" if not rows else "BREACH", f"e.g. {rows[0]}" if rows else "",
+            )
+        )  # fmt: skip
     if int(total.get("requests") or 0) == 0:
         result.checks.append(
             Check("run", "all requests", "requests", 1, 0, 0, "BREACH", "the run sent no request")

@@ -125,6 +125,7 @@ def _init(environment: Any, **_kw: Any) -> None:
         emails = seeded_provider_emails()
     PROVIDER_ACCOUNTS[:] = [(e, password) for e in emails]
     summary.RUN_INFO.update(
+        counts_5xx=True,  # the gate then fails on any 5xx (status_5xx, filled as they come)
         places_source=source,
         places=[f"{p.name} ({p.country})" for p in places[:10]],
         provider_accounts=len(PROVIDER_ACCOUNTS),
@@ -662,3 +663,226 @@ class ProviderEditor(FastHttpUser):
         ) as r:
             if r.status_code != 200:
                 r.failure(f"HTTP {r.status_code}")
+
+
+# ------------------------------------------------------------------ the write side
+#
+# Students who hold, pay and get confirmed; a webhook sender. They need the API's payments
+# (and, for the session token, the sessions) routes; `educonnect`'s OpenAPI says which
+# routes the target has, read once per process.
+
+N_BOOKINGS = f"{API}/bookings"
+N_BOOKING = f"{API}/bookings/{{booking_id}}"
+N_PAY_INTENT = f"{API}/bookings/{{booking_id}}/payment-intent"
+N_SESSION_TOKEN = f"{API}/bookings/{{booking_id}}/session-token"
+N_CANCEL = f"{API}/bookings/{{booking_id}}/cancel"
+N_WEBHOOK = f"{API}/payments/webhooks/stripe"
+N_REGISTER = f"{API}/auth/register"
+# The end-to-end time from the hold's 201 to the booking read back `confirmed` (the stand-in
+# succeeds the intent, its signed webhook is stored, the worker confirms): a Locust entry
+# of its own, type JOURNEY, so the gate and the plots treat it like an endpoint.
+N_HOLD_TO_CONFIRMED = "hold -> confirmed"
+STANDIN_URL = os.environ.get("LOCUST_STRIPE_STANDIN_URL", "").rstrip("/")
+WEBHOOK_SECRET = os.environ.get("LOCUST_STRIPE_WEBHOOK_SECRET", "whsec_standin")
+CANCEL_SHARE = float(os.environ.get("LOCUST_CANCEL_SHARE", "0.3"))
+STATUS_5XX: Counter[str] = Counter()
+_routes: set[str] | None = None
+_routes_lock = threading.Lock()
+# Answers of a hold that are the product working under contention, not errors.
+HOLD_REFUSALS = {"sold_out", "overlapping_booking", "min_notice", "slot_not_open", "slot_in_past"}
+
+
+@events.request.add_listener
+def _count_5xx(request_type: str, name: str, response: Any = None, **_kw: Any) -> None:
+    status = getattr(response, "status_code", None)
+    if isinstance(status, int) and status >= 500:
+        STATUS_5XX[f"{request_type} {name}"] += 1
+        summary.RUN_INFO["status_5xx"] = dict(STATUS_5XX)
+
+
+def api_routes(client: Any) -> set[str]:
+    """`METHOD path` of every route in the target's OpenAPI (read once per process)."""
+    global _routes
+    with _routes_lock:
+        if _routes is None:
+            r = client.get("/openapi.json", name="openapi")
+            spec = r.json() if r.status_code == 200 else {"paths": {}}
+            _routes = {f"{m.upper()} {p}" for p, ops in spec.get("paths", {}).items() for m in ops}
+        return _routes
+
+
+class StudentBooker(SearchUser):
+    """A student: finds a tutor, holds a seat of an open slot, creates the PaymentIntent,
+    pays (the Stripe stand-in is told to succeed it, as `stripe trigger` does), waits for
+    the webhook to confirm, fetches a session token (when the sessions routes exist; days
+    ahead the answer is 409 `too_early`, still the whole check), and cancels a share
+    (`LOCUST_CANCEL_SHARE`, 30 %). A refused hold (sold out, overlapping) is the product
+    working under contention: counted as answered, not as an error."""
+
+    weight = 1
+    wait_time = think(2, 6)
+
+    def on_start(self) -> None:
+        routes = api_routes(self.client)
+        if f"POST {N_PAY_INTENT.replace('{booking_id}', '{booking_id}')}" not in routes:
+            log.warning("StudentBooker: the target has no payment-intent route")
+            raise StopUser()
+        if not STANDIN_URL:
+            log.warning("StudentBooker: LOCUST_STRIPE_STANDIN_URL unset (who pays?)")
+            raise StopUser()
+        self.sessions = f"POST {N_SESSION_TOKEN}" in routes
+        self.place = pick_place()
+        email = f"loadtest-student-{uuid.uuid4().hex[:12]}@example.com"
+        password = "loadtest-student-pw-1"  # noqa: S105 - an account this run creates
+        with self.client.post(
+            N_REGISTER, name=N_REGISTER, catch_response=True,
+            json={"email": email, "password": password, "full_name": "Load Student",
+                  "role": "student"},
+        ) as r:  # fmt: skip
+            if r.status_code != 201:
+                r.failure(f"HTTP {r.status_code}: {(r.text or '')[:200]}")
+                raise StopUser()
+        with self.client.post(
+            N_LOGIN, name=N_LOGIN, catch_response=True,
+            data={"username": email, "password": password},
+        ) as r:  # fmt: skip
+            if r.status_code != 200:
+                r.failure(f"HTTP {r.status_code}: {(r.text or '')[:200]}")
+                raise StopUser()
+            self.headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+    def pick_slot(self) -> str | None:
+        """A tutor near the student's city, then one of its open slots with a seat left
+        at least 3 h ahead."""
+        lat, lng = jitter(self.place, 5)
+        body = self.search(N_TUTORS, {"lat": lat, "lng": lng, "radius_km": 15, "limit": 20})
+        if not body or not body["items"]:
+            return None
+        pid = random.choice(body["items"])["id"]
+        with self.client.get(
+            f"{API}/providers/{pid}/availability", name=N_PROVIDER_AVAIL, catch_response=True
+        ) as r:
+            if r.status_code != 200:
+                r.failure(f"HTTP {r.status_code}")
+                return None
+            soon = datetime.now(UTC) + timedelta(hours=3)
+            open_ = [
+                s["id"] for s in r.json()["items"]
+                if s["seats_left"] > 0 and datetime.fromisoformat(s["starts_at"]) > soon
+            ]  # fmt: skip
+        return random.choice(open_) if open_ else None
+
+    @task
+    def book_and_pay(self) -> None:
+        slot = self.pick_slot()
+        if slot is None:
+            return
+        with self.client.post(
+            N_BOOKINGS, name=N_BOOKINGS, catch_response=True, json={"slot_id": slot, "seats": 1},
+            headers={**self.headers, "Idempotency-Key": f'"{uuid.uuid4()}"'},
+        ) as r:  # fmt: skip
+            if r.status_code == 409 and (r.json() or {}).get("code") in HOLD_REFUSALS:
+                r.success()
+                return
+            if r.status_code != 201:
+                r.failure(f"HTTP {r.status_code}: {(r.text or '')[:200]}")
+                return
+            booking = r.json()["id"]
+        held = time.perf_counter()
+        with self.client.post(
+            f"{API}/bookings/{booking}/payment-intent", name=N_PAY_INTENT, catch_response=True,
+            headers={**self.headers, "Idempotency-Key": f'"pi-{booking}"'},
+        ) as r:  # fmt: skip
+            if r.status_code not in (200, 201):
+                r.failure(f"HTTP {r.status_code}: {(r.text or '')[:200]}")
+                return
+            intent = r.json()["client_secret"].split("_secret_")[0]
+        with self.client.post(
+            f"{STANDIN_URL}/_standin/payment_intents/{intent}/succeed",
+            name="stand-in: succeed the intent", catch_response=True,
+        ) as r:  # fmt: skip
+            if r.status_code != 200:
+                r.failure(f"HTTP {r.status_code}")
+                return
+        self.wait_confirmed(booking, held)
+        if self.sessions:
+            with self.client.post(
+                f"{API}/bookings/{booking}/session-token", name=N_SESSION_TOKEN,
+                headers=self.headers, catch_response=True,
+            ) as r:  # fmt: skip
+                if r.status_code == 200 or (
+                    r.status_code == 409 and (r.json() or {}).get("code") == "too_early"
+                ):
+                    r.success()
+                else:
+                    r.failure(f"HTTP {r.status_code}: {(r.text or '')[:200]}")
+        if random.random() < CANCEL_SHARE:
+            with self.client.post(
+                f"{API}/bookings/{booking}/cancel", name=N_CANCEL, catch_response=True,
+                json={"reason": "load test"}, headers=self.headers,
+            ) as r:  # fmt: skip
+                if r.status_code != 200:
+                    r.failure(f"HTTP {r.status_code}: {(r.text or '')[:200]}")
+
+    def wait_confirmed(self, booking: str, held: float, limit_s: float = 30.0) -> None:
+        """Poll the booking (as the page does) until confirmed; the hold → confirmed time
+        is reported as its own entry."""
+        deadline = time.monotonic() + limit_s
+        status = "pending"
+        while time.monotonic() < deadline:
+            with self.client.get(
+                f"{API}/bookings/{booking}", name=N_BOOKING, headers=self.headers,
+                catch_response=True,
+            ) as r:  # fmt: skip
+                ok = r.status_code == 200
+                status = r.json().get("status", "?") if ok else f"HTTP {r.status_code}"
+                if not ok:
+                    r.failure(status)
+            if status != "pending":
+                break
+            time.sleep(0.1)
+        ms = (time.perf_counter() - held) * 1000
+        exc = None if status == "confirmed" else RuntimeError(f"booking {status} after {ms:.0f} ms")
+        events.request.fire(
+            request_type="JOURNEY", name=N_HOLD_TO_CONFIRMED, response_time=ms,
+            response_length=0, exception=exc, context={},
+        )  # fmt: skip
+
+
+class WebhookSender(FastHttpUser):
+    """Stripe's at-least-once delivery: re-sends events the stand-in already delivered
+    (read from `GET /_standin/events`), signed with the webhook secret the way Stripe signs
+    (HMAC-SHA256 of "{t}.{body}"), so the ingest path — verify, store by event id, ack —
+    is loaded with duplicates, which must be acknowledged (200) and change nothing."""
+
+    weight = 1
+    wait_time = think(0.5, 2)
+
+    def on_start(self) -> None:
+        if not STANDIN_URL or f"POST {N_WEBHOOK}" not in api_routes(self.client):
+            raise StopUser()
+
+    @task
+    def redeliver(self) -> None:
+        import hashlib
+        import hmac
+        import json
+
+        with self.client.get(
+            f"{STANDIN_URL}/_standin/events", name="stand-in: events", catch_response=True
+        ) as r:
+            if r.status_code != 200:
+                r.failure(f"HTTP {r.status_code}")
+        events_ = r.json().get("data", []) if r.status_code == 200 else []
+        if not events_:
+            return
+        body = json.dumps(random.choice(events_[-200:]), separators=(",", ":")).encode()
+        ts = str(int(time.time()))
+        sig = hmac.new(WEBHOOK_SECRET.encode(), f"{ts}.".encode() + body, hashlib.sha256)
+        with self.client.post(
+            N_WEBHOOK, name=N_WEBHOOK, data=body.decode(), catch_response=True,
+            headers={"Content-Type": "application/json",
+                     "Stripe-Signature": f"t={ts},v1={sig.hexdigest()}"},
+        ) as resp:  # fmt: skip
+            if resp.status_code != 200:
+                resp.failure(f"HTTP {resp.status_code}: {(resp.text or '')[:200]}")

@@ -2,7 +2,9 @@
 
 `latency.png`: P50/P95/P99 of all requests over time and the P95 of each search endpoint,
 with the search SLO lines; `throughput.png`: requests/s and failures/s over time, per
-endpoint, with the number of users. Locust's history percentiles are those of a sliding
+endpoint, with the number of users; `steps.png`: P50/P95 of each step of the student journey
+(search, slots, hold, payment intent, webhook ingest, booking read, session token, cancel,
+hold → confirmed, a provider adding a slot) with its SLO. Locust's history percentiles are those of a sliding
 window (the last ~10 s), so the curves show how latency moves with the load.
 """
 
@@ -19,6 +21,20 @@ SEARCH = (
     "GET /api/v1/search/coaches",
 )
 
+
+# The steps of the student journey, each plotted on its own (steps.png), with its SLO.
+JOURNEY_STEPS: tuple[tuple[str, str, float | None], ...] = (
+    ("search tutors", "GET /api/v1/search/tutors", 200.0),
+    ("slots", "GET /api/v1/providers/{provider_id}/availability", 100.0),
+    ("hold", "POST /api/v1/bookings", 150.0),
+    ("payment intent", "POST /api/v1/bookings/{booking_id}/payment-intent", 300.0),
+    ("webhook ingest", "POST /api/v1/payments/webhooks/stripe", 100.0),
+    ("booking read", "GET /api/v1/bookings/{booking_id}", 150.0),
+    ("session token", "POST /api/v1/bookings/{booking_id}/session-token", 120.0),
+    ("cancel", "POST /api/v1/bookings/{booking_id}/cancel", 150.0),
+    ("hold → confirmed", "JOURNEY hold -> confirmed", 2000.0),
+    ("provider adds a slot", "POST /api/v1/availability", 250.0),
+)
 
 NAN = float("nan")
 
@@ -109,4 +125,29 @@ def plot_history(
     fig.tight_layout()
     fig.savefig(thr, dpi=110)
     plt.close(fig)
-    return [lat, thr]
+    paths = [lat, thr]
+
+    present = [(label, key, slo) for label, key, slo in JOURNEY_STEPS if series.get(key)]
+    if present:
+        cols = 2
+        rows_n = (len(present) + cols - 1) // cols
+        fig, axes = plt.subplots(rows_n, cols, figsize=(12, 2.8 * rows_n), squeeze=False)
+        for ax, (label, key, slo) in zip(axes.flat, present, strict=False):
+            rows = series[key]
+            for col, style in (("50%", "-"), ("95%", "-")):
+                ax.plot(xs(rows), [_ms(r[col]) for r in rows], style, lw=1.5, label=f"P{col[:-1]}")
+            if slo is not None:
+                ax.axhline(slo, color="red", lw=0.8, ls="-.", label=f"P95 SLO {slo:g} ms")
+            ax.set_title(f"{label}: {key}", fontsize=9)
+            ax.set_ylabel("ms")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=7, loc="upper left")
+        for ax in list(axes.flat)[len(present) :]:
+            ax.axis("off")
+        fig.suptitle("The journey step by step (Locust, sliding window)")
+        fig.tight_layout()
+        steps = out_dir / "steps.png"
+        fig.savefig(steps, dpi=100)
+        plt.close(fig)
+        paths.append(steps)
+    return paths

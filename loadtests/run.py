@@ -20,7 +20,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from loadtests import gate
+from loadtests import gate, invariants
 from loadtests.plot import plot_history
 from loadtests.stack import ROOT, Stack, prepare_database, run_locust
 from loadtests.summary import markdown
@@ -29,6 +29,21 @@ from loadtests.summary import markdown
 def timestamp() -> str:
     """A UTC timestamp usable as a directory name."""
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def payments_env(api_port: int) -> tuple[dict[str, str], dict[str, str]]:
+    """The environment of a started stack's Stripe stand-in (on `LOADTEST_STANDIN_PORT`,
+    default the API's port + 21) and of the Locust users who pay through it and re-send
+    its webhooks signed with its secret (the settings' default unless
+    STRIPE_WEBHOOK_SECRET is set)."""
+    port = int(os.environ.get("LOADTEST_STANDIN_PORT", api_port + 21))
+    url = f"http://127.0.0.1:{port}"
+    stack = {"STRIPE_STANDIN_PORT": str(port), "STRIPE_STANDIN_URL": url}
+    locust = {
+        "LOCUST_STRIPE_STANDIN_URL": url,
+        "LOCUST_STRIPE_WEBHOOK_SECRET": os.environ.get("STRIPE_WEBHOOK_SECRET", "whsec_standin"),
+    }
+    return stack, locust
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     host = args.host.rstrip("/")
     if not host:
         prepare_database(args.tutors, args.coaches, args.students)
+        stack_env, pay_env = payments_env(args.port)
         stack = Stack(port=args.port, workers=args.workers, cache=not args.no_cache,
-                      log_path=out / "stack.log")  # fmt: skip
+                      log_path=out / "stack.log", env=stack_env)  # fmt: skip
         print(f"[loadtest] starting the stack on {stack.url} ({args.workers} API workers, "
               f"cache {'off' if args.no_cache else 'on'})")  # fmt: skip
         stack.start()
@@ -73,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         env["LOCUST_DATABASE_URL"] = os.environ.get("DATABASE_URL", "")
         env["LOADTEST_API_WORKERS"] = str(args.workers)
         env["LOADTEST_SEARCH_CACHE"] = "off" if args.no_cache else "on"
+        env.update(pay_env)
     warmup = args.warmup if args.warmup is not None else (0 if args.host else 20)
     try:
         if warmup > 0:
@@ -89,6 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if stack is not None:
             stack.stop()
+    db_url = env.get("LOCUST_DATABASE_URL") or os.environ.get("LOADTEST_DATABASE_URL", "")
+    if db_url:
+        data = json.loads(summary.read_text())
+        data["invariants"] = invariants.check(db_url)
+        summary.write_text(json.dumps(data, indent=2))
+        broken = {k: len(v) for k, v in data["invariants"].items() if v}
+        print(f"[loadtest] invariants: {broken or 'all hold'}")
     history = out / "locust_stats_history.csv"
     if history.exists():
         for png in plot_history(history, out):

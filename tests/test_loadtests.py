@@ -7,14 +7,15 @@ import json
 import socket
 import subprocess
 import sys
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.conftest import truncate_all
+from tests.booking_helpers import create_slot
+from tests.conftest import create_provider, create_user, truncate_all
 
 ROOT = Path(__file__).resolve().parent.parent
 CI_SLO = Path(__file__).with_name("data") / "slo-ci.yaml"
@@ -68,6 +69,10 @@ def healthy() -> list[dict[str, Any]]:
         endpoint("GET", "/api/v1/search/coaches", p95=9),
         endpoint("PATCH", "/api/v1/profiles/me", n=30, p95=40),
         endpoint("POST", "/api/v1/availability", n=30, p95=45),
+        endpoint("POST", "/api/v1/bookings", n=40, p95=60),
+        endpoint("POST", "/api/v1/bookings/{booking_id}/payment-intent", n=40, p95=90),
+        endpoint("POST", "/api/v1/payments/webhooks/stripe", n=40, p95=20),
+        endpoint("JOURNEY", "hold -> confirmed", n=40, p95=700),
     ]
 
 
@@ -81,7 +86,7 @@ def test_gate_passes_a_healthy_summary_and_skips_planned_endpoints(tmp_path: Pat
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SLO gate passed" in r.stdout
     assert "SKIP" in r.stdout
-    assert "bookings API not built yet" in r.stdout
+    assert "session-token route not in this" in r.stdout
 
 
 def test_gate_fails_when_search_p95_breaches_and_names_the_endpoint(tmp_path: Path) -> None:
@@ -118,6 +123,64 @@ def test_gate_fails_when_a_required_endpoint_was_not_exercised(tmp_path: Path) -
     r = gate(str(path))
     assert r.returncode == 1
     assert "GET /api/v1/search/coaches (no successful request in this run)" in r.stdout
+
+
+def test_gate_fails_on_any_5xx_and_names_the_endpoint(tmp_path: Path) -> None:
+    data = summary(healthy())
+    data["run"] = {"counts_5xx": True, "status_5xx": {"POST /api/v1/bookings": 1}}
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps(data))
+    r = gate(str(path))
+    assert r.returncode == 1
+    assert "BREACH no 5xx: all requests 5xx 1 > 0 (e.g. POST /api/v1/bookings)" in r.stdout
+    data["run"]["status_5xx"] = {}
+    path.write_text(json.dumps(data))
+    assert gate(str(path)).returncode == 0
+
+
+def test_gate_fails_on_an_oversold_slot_or_an_unbalanced_ledger(tmp_path: Path) -> None:
+    data = summary(healthy())
+    data["invariants"] = {"oversold_slots": [], "unbalanced_ledger": []}
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps(data))
+    assert gate(str(path)).returncode == 0
+    data["invariants"] = {"oversold_slots": ["(slot-1, 3, 4, 4)"], "unbalanced_ledger": []}
+    path.write_text(json.dumps(data))
+    r = gate(str(path))
+    assert r.returncode == 1
+    assert "BREACH invariant: oversold_slots rows 1 > 0 (e.g. (slot-1, 3, 4, 4))" in r.stdout
+
+
+def test_invariants_count_from_the_bookings(database_url: str) -> None:
+    """An oversold slot (its counter bypassed by disabling the trigger) and an unbalanced
+    ledger transaction are both found; a clean database has none."""
+    from loadtests.invariants import check
+
+    truncate_all(database_url)
+    assert check(database_url) == {
+        "oversold_slots": [], "seats_counter_drift": [], "unbalanced_ledger": []
+    }  # fmt: skip
+    with psycopg.connect(database_url, autocommit=True) as db:
+        provider = create_provider(db)
+        slot = create_slot(db, provider, capacity=1)
+        students = [create_user(db) for _ in range(2)]
+        db.execute("ALTER TABLE bookings DISABLE TRIGGER USER")
+        try:
+            for sid in students:
+                db.execute(
+                    "INSERT INTO bookings (student_id, booked_by, provider_id, slot_id, seats,"
+                    " starts_at, ends_at, status, hold_expires_at, price_minor, currency,"
+                    " cancel_policy) SELECT %s, %s, provider_id, id, 1, starts_at, ends_at,"
+                    " 'confirmed', now(), 3000, 'EUR', '{}'::jsonb"
+                    " FROM availability_slots WHERE id = %s",
+                    (sid, sid, slot),
+                )
+        finally:
+            db.execute("ALTER TABLE bookings ENABLE TRIGGER USER")
+    found = check(database_url)
+    assert len(found["oversold_slots"]) == 1
+    assert str(slot) in found["oversold_slots"][0]
+    truncate_all(database_url)
 
 
 def test_gate_reads_locust_stats_csv(tmp_path: Path) -> None:
@@ -168,7 +231,9 @@ def small_marketplace(database_url: str) -> Any:
 
     truncate_all(database_url)
     with psycopg.connect(database_url, autocommit=True) as conn:
-        seed(conn, SeedParams(tutors=400, coaches=150, students=5, seed=5, start=date(2031, 1, 6)))
+        # slots from tomorrow: the students book inside the availability window (28 days)
+        start = date.today() + timedelta(days=1)
+        seed(conn, SeedParams(tutors=400, coaches=150, students=5, seed=5, start=start))
         with conn.transaction():
             build_all(conn)
     yield database_url
@@ -178,30 +243,47 @@ def small_marketplace(database_url: str) -> Any:
 def test_gate_passes_on_a_tiny_real_load(
     small_marketplace: str, redis_url: str, tmp_path: Path
 ) -> None:
-    """11 Locust users (4 map, 4 list, 2 coach, 1 provider) for 6 s against the real API
-    (uvicorn) and indexer over the seeded test database; the gate passes the CI SLOs."""
+    """13 Locust users (4 map, 4 list, 2 coach, 1 provider, 1 student who books and pays,
+    1 webhook sender) for 8 s against the real stack (API, indexer, worker, Stripe
+    stand-in) over the seeded test database; no oversold slot, a balanced ledger, and the
+    gate passes the CI SLOs."""
+    from loadtests import invariants
     from loadtests.plot import plot_history
+    from loadtests.run import payments_env
     from loadtests.stack import Stack, run_locust
 
+    port = free_port()
+    stack_env, pay_env = payments_env(port)
+    stack_env["STRIPE_STANDIN_PORT"] = str(free_port())
+    stack_env["STRIPE_STANDIN_URL"] = f"http://127.0.0.1:{stack_env['STRIPE_STANDIN_PORT']}"
+    pay_env["LOCUST_STRIPE_STANDIN_URL"] = stack_env["STRIPE_STANDIN_URL"]
     stack = Stack(
-        port=free_port(),
+        port=port,
         workers=1,
         indexer_metrics_port=free_port(),
         log_path=tmp_path / "stack.log",
-        env={"DATABASE_URL": small_marketplace, "REDIS_URL": redis_url},
-    )
+        env={"DATABASE_URL": small_marketplace, "REDIS_URL": redis_url, **stack_env,
+             "WORKER_METRICS_PORT": "0"},
+    )  # fmt: skip
     with stack:
         path = run_locust(
-            stack.url, tmp_path, users=11, spawn_rate=11, duration="6s", wait_scale=0.3,
-            env={"LOCUST_DATABASE_URL": small_marketplace}, quiet=True,
+            stack.url, tmp_path, users=13, spawn_rate=13, duration="8s", wait_scale=0.3,
+            env={"LOCUST_DATABASE_URL": small_marketplace, **pay_env}, quiet=True,
         )  # fmt: skip
     data = json.loads(path.read_text())
+    data["invariants"] = invariants.check(small_marketplace)
+    path.write_text(json.dumps(data))
+    assert not any(data["invariants"].values()), data["invariants"]
     keys = {e["key"]: e for e in data["endpoints"]}
     for name in SEARCH:
         assert keys[f"GET {name}"]["requests"] > 0
     writes = ("PATCH /api/v1/profiles/me", "POST /api/v1/availability")
     assert keys["POST /api/v1/auth/login"]["requests"] >= 1
     assert sum(keys.get(k, {}).get("requests", 0) for k in writes) > 0  # on_stop PATCHes too
+    assert keys["POST /api/v1/bookings"]["requests"] > 0
+    assert keys["JOURNEY hold -> confirmed"]["requests"] > 0, (tmp_path / "stack.log").read_text()[
+        -3000:
+    ]
     assert data["run"]["places_source"] == "database"
     assert data["run"]["provider_accounts"] > 0
     cache = data["cache"]["responses"]
@@ -210,6 +292,7 @@ def test_gate_passes_on_a_tiny_real_load(
     )
     assert data["cache"]["metrics"] is not None  # /metrics was scraped before and after
     assert plot_history(tmp_path / "locust_stats_history.csv", tmp_path)
+    assert (tmp_path / "steps.png").exists()
     assert (tmp_path / "report.html").exists()
     r = gate(str(path), "--slo", str(CI_SLO))
     assert r.returncode == 0, r.stdout
