@@ -105,10 +105,10 @@ clean:
 bench-indexer: install services  ## relay freshness at 200 writes/s and catch-up throughput
 	$(BIN)/python -m loadtests.bench_indexer
 
-loadtest: install $(if $(LOADTEST_HOST),,services)  ## Locust run + HTML/CSV/JSON + plots + SLO gate (USERS SPAWN_RATE DURATION HOST)
+loadtest: install $(if $(LOADTEST_HOST),,services)  ## mixed read/write Locust run (search-heavy; students book and pay) + plots + SLO gate + invariants
 	$(BIN)/python -m loadtests.run --users $(USERS) --spawn-rate $(SPAWN_RATE) --duration $(DURATION) --wait-scale $(WAIT_SCALE) $(LOADTEST_TARGET)
 
-capacity: install $(if $(LOADTEST_HOST),,services)  ## step users up until search P95 > 25 ms, cache on and off (heavy: run on a quiet machine)
+capacity: install $(if $(LOADTEST_HOST),,services)  ## mixed profile: step users up until the first SLO breaks, cache on and off (heavy: run on a quiet machine)
 	$(BIN)/python -m loadtests.capacity --steps $(CAPACITY_STEPS) --step-duration $(STEP_DURATION) --cache $(CACHE) --wait-scale $(WAIT_SCALE) $(LOADTEST_TARGET)
 
 bench-reindex: install services  ## full reindex of 200k tutors + 50k coaches through a real Celery worker

@@ -110,7 +110,7 @@ def page_config(lang: str, test_now: str | None = None) -> dict[str, Any]:
     `testNow` (ENV=test only) is the instant the page's clock starts at: the scripts send
     it as `X-Test-Now` to the API, which honours it only in that environment."""
     s = get_settings()
-    publishable = getattr(s, "stripe_publishable_key", None) or None
+    publishable = s.stripe_publishable_key or None
     return {
         "testNow": test_now if s.env == "test" else None,
         "stripePublishableKey": publishable,
@@ -151,9 +151,16 @@ def _response(template: str, request: Request, lang: str | None, extra: str = ""
     chosen = choose_language(lang, request.headers.get("accept-language"))
     tiles = _tile_origin(get_settings().map_tile_url.strip())
     img_src = " ".join(x for x in ("'self'", "data:", tiles) if x)
+    # Stripe's Payment Element (journey pages, when a publishable key is set) loads
+    # Stripe.js, frames its fields and calls Stripe's API
+    stripe = bool(get_settings().stripe_publishable_key)
+    script_src = "'self' https://js.stripe.com" if stripe else "'self'"
+    connect_src = "'self' https://api.stripe.com" if stripe else "'self'"
+    frame_src = "; frame-src https://js.stripe.com https://hooks.stripe.com" if stripe else ""
     csp = (
-        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-        f"img-src {img_src}; connect-src 'self'; frame-ancestors 'none'; base-uri 'self'"
+        f"default-src 'self'; script-src {script_src}; style-src 'self' 'unsafe-inline'; "
+        f"img-src {img_src}; connect-src {connect_src}; frame-ancestors 'none'; "
+        f"base-uri 'self'{frame_src}"
     )
     return HTMLResponse(
         render_page(template, chosen, request.url.path, request.query_params.get("now"), extra),
@@ -209,8 +216,8 @@ async def test_payment(intent_id: str, outcome: str) -> JSONResponse:
     its signed webhook then takes the same path as Stripe's. Refused (404) when a real
     Stripe key is configured or in production."""
     s = get_settings()
-    standin = getattr(s, "stripe_standin_url", None)
-    uses_standin = not getattr(s, "stripe_secret_key", None)
+    standin = s.stripe_standin_url
+    uses_standin = s.stripe_uses_standin
     if s.env == "prod" or not standin or not uses_standin or outcome not in ("succeed", "fail"):
         return JSONResponse({"detail": "Not Found"}, status_code=404)
     if not re.fullmatch(r"pi_[A-Za-z0-9_]{1,200}", intent_id):

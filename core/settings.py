@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     # at STRIPE_API_BASE with STRIPE_STANDIN_API_KEY. STRIPE_API_BASE also overrides the real
     # API's address. Webhook signing secret (whsec_…) and the signature's tolerance (s).
     stripe_secret_key: str | None = None
+    # The web pages' Payment Element (pk_test_… / pk_live_…); unset: their labelled
+    # test-payment step against the stand-in instead
+    stripe_publishable_key: str | None = None
     stripe_api_base: str | None = None
     stripe_standin_url: str = "http://127.0.0.1:12111"
     stripe_standin_api_key: str = "sk_test_standin"

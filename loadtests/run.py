@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         prepare_database(args.tutors, args.coaches, args.students)
         stack_env, pay_env = payments_env(args.port)
         stack = Stack(port=args.port, workers=args.workers, cache=not args.no_cache,
-                      log_path=out / "stack.log", env=stack_env)  # fmt: skip
+                      log_path=out / "stack.log", env=stack_env,
+                      indexer_metrics_port=int(os.environ.get("LOADTEST_INDEXER_METRICS_PORT", 9118)))  # fmt: skip
         print(f"[loadtest] starting the stack on {stack.url} ({args.workers} API workers, "
               f"cache {'off' if args.no_cache else 'on'})")  # fmt: skip
         stack.start()
