@@ -326,7 +326,8 @@ def normalized(query: BaseModel, *, exclude: set[str] | None = None) -> dict[str
 #
 # The engines return `Results` / `MapResults`; the service sends them as JSON bytes. Their
 # bulky fields are the engines' own output (plain dicts and lists built from SQL rows) and
-# are not re-validated (`SkipValidation`): that cost ~0.1-0.3 ms per request for nothing.
+# are not re-validated (`SkipValidation`): validating them again would cost CPU on every
+# request and catch nothing.
 # The exact shape of a response body is described by the `*Page` models below, which the
 # OpenAPI document publishes and the tests check real bodies against (`extra="forbid"`).
 
