@@ -8,9 +8,11 @@ problem+json naming the parameter. Multi-valued filters (`subject`, `expertise`,
 
 So the handlers take the `Request` and build the model from its query string; the
 parameters are declared for OpenAPI only (`openapi_extra`, the entries FastAPI would
-generate from typed arguments), not resolved by FastAPI a first time. The 200 bodies are
-documented by `search.schemas.TutorPage` / `CoachPage` / `MapPage` (the service sends
-JSON bytes, not re-validated). The service itself is opened by the app's lifespan
+generate from typed arguments), not resolved by FastAPI a first time. Where a value is
+narrower than a string, its schema comes from the model's own constants (`MAX_ZOOM`,
+`BBOX_PATTERN`, which a test checks against the parser). The 200 bodies are documented
+by `search.schemas.TutorPage` / `CoachPage` / `MapPage` (the service sends JSON bytes, not
+re-validated). The service itself is opened by the app's lifespan
 (`api.app`, `core.bootstrap.open_search_service`).
 """
 
@@ -89,7 +91,8 @@ def _param(
     """An OpenAPI query parameter as FastAPI generates it for `Annotated[str | None,
     Query(description=...)]` (`kind="opt"`), `list[str] | None` (`"multi"`) or a required
     `str` (`"required"`). `value`: the schema of a given value when it is not any string
-    (a type with bounds, a pattern), from the rules of the query model that parses it."""
+    (a type with bounds, a pattern), from the rules of the query model that parses it;
+    `example`: the parameter's example value (schemathesis and Swagger UI use it)."""
     title = name.replace("_", " ").title()
     one = value or {"type": "string"}
     if kind == "required":
