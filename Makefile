@@ -91,7 +91,7 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: bench-seed bench-search bench-indexer bench-reindex bench-booking bench-payments  ## every benchmark, one after the other (~20 min here)
+bench: bench-seed bench-search bench-indexer bench-reindex bench-booking bench-payments  ## every benchmark, one after the other (long: run on a quiet machine)
 
 bench-seed: install services  ## seed 100,000 providers into a scratch database and time it
 	$(BIN)/python -m loadtests.bench_seed --providers 100000

@@ -197,10 +197,10 @@ def _rebuild_statement(suffix: str) -> sql.Composed:
     rows were in before the statement (`oc0`/`oc1`, read in its snapshot) and are in
     after it (the upserts' RETURNING), the blocks to re-pack.
 
-    The tsvector (~70 µs per provider here, half a batch's cost) is computed only for
-    the providers whose `text_key` differs from their stored document's (`vec`, a
-    second evaluation of the view for those ids, same snapshot); the others keep their
-    stored vector, which the same inputs would rebuild identically."""
+    The tsvector (about half a batch's cost) is computed only for the providers whose
+    `text_key` differs from their stored document's (`vec`, a second evaluation of the
+    view for those ids, same snapshot); the others keep their stored vector, which the
+    same inputs would rebuild identically."""
     src_cols = sorted({*TUTOR_COLUMNS, *COACH_COLUMNS} - {"search_vector"})
     families = [
         _family_ctes(i, docs, facets, cols, fcols, fexprs)

@@ -433,8 +433,8 @@ def describe_table(conn: psycopg.Connection[Any], live: str, shadow: str) -> Tab
         target = sql.Identifier(shadow).as_string(conn)
         ident = sql.Identifier(shadow_name).as_string(conn)
         # CONCURRENTLY: a plain CREATE INDEX holds an xid for the whole build, which pins
-        # the outbox horizon and stalls the streaming relay for that long (measured: the
-        # whole GIN build); a concurrent build holds one only for moments.
+        # the outbox horizon and stalls the streaming relay for the whole build (GIN
+        # builds are long); a concurrent build holds one only for moments.
         head = "CREATE UNIQUE INDEX CONCURRENTLY" if unique else "CREATE INDEX CONCURRENTLY"
         build = f"{head} {ident} ON {target}{_index_tail(indexdef)}"
         if conname:

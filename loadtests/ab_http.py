@@ -6,9 +6,9 @@
 Both servers (`educonnect serve --workers 2`, each checkout's own code through
 PYTHONPATH, this venv's packages) are up at once on the `make bench-search` dataset; wrk
 runs the benchmark's mix (`bench_search.wrk_bench`) against one, then the other, the
-order swapped each round, so both see the same drift of a shared machine (here, runs of
-one build moved by +-15 % from minute to minute). Prints per run and as medians: req/s,
-p95 (ms) and CPU per request (µs: the server's process tree, PostgreSQL, the machine).
+order swapped each round, so both see the same drift of a shared machine, whose
+throughput moves from minute to minute. Prints per run and as medians: req/s, p95 (ms)
+and CPU per request (µs: the server's process tree, PostgreSQL, the machine).
 Each checkout needs its C kernels built (`python setup.py build_ext --inplace`).
 """
 

@@ -7,17 +7,11 @@ Redis counter per engine (`search:gen:{engine}`) that index writers bump after e
 simply expire. One round trip per hit: a Lua script reads the generation and the entry
 together.
 
-Raw aliases (the lean path for hits): the exact request target (path + raw query string)
-also maps to the stored body under `search:v1:{engine}:raw:{generation}:{sha256(target)}`,
-written after a request went through validation and normalization once. A later identical
-request is answered from it by `api.search_fastpath` without building the query model;
-the generation is part of the key, so a bump invalidates aliases too.
-
 Concurrent misses of one key compute once: in one process the waiters share an asyncio
 future; across processes the first takes a short Redis lock (`SET NX PX`) and the others
 wait for its value (polling, bounded by the lock's lifetime) before computing themselves.
-The computed body, its raw alias and the lock's release go in one pipelined round trip (a
-miss costs 3 round trips: lookup, lock, store — each ~0.1 ms of client CPU in redis-py).
+The computed body and the lock's release go in one pipelined round trip, so a miss costs
+3 round trips: lookup, lock, store.
 """
 
 from __future__ import annotations
@@ -41,11 +35,6 @@ return {g, redis.call('GET', ARGV[1] .. ':' .. g .. ':' .. ARGV[2])}
 def generation_key(engine: str) -> str:
     """The Redis key of `engine`'s index generation counter."""
     return f"search:gen:{engine}"
-
-
-def target_digest(path: str, query_string: bytes) -> str:
-    """sha256 of a raw request target (path and query string exactly as received)."""
-    return hashlib.sha256(path.encode() + b"?" + query_string).hexdigest()
 
 
 def query_digest(endpoint: str, normalized_query: dict[str, Any]) -> str:
@@ -92,47 +81,24 @@ class SearchCache:
         )
         return int(gen), body
 
-    async def get_raw(self, target_digest: str) -> bytes | None:
-        """The body stored for a raw request target at the current generation, or None."""
-        _gen, body = await self._lookup(
-            keys=[generation_key(self.engine)], args=[self._base() + ":raw", target_digest]
-        )
-        return body if isinstance(body, bytes) else None
-
-    def _raw_key(self, gen: int, target_digest: str) -> str:
-        return f"{self._base()}:raw:{gen}:{target_digest}"
-
-    async def put_raw(self, gen: int, target_digest: str, body: bytes) -> None:
-        """Alias a raw request target to `body` (computed at generation `gen`)."""
-        await self.client.set(self._raw_key(gen, target_digest), body, ex=self.ttl_s)
-
     async def get_or_compute(
         self,
         digest: str,
         compute: Callable[[], Awaitable[bytes]],
-        *,
-        target_digest: str | None = None,
     ) -> tuple[bytes, bool]:
         """(body, hit). On a miss `compute()` runs once for all concurrent callers of this
-        process (and, through a Redis lock, usually once across processes). With
-        `target_digest`, the raw request target is aliased to the body as well."""
+        process (and, through a Redis lock, usually once across processes)."""
         gen, body = await self.get(digest)
         if body is not None:
-            if target_digest is not None:
-                await self.put_raw(gen, target_digest, body)
             return body, True
         key = f"{self._base()}:{gen}:{digest}"
         pending = self._inflight.get(key)
         if pending is not None:
-            body = await asyncio.shield(pending)
-            if target_digest is not None:
-                await self.put_raw(gen, target_digest, body)
-            return body, False
+            return await asyncio.shield(pending), False
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._inflight[key] = fut
-        raw = self._raw_key(gen, target_digest) if target_digest is not None else None
         try:
-            body = await self._compute_locked(key, compute, raw)
+            body = await self._compute_locked(key, compute)
             fut.set_result(body)
             return body, False
         except BaseException as exc:
@@ -142,11 +108,9 @@ class SearchCache:
         finally:
             del self._inflight[key]
 
-    async def _compute_locked(
-        self, key: str, compute: Callable[[], Awaitable[bytes]], raw: str | None
-    ) -> bytes:
-        """Compute under the cross-process lock and store the body (and its raw alias
-        `raw`) and release the lock in one round trip."""
+    async def _compute_locked(self, key: str, compute: Callable[[], Awaitable[bytes]]) -> bytes:
+        """Compute under the cross-process lock, then store the body and release the lock
+        in one round trip."""
         lock = key + ":lock"
         if not await self.client.set(lock, b"1", nx=True, px=self.lock_ms):
             # Another process computes it: wait for its value, bounded by the lock's life.
@@ -155,8 +119,6 @@ class SearchCache:
                 await asyncio.sleep(0.005)
                 body = await self.client.get(key)
                 if isinstance(body, bytes):
-                    if raw is not None:
-                        await self.client.set(raw, body, ex=self.ttl_s)
                     return body
                 if not await self.client.exists(lock):
                     break
@@ -167,8 +129,6 @@ class SearchCache:
             raise
         pipe = self.client.pipeline(transaction=False)
         pipe.set(key, body, ex=self.ttl_s)
-        if raw is not None:
-            pipe.set(raw, body, ex=self.ttl_s)
         pipe.delete(lock)
         await pipe.execute()
         return body

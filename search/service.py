@@ -112,7 +112,6 @@ class SearchService:
         endpoint: str,
         query: Any,
         compute: Callable[[SearchEngine], Awaitable[dict[str, Any]]],
-        target: str | None = None,
     ) -> bytes:
         started = time.perf_counter()
 
@@ -140,7 +139,7 @@ class SearchService:
             return _finish(await uncached(), cached=False, started=started)
         digest = query_digest(endpoint, normalized(query))
         try:
-            data, hit = await self.cache.get_or_compute(digest, body, target_digest=target)
+            data, hit = await self.cache.get_or_compute(digest, body)
         except _Degraded as d:
             CACHE_LOOKUPS.labels(endpoint, "miss").inc()
             return _finish(d.body, cached=False, started=started)
@@ -163,28 +162,27 @@ class SearchService:
         # degraded answer restarts from the first page rather than fail.
         return body_fields(await run(q.model_copy(update={"cursor": None})))
 
-    async def search_tutors(self, q: TutorQuery, target: str | None = None) -> bytes:
-        """The JSON body of `GET /api/v1/search/tutors`. `target`: the raw request target's
-        digest, aliased to the cached body for the lean path (`api.search_fastpath`)."""
+    async def search_tutors(self, q: TutorQuery) -> bytes:
+        """The JSON body of `GET /api/v1/search/tutors`."""
 
         async def go(engine: SearchEngine) -> dict[str, Any]:
             return await self._listing(engine, q, "search_tutors")
 
-        return await self._run("tutors", q, go, target)
+        return await self._run("tutors", q, go)
 
-    async def tutor_map(self, q: TutorMapQuery, target: str | None = None) -> bytes:
+    async def tutor_map(self, q: TutorMapQuery) -> bytes:
         """The JSON body of `GET /api/v1/search/tutors/map` (viewport snapped to the grid)."""
         q = q.model_copy(update={"bbox": snap_bbox(q.bbox, q.zoom)})
 
         async def go(engine: SearchEngine) -> dict[str, Any]:
             return body_fields(await engine.tutor_map(q))
 
-        return await self._run("tutors_map", q, go, target)
+        return await self._run("tutors_map", q, go)
 
-    async def search_coaches(self, q: CoachQuery, target: str | None = None) -> bytes:
+    async def search_coaches(self, q: CoachQuery) -> bytes:
         """The JSON body of `GET /api/v1/search/coaches`."""
 
         async def go(engine: SearchEngine) -> dict[str, Any]:
             return await self._listing(engine, q, "search_coaches")
 
-        return await self._run("coaches", q, go, target)
+        return await self._run("coaches", q, go)

@@ -8,9 +8,12 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from search.cache import SearchCache
-from search.schemas import TutorQuery
+from search.errors import InvalidParameter
+from search.schemas import BBOX_EXAMPLE, BBOX_PATTERN, MAX_ZOOM, TutorMapQuery, TutorQuery
 from search.service import SearchService
 
 BASE = "/api/v1/search/tutors"
@@ -397,7 +400,36 @@ async def test_openapi_describes_parameters_and_bodies(api: httpx.AsyncClient) -
     assert set(schemas["RatingBucket"]["properties"]) == {"key", "from", "to", "count"}
 
 
-async def test_a_miss_stores_body_alias_and_releases_the_lock(redis_url: str) -> None:
+async def test_openapi_describes_the_map_viewport_and_its_example_is_answered(
+    api: httpx.AsyncClient,
+) -> None:
+    doc = (await api.get("/openapi.json")).json()
+    params = {p["name"]: p for p in doc["paths"][BASE + "/map"]["get"]["parameters"]}
+    zoom, bbox = params["zoom"], params["bbox"]
+    assert {k: zoom["schema"][k] for k in ("type", "minimum", "maximum")} == {
+        "type": "integer", "minimum": 0, "maximum": MAX_ZOOM,
+    }  # fmt: skip
+    assert (bbox["schema"]["type"], bbox["schema"]["pattern"]) == ("string", BBOX_PATTERN)
+    assert bbox["example"] == BBOX_EXAMPLE
+    r = await api.get(BASE + "/map", params={"bbox": bbox["example"], "zoom": zoom["example"]})
+    assert r.status_code == 200, r.text
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(st.from_regex(BBOX_PATTERN, fullmatch=True), st.integers(0, MAX_ZOOM))
+def test_every_bbox_the_pattern_admits_is_read_by_the_map_query(bbox: str, zoom: int) -> None:
+    """The published pattern describes the parser: each value it admits is read as its
+    four numbers, unless min > max (which no pattern can exclude) — then a 422 on bbox."""
+    box = tuple(float(v) for v in bbox.split(","))
+    if box[0] <= box[2] and box[1] <= box[3]:
+        assert TutorMapQuery(bbox=bbox, zoom=zoom).bbox == box
+    else:
+        with pytest.raises(InvalidParameter) as exc:
+            TutorMapQuery(bbox=bbox, zoom=zoom)
+        assert exc.value.param == "bbox"
+
+
+async def test_a_miss_stores_the_body_and_releases_the_lock(redis_url: str) -> None:
     import redis.asyncio as aioredis
 
     client = aioredis.Redis.from_url(redis_url)
@@ -407,12 +439,11 @@ async def test_a_miss_stores_body_alias_and_releases_the_lock(redis_url: str) ->
         async def compute() -> bytes:
             return b'{"total":1}'
 
-        body, hit = await cache.get_or_compute("d1", compute, target_digest="t1")
+        body, hit = await cache.get_or_compute("d1", compute)
         assert (body, hit) == (b'{"total":1}', False)
         gen = await cache.generation()
         assert await client.get(f"search:v1:postgres:{gen}:d1") == body
-        assert await cache.get_raw("t1") == body
-        assert 0 < await client.ttl(f"search:v1:postgres:raw:{gen}:t1") <= 30
+        assert 0 < await client.ttl(f"search:v1:postgres:{gen}:d1") <= 30
         assert not await client.exists(f"search:v1:postgres:{gen}:d1:lock")
         assert await cache.get_or_compute("d1", compute) == (body, True)
 
@@ -420,8 +451,8 @@ async def test_a_miss_stores_body_alias_and_releases_the_lock(redis_url: str) ->
             raise RuntimeError("engine down")
 
         with pytest.raises(RuntimeError):
-            await cache.get_or_compute("d2", failing, target_digest="t2")
+            await cache.get_or_compute("d2", failing)
         assert not await client.exists(f"search:v1:postgres:{gen}:d2:lock")
-        assert await cache.get_raw("t2") is None
+        assert not await client.exists(f"search:v1:postgres:{gen}:d2")
     finally:
         await client.aclose()

@@ -8,9 +8,11 @@ problem+json naming the parameter. Multi-valued filters (`subject`, `expertise`,
 
 So the handlers take the `Request` and build the model from its query string; the
 parameters are declared for OpenAPI only (`openapi_extra`, the entries FastAPI would
-generate from typed arguments), not resolved by FastAPI a first time. The 200 bodies are
-documented by `search.schemas.TutorPage` / `CoachPage` / `MapPage` (the service sends
-JSON bytes, not re-validated). The service itself is opened by the app's lifespan
+generate from typed arguments), not resolved by FastAPI a first time. Where a value is
+narrower than a string, its schema comes from the model's own constants (`MAX_ZOOM`,
+`BBOX_PATTERN`, which a test checks against the parser). The 200 bodies are documented
+by `search.schemas.TutorPage` / `CoachPage` / `MapPage` (the service sends JSON bytes, not
+re-validated). The service itself is opened by the app's lifespan
 (`api.app`, `core.bootstrap.open_search_service`).
 """
 
@@ -22,7 +24,17 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ValidationError
 
 from api.errors import problem_responses, validation_problem
-from search.schemas import CoachPage, CoachQuery, MapPage, TutorMapQuery, TutorPage, TutorQuery
+from search.schemas import (
+    BBOX_EXAMPLE,
+    BBOX_PATTERN,
+    MAX_ZOOM,
+    CoachPage,
+    CoachQuery,
+    MapPage,
+    TutorMapQuery,
+    TutorPage,
+    TutorQuery,
+)
 from search.service import SearchService
 
 M = TypeVar("M", bound=BaseModel)
@@ -68,23 +80,35 @@ def _query(
         ) from None
 
 
-def _param(name: str, description: str | None = None, *, kind: str = "opt") -> dict[str, Any]:
+def _param(
+    name: str,
+    description: str | None = None,
+    *,
+    kind: str = "opt",
+    value: dict[str, Any] | None = None,
+    example: Any = None,
+) -> dict[str, Any]:
     """An OpenAPI query parameter as FastAPI generates it for `Annotated[str | None,
     Query(description=...)]` (`kind="opt"`), `list[str] | None` (`"multi"`) or a required
-    `str` (`"required"`)."""
+    `str` (`"required"`). `value`: the schema of a given value when it is not any string
+    (a type with bounds, a pattern), from the rules of the query model that parses it;
+    `example`: the parameter's example value (schemathesis and Swagger UI use it)."""
     title = name.replace("_", " ").title()
+    one = value or {"type": "string"}
     if kind == "required":
-        schema: dict[str, Any] = {"type": "string", "title": title}
+        schema: dict[str, Any] = {**one, "title": title}
     elif kind == "multi":
-        schema = {"anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "null"}]}
+        schema = {"anyOf": [{"type": "array", "items": one}, {"type": "null"}]}
         schema["title"] = title
     else:
-        schema = {"anyOf": [{"type": "string"}, {"type": "null"}], "title": title}
+        schema = {"anyOf": [one, {"type": "null"}], "title": title}
     out: dict[str, Any] = {"name": name, "in": "query", "required": kind == "required"}
     if description:
         schema["description"] = description
         out["description"] = description
     out["schema"] = schema
+    if example is not None:
+        out["example"] = example
     return out
 
 
@@ -150,8 +174,20 @@ async def search_tutors(request: Request, service: ServiceDep) -> Response:
     summary="Tutors on a map viewport: clusters at low zoom, points from zoom 13",
     responses={200: {"model": MapPage}, **problem_responses(422, 503)},
     openapi_extra=_parameters(
-        _param("bbox", "min_lng,min_lat,max_lng,max_lat (degrees)", kind="required"),
-        _param("zoom", "Web-map zoom 0-22", kind="required"),
+        _param(
+            "bbox",
+            "min_lng,min_lat,max_lng,max_lat (degrees; min ≤ max)",
+            kind="required",
+            value={"type": "string", "pattern": BBOX_PATTERN},
+            example=BBOX_EXAMPLE,
+        ),
+        _param(
+            "zoom",
+            f"Web-map zoom 0-{MAX_ZOOM}",
+            kind="required",
+            value={"type": "integer", "minimum": 0, "maximum": MAX_ZOOM},
+            example=12,
+        ),
         _SUBJECT,
         _param("q", _COMMON["q"]),
         *_GEO,

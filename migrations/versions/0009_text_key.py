@@ -1,8 +1,8 @@
 """Streaming writes that stay on their page: a text key, and no unused sort indexes.
 
 Building a document's `search_vector` (five `to_tsvector` calls with unaccent over name,
-headline, subject terms and bio) was half the cost of a streaming batch (~70 µs per
-provider here), yet most writes (price, rating, languages, slots) leave the text as it
+headline, subject terms and bio) was about half the cost of a streaming batch, yet
+most writes (price, rating, languages, slots) leave the text as it
 was. `search_document_source.text_key` is an md5 (as a uuid) of every input of the
 vector — name, headline, bio, the account's locale (the bio's configuration) and the
 catalogue terms of its subjects/expertises with their split flag (the catalogue's stored

@@ -1,14 +1,14 @@
 """Facet blocks carry their records' list items (`items`, `search.engines.postgres.blocks`).
 
-A list query's facets and page came from the blocks, but its 21 page rows were read
-from the documents by id in a second table access, and turned into JSON in Python: on
-this machine ~0.55 ms of the server's CPU and ~0.3 ms of the engine's per query, most
-of what a search cost beyond the blocks. Each block now also holds the JSON list item
-of each of its records (the response's `TutorItem` / `CoachItem`), rendered by
-PostgreSQL when the block is packed: one big-endian int4 per record (the end of its
-item) followed by the items. An engine that holds a block therefore answers the page
-from it; the block's version, which the engine already checks with every query, covers
-the items too (a document write re-packs its block). Stored uncompressed like `rows`.
+A list query's facets and page came from the blocks, but its 21 page rows were read from
+the documents by id in a second table access, and turned into JSON in Python: most of
+what a search cost beyond the blocks, in the server's CPU and the engine's. Each block
+now also holds the JSON list item of each of its records (the response's `TutorItem` /
+`CoachItem`), rendered by PostgreSQL when the block is packed: one big-endian int4 per
+record (the end of its item) followed by the items. An engine that holds a block
+therefore answers the page from it; the block's version, which the engine already checks
+with every query, covers the items too (a document write re-packs its block). Stored
+uncompressed like `rows`.
 
 The upgrade fills every block's items (a snapshot of the packing SQL at this revision)
 and gives each block a new version and the migrating transaction's id, so an engine

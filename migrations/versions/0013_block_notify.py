@@ -1,8 +1,8 @@
 """The facet blocks tables notify `search_blocks` when written.
 
 Each search process keeps a directory of the facet blocks (`search.engines.postgres.block_sync`) and
-checked it with every query, in the page's statement: on this machine that statement
-was most of what PostgreSQL spent on a list query answered from the blocks, and the
+checked it with every query, in the page's statement: that statement was most of
+what PostgreSQL spent on a list query answered from the blocks, and the
 round trip most of the rest (waking another process costs more than the check). Now a
 statement-level trigger on `{tutor,coach}_facet_blocks` calls
 `pg_notify('search_blocks', <family>)` after every INSERT, UPDATE, DELETE or TRUNCATE
