@@ -13,6 +13,8 @@ User classes and weights (share of the simulated users; reads dominate a marketp
 | `TutorListRefiner` |      4 | 1-4 s      | a student refining a tutor list around home: subject (from facets), price (from the price facet), rating, sort, next page (`next_cursor`), opens a profile |
 | `CoachDiscovery`   |      2 | 1-4 s      | a visitor on the coach discovery page clicking facets (expertise, language, kind), rating, price, sort, next page |
 | `ProviderEditor`   |      1 | 3-10 s     | a provider signed in once (seeded account): PATCH /profiles/me, POST /availability with an Idempotency-Key (sometimes retried), DELETE a slot |
+| `StudentBooker`    |      1 | 2-6 s      | a student: finds a tutor, holds a seat, PaymentIntent, the stand-in succeeds it, waits for the webhook's confirmation (`JOURNEY hold -> confirmed`), session token, cancels 30 % |
+| `WebhookSender`    |      1 | 0.5-2 s    | re-sends delivered Stripe events, signed: duplicates must be acknowledged |
 
 With these weights and think times about 90 % of requests are searches (map ~45 %, list
 ~33 %, coaches ~11 %), ~7 % profile views and ~2 % provider writes, each of which goes
