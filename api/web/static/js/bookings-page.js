@@ -66,10 +66,57 @@ async function render() {
       cancel.addEventListener("click", () => askCancel(b));
       actions.append(cancel);
     }
+    if (b.status === "completed" && !reviewed.has(b.id)) actions.append(reviewForm(b, li));
     li.append(actions);
     list.append(li);
   }
   if (focusedId) document.getElementById(focusedId)?.focus();
+}
+
+const reviewed = new Set();
+
+/** Stars (radio group) and a comment for a completed lesson: POST /bookings/{id}/review. */
+function reviewForm(b, li) {
+  const form = el("form", "review-form");
+  form.id = `review-${b.id}`;
+  const stars = el("fieldset", "stars-field");
+  stars.append(el("legend", "", t("bookings.review_title")));
+  for (let n = 5; n >= 1; n -= 1) {
+    const label = el("label", "option");
+    const radio = document.createElement("input");
+    radio.type = "radio";
+    radio.name = "rating";
+    radio.value = String(n);
+    radio.required = true;
+    label.append(radio, ` ${t("provider.stars", { n })}`);
+    stars.append(label);
+  }
+  const commentLabel = el("label", "", t("bookings.review_comment"));
+  const comment = document.createElement("textarea");
+  comment.name = "comment";
+  comment.maxLength = 2000;
+  commentLabel.append(comment);
+  const submit = el("button", "primary", t("bookings.review_submit"));
+  submit.type = "submit";
+  form.append(stars, commentLabel, submit);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearError(errorBox);
+    const rating = Number(new FormData(form).get("rating"));
+    if (!rating) return;
+    try {
+      await api("POST", `/bookings/${b.id}/review`, {
+        body: { rating, comment: comment.value.trim() || null, locale: config.lang },
+        idempotencyKey: newKey(),
+      });
+      reviewed.add(b.id);
+      form.replaceWith(el("p", "review-thanks", t("bookings.review_thanks")));
+      li.dataset.reviewed = "true";
+    } catch (err) {
+      showError(errorBox, err);
+    }
+  });
+  return form;
 }
 
 async function load() {
