@@ -364,3 +364,36 @@ def test_the_join_button_appears_only_inside_the_window(
             expect(item.locator(".join-later")).to_be_visible()
         if shown and now < start:
             _shot(page, "10-join")
+
+
+def test_a_review_after_the_lesson_reaches_the_histogram(
+    page_factory: Any, live_server: str, search_dataset: str, tutor: dict[str, Any]
+) -> None:
+    """The lesson ends, the provider marks it completed; the student rates it 4 stars
+    from my bookings; the provider page's histogram counts it."""
+    from playwright.sync_api import expect
+
+    start = datetime(2030, 3, 2, 9, 0, tzinfo=UTC)
+    email, headers, booking = _confirmed_booking(live_server, search_dataset, tutor, start)
+    after = start + timedelta(hours=2)
+    with httpx.Client(base_url=f"{live_server}/api/v1", timeout=30) as c:
+        before = c.get(f"/providers/{tutor['id']}/reviews").json()["rating"]["histogram"]
+        done = c.post(
+            f"/bookings/{booking['id']}/complete",
+            headers={**bearer(tutor["id"], "tutor"), "X-Test-Now": _iso(after)},
+        )
+        assert done.status_code == 200, done.text
+    page = page_factory(locale="en-GB")
+    _signed_in(page, email, headers)
+    page.goto(f"/me/bookings?lang=en&now={_iso(after)}")
+    form = page.locator(f"#review-{booking['id']}")
+    form.get_by_label("4 ★").check()
+    form.get_by_label("Comment (optional)").fill("Clear and patient.")
+    _shot(page, "11-review")
+    form.get_by_role("button", name="Send the review").click()
+    expect(page.locator(f"li[data-id='{booking['id']}'] .review-thanks")).to_be_visible()
+    page.goto(f"/providers/{tutor['id']}?lang=en")
+    expect(page.locator("#histogram tr[data-stars='4'] .count")).to_have_text(
+        str(before.get("4", 0) + 1)
+    )
+    expect(page.locator("#review-list")).to_contain_text("Clear and patient.")
