@@ -169,12 +169,14 @@ async function joinSession(b, li) {
   clearError(errorBox);
   try {
     const session = await api("POST", `/bookings/${b.id}/session-token`);
-    const a = el("a", "room-link", t("bookings.open_room"));
-    a.href = `${session.url}${session.url.includes("?") ? "&" : "?"}token=${encodeURIComponent(session.token)}`;
-    a.target = "_blank";
-    a.rel = "noopener";
-    li.querySelector(".actions").append(a);
-    a.focus();
+    // the access token a LiveKit client joins `session.url` with (an embedded video
+    // client is not part of this page yet): the room is shown as ready
+    const box = el("p", "room-ready", t("bookings.room_ready", { room: session.room }));
+    box.dataset.room = session.room;
+    box.tabIndex = -1;
+    li.dataset.sessionToken = "issued";
+    li.querySelector(".actions").append(box);
+    box.focus();
   } catch (err) {
     showError(errorBox, err);
   }
