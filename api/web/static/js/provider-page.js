@@ -138,21 +138,24 @@ function applySeatEvent(data) {
   renderSlots();
 }
 
-/** Live seats: the provider's SSE stream when it answers; polling otherwise (and in test clock mode). */
+/** Live seats: the provider's SSE stream when it answers; polling otherwise. */
 function startLive() {
   const poll = () => {
     if (pollTimer) return;
     pollTimer = setInterval(() => loadSlots().catch(() => {}), POLL_MS);
   };
-  if (config.testNow || typeof EventSource === "undefined") return poll();
+  if (typeof EventSource === "undefined") return poll();
   live = new EventSource(`${config.apiBase}/providers/${providerId}/availability/events`);
   for (const type of ["seat.held", "seat.released", "seat.confirmed", "slot.updated", "message"]) {
     live.addEventListener(type, (e) => {
       try { applySeatEvent(JSON.parse(e.data)); } catch { /* a keep-alive */ }
     });
   }
+  live.onopen = () => { main.dataset.live = "sse"; };
   live.onerror = () => {
+    // no stream on this server (or it went away): poll instead
     live.close();
+    main.dataset.live = "poll";
     poll();
   };
 }
