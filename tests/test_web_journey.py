@@ -201,7 +201,7 @@ def test_map_to_provider_to_a_hold_with_its_countdown(
     expect(page.locator("#provider-name")).to_have_text(tutor["name"])
     # the page has no `now`: come back with the test clock
     page.goto(f"/providers/{tutor['id']}?lang=fr&now={_iso(NOW)}")
-    seats = page.locator(f"[data-slot-id='{tutor['slot']}']")
+    seats = page.locator(f"[data-slot-id='{tutor['slot']}'] .seats-left")
     expect(seats).to_have_attribute("data-seats-left", "3")
     _shot(page, "2-provider")
 
@@ -283,7 +283,7 @@ def test_a_second_browser_sees_the_seats_drop_while_the_first_holds(
                                minutes=60, capacity=4))  # fmt: skip
     watcher = page_factory(locale="en-GB")
     watcher.goto(f"/providers/{tutor['id']}?lang=en&now={_iso(NOW)}")
-    seats = watcher.locator(f"[data-slot-id='{slot}']")
+    seats = watcher.locator(f"[data-slot-id='{slot}'] .seats-left")
     expect(seats).to_have_text("4 seats left")
 
     _, email, headers = _student(search_dataset)

@@ -99,6 +99,7 @@ function renderSlots() {
     const id = `slot-${slot.id}`;
     const label = el("label", "option slot");
     label.htmlFor = id;
+    label.dataset.slotId = slot.id;
     const radio = document.createElement("input");
     radio.type = "radio";
     radio.name = "slot";
@@ -110,7 +111,6 @@ function renderSlots() {
     const when = el("span", "slot-when", formatWhen(slot.starts_at));
     const seats = el("span", "seats-left", seatsText(slot));
     seats.dataset.seatsLeft = String(slot.seats_left);
-    seats.dataset.slotId = slot.id;
     label.append(radio, when, seats);
     slotsBox.append(label);
   }
@@ -146,16 +146,20 @@ function startLive() {
   };
   if (typeof EventSource === "undefined") return poll();
   live = new EventSource(`${config.apiBase}/providers/${providerId}/availability/events`);
-  for (const type of ["seat.held", "seat.released", "seat.confirmed", "slot.updated", "message"]) {
+  for (const type of ["seat.held", "seat.released", "slot.full", "slot.updated"]) {
     live.addEventListener(type, (e) => {
       try { applySeatEvent(JSON.parse(e.data)); } catch { /* a keep-alive */ }
     });
   }
-  live.onopen = () => { main.dataset.live = "sse"; };
+  const status = document.getElementById("live-status");
+  live.onopen = () => {
+    document.body.dataset.live = "open";
+    status.textContent = t("provider.live");
+  };
   live.onerror = () => {
     // no stream on this server (or it went away): poll instead
     live.close();
-    main.dataset.live = "poll";
+    document.body.dataset.live = "poll";
     poll();
   };
 }
