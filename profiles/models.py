@@ -94,7 +94,7 @@ class ProviderProfile(Base):
     service_radius_km: Mapped[int | None] = mapped_column(Integer)
     kyc_status: Mapped[str] = mapped_column(Text)
     # the provider's cancellation policy (`booking.schemas.CancelPolicy`); None = platform's
-    cancel_policy: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    cancel_policy: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     version: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

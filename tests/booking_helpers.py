@@ -81,11 +81,13 @@ def insert_booking(
     price, the platform policy. The trigger still counts its seats."""
     row = db.execute(
         "INSERT INTO bookings (student_id, booked_by, provider_id, slot_id, seats, starts_at,"
-        " ends_at, status, hold_expires_at, price_minor, currency, cancel_policy)"
+        " ends_at, status, hold_expires_at, price_minor, currency, cancel_policy,"
+        " refund_due_minor)"
         " SELECT %(student)s, %(student)s, provider_id, id, %(seats)s, starts_at, ends_at,"
         " %(status)s, %(exp)s, 1000 * %(seats)s, 'EUR',"
         " '{\"source\": \"platform\", \"tiers\": [{\"min_hours_before\": 24,"
-        " \"refund_percent\": 100}]}'::jsonb"
+        " \"refund_percent\": 100}]}'::jsonb,"
+        " CASE WHEN %(status)s IN ('canceled', 'refunded') THEN 500 END"
         " FROM availability_slots WHERE id = %(slot)s RETURNING id",
         {"student": student_id, "seats": seats, "status": status, "slot": slot_id,
          "exp": hold_expires_at or NOW + timedelta(minutes=5)},
@@ -99,3 +101,14 @@ def student(user_id: Any) -> Any:
     from profiles.models import User
 
     return User(id=user_id, role="student", active=True)
+
+
+async def confirm(booking_id: Any, now: datetime = NOW) -> Any:
+    """Confirm a booking through the service, as the payments side will (committed)."""
+    from booking import service
+    from core.db import async_session_factory
+
+    async with async_session_factory()() as session:
+        result = await service.confirm(session, booking_id=uuid.UUID(str(booking_id)), now=now)
+        await session.commit()
+        return result
