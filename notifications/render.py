@@ -64,7 +64,7 @@ def money(minor: int, currency: str, locale: str) -> str:
 
 def when(dt: datetime, locale: str, tz: str) -> str:
     """Aware `dt` in time zone `tz`, formatted for `locale` (long date, short time, zone)."""
-    return format_datetime(dt, "EEEE d MMMM y, HH:mm z", tzinfo=zone(tz), locale=locale)
+    return format_datetime(dt, "EEEE d MMMM y, HH:mm O", tzinfo=zone(tz), locale=locale)
 
 
 @pass_context

@@ -178,9 +178,9 @@ def insert_notification(
     row = conn.execute(
         """
         INSERT INTO notifications (user_id, kind, channel, dedupe_key, address, locale, subject,
-                                   body_text, body_html, data, state, sent_at)
+                                   body_text, body_html, data, state, sent_at, created_at)
         VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s,
-                CASE WHEN %s THEN now() END)
+                CASE WHEN %s THEN clock_timestamp() END, clock_timestamp())
         ON CONFLICT (dedupe_key) DO NOTHING RETURNING id
         """,
         (user_id, kind, channel, dedupe_key, address, locale, subject, body_text, body_html,
