@@ -29,7 +29,7 @@ CACHE ?= both
 LOADTEST_HOST := $(if $(filter command line,$(origin HOST)),$(HOST),$(LOADTEST_HOST))
 LOADTEST_TARGET = $(if $(LOADTEST_HOST),--host $(LOADTEST_HOST),--port $(LOADTEST_PORT) --workers $(API_WORKERS) --tutors $(TUTORS) --coaches $(COACHES) --students $(STUDENTS))
 
-.PHONY: install services browser migrate seed run worker test lint typecheck format bench bench-seed bench-search bench-indexer bench-reindex loadtest capacity clean
+.PHONY: install services browser migrate seed run worker test lint typecheck format bench bench-seed bench-search bench-indexer bench-reindex bench-notifications loadtest capacity clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -111,6 +111,9 @@ loadtest: install $(if $(LOADTEST_HOST),,services)  ## Locust run + HTML/CSV/JSO
 
 capacity: install $(if $(LOADTEST_HOST),,services)  ## step users up until search P95 > 25 ms, cache on and off (heavy: run on a quiet machine)
 	$(BIN)/python -m loadtests.capacity --steps $(CAPACITY_STEPS) --step-duration $(STEP_DURATION) --cache $(CACHE) --wait-scale $(WAIT_SCALE) $(LOADTEST_TARGET)
+
+bench-notifications: install services  ## fan-out events/s (outbox → SMTP sink) and SSE p95 with 500 clients
+	$(BIN)/python -m loadtests.bench_notifications
 
 bench-reindex: install services  ## full reindex of 200k tutors + 50k coaches through a real Celery worker
 	$(BIN)/python -m loadtests.bench_reindex

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Start EduConnect's long-running processes for local use (`make run`): the outbox relay
-# (streaming indexer), the API and a Celery worker (reindex, background tasks). Ctrl-C or
-# the exit of any one of them stops them all.
+# (streaming indexer), the notifications and live-seat relays, the API, a Celery worker
+# with its beat (reindex, background tasks, reminders), and the local stand-ins: the SMTP
+# sink (mail kept under artifacts/mail), Twilio and FCM when their keys are unset. Ctrl-C
+# or the exit of any one of them stops them all.
 # Usage: infra/run-all.sh [HOST] [PORT]   (BIN defaults to .venv/bin; API_WORKERS = uvicorn
 # worker processes, default 1)
 set -euo pipefail
@@ -20,13 +22,35 @@ trap stop_all EXIT INT TERM
 echo "[run] indexer: educonnect indexer run (metrics on 127.0.0.1:${INDEXER_METRICS_PORT:-9108})"
 "$BIN/educonnect" indexer run &
 pids+=("$!")
+echo "[run] smtp sink: python -m standins.smtp --port ${SMTP_PORT:-8025} (mail in artifacts/mail)"
+"$BIN/python" -m standins.smtp --port "${SMTP_PORT:-8025}" --maildir artifacts/mail &
+pids+=("$!")
+if [ -z "${TWILIO_ACCOUNT_SID:-}" ]; then
+    echo "[run] twilio stand-in: python -m standins.twilio --port 12112"
+    "$BIN/python" -m standins.twilio --port 12112 &
+    pids+=("$!")
+fi
+if [ -z "${FCM_CREDENTIALS_FILE:-}" ]; then
+    echo "[run] fcm stand-in: python -m standins.fcm --port 12113"
+    "$BIN/python" -m standins.fcm --port 12113 &
+    pids+=("$!")
+fi
+echo "[run] notifications: educonnect notifications relay --consumer notifications | live"
+"$BIN/educonnect" notifications relay --consumer notifications &
+pids+=("$!")
+"$BIN/educonnect" notifications relay --consumer live &
+pids+=("$!")
 echo "[run] api: educonnect serve --host $HOST --port $PORT --workers $WORKERS"
 "$BIN/educonnect" serve --host "$HOST" --port "$PORT" --workers "$WORKERS" &
 pids+=("$!")
 # prefork with one process: hard time limits are enforced (the solo pool cannot), and the
 # worker's metrics come from that one process (WORKER_METRICS_PORT, default 9109).
-echo "[run] worker: celery -A core.celery_app worker --pool=prefork --concurrency=1"
-"$BIN/celery" -A core.celery_app worker --pool=prefork --concurrency=1 --loglevel=INFO -n "educonnect@%h" &
+# --beat: the periodic tasks (hold expiry, reminders, lost-delivery sweep) in the same
+# process; in production run one `celery beat` on its own.
+echo "[run] worker: celery -A core.celery_app worker --pool=prefork --concurrency=1 --beat"
+mkdir -p artifacts
+"$BIN/celery" -A core.celery_app worker --pool=prefork --concurrency=1 --loglevel=INFO -n "educonnect@%h" \
+    --beat --schedule artifacts/celerybeat-schedule &
 pids+=("$!")
 # The first process to exit (crash or signal) takes the others down with it.
 wait -n

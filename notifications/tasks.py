@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -32,6 +33,19 @@ def _connect() -> psycopg.Connection[Any]:
     )
 
 
+_conn: tuple[int, psycopg.Connection[Any]] | None = None
+
+
+def _db() -> psycopg.Connection[Any]:
+    """This process's connection for deliveries (opened on first use, per pid: a forked
+    pool child gets its own; reopened after it broke). Reusing it saves a connection
+    set-up per message (~a third of a delivery's time here)."""
+    global _conn
+    if _conn is None or _conn[0] != os.getpid() or _conn[1].closed or _conn[1].broken:
+        _conn = (os.getpid(), _connect())
+    return _conn[1]
+
+
 def enqueue(ids: Iterable[uuid.UUID | str]) -> int:
     """Queue one `notifications.send` per id (after the rows are committed)."""
     n = 0
@@ -47,8 +61,10 @@ def enqueue(ids: Iterable[uuid.UUID | str]) -> int:
 def send(self: Task, notification_id: str) -> str:
     """Deliver notification `notification_id`; returns `sent`, `dead` or `skipped`, or
     retries itself after the backoff (`retry`)."""
-    with _connect() as conn:
-        out = service.deliver(conn, notification_id, get_channel)
+    try:
+        out = service.deliver(_db(), notification_id, get_channel)
+    except psycopg.OperationalError as exc:  # the database went away: reconnect, retry soon
+        raise self.retry(exc=exc, countdown=2.0) from exc
     if out.state == "retry":
         assert out.retry_in_s is not None
         raise self.retry(countdown=out.retry_in_s)

@@ -155,7 +155,7 @@ class Server:
 def set_user(db: psycopg.Connection[Any], user_id: Any, **values: Any) -> None:
     """Update columns of a user (locale, time_zone, phone, full_name)."""
     cols = ", ".join(f"{k} = %s" for k in values)
-    db.execute(f"UPDATE users SET {cols} WHERE id = %s", (*values.values(), user_id))  # noqa: S608 - test helper, fixed names
+    db.execute(f"UPDATE users SET {cols} WHERE id = %s", (*values.values(), user_id))
 
 
 def insert_booking_event(
@@ -187,5 +187,5 @@ def rows(
     with db.cursor(row_factory=dict_row) as cur:
         return cur.execute(
             f"SELECT * FROM notifications WHERE {where} ORDER BY created_at, kind, channel",
-            args,  # noqa: S608
+            args,
         ).fetchall()

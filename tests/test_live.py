@@ -160,11 +160,13 @@ def test_two_pages_see_the_seat_count_change_without_a_reload(
                 page.evaluate("window.__before_hold = true")  # a reload would lose it
                 pages.append((page, seats))
             hold(base, student, slot, seats=2)
-            for page, seats in pages:
+            for _, seats in pages:
                 expect(seats).to_have_attribute("data-seats-left", "3")
             fr, en = (s.text_content() for _, s in pages)
-            assert fr is not None and "places restantes" in fr
-            assert en is not None and "seats left" in en
+            assert fr is not None
+            assert "places restantes" in fr
+            assert en is not None
+            assert "seats left" in en
             for page, _ in pages:
                 assert page.evaluate("window.__before_hold") is True
         finally:

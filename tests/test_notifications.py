@@ -80,12 +80,17 @@ def test_templates_render_money_and_time_per_locale_and_zone() -> None:
             "refund_minor": 2500, "currency": "EUR", "role": "student"}  # fmt: skip
     fr = render("booking.canceled", locale="fr-FR", tz="Europe/Paris", data=data)
     fr = fr.__class__(*(_sp(x) for x in (fr.subject, fr.short, fr.text, fr.html)))
-    assert "25,00 €" in fr.text and "13:00" in fr.text and fr.text.startswith("Bonjour Zoé")
+    assert "25,00 €" in fr.text
+    assert "13:00" in fr.text
+    assert fr.text.startswith("Bonjour Zoé")
     assert fr.subject.startswith("Réservation annulée")
     assert "<p>Bonjour Zoé,</p>" in fr.html
     en = render("booking.canceled", locale="en", tz="America/New_York", data=data)
-    assert "€25.00" in en.text and "07:00" in en.text and en.subject.startswith("Booking canceled")
-    assert money(2500, "JPY", "en") == "¥2,500" and _sp(money(12345, "KWD", "fr")) == "12,345 KWD"
+    assert "€25.00" in en.text
+    assert "07:00" in en.text
+    assert en.subject.startswith("Booking canceled")
+    assert money(2500, "JPY", "en") == "¥2,500"
+    assert _sp(money(12345, "KWD", "fr")) == "12,345 KWD"
     assert (pick_locale("de"), pick_locale("fr_CA"), pick_locale(None)) == ("en", "fr", "en")
     # HTML escapes what users typed
     esc = render(
@@ -94,7 +99,8 @@ def test_templates_render_money_and_time_per_locale_and_zone() -> None:
         tz="UTC",
         data={"name": "<b>x</b>", "rating": 5, "comment": None},
     )
-    assert "&lt;b&gt;x&lt;/b&gt;" in esc.html and "<b>x</b>" in esc.text
+    assert "&lt;b&gt;x&lt;/b&gt;" in esc.html
+    assert "<b>x</b>" in esc.text
 
 
 def test_backoff_grows_with_equal_jitter() -> None:
@@ -143,10 +149,12 @@ async def test_confirmed_booking_one_email_in_the_students_language_and_one_in_a
     email = db.execute("SELECT email FROM users WHERE id = %s", (student,)).fetchone()[0]
     mine = [m for m in smtp_sink.messages if m["To"] == email]
     confirmed = [m for m in mine if m["Subject"].startswith("Réservation confirmée")]
-    assert len(confirmed) == 1 and len(mine) == 2
+    assert len(confirmed) == 1
+    assert len(mine) == 2
     text = _text(confirmed[0])
     assert text.startswith("Bonjour Zoé Martin")
-    assert "45,00 €" in text and "13:00" in text  # 12:00 UTC in Paris, in March
+    assert "45,00 €" in text
+    assert "13:00" in text
     assert "Bonjour Zoé Martin" in _html(confirmed[0])
     sent = rows(db, "user_id = %s AND kind = 'booking.confirmed'", (student,))
     assert [(r["channel"], r["state"], r["attempts"]) for r in sent] == [
@@ -160,7 +168,8 @@ async def test_confirmed_booking_one_email_in_the_students_language_and_one_in_a
     assert page["items"][0]["data"]["booking_id"] == booking["id"]
     first = page["items"][0]["id"]
     r = await api.post(f"/api/v1/me/notifications/{first}/read", headers=h)
-    assert r.status_code == 200 and r.json()["read_at"] is not None
+    assert r.status_code == 200
+    assert r.json()["read_at"] is not None
     unread = (await api.get("/api/v1/me/notifications?unread=true", headers=h)).json()
     assert [i["kind"] for i in unread["items"]] == ["booking.held"]
     one = (await api.get("/api/v1/me/notifications?limit=1", headers=h)).json()
@@ -171,9 +180,11 @@ async def test_confirmed_booking_one_email_in_the_students_language_and_one_in_a
     assert two["next_cursor"] is None
     other = create_user(db)
     r = await api.post(f"/api/v1/me/notifications/{first}/read", headers=bearer(other, "student"))
-    assert r.status_code == 404 and r.json()["code"] == "notification_not_found"
+    assert r.status_code == 404
+    assert r.json()["code"] == "notification_not_found"
     r = await api.get("/api/v1/me/notifications?cursor=nope", headers=h)
-    assert r.status_code == 400 and r.json()["code"] == "invalid_cursor"
+    assert r.status_code == 400
+    assert r.json()["code"] == "invalid_cursor"
 
     # a replayed outbox (checkpoint rewound) notifies nobody twice
     before = len(rows(db))
@@ -226,7 +237,8 @@ async def test_transient_failures_retry_with_growing_delays_then_dead_letters_re
     ).fetchall()  # fmt: skip
     assert [(a, o) for a, o, _ in tries] == [(1, "retry"), (2, "retry"), (3, "sent")]
     d1, d2 = tries[0][2], tries[1][2]
-    assert 0.1 <= d1 <= 0.2 <= d2 <= 0.4 and d2 > d1  # base 0.2 s, doubling, equal jitter
+    assert 0.1 <= d1 <= 0.2 <= d2 <= 0.4
+    assert d2 > d1
     assert sum(1 for m in smtp_sink.messages if m["To"] == row["address"]) == 1
 
     # 550: permanent, dead at once; the admin re-queues it and it is sent
@@ -241,7 +253,9 @@ async def test_transient_failures_retry_with_growing_delays_then_dead_letters_re
     )
     drain(database_url)
     dead = wait_for(lambda: rows(db, "state = 'dead'"), "a dead letter")
-    assert len(dead) == 1 and dead[0]["attempts"] == 1 and "550" in dead[0]["last_error"]
+    assert len(dead) == 1
+    assert dead[0]["attempts"] == 1
+    assert "550" in dead[0]["last_error"]
     admin = create_user(db, role="admin")
     listed = (
         await api.get("/api/v1/admin/notifications/dead", headers=bearer(admin, "admin"))
@@ -254,7 +268,8 @@ async def test_transient_failures_retry_with_growing_delays_then_dead_letters_re
         headers=bearer(admin, "admin"),
         json={"ids": [str(dead[0]["id"])]},
     )
-    assert r.status_code == 200 and r.json()["requeued"] == [str(dead[0]["id"])]
+    assert r.status_code == 200
+    assert r.json()["requeued"] == [str(dead[0]["id"])]
     wait_for(
         lambda: rows(db, "id = %s AND state = 'sent'", (dead[0]["id"],)),
         "the re-queued letter sent",
@@ -273,7 +288,8 @@ async def test_transient_failures_retry_with_growing_delays_then_dead_letters_re
     drain(database_url)
     dead = wait_for(lambda: rows(db, "state = 'dead'"), "another dead letter")
     out = CliRunner().invoke(cli, ["notifications", "retry-dead"])
-    assert out.exit_code == 0 and "re-queued 1 dead letter" in out.output, out.output
+    assert out.exit_code == 0, out.output
+    assert "re-queued 1 dead letter" in out.output
     wait_for(
         lambda: rows(db, "id = %s AND state = 'sent'", (dead[0]["id"],)), "sent after retry-dead"
     )
@@ -308,16 +324,16 @@ async def test_reminders_sent_once_when_beat_fires_twice(
     _worker(start_worker)
     first = send_reminders()
     second = send_reminders()  # the beat firing twice
-    assert first == 4 and second == 0  # 2 bookings x (student, provider) emails
+    assert first == 4
+    assert second == 0
     wait_for(lambda: len(smtp_sink.messages) == 4, "four reminder emails")
     kinds = sorted(
         (str(r["kind"]), str(r["data"]["booking_id"])) for r in rows(db, "channel = 'email'")
     )
     assert kinds == sorted([("reminder.1h", str(soon))] * 2 + [("reminder.24h", str(tomorrow))] * 2)
     subjects = sorted(m["Subject"] for m in smtp_sink.messages)
-    assert subjects[0] == "In one hour: your session" and subjects[-1].startswith(
-        "Tomorrow: your session"
-    )
+    assert subjects[0] == "In one hour: your session"
+    assert subjects[-1].startswith("Tomorrow: your session")
     assert send_reminders() == 0
     assert len(smtp_sink.messages) == 4
 
@@ -341,15 +357,14 @@ async def test_preferences_are_respected_and_transactional_email_stays_on(
         "enabled": True,
         "locked": True,
     }
-    assert (
-        by[("booking.confirmed", "sms")]["enabled"] is False
-        and by[("reminder.1h", "sms")]["enabled"] is True
-    )
+    assert by[("booking.confirmed", "sms")]["enabled"] is False
+    assert by[("reminder.1h", "sms")]["enabled"] is True
     assert by[("review.posted", "email")]["locked"] is False
 
     r = await api.put("/api/v1/me/notification-preferences", headers=h,
                       json={"items": [{"kind": "booking.confirmed", "channel": "email", "enabled": False}]})  # fmt: skip
-    assert r.status_code == 422 and r.json()["code"] == "transactional_email"
+    assert r.status_code == 422
+    assert r.json()["code"] == "transactional_email"
     r = await api.put("/api/v1/me/notification-preferences", headers=h,
                       json={"items": [{"kind": "nope", "channel": "email", "enabled": False}]})  # fmt: skip
     assert r.status_code == 422
@@ -359,9 +374,8 @@ async def test_preferences_are_respected_and_transactional_email_stays_on(
     ]})  # fmt: skip
     assert r.status_code == 200, r.text
     got = {(p["kind"], p["channel"]): p["enabled"] for p in r.json()["items"]}
-    assert (
-        got[("booking.confirmed", "in_app")] is False and got[("booking.confirmed", "sms")] is True
-    )
+    assert got[("booking.confirmed", "in_app")] is False
+    assert got[("booking.confirmed", "sms")] is True
 
     b = insert_booking_event(
         db, student=student, provider=tutor, starts_at=utcnow() + timedelta(days=3)
@@ -417,14 +431,16 @@ def test_sms_and_push_go_through_the_sdks_to_the_standins(
         outcomes[(r["channel"], r["user_id"] == student)] = service.deliver(
             db, nid, get_channel
         ).state
-    assert outcomes[("sms", True)] == "sent" and outcomes[("sms", False)] == "dead"
+    assert outcomes[("sms", True)] == "sent"
+    assert outcomes[("sms", False)] == "dead"
     assert outcomes[("push", False)] == "dead"  # UNREGISTERED is permanent
     assert outcomes[("push", True)] in ("retry", "sent")  # firebase-admin retries 503 itself
     sms = standins["twilio"].recorder.items
     assert [(m["to"], m["from"]) for m in sms] == [("+33612345678", "+15005550006")]
     assert sms[0]["body"].startswith("Votre séance avec Provider commence le")
     dead = {r["channel"]: r["last_error"] for r in rows(db, "state = 'dead'")}
-    assert "21211" in dead["sms"] and "Unregistered" in dead["push"]
+    assert "21211" in dead["sms"]
+    assert "Unregistered" in dead["push"]
     if outcomes[("push", True)] == "retry":
         nid = next(
             i for i, r in queued.items() if r["channel"] == "push" and r["user_id"] == student
@@ -432,7 +448,8 @@ def test_sms_and_push_go_through_the_sdks_to_the_standins(
         db.execute("UPDATE notifications SET next_attempt_at = now() WHERE id = %s", (nid,))
         assert service.deliver(db, nid, get_channel).state == "sent"
     pushes = standins["fcm"].recorder.items
-    assert len(pushes) == 1 and pushes[0]["message"]["token"] == "device-token-1"
+    assert len(pushes) == 1
+    assert pushes[0]["message"]["token"] == "device-token-1"
     assert pushes[0]["message"]["notification"]["title"] == "Dans une heure : votre séance"
     # a sent row is never sent again
     sent = next(i for i, r in queued.items() if r["channel"] == "sms" and r["user_id"] == student)
@@ -489,6 +506,8 @@ async def test_admin_queues_reports_broker_workers_and_states(
     r = await api.get("/api/v1/admin/queues", headers=bearer(admin, "admin"))
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["queues"] == {"celery": 0} and body["workers"] == [] and body["dead_letters"] == 0
+    assert body["queues"] == {"celery": 0}
+    assert body["workers"] == []
+    assert body["dead_letters"] == 0
     r = await api.get("/api/v1/admin/queues", headers=bearer(create_user(db), "student"))
     assert r.status_code == 403
