@@ -29,7 +29,7 @@ CACHE ?= both
 LOADTEST_HOST := $(if $(filter command line,$(origin HOST)),$(HOST),$(LOADTEST_HOST))
 LOADTEST_TARGET = $(if $(LOADTEST_HOST),--host $(LOADTEST_HOST),--port $(LOADTEST_PORT) --workers $(API_WORKERS) --tutors $(TUTORS) --coaches $(COACHES) --students $(STUDENTS))
 
-.PHONY: install services browser migrate seed run worker test lint typecheck format bench bench-seed bench-search bench-indexer bench-reindex bench-notifications loadtest capacity clean
+.PHONY: install services browser migrate seed run worker test lint typecheck format bench bench-seed bench-search bench-indexer bench-reindex bench-payments bench-notifications stripe-standin loadtest capacity clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -92,7 +92,7 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: bench-seed bench-search bench-indexer bench-reindex  ## every benchmark, one after the other (~15 min here)
+bench: bench-seed bench-search bench-indexer bench-reindex bench-payments  ## every benchmark, one after the other (~15 min here)
 
 bench-seed: install services  ## seed 100,000 providers into a scratch database and time it
 	$(BIN)/python -m loadtests.bench_seed --providers 100000
@@ -117,3 +117,9 @@ bench-notifications: install services  ## fan-out events/s (outbox → SMTP sink
 
 bench-reindex: install services  ## full reindex of 200k tutors + 50k coaches through a real Celery worker
 	$(BIN)/python -m loadtests.bench_reindex
+
+bench-payments: install services  ## webhook ingest/s, commit-to-confirmed p95 at 100 payments/s, payment-intent p95 (stand-in Stripe)
+	$(BIN)/python -m loadtests.bench_payments
+
+stripe-standin: install  ## only the local Stripe stand-in (what make run starts when STRIPE_SECRET_KEY is unset)
+	$(BIN)/python -m standins.stripe --port $${STRIPE_STANDIN_PORT:-12111}

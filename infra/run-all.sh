@@ -19,6 +19,12 @@ stop_all() {
 }
 trap stop_all EXIT INT TERM
 
+# Without STRIPE_SECRET_KEY the API and worker talk to the local Stripe stand-in (payments).
+if [ -z "${STRIPE_SECRET_KEY:-}" ]; then
+    echo "[run] stripe: stand-in on 127.0.0.1:${STRIPE_STANDIN_PORT:-12111} (STRIPE_SECRET_KEY unset)"
+    "$BIN/python" -m standins.stripe --port "${STRIPE_STANDIN_PORT:-12111}" --webhook-url "http://127.0.0.1:$PORT/api/v1/payments/webhooks/stripe" &
+    pids+=("$!")
+fi
 echo "[run] indexer: educonnect indexer run (metrics on 127.0.0.1:${INDEXER_METRICS_PORT:-9108})"
 "$BIN/educonnect" indexer run &
 pids+=("$!")

@@ -14,6 +14,7 @@ transactions, never while holding a row lock.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from datetime import datetime, timedelta
 from core.db import async_session_factory
 from core.logging import get_logger
 from core.security import utcnow
+from core.settings import get_settings
 from payments import repository as repo
 from payments import service
 from payments.provider import PaymentProvider, ProviderError
@@ -101,11 +103,66 @@ async def process_event(provider: PaymentProvider, *, row_id: int, now: Clock = 
             outcome = "ignored"
     except Exception as exc:
         async with sessions() as session, session.begin():
-            await repo.mark_event(session, row_id, processed=False, error=repr(exc)[:2000])
+            await repo.mark_event(
+                session, row_id, processed=False, error=repr(exc)[:2000],
+                retry_s=get_settings().payments_task_retry_s,
+            )  # fmt: skip
         raise
     async with sessions() as session, session.begin():
-        await repo.mark_event(session, row_id, processed=True, error=None)
+        await repo.mark_event(session, row_id, processed=True, error=None, retry_s=0)
     return outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    """What a drain did: events processed, attempts that failed, and the seconds until
+    the next failed event is due again (None: nothing waiting)."""
+
+    processed: int
+    failed: int
+    retry_in: float | None
+
+
+async def drain(
+    provider: PaymentProvider,
+    *,
+    batch: int = 100,
+    concurrency: int = 8,
+    lease_s: float = 120.0,
+    now: Clock = utcnow,
+) -> Drained:
+    """Process every stored webhook event that is due: claim a batch (oldest first,
+    SKIP LOCKED, so concurrent drains share the work), process it `concurrency` at a time
+    (each one re-reads its object from the gateway and applies it under its row lock),
+    until none is due. A failed event is retried with backoff, up to
+    `PAYMENTS_TASK_MAX_RETRIES` attempts, then left as a dead letter with its error."""
+    max_attempts = get_settings().payments_task_max_retries + 1
+    sessions = async_session_factory()
+    gate = asyncio.Semaphore(concurrency)
+    processed = failed = 0
+
+    async def one(row_id: int) -> bool:
+        async with gate:
+            try:
+                await process_event(provider, row_id=row_id, now=now)
+                return True
+            except Exception as exc:
+                log.warning("webhook_event_failed", row_id=row_id, error=repr(exc))
+                return False
+
+    while True:
+        async with sessions() as session, session.begin():
+            ids = await repo.claim_events(
+                session, limit=batch, lease_s=lease_s, max_attempts=max_attempts
+            )
+        if not ids:
+            break
+        results = await asyncio.gather(*(one(i) for i in ids))
+        processed += sum(results)
+        failed += len(results) - sum(results)
+    async with sessions() as session:
+        retry_in = await repo.next_retry_in(session, max_attempts=max_attempts)
+    return Drained(processed, failed, retry_in)
 
 
 async def refund_booking(

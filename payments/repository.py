@@ -238,18 +238,52 @@ async def get_event(
 
 
 async def mark_event(
-    session: AsyncSession, row_id: int, *, processed: bool, error: str | None
+    session: AsyncSession, row_id: int, *, processed: bool, error: str | None, retry_s: float
 ) -> None:
-    """Count an attempt; set `processed_at` when it succeeded, else `last_error`."""
-    values: dict[str, Any] = {"attempts": WebhookEvent.attempts + 1, "last_error": error}
+    """Count an attempt and release the claim: `processed_at` when it succeeded, else
+    `last_error` and the next attempt `retry_s * 2^attempts` (≤ 300 s) later."""
+    values: dict[str, Any] = {
+        "attempts": WebhookEvent.attempts + 1, "last_error": error, "claimed_until": None,
+    }  # fmt: skip
     if processed:
         values["processed_at"] = func.now()
+    else:
+        delay = func.least(300.0, retry_s * func.power(2, WebhookEvent.attempts))
+        values["next_attempt_at"] = func.now() + func.make_interval(0, 0, 0, 0, 0, 0, delay)
     await session.execute(
         update(WebhookEvent)
         .where(WebhookEvent.id == row_id)
         .values(**values)
-        .execution_options(synchronize_session=False, populate_existing=True)
+        .execution_options(synchronize_session=False)
     )
+
+
+_CLAIM = text(
+    "UPDATE webhook_events SET claimed_until = now() + make_interval(secs => :lease_s)"
+    " WHERE id IN (SELECT id FROM webhook_events WHERE processed_at IS NULL"
+    " AND attempts < :max_attempts AND next_attempt_at <= now()"
+    " AND (claimed_until IS NULL OR claimed_until < now())"
+    " ORDER BY received_at LIMIT :limit FOR UPDATE SKIP LOCKED) RETURNING id"
+)
+_NEXT_RETRY = text(
+    "SELECT extract(epoch FROM min(next_attempt_at) - now()) FROM webhook_events"
+    " WHERE processed_at IS NULL AND attempts < :max_attempts"
+)
+
+
+async def claim_events(
+    session: AsyncSession, *, limit: int, lease_s: float, max_attempts: int
+) -> list[int]:
+    """Claim up to `limit` events due for processing (oldest first) for `lease_s` seconds;
+    concurrent drains skip each other's rows (SKIP LOCKED) and claims."""
+    params = {"limit": limit, "lease_s": lease_s, "max_attempts": max_attempts}
+    return [int(r) for r in (await session.execute(_CLAIM, params)).scalars().all()]
+
+
+async def next_retry_in(session: AsyncSession, *, max_attempts: int) -> float | None:
+    """Seconds until the next failed event is due again (None: none waiting)."""
+    value = (await session.execute(_NEXT_RETRY, {"max_attempts": max_attempts})).scalar_one()
+    return None if value is None else max(0.0, float(value))
 
 
 async def unprocessed_events(

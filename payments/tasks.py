@@ -1,5 +1,11 @@
 """Celery tasks of payments (thin shims over `payments.jobs`).
 
+Webhook events are processed by `drain_webhook_events`: the webhook endpoint stores each
+event and queues a drain only when none is already queued (`DRAIN_FLAG`), so the ingest
+path pays one Redis `SET NX` per event instead of a broker publish; the drain processes
+every due event, several at a time, with per-event backoff and dead letters
+(`payments.jobs.drain`).
+
 The jobs are async (they share the API's async engine and the SDK's async client); a
 worker process runs them on one event loop of its own, kept for the process's life, so
 pooled database and HTTP connections stay bound to the loop that made them.
@@ -38,21 +44,28 @@ def _countdown(retries: int) -> float:
     return float(min(300.0, get_settings().payments_task_retry_s * 2**retries))
 
 
+# Set (NX, with a TTL) by the webhook endpoint when it queues a drain; deleted by the drain
+# as it starts, so an event stored after that queues the next one. The TTL re-arms the
+# kick should a queued drain be lost.
+DRAIN_FLAG = "payments:webhooks:drain"
+DRAIN_FLAG_TTL_S = 5
+
+
 @app.task(  # type: ignore[untyped-decorator]
-    name="payments.process_webhook_event", bind=True, acks_late=True, ignore_result=True
+    name="payments.drain_webhook_events", acks_late=True, ignore_result=True
 )
-def process_webhook_event(self: Task, row_id: int) -> str:
-    """Process the stored webhook event `row_id` (idempotent: a processed one is skipped).
-    Returns `processed`, `ignored` or `skipped`; retried with backoff on failure."""
-    from payments.jobs import process_event
+def drain_webhook_events() -> dict[str, Any]:
+    """Process every due webhook event (`payments.jobs.drain`); when failed events wait
+    for a retry, schedule another drain for when the first is due."""
+    from core.redis import get_sync_redis
+    from payments.jobs import drain
     from payments.stripe_adapter import get_provider
 
-    try:
-        return run(process_event(get_provider(), row_id=row_id))
-    except Exception as exc:
-        if self.request.retries >= get_settings().payments_task_max_retries:
-            raise
-        raise self.retry(exc=exc, countdown=_countdown(self.request.retries)) from exc
+    get_sync_redis().delete(DRAIN_FLAG)
+    result = run(drain(get_provider()))
+    if result.retry_in is not None:
+        drain_webhook_events.apply_async(countdown=max(0.05, result.retry_in))
+    return {"processed": result.processed, "failed": result.failed}
 
 
 @app.task(  # type: ignore[untyped-decorator]

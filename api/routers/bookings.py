@@ -48,7 +48,7 @@ BookerUser = Annotated[User, Depends(require_role("student", "parent"))]
                 "Location": {"description": "The booking's URL", "schema": {"type": "string"}}
             },
         },
-        **problem_responses(400, 401, 403, 404, 409, 422, 503),
+        **problem_responses(400, 401, 403, 404, 409, 422, 429),
     },
 )
 @idempotent(required=True)
@@ -63,7 +63,7 @@ async def create_booking(
     `min_notice` (starts within 2 h), `overlapping_booking`, `provider_unavailable`,
     `idempotency_key_in_use`. 403 `not_linked_child`, `own_slot`. 404 `slot_not_found`.
     400 `idempotency_key_missing` / `idempotency_key_invalid`; 422 validation or
-    `idempotency_key_mismatch`. 503 `slot_busy` (Retry-After) when the slot's lock is not
+    `idempotency_key_mismatch`. 429 `slot_busy` (Retry-After) when the slot's lock is not
     granted in time. A retry with the same key replays the first answer.
     """
     booking = await service.hold(session, actor=user, data=data, now=now)
@@ -123,7 +123,7 @@ async def get_booking(booking_id: uuid.UUID, user: CurrentUser, session: Session
     "/bookings/{booking_id}/cancel",
     response_model=CancelResult,
     summary="Cancel a booking; says the refund due (Idempotency-Key supported)",
-    responses=problem_responses(400, 401, 404, 409, 422, 503),
+    responses=problem_responses(400, 401, 404, 409, 422, 429),
 )
 @idempotent()
 async def cancel_booking(

@@ -10,13 +10,16 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
+import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends, Query, Request, status
 
 from api.deps import AdminUser, NowDep, ProviderUser, SessionDep, require_role
 from api.errors import problem_responses
 from core.errors import ValidationFailed
 from core.logging import get_logger
+from core.redis import get_async_redis
 from payments import payouts, service
+from payments.errors import AmountNotSupported
 from payments.provider import PaymentProvider, ProviderError
 from payments.schemas import (
     BalanceOut,
@@ -30,7 +33,7 @@ from payments.schemas import (
     PayoutStatus,
     WebhookAck,
 )
-from payments.stripe_adapter import get_provider
+from payments.stripe_adapter import UnrepresentableAmount, get_provider
 from profiles.models import User
 
 router = APIRouter(tags=["payments"])
@@ -38,12 +41,18 @@ log = get_logger(__name__)
 Payer = Annotated[User, Depends(require_role("student", "parent"))]
 
 
-def get_payment_provider() -> PaymentProvider:
-    """The payment gateway (Stripe, or its local stand-in without `STRIPE_SECRET_KEY`)."""
+async def get_payment_provider() -> PaymentProvider:
+    """The payment gateway (Stripe, or its local stand-in without `STRIPE_SECRET_KEY`).
+    Async on purpose: FastAPI runs a sync dependency in its thread pool (a hop per call)."""
     return get_provider()
 
 
+async def _redis() -> aioredis.Redis:
+    return get_async_redis()
+
+
 ProviderDep = Annotated[PaymentProvider, Depends(get_payment_provider)]
+AsyncRedis = Annotated[aioredis.Redis, Depends(_redis)]
 
 
 @router.post(
@@ -87,12 +96,14 @@ async def create_payment_intent(
         },
     },
 )
-async def stripe_webhook(request: Request, session: SessionDep, gateway: ProviderDep) -> WebhookAck:
+async def stripe_webhook(
+    request: Request, session: SessionDep, gateway: ProviderDep, redis: AsyncRedis
+) -> WebhookAck:
     """Verified on the raw body with `stripe.Webhook.construct_event` (any `v1` signature
     of the secret, 300 s tolerance); 400 `invalid_signature` stores nothing. A valid event
     is stored once by its id and answered at once; a Celery task re-reads the object from
     Stripe and applies it (so order and duplicates do not matter)."""
-    from payments.tasks import process_webhook_event
+    from payments.tasks import DRAIN_FLAG, DRAIN_FLAG_TTL_S, drain_webhook_events
 
     body = await request.body()
     headers = {k.lower(): v for k, v in request.headers.items()}
@@ -101,8 +112,9 @@ async def stripe_webhook(request: Request, session: SessionDep, gateway: Provide
     await session.commit()
     if intake.enqueue:
         try:
-            process_webhook_event.delay(intake.row_id)
-        except Exception as exc:  # stored: the sweep (reconcile --fix) processes it later
+            if await redis.set(DRAIN_FLAG, b"1", nx=True, ex=DRAIN_FLAG_TTL_S):
+                drain_webhook_events.delay()
+        except Exception as exc:  # stored: the next kick or reconcile --fix processes it
             log.error("webhook_enqueue_failed", row_id=intake.row_id, exc_info=exc)
     return WebhookAck(duplicate=not intake.inserted)
 
@@ -199,6 +211,11 @@ async def _pay(
             destination=destination, amount_minor=payout.net_minor, currency=payout.currency,
             idempotency_key=f"po:{payout.id}", metadata={"payout_id": str(payout.id)},
         )  # fmt: skip
+    except UnrepresentableAmount as exc:
+        raise AmountNotSupported(
+            f"Stripe cannot transfer {payout.net_minor} minor units of {payout.currency};"
+            " pay it manually with a `reference`."
+        ) from exc
     except ProviderError as exc:
         raise service.gateway_error(exc) from exc
     out = await payouts.mark_paid(

@@ -8,8 +8,10 @@
 - `refunds`: numbered per payment (`seq`, the gateway idempotency key is
   `re:{booking_id}:{seq}`), in the payment's currency (composite foreign key).
 - `webhook_events(source, event_id)` unique: the inbox; a delivery is stored once
-  (INSERT … ON CONFLICT DO NOTHING) and processed by a task; `processed_at`, `attempts`
-  and `last_error` keep the state, so a failed event stays as a dead letter.
+  (INSERT … ON CONFLICT DO NOTHING) and processed by the drain task, which claims rows
+  (`claimed_until`, SKIP LOCKED); `processed_at`, `attempts`, `next_attempt_at` (backoff)
+  and `last_error` keep the state, so an event failing every attempt stays as a dead
+  letter.
 - `ledger_transactions` (one per business event, `key` unique so a replay posts nothing)
   and `ledger_entries` (signed amounts: positive = credit, negative = debit). A
   DEFERRABLE INITIALLY DEFERRED constraint trigger checks at commit that every
@@ -130,6 +132,8 @@ def upgrade() -> None:
             received_at     timestamptz NOT NULL DEFAULT now(),
             processed_at    timestamptz,
             attempts        integer NOT NULL DEFAULT 0,
+            next_attempt_at timestamptz NOT NULL DEFAULT now(),
+            claimed_until   timestamptz,
             last_error      text,
             UNIQUE (source, event_id)
         )

@@ -1,0 +1,445 @@
+"""Payments benchmark: webhook ingest, commit-to-confirmed, payment-intent creation.
+
+Usage: `python -m loadtests.bench_payments [--events 5000 --payments 1000 --rate 100
+--intents 1000]` (`make bench-payments`). In a scratch database (migrated; dropped at the
+end unless `--keep`), with the Stripe stand-in in this process on a free port, the API
+(`educonnect serve`, `--api-workers` processes) and a Celery worker (prefork,
+`--worker-concurrency`) as subprocesses, on `REDIS_URL`:
+
+1. Webhook ingest: `--events` distinct events, signed beforehand with the `stripe` library,
+   POSTed to `/api/v1/payments/webhooks/stripe` by `--concurrency` connections as fast as
+   the API takes them (verified, stored once, task queued; no worker running, the queue
+   is emptied afterwards). Reports verified events stored per second and latency.
+2. Commit-to-confirmed: `--payments` pending bookings with their intents; at `--rate` per
+   second the stand-in makes an intent succeed (the instant Stripe commits it) and
+   delivers the signed webhook; the worker's task re-reads the intent and confirms. A
+   poller (5 ms) sees each payment's `succeeded` commit. Reports p50/p95/p99/max.
+3. Payment-intent creation: `--intents` pending bookings, `POST
+   /bookings/{id}/payment-intent` at `--rate` per second (open loop). Reports the API's
+   p50/p95/p99 and the stand-in's own server time per request (p50/p95), and the API's
+   p95 less the stand-in's p95 (the stand-in excluded).
+
+Writes `artifacts/bench-payments.json` with the machine described.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from statistics import quantiles
+from typing import Any
+
+import httpx
+import psycopg
+import redis
+import stripe
+from psycopg import sql
+
+from core.migrate import upgrade
+from core.security import create_access_token
+from core.settings import get_settings
+from loadtests.machine import describe, one_line
+from payments.tasks import DRAIN_FLAG
+from standins.stripe import start
+
+API_KEY = "sk_test_bench"
+SECRET = "whsec_bench"  # noqa: S105 - the benchmark's stand-in secret
+WEBHOOK = "/api/v1/payments/webhooks/stripe"
+
+
+def _pct(values: list[float]) -> dict[str, float]:
+    if len(values) < 2:
+        v = values[0] if values else float("nan")
+        return {"p50": v, "p95": v, "p99": v, "max": v, "n": len(values)}
+    q = quantiles(values, n=100, method="inclusive")
+    return {
+        "p50": round(q[49], 2), "p95": round(q[94], 2), "p99": round(q[98], 2),
+        "max": round(max(values), 2), "n": len(values),
+    }  # fmt: skip
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(predicate: Any, what: str, limit_s: float = 120) -> None:
+    deadline = time.monotonic() + limit_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+class Procs:
+    """The API and worker subprocesses of the run."""
+
+    def __init__(self) -> None:
+        import subprocess
+
+        self.subprocess = subprocess
+        self.procs: list[Any] = []
+
+    def spawn(self, args: list[str], env: dict[str, str]) -> Any:
+        """Start a subprocess; its output goes to `$BENCH_PAYMENTS_LOGS/<n>.log` when set."""
+        logs = os.environ.get("BENCH_PAYMENTS_LOGS")
+        out: Any = self.subprocess.DEVNULL
+        if logs:
+            Path(logs).mkdir(parents=True, exist_ok=True)
+            out = open(Path(logs) / f"{len(self.procs)}.log", "w")  # noqa: SIM115
+        p = self.subprocess.Popen(
+            args, env={**os.environ, **env}, stdout=out, stderr=self.subprocess.STDOUT
+        )
+        self.procs.append(p)
+        return p
+
+    def stop(self, p: Any) -> None:
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(timeout=30)
+            except self.subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=30)
+
+    def stop_all(self) -> None:
+        for p in self.procs:
+            self.stop(p)
+
+
+_WRK_LUA = """
+local events = {%s}
+local threads = 0
+setup = function(thread)
+  thread:set("tid", threads)
+  threads = threads + 1
+end
+local i = -1
+request = function()
+  -- thread k sends events k, k + 2, k + 4, ... (distinct across the two threads)
+  i = i + 1
+  local e = events[(((tid or 0) + 2 * i) %% #events) + 1]
+  return wrk.format("POST", "%s", {["Stripe-Signature"] = e[1],
+    ["Content-Type"] = "application/json"}, e[2])
+end
+done = function(summary, latency, requests)
+  io.write(string.format("WRKJSON {\\"requests\\": %%d, \\"seconds\\": %%f, \\"errors\\": %%d,"
+    .. " \\"p50\\": %%f, \\"p95\\": %%f, \\"p99\\": %%f}\\n",
+    summary.requests, summary.duration / 1e6,
+    summary.errors.connect + summary.errors.read + summary.errors.write
+      + summary.errors.status + summary.errors.timeout,
+    latency:percentile(50) / 1000, latency:percentile(95) / 1000,
+    latency:percentile(99) / 1000))
+end
+"""
+
+
+def _wrk_ingest(
+    wrk: str, base: str, events: list[tuple[str, str]], clients: int, seconds: float
+) -> dict[str, Any]:
+    """POST the signed events with wrk (2 threads, `clients` connections, closed loop,
+    in its own process: the client costs little of the two cores)."""
+    import subprocess
+    import tempfile
+
+    rows = ", ".join(f"{{{json.dumps(sig)}, {json.dumps(body)}}}" for sig, body in events)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(_WRK_LUA % (rows, WEBHOOK))
+    try:
+        out = subprocess.run(
+            [wrk, "-t2", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
+             "-s", f.name, base],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+    finally:
+        os.unlink(f.name)
+    line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
+    r: dict[str, Any] = json.loads(line[len("WRKJSON ") :])
+    return r
+
+
+def _market(conn: psycopg.Connection[Any], n: int) -> list[tuple[str, str]]:
+    """A tutor with `n` one-hour slots (capacity 1, from tomorrow), one student per slot
+    and a pending hold on each. Returns (booking_id, student_id) pairs."""
+    tutor = conn.execute(
+        "INSERT INTO users (email, password_hash, role) VALUES (%s, 'x', 'tutor') RETURNING id",
+        (f"bench-tutor-{uuid.uuid4().hex[:8]}@example.com",),
+    ).fetchone()[0]  # type: ignore[index]
+    conn.execute(
+        "INSERT INTO provider_profiles (user_id, kind, display_name, languages,"
+        " hourly_rate_minor, currency) VALUES (%s, 'tutor', 'Bench', '{fr}', 3000, 'EUR')",
+        (tutor,),
+    )
+    rows = conn.execute(
+        """
+        WITH s AS (
+            INSERT INTO users (email, password_hash, role)
+            SELECT 'bench-' || g || '-' || %(tag)s || '@example.com', 'x', 'student'
+            FROM generate_series(1, %(n)s) g RETURNING id
+        ), n AS (SELECT id, row_number() OVER () AS k FROM s),
+        sl AS (
+            INSERT INTO availability_slots (provider_id, starts_at, ends_at, mode, capacity)
+            SELECT %(tutor)s, date_trunc('hour', now()) + (k + 24) * interval '1 hour',
+                   date_trunc('hour', now()) + (k + 25) * interval '1 hour', 'online', 1
+            FROM n RETURNING id, starts_at, ends_at
+        ), sln AS (SELECT *, row_number() OVER (ORDER BY starts_at) AS k FROM sl)
+        INSERT INTO bookings (student_id, booked_by, provider_id, slot_id, seats, starts_at,
+            ends_at, status, hold_expires_at, price_minor, currency, cancel_policy)
+        SELECT n.id, n.id, %(tutor)s, sln.id, 1, sln.starts_at, sln.ends_at, 'pending',
+               now() + interval '1 hour', 3000, 'EUR',
+               '{"source": "platform", "tiers": [{"min_hours_before": 24, "refund_percent": 100}]}'
+        FROM n JOIN sln USING (k) RETURNING id, student_id
+        """,
+        {"n": n, "tutor": tutor, "tag": uuid.uuid4().hex[:8]},
+    ).fetchall()
+    return [(str(r[0]), str(r[1])) for r in rows]
+
+
+async def _post_all(
+    url: str,
+    jobs: list[tuple[str, dict[str, str], bytes | None]],
+    *,
+    rate: float | None,
+    concurrency: int,
+) -> tuple[list[float], int, float]:
+    """POST every (path, headers, body): open loop at `rate`/s, else as fast as
+    `concurrency` connections go. Returns latencies (ms), errors, wall seconds."""
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        sem = asyncio.Semaphore(concurrency)
+        t0 = time.perf_counter()
+
+        async def one(i: int, path: str, headers: dict[str, str], body: bytes | None) -> None:
+            nonlocal errors
+            if rate:
+                delay = t0 + i / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            async with sem:
+                s = time.perf_counter()
+                r = await client.post(path, headers=headers, content=body)
+                latencies.append((time.perf_counter() - s) * 1000)
+                if r.status_code >= 300:
+                    errors += 1
+
+        await asyncio.gather(*(one(i, *job) for i, job in enumerate(jobs)))
+        return latencies, errors, time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--events", type=int, default=20000, help="signed events available")
+    ap.add_argument("--ingest-client", choices=("wrk", "httpx"), default="wrk")
+    ap.add_argument("--ingest-seconds", type=float, default=8.0, help="wrk's duration")
+    ap.add_argument("--payments", type=int, default=1000)
+    ap.add_argument("--intents", type=int, default=1000)
+    ap.add_argument("--rate", type=float, default=100.0, help="payments or intents per second")
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--api-workers", type=int, default=2)
+    ap.add_argument("--worker-concurrency", type=int, default=2)
+    ap.add_argument("--out", default="artifacts/bench-payments.json")
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args(argv)
+
+    base = get_settings().libpq_database_url
+    name = base.rsplit("/", 1)[1].split("?")[0] + "_bench_payments"
+    url = base.rsplit("/", 1)[0] + "/" + name
+    admin = base.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as a:
+        a.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        a.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    upgrade("head", url)
+
+    server, _ = start(api_key=API_KEY, webhook_secret=SECRET, webhook_url=None)
+    redis_url = get_settings().redis_url
+    env = {
+        "DATABASE_URL": url, "REDIS_URL": redis_url, "STRIPE_SECRET_KEY": "",
+        "STRIPE_STANDIN_URL": server.url, "STRIPE_STANDIN_API_KEY": API_KEY,
+        "STRIPE_WEBHOOK_SECRET": SECRET, "LOG_LEVEL": "WARNING", "WORKER_METRICS_PORT": "0",
+        "SECRET_KEY": get_settings().secret_key,
+    }  # fmt: skip
+    procs = Procs()
+    port = _free_port()
+    api_url = f"http://127.0.0.1:{port}"
+    report: dict[str, Any] = {"args": vars(args)}
+    try:
+        procs.spawn(
+            [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", str(args.api_workers)], env,
+        )  # fmt: skip
+
+        def api_up() -> bool:
+            try:
+                return httpx.get(api_url + "/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        _wait(api_up, "the API")
+        with psycopg.connect(url, autocommit=True) as conn:
+            report["machine"] = describe(conn)
+            print("machine:", one_line(report["machine"]), flush=True)
+
+            # 1. webhook ingest -------------------------------------------------------
+            events: list[tuple[str, str]] = []
+            for _ in range(args.events):
+                body = json.dumps({
+                    "id": "evt_" + uuid.uuid4().hex, "object": "event",
+                    "type": "payment_intent.succeeded", "created": int(time.time()),
+                    "data": {"object": {"id": "pi_" + uuid.uuid4().hex, "object": "payment_intent"}},
+                })  # fmt: skip
+                events.append(
+                    (stripe.WebhookSignature.generate_signature_header(body, SECRET), body)
+                )
+            wrk = shutil.which("wrk") if args.ingest_client == "wrk" else None
+            if wrk:
+                r = _wrk_ingest(wrk, api_url, events, args.concurrency, args.ingest_seconds)
+                wall, errors, sent = r["seconds"], r["errors"], r["requests"]
+                lat = {
+                    "p50": round(r["p50"], 2),
+                    "p95": round(r["p95"], 2),
+                    "p99": round(r["p99"], 2),
+                }
+                client = f"wrk -t2 -c{args.concurrency} -d{args.ingest_seconds}s (closed loop)"
+            else:
+                jobs = [
+                    (
+                        WEBHOOK,
+                        {"Stripe-Signature": sig, "Content-Type": "application/json"},
+                        body.encode(),
+                    )
+                    for sig, body in events
+                ]
+                latencies, errors, wall = asyncio.run(
+                    _post_all(api_url, jobs, rate=None, concurrency=args.concurrency)
+                )
+                sent, lat = len(jobs), _pct(latencies)
+                client = f"httpx, {args.concurrency} connections (closed loop, in this process)"
+            stored = conn.execute("SELECT count(*) FROM webhook_events").fetchone()[0]  # type: ignore[index]
+            report["ingest"] = {
+                "events_signed": args.events, "requests": sent, "stored": stored,
+                "errors": errors, "seconds": round(wall, 2),
+                "stored_per_s": round(stored / wall, 1), "latency_ms": lat, "client": client,
+            }  # fmt: skip
+            print("ingest:", report["ingest"], flush=True)
+            # drop part 1's queued drain and its flag (no worker was running)
+            redis.Redis.from_url(redis_url).delete("celery", DRAIN_FLAG)
+            conn.execute("TRUNCATE webhook_events")
+
+            # 2. commit-to-confirmed ------------------------------------------------------
+            procs.spawn(
+                [sys.executable, "-m", "celery", "-A", "core.celery_app", "worker",
+                 "--pool=prefork", f"--concurrency={args.worker_concurrency}",
+                 "--without-gossip", "--without-mingle", "--loglevel=WARNING",
+                 "-n", f"bench-{uuid.uuid4().hex[:6]}@localhost"], env,
+            )  # fmt: skip
+            from core.celery_app import app as celery
+
+            _wait(lambda: bool(celery.control.ping(timeout=0.5)), "the worker")
+            pairs = _market(conn, args.payments)
+            sdk = stripe.StripeClient(API_KEY, base_addresses={"api": server.url})
+            refs: dict[str, str] = {}
+            for booking_id, _student in pairs:
+                pi = sdk.v1.payment_intents.create(
+                    {"amount": 3000, "currency": "eur", "metadata": {"booking_id": booking_id}},
+                    {"idempotency_key": f"pi:{booking_id}"},
+                )
+                refs[booking_id] = pi.id
+                conn.execute(
+                    "INSERT INTO payments (booking_id, payer_id, provider_id, gateway,"
+                    " gateway_ref, price_minor, amount_minor, currency)"
+                    " SELECT id, student_id, provider_id, 'stripe', %s, 3000, 3000, 'EUR'"
+                    " FROM bookings WHERE id = %s",
+                    (pi.id, booking_id),
+                )
+            server.standin.webhook_url = api_url + WEBHOOK
+            seen: dict[str, float] = {}
+            committed: dict[str, float] = {}
+            done = threading.Event()
+
+            def poll() -> None:
+                with psycopg.connect(url, autocommit=True) as pc:
+                    while not done.is_set():
+                        now = time.perf_counter()
+                        for (bid,) in pc.execute(
+                            "SELECT booking_id::text FROM payments WHERE status = 'succeeded'"
+                        ):
+                            seen.setdefault(bid, now)
+                        if len(seen) >= len(pairs):
+                            return
+                        time.sleep(0.005)
+
+            poller = threading.Thread(target=poll, daemon=True)
+            poller.start()
+            t0 = time.perf_counter()
+            for i, (booking_id, _) in enumerate(pairs):
+                delay = t0 + i / args.rate - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                server.standin.succeed_intent(refs[booking_id])
+                committed[booking_id] = time.perf_counter()
+            poller.join(timeout=120)
+            done.set()
+            confirmed = conn.execute(
+                "SELECT count(*) FROM bookings WHERE status = 'confirmed'"
+            ).fetchone()[0]  # type: ignore[index]
+            c2c = [(seen[b] - committed[b]) * 1000 for b in committed if b in seen]
+            report["commit_to_confirmed"] = {
+                "payments": len(pairs), "rate_per_s": args.rate, "confirmed": confirmed,
+                "latency_ms": _pct(c2c),
+            }  # fmt: skip
+            print("commit-to-confirmed:", report["commit_to_confirmed"], flush=True)
+            server.standin.webhook_url = None
+
+            # 3. payment-intent creation ----------------------------------------------------
+            pairs = _market(conn, args.intents)
+            server.standin.server_times_ms.clear()
+            jobs = []
+            for booking_id, student_id in pairs:
+                token = create_access_token(user_id=uuid.UUID(student_id), role="student")
+                jobs.append(
+                    (f"/api/v1/bookings/{booking_id}/payment-intent",
+                     {"Authorization": f"Bearer {token}"}, None)
+                )  # fmt: skip
+            lat, errors, wall = asyncio.run(
+                _post_all(api_url, jobs, rate=args.rate, concurrency=args.concurrency)
+            )
+            standin_ms = sorted(server.standin.server_times_ms)
+            api_pct, standin_pct = _pct(lat), _pct(standin_ms)
+            report["intent_creation"] = {
+                "requests": len(jobs), "errors": errors, "rate_per_s": args.rate,
+                "achieved_per_s": round(len(jobs) / wall, 1), "api_latency_ms": api_pct,
+                "standin_server_ms": standin_pct,
+                "api_p95_less_standin_p95_ms": round(api_pct["p95"] - standin_pct["p95"], 2),
+            }  # fmt: skip
+            print("intent creation:", report["intent_creation"], flush=True)
+    finally:
+        procs.stop_all()
+        server.standin.close()
+        server.shutdown()
+        if not args.keep:
+            with psycopg.connect(admin, autocommit=True) as a:
+                a.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"written {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""The payments benchmark at tiny scale (it must keep running; figures are not checked)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_payments_smoke(database_url: str, tmp_path: object) -> None:
+    from pathlib import Path
+
+    from loadtests.bench_payments import main
+
+    out = Path(str(tmp_path)) / "bench.json"
+    report = main(
+        ["--events", "40", "--ingest-client", "httpx", "--payments", "8", "--intents", "8", "--rate", "20",
+         "--concurrency", "4", "--api-workers", "1", "--worker-concurrency", "1",
+         "--out", str(out)]
+    )  # fmt: skip
+    assert out.exists()
+    assert report["ingest"]["stored"] == 40
+    assert report["ingest"]["errors"] == 0
+    assert report["commit_to_confirmed"]["confirmed"] == 8
+    assert report["intent_creation"]["errors"] == 0
+    assert report["intent_creation"]["standin_server_ms"]["n"] == 8
+    assert report["machine"]["cores"] >= 1
