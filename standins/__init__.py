@@ -1,0 +1,1 @@
+"""Local HTTP stand-ins of the external services (Stripe, LiveKit) for tests and `make run`."""
