@@ -38,7 +38,7 @@ from celery import Celery, signals
 
 from core.settings import Settings, get_settings
 
-TASK_MODULES = ("indexer.tasks",)
+TASK_MODULES = ("indexer.tasks", "sessions.tasks")
 
 
 def celery_config(s: Settings) -> dict[str, Any]:
@@ -67,6 +67,10 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "worker_send_task_events": False,
         "enable_utc": True,
         "timezone": "UTC",
+        # `celery beat` (or a worker with -B) runs the periodic housekeeping.
+        "beat_schedule": {
+            "sessions.sweep": {"task": "sessions.sweep", "schedule": s.session_sweep_interval_s},
+        },
     }
 
 
