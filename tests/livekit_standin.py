@@ -51,6 +51,12 @@ class StandIn:
         r.raise_for_status()
         return dict(r.json()["webhooks"][0])
 
+    def sign_body(self, body: str) -> str:
+        """The Authorization token LiveKit would send with `body`."""
+        r = self.http.post("/_standin/sign", content=body.encode())
+        r.raise_for_status()
+        return str(r.json()["authorization"])
+
     def state(self) -> dict[str, Any]:
         """Rooms, participants and API call counts."""
         return dict(self.http.get("/_standin/state").json())

@@ -20,7 +20,8 @@ SHA-256 of the body; sent as `Authorization`, `Content-Type: application/webhook
 POSTed to `--webhook-url` when set, and returned to the caller either way.
 
 Stand-in-only routes (`/_standin/…`): `join`, `leave`, `webhook` (sign any event),
-`state` (rooms, participants and the count of every API call), `reset`.
+`sign` (LiveKit's token for any body), `state` (rooms, participants and the count of
+every API call), `reset`.
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ class LiveKitStandIn:
         app.router.add_post("/_standin/join", self._join)
         app.router.add_post("/_standin/leave", self._leave)
         app.router.add_post("/_standin/webhook", self._custom_webhook)
+        app.router.add_post("/_standin/sign", self._sign)
         app.router.add_get("/_standin/state", self._state)
         app.router.add_post("/_standin/reset", self._reset)
         app.on_cleanup.append(self._close_http)
@@ -334,6 +336,10 @@ class LiveKitStandIn:
             str(data["event"]), room, p, at=at, event_id=data.get("id") and str(data["id"])
         )
         return web.json_response({"webhooks": [signed.as_json()]})
+
+    async def _sign(self, request: web.Request) -> web.Response:
+        """The raw request body → `{authorization}`: LiveKit's signature of those bytes."""
+        return web.json_response({"authorization": self.sign((await request.read()).decode())})
 
     # --- webhooks --------------------------------------------------------------------
 
