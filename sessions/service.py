@@ -211,7 +211,11 @@ async def set_slot_settings(
 
 
 def _event_time(created_at: int, now: datetime) -> datetime:
-    return datetime.fromtimestamp(created_at, UTC) if created_at > 0 else now
+    """The event's `createdAt` (unix seconds) as UTC; `now` when absent or out of range."""
+    try:
+        return datetime.fromtimestamp(created_at, UTC) if created_at > 0 else now
+    except (OverflowError, OSError, ValueError):
+        return now
 
 
 async def receive_webhook(
