@@ -114,3 +114,6 @@ capacity: install $(if $(LOADTEST_HOST),,services)  ## step users up until searc
 
 bench-reindex: install services  ## full reindex of 200k tutors + 50k coaches through a real Celery worker
 	$(BIN)/python -m loadtests.bench_reindex
+
+bench-sessions: install services  ## LiveKit token issue p95 at 100 req/s open loop (+ first tokens creating rooms)
+	$(BIN)/python -m loadtests.bench_sessions
