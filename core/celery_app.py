@@ -38,7 +38,7 @@ from celery import Celery, signals
 
 from core.settings import Settings, get_settings
 
-TASK_MODULES = ("indexer.tasks", "sessions.tasks")
+TASK_MODULES = ("indexer.tasks", "booking.tasks", "sessions.tasks")
 
 
 def celery_config(s: Settings) -> dict[str, Any]:
@@ -67,9 +67,21 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "worker_send_task_events": False,
         "enable_utc": True,
         "timezone": "UTC",
-        # `celery beat` (or a worker with -B) runs the periodic housekeeping.
+        # `celery -A core.celery_app beat`: periodic tasks. Lapsed holds stop counting by
+        # time alone; this sweep only settles their state and tells the indexer.
         "beat_schedule": {
-            "sessions.sweep": {"task": "sessions.sweep", "schedule": s.session_sweep_interval_s},
+            "booking-expire-holds": {
+                "task": "booking.expire_holds",
+                "schedule": s.booking_expiry_sweep_s,
+                # a sweep not started within one period is superseded by the next one
+                "options": {"expires": s.booking_expiry_sweep_s},
+            },
+            # video rooms to release or close, lessons to settle (sessions/tasks.py)
+            "sessions-sweep": {
+                "task": "sessions.sweep",
+                "schedule": s.session_sweep_interval_s,
+                "options": {"expires": s.session_sweep_interval_s},
+            },
         },
     }
 

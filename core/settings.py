@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     login_rate_window_s: int = Field(default=900, ge=1, le=86_400)
     idempotency_ttl_s: int = Field(default=86_400, ge=86_400, le=30 * 86_400)
     idempotency_lock_timeout_s: int = Field(default=60, ge=1, le=3600)
+    # Booking (booking/service.py): hold lifetime, minimum notice before a slot starts, the
+    # beat sweep of lapsed holds, and how long a booking waits for a slot's row lock
+    hold_ttl_s: int = Field(default=300, ge=30, le=3600)
+    booking_min_notice_s: int = Field(default=7200, ge=0, le=30 * 86_400)
+    booking_expiry_sweep_s: float = Field(default=30.0, gt=0, le=3600)
+    booking_lock_timeout_ms: int = Field(default=3000, ge=10, le=60_000)
     # Web pages (api/web.py): map tiles as a Leaflet URL template; empty = no tiles
     map_tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
     map_tile_attribution: str = (

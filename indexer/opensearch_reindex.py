@@ -43,6 +43,7 @@ from opensearchpy.exceptions import NotFoundError
 from core.logging import get_logger
 from indexer.opensearch_documents import actions, fetch_rows, iter_searchable, row_actions
 from indexer.opensearch_sink import write
+from indexer.relay import provider_of
 from search.opensearch_index import (
     FAMILIES,
     LOAD_SETTINGS,
@@ -159,7 +160,7 @@ def replay(
     while True:
         with conn.transaction():
             rows = conn.execute(
-                "SELECT txid::text::bigint, id, aggregate_type, aggregate_id FROM outbox"
+                "SELECT txid::text::bigint, id, aggregate_type, aggregate_id, payload FROM outbox"
                 " WHERE (txid, id) > (%(t)s::text::xid8, %(i)s)"
                 "   AND txid < (SELECT outbox_horizon())"
                 " ORDER BY txid, id LIMIT %(n)s",
@@ -167,7 +168,8 @@ def replay(
             ).fetchall()
             if not rows:
                 return total
-            ids = list(dict.fromkeys(uuid.UUID(r[3]) for r in rows if r[2] == "provider"))
+            touched = (provider_of(r[2], r[3], r[4]) for r in rows)
+            ids = list(dict.fromkeys(uuid.UUID(p) for p in touched if p is not None))
             if ids:
                 write(
                     client,

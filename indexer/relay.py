@@ -40,6 +40,10 @@ log = get_logger(__name__)
 
 # Events of these aggregate types change a provider's search document.
 PROVIDER_AGGREGATES = frozenset({"provider"})
+# Events of these aggregate types change the search document of the provider named by
+# their payload's `provider_id` (a booking fills or frees seats of the provider's slot:
+# a full slot leaves its availability).
+PROVIDER_PAYLOAD_AGGREGATES = frozenset({"booking"})
 
 
 class Sink(Protocol):
@@ -66,14 +70,27 @@ class PostgresSink:
             rebuild_documents(conn, ids)
 
 
+def provider_of(
+    aggregate_type: str, aggregate_id: str, payload: dict[str, Any] | None
+) -> str | None:
+    """The provider whose search document an event touches (its id as text), or None."""
+    if aggregate_type in PROVIDER_AGGREGATES:
+        return aggregate_id
+    if aggregate_type in PROVIDER_PAYLOAD_AGGREGATES and payload:
+        pid = payload.get("provider_id")
+        return str(pid) if pid else None
+    return None
+
+
 def provider_ids(events: Sequence[OutboxEvent]) -> list[Any]:
     """Distinct provider ids of `events`, in first-seen order (as UUIDs)."""
     import uuid
 
     seen: dict[str, None] = {}
     for e in events:
-        if e.aggregate_type in PROVIDER_AGGREGATES:
-            seen.setdefault(e.aggregate_id, None)
+        pid = provider_of(e.aggregate_type, e.aggregate_id, e.payload)
+        if pid is not None:
+            seen.setdefault(pid, None)
     return [uuid.UUID(x) for x in seen]
 
 

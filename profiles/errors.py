@@ -72,6 +72,22 @@ class SlotOverlap(Conflict):
     title = "Slot overlaps"
 
 
+class SlotHasBookings(Conflict):
+    """409 `slot_has_bookings`: the slot holds booked seats; cancel it with its bookings
+    (`?cancel_bookings=true`) instead."""
+
+    code = "slot_has_bookings"
+    title = "Slot has bookings"
+
+
+class CapacityBelowBooked(Conflict):
+    """409 `capacity_below_booked`: a slot's capacity cannot go below its booked seats
+    (`seats_taken` in the body)."""
+
+    code = "capacity_below_booked"
+    title = "Capacity below booked seats"
+
+
 class UserNotFound(NotFound):
     """404 `user_not_found`."""
 

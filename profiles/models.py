@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from geoalchemy2 import Geography
 from sqlalchemy import (
@@ -21,7 +22,7 @@ from sqlalchemy import (
     String,
     Text,
 )
-from sqlalchemy.dialects.postgresql import CITEXT, UUID
+from sqlalchemy.dialects.postgresql import CITEXT, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 PROVIDER_ROLES: tuple[str, ...] = ("tutor", "coach", "mentor")
@@ -92,13 +93,19 @@ class ProviderProfile(Base):
     country_code: Mapped[str | None] = mapped_column(String(2))
     service_radius_km: Mapped[int | None] = mapped_column(Integer)
     kyc_status: Mapped[str] = mapped_column(Text)
+    # the provider's cancellation policy (`booking.schemas.CancelPolicy`); None = platform's
+    cancel_policy: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     version: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class AvailabilitySlot(Base):
-    """A bookable slot; `capacity > 1` is a group class; `canceled` slots do not overlap."""
+    """A bookable slot; `capacity > 1` is a group class; `canceled` slots do not overlap.
+
+    `seats_taken` is maintained by the database (trigger `bookings_seats_taken`, migration
+    0014) and bounded by `CHECK (seats_taken BETWEEN 0 AND capacity)`; never written here.
+    """
 
     __tablename__ = "availability_slots"
 
@@ -113,7 +120,13 @@ class AvailabilitySlot(Base):
     mode: Mapped[str] = mapped_column(Text)
     capacity: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(Text)
+    seats_taken: Mapped[int] = mapped_column(Integer, server_default=FetchedValue())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    @property
+    def seats_left(self) -> int:
+        """Seats not held by a seat-holding booking (lapsed holds still count until swept)."""
+        return max(self.capacity - self.seats_taken, 0)
 
 
 class RefreshToken(Base):

@@ -282,10 +282,70 @@ async def insert_slots(
     return sorted(rows, key=lambda s: s.starts_at)
 
 
-async def get_slot(session: AsyncSession, slot_id: uuid.UUID) -> AvailabilitySlot | None:
-    """The slot with `slot_id`, or None."""
-    stmt = select(AvailabilitySlot).where(AvailabilitySlot.id == slot_id).with_for_update()
+async def get_slot(
+    session: AsyncSession, slot_id: uuid.UUID, *, lock: bool = True
+) -> AvailabilitySlot | None:
+    """The slot with `slot_id` (locked FOR UPDATE unless `lock` is false), or None.
+
+    Always re-read from the database (`populate_existing`): `seats_taken` is written by a
+    trigger, so a copy already in the session may be stale."""
+    stmt = (
+        select(AvailabilitySlot)
+        .where(AvailabilitySlot.id == slot_id)
+        .execution_options(populate_existing=True)
+    )
+    if lock:
+        stmt = stmt.with_for_update()
     return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def lock_slots(session: AsyncSession, slot_ids: Sequence[uuid.UUID]) -> None:
+    """Lock the slots FOR UPDATE in id order (a fixed order: concurrent lockers of several
+    slots cannot deadlock each other)."""
+    if slot_ids:
+        await session.execute(
+            select(AvailabilitySlot.id)
+            .where(AvailabilitySlot.id.in_(sorted(set(slot_ids))))
+            .order_by(AvailabilitySlot.id)
+            .with_for_update()
+        )
+
+
+async def set_slot_capacity(session: AsyncSession, slot_id: uuid.UUID, capacity: int) -> None:
+    """Set the slot's capacity; raises `IntegrityError` (check violation
+    `availability_slots_seats_taken`) below its seats taken."""
+    await session.execute(
+        update(AvailabilitySlot)
+        .where(AvailabilitySlot.id == slot_id)
+        .values(capacity=capacity)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def is_parent_of(session: AsyncSession, *, parent_id: uuid.UUID, child_id: uuid.UUID) -> bool:
+    """True when `child_id` is linked to `parent_id` in `parent_children`."""
+    stmt = select(ParentChild.child_id).where(
+        ParentChild.parent_id == parent_id, ParentChild.child_id == child_id
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
+async def child_ids(session: AsyncSession, parent_id: uuid.UUID) -> list[uuid.UUID]:
+    """Ids of the parent's linked children."""
+    stmt = select(ParentChild.child_id).where(ParentChild.parent_id == parent_id)
+    return list((await session.execute(stmt)).scalars().all())
+
+
+async def set_cancel_policy(
+    session: AsyncSession, user_id: uuid.UUID, policy: dict[str, Any] | None
+) -> None:
+    """Store the provider's cancellation policy (None: back to the platform's)."""
+    await session.execute(
+        update(ProviderProfile)
+        .where(ProviderProfile.user_id == user_id)
+        .values(cancel_policy=policy, updated_at=func.now())
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def cancel_slot(session: AsyncSession, slot_id: uuid.UUID) -> None:

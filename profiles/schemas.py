@@ -298,6 +298,18 @@ class SlotOut(BaseModel):
     mode: Literal["online", "in_person"]
     capacity: int
     status: Literal["open", "closed", "canceled"]
+    seats_left: int = Field(
+        description="Seats still bookable: capacity minus the seats of confirmed bookings "
+        "and of holds that have not expired"
+    )
+
+
+class SlotCapacityIn(_Input):
+    """A new capacity for a slot: never below the seats its bookings hold (409)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"capacity": 8}]})
+
+    capacity: int = Field(ge=1, le=500, description="Seats; > 1 is a group class")
 
 
 class SlotList(BaseModel):

@@ -34,11 +34,13 @@ from core.settings import get_settings
 from profiles import repository as repo
 from profiles.errors import (
     AccountDisabled,
+    CapacityBelowBooked,
     EmailTaken,
     InvalidCredentials,
     ProfileNotFound,
     ProfileRequired,
     RoleChangeRefused,
+    SlotHasBookings,
     SlotNotFound,
     SlotOverlap,
     TooManyLoginAttempts,
@@ -571,14 +573,21 @@ async def create_slots(
 async def cancel_slot(session: AsyncSession, *, user: User, slot_id: uuid.UUID) -> None:
     """Cancel one of the provider's open slots; emits `availability.deleted`.
 
-    Raises `SlotNotFound` (404) for an unknown or already canceled slot and `Forbidden`
-    (403) for another provider's slot.
+    Raises `SlotNotFound` (404) for an unknown or already canceled slot, `Forbidden`
+    (403) for another provider's slot and `SlotHasBookings` (409) while bookings hold
+    seats of it (`seats_taken` > 0; `booking.service.cancel_slot` cancels them first).
     """
     slot = await repo.get_slot(session, slot_id)
     if slot is None or slot.status == "canceled":
         raise SlotNotFound("No open slot with this id.")
     if slot.provider_id != user.id:
         raise Forbidden("This slot belongs to another provider.")
+    if slot.seats_taken > 0:
+        raise SlotHasBookings(
+            "Bookings hold seats of this slot; cancel it with its bookings"
+            " (DELETE …?cancel_bookings=true).",
+            seats_taken=slot.seats_taken,
+        )
     await repo.cancel_slot(session, slot_id)
     version = await repo.bump_version(session, user.id)
     await outbox.emit(
@@ -615,3 +624,131 @@ async def list_availability(
         session, provider_id, start=start, end=end
     )
     return [_slot_out(s) for s in slots]
+
+
+# --- what the booking domain asks of profiles -------------------------------------------
+
+
+async def lock_slot(
+    session: AsyncSession, slot_id: uuid.UUID, *, lock: bool = True
+) -> AvailabilitySlot | None:
+    """The slot, locked `FOR UPDATE` for the rest of the caller's transaction (the row lock
+    booking takes before counting capacity), or None. `lock=False` reads it unlocked (the
+    race-control run of the booking tests only)."""
+    return await repo.get_slot(session, slot_id, lock=lock)
+
+
+async def lock_slots(session: AsyncSession, slot_ids: Sequence[uuid.UUID]) -> None:
+    """Lock several slots `FOR UPDATE`, in id order (no deadlock between such lockers)."""
+    await repo.lock_slots(session, slot_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class BookingTerms:
+    """What booking needs of a provider: whether it can be booked, its hourly rate (minor
+    units of `currency`) and its own cancellation policy (None = the platform's)."""
+
+    bookable: bool
+    hourly_rate_minor: int
+    currency: str
+    cancel_policy: dict[str, Any] | None
+
+
+async def booking_terms(session: AsyncSession, provider_id: uuid.UUID) -> BookingTerms | None:
+    """The provider's booking terms; None when it has no profile. `bookable` is false for
+    a deactivated account or a KYC-rejected profile."""
+    row = await repo.get_profile(session, provider_id)
+    if row is None:
+        return None
+    p = row.profile
+    user = await repo.get_user(session, provider_id)
+    return BookingTerms(
+        bookable=user is not None and user.active and p.kyc_status != "rejected",
+        hourly_rate_minor=p.hourly_rate_minor,
+        currency=p.currency,
+        cancel_policy=p.cancel_policy,
+    )
+
+
+async def is_parent_of(session: AsyncSession, *, parent_id: uuid.UUID, child_id: uuid.UUID) -> bool:
+    """True when `child_id` is a child account linked to the parent `parent_id`."""
+    return await repo.is_parent_of(session, parent_id=parent_id, child_id=child_id)
+
+
+async def child_ids(session: AsyncSession, *, parent_id: uuid.UUID) -> list[uuid.UUID]:
+    """Ids of the parent's linked child accounts."""
+    return await repo.child_ids(session, parent_id)
+
+
+async def touch_provider(session: AsyncSession, *, provider_id: uuid.UUID) -> int | None:
+    """Bump the provider's `version` (something its search document shows changed, e.g. a
+    slot filled up): the indexer's version guards (PostgreSQL upsert, OpenSearch external
+    versions) then accept the re-projection. Returns the new version (None: no profile)."""
+    return await repo.bump_version(session, provider_id)
+
+
+async def get_cancel_policy(session: AsyncSession, *, user: User) -> dict[str, Any] | None:
+    """The provider's stored cancellation policy (None = the platform's). Raises
+    `ProfileRequired` (409) before the profile exists."""
+    row = await repo.get_profile(session, user.id)
+    if row is None:
+        raise ProfileRequired("Create your profile (PUT /api/v1/profiles/me) first.")
+    return row.profile.cancel_policy
+
+
+async def set_cancel_policy(
+    session: AsyncSession, *, user: User, policy: dict[str, Any] | None
+) -> None:
+    """Store the provider's cancellation policy, already validated by the booking domain
+    (None: back to the platform's), with an audit row. Raises `ProfileRequired` (409)."""
+    before = await get_cancel_policy(session, user=user)
+    await repo.set_cancel_policy(session, user.id, policy)
+    await audit.record(
+        session, actor=user.id, action="provider.cancel_policy_changed",
+        entity_type="provider", entity_id=str(user.id),
+        before={"cancel_policy": before}, after={"cancel_policy": policy},
+    )  # fmt: skip
+
+
+async def set_slot_capacity(
+    session: AsyncSession, *, user: User, slot_id: uuid.UUID, capacity: int
+) -> SlotOut:
+    """Change the capacity of one of the provider's open slots; emits
+    `availability.updated`.
+
+    Raises `SlotNotFound` (404), `Forbidden` (403, another provider's slot) and
+    `CapacityBelowBooked` (409) below the seats its bookings hold — decided by the
+    database's `CHECK (seats_taken BETWEEN 0 AND capacity)`, so a concurrent booking
+    cannot slip under a shrink. Lapsed holds count until swept: call through
+    `booking.service.resize_slot`, which sweeps them first.
+    """
+    slot = await repo.get_slot(session, slot_id)
+    if slot is None or slot.status != "open":
+        raise SlotNotFound("No open slot with this id.")
+    if slot.provider_id != user.id:
+        raise Forbidden("This slot belongs to another provider.")
+    if capacity < slot.seats_taken:
+        raise CapacityBelowBooked(
+            f"{slot.seats_taken} seat(s) are booked; the capacity cannot go below that.",
+            seats_taken=slot.seats_taken,
+        )
+    try:
+        async with session.begin_nested():
+            await repo.set_slot_capacity(session, slot_id, capacity)
+    except IntegrityError as exc:
+        if _constraint(exc) == "availability_slots_seats_taken":
+            raise CapacityBelowBooked(
+                "Seats were booked meanwhile; the capacity cannot go below them."
+            ) from None
+        raise
+    version = await repo.bump_version(session, user.id)
+    await outbox.emit(
+        session,
+        aggregate_type=PROVIDER_AGGREGATE,
+        aggregate_id=str(user.id),
+        event_type="availability.updated",
+        payload={"provider_id": str(user.id), "slot_id": str(slot_id), "version": version},
+    )
+    updated = await repo.get_slot(session, slot_id)
+    assert updated is not None
+    return _slot_out(updated)

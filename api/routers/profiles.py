@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query, status
 from api.deps import NowDep, ProviderUser, SessionDep
 from api.errors import problem_responses
 from api.idempotency import IdempotentRoute, idempotent
+from booking import service as booking_service
 from profiles import service
 from profiles.errors import field_errors
 from profiles.schemas import (
@@ -21,8 +22,10 @@ from profiles.schemas import (
     ProfileOut,
     ProfilePatch,
     PublicProviderOut,
+    SlotCapacityIn,
     SlotCreate,
     SlotList,
+    SlotOut,
 )
 
 router = APIRouter(tags=["profiles"], route_class=IdempotentRoute)
@@ -100,14 +103,14 @@ async def get_availability(
         datetime | None, Query(alias="to", description="RFC 3339; default from + 28 days")
     ] = None,
 ) -> SlotList:
-    """Open slots overlapping [from, to), in start order; the window spans ≤ 93 days."""
+    """Open slots overlapping [from, to), in start order, each with its `seats_left`
+    (capacity minus confirmed seats and live holds; 0 = full); the window spans ≤ 93 days."""
     for name, value in (("from", start), ("to", end)):
         if value is not None and value.tzinfo is None:
             raise field_errors([(name, "needs a timezone offset (RFC 3339)")], location="query")
-    items = await service.list_availability(
+    return await booking_service.list_availability(
         session, provider_id=provider_id, start=start, end=end, now=now
     )
-    return SlotList(items=items)
 
 
 @router.post(
@@ -136,10 +139,43 @@ async def create_availability(
 @router.delete(
     "/availability/{slot_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    summary="Cancel one of your open slots",
-    responses=problem_responses(401, 403, 404, 422),
+    summary="Cancel one of your open slots (and, when asked, its bookings)",
+    responses=problem_responses(401, 403, 404, 409, 422, 503),
 )
-async def delete_availability(slot_id: uuid.UUID, user: ProviderUser, session: SessionDep) -> None:
-    """403 `forbidden` for another provider's slot; 404 `slot_not_found`."""
-    await service.cancel_slot(session, user=user, slot_id=slot_id)
+async def delete_availability(
+    slot_id: uuid.UUID,
+    user: ProviderUser,
+    session: SessionDep,
+    now: NowDep,
+    cancel_bookings: Annotated[
+        bool,
+        Query(
+            description="Also cancel the slot's bookings (a provider cancellation: full refunds)"
+        ),
+    ] = False,
+) -> None:
+    """403 `forbidden` for another provider's slot; 404 `slot_not_found`; 409
+    `slot_has_bookings` while bookings hold seats of it, unless `cancel_bookings=true`;
+    503 `slot_busy` (Retry-After)."""
+    await booking_service.cancel_slot(
+        session, actor=user, slot_id=slot_id, cancel_bookings=cancel_bookings, now=now
+    )
     await session.commit()
+
+
+@router.patch(
+    "/availability/{slot_id}",
+    response_model=SlotOut,
+    summary="Change the capacity of one of your open slots",
+    responses=problem_responses(401, 403, 404, 409, 422, 503),
+)
+async def patch_availability(
+    slot_id: uuid.UUID, data: SlotCapacityIn, user: ProviderUser, session: SessionDep, now: NowDep
+) -> SlotOut:
+    """409 `capacity_below_booked` below the seats booked and held (the database refuses
+    it too); 404 `slot_not_found`; 403 for another provider's slot; 503 `slot_busy`."""
+    slot = await booking_service.resize_slot(
+        session, actor=user, slot_id=slot_id, capacity=data.capacity, now=now
+    )
+    await session.commit()
+    return slot

@@ -1,0 +1,228 @@
+"""Every SQL statement of the booking domain (the `bookings` table).
+
+Functions take the caller's `AsyncSession` and never commit. Times compared with the
+caller's `now` (the injected clock), never the database's. Rows returned by writes are
+re-read from the statement (`populate_existing`): the session may hold older copies.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, insert, literal, or_, select, text, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from booking.models import SEAT_HOLDING, Booking
+
+# One pass over the bookings that matter to a new hold: those of the slot and the
+# student's overlapping ones (both seat-holding; the partial slot index and the student
+# index serve the two arms). `taken`: seats of the slot's confirmed bookings and live
+# holds (pretix's count, not the counter); `conflict`: the student already has a live
+# overlapping booking; `lapsed`: pending holds past their expiry among them, which still
+# count in `seats_taken` and in the exclusion constraint until swept.
+_TALLY = text(
+    "SELECT coalesce(sum(seats) FILTER (WHERE slot_id = :slot"
+    "   AND (status <> 'pending' OR hold_expires_at > :now)), 0) AS taken,"
+    " coalesce(bool_or(student_id = :student AND starts_at < :ends AND ends_at > :starts"
+    "   AND (status <> 'pending' OR hold_expires_at > :now)), false) AS conflict,"
+    " coalesce(array_agg(id) FILTER (WHERE status = 'pending'"
+    "   AND hold_expires_at <= :now), '{}') AS lapsed,"
+    " coalesce(array_agg(DISTINCT slot_id) FILTER (WHERE status = 'pending'"
+    "   AND hold_expires_at <= :now AND slot_id <> :slot), '{}') AS other_slots,"
+    " coalesce(sum(seats) FILTER (WHERE slot_id = :slot AND status = 'pending'"
+    "   AND hold_expires_at <= :now), 0) AS lapsed_here"
+    " FROM bookings WHERE status IN ('pending', 'confirmed', 'completed', 'no_show')"
+    " AND (slot_id = :slot"
+    "   OR (student_id = :student AND starts_at < :ends AND ends_at > :starts))"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """What `tally` found: live seats taken on the slot, a live overlapping booking of the
+    student, lapsed holds to sweep (ids, the other slots they are on, and their seats on
+    this slot)."""
+
+    taken: int
+    conflict: bool
+    lapsed: list[uuid.UUID]
+    other_slots: list[uuid.UUID]
+    lapsed_here: int
+
+
+async def set_lock_timeout(session: AsyncSession, ms: int) -> None:
+    """`lock_timeout` for the rest of the transaction (pretix uses 3 s)."""
+    await session.execute(
+        text("SELECT set_config('lock_timeout', :v, true)"), {"v": f"{int(ms)}ms"}
+    )
+
+
+async def tally(
+    session: AsyncSession,
+    *,
+    slot_id: uuid.UUID,
+    student_id: uuid.UUID,
+    starts_at: datetime,
+    ends_at: datetime,
+    now: datetime,
+) -> Tally:
+    """Count the slot's live seats and look for the student's overlaps (see `_TALLY`)."""
+    row = (
+        await session.execute(
+            _TALLY,
+            {
+                "slot": slot_id,
+                "student": student_id,
+                "starts": starts_at,
+                "ends": ends_at,
+                "now": now,
+            },
+        )
+    ).one()
+    return Tally(
+        int(row.taken), bool(row.conflict), list(row.lapsed), list(row.other_slots),
+        int(row.lapsed_here),
+    )  # fmt: skip
+
+
+async def live_seats(session: AsyncSession, *, slot_id: uuid.UUID, now: datetime) -> int:
+    """Seats of the slot held by confirmed (or completed / no-show) bookings and live holds."""
+    stmt = select(func.coalesce(func.sum(Booking.seats), 0)).where(
+        Booking.slot_id == slot_id,
+        Booking.status.in_(SEAT_HOLDING),
+        or_(Booking.status != "pending", Booking.hold_expires_at > now),
+    )
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def lapsed_holds(
+    session: AsyncSession, *, slot_id: uuid.UUID, now: datetime
+) -> list[uuid.UUID]:
+    """Ids of the slot's pending holds whose `hold_expires_at` ≤ `now`."""
+    stmt = select(Booking.id).where(
+        Booking.slot_id == slot_id, Booking.status == "pending", Booking.hold_expires_at <= now
+    )
+    return list((await session.execute(stmt)).scalars().all())
+
+
+async def lapsed_seats_by_slot(
+    session: AsyncSession, slot_ids: Sequence[uuid.UUID], *, now: datetime
+) -> dict[uuid.UUID, int]:
+    """Seats of lapsed (not yet swept) holds per slot, for the slots given."""
+    if not slot_ids:
+        return {}
+    stmt = (
+        select(Booking.slot_id, func.sum(Booking.seats))
+        .where(
+            Booking.slot_id.in_(list(slot_ids)),
+            Booking.status == "pending",
+            Booking.hold_expires_at <= now,
+        )
+        .group_by(Booking.slot_id)
+    )
+    return {r[0]: int(r[1]) for r in (await session.execute(stmt)).all()}
+
+
+async def slots_with_lapsed_holds(
+    session: AsyncSession, *, now: datetime, limit: int
+) -> list[uuid.UUID]:
+    """Up to `limit` slots having pending holds lapsed at `now`, oldest lapse first."""
+    stmt = (
+        select(Booking.slot_id)
+        .where(Booking.status == "pending", Booking.hold_expires_at <= now)
+        .group_by(Booking.slot_id)
+        .order_by(func.min(Booking.hold_expires_at))
+        .limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars().all())
+
+
+async def live_bookings_of_slot(session: AsyncSession, slot_id: uuid.UUID) -> list[Booking]:
+    """The slot's pending and confirmed bookings (call after sweeping lapsed holds)."""
+    stmt = (
+        select(Booking)
+        .where(Booking.slot_id == slot_id, Booking.status.in_(("pending", "confirmed")))
+        .order_by(Booking.created_at, Booking.id)
+        .execution_options(populate_existing=True)
+    )
+    return list((await session.execute(stmt)).scalars().all())
+
+
+async def insert_booking(session: AsyncSession, values: dict[str, Any]) -> Booking:
+    """Insert a booking. The trigger adds its seats to the slot's `seats_taken`; raises
+    `IntegrityError` for the check `availability_slots_seats_taken` (over capacity) or
+    the exclusion `bookings_no_student_overlap` (the student's overlapping booking)."""
+    stmt = insert(Booking).values(**values).returning(Booking)
+    return (await session.execute(stmt)).scalar_one()
+
+
+async def get_booking(session: AsyncSession, booking_id: uuid.UUID) -> Booking | None:
+    """The booking, freshly read, or None."""
+    stmt = select(Booking).where(Booking.id == booking_id).execution_options(populate_existing=True)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def transition(
+    session: AsyncSession,
+    booking_ids: Sequence[uuid.UUID],
+    *,
+    expected: str,
+    to: str,
+    values: dict[str, Any],
+    now: datetime,
+) -> list[Booking]:
+    """Compare-and-swap `expected` → `to` (with `values`) on the bookings given: only rows
+    still in `expected` change. Returns the rows changed (fewer when another transaction
+    moved some first)."""
+    if not booking_ids:
+        return []
+    stmt = (
+        update(Booking)
+        .where(Booking.id.in_(list(booking_ids)), Booking.status == expected)
+        .values(status=to, updated_at=now, **values)
+        .returning(Booking)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    return list((await session.execute(stmt)).scalars().all())
+
+
+async def list_bookings(
+    session: AsyncSession,
+    *,
+    student_ids: Sequence[uuid.UUID] | None = None,
+    provider_id: uuid.UUID | None = None,
+    status: str | None,
+    start: datetime | None,
+    end: datetime | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[Booking]:
+    """Bookings of `student_ids` (or of the provider), starting in [start, end), in
+    (starts_at, id) order after the keyset position `after`."""
+    conds = []
+    if provider_id is not None:
+        conds.append(Booking.provider_id == provider_id)
+    else:
+        conds.append(Booking.student_id.in_(list(student_ids or [])))
+    if status is not None:
+        conds.append(Booking.status == status)
+    if start is not None:
+        conds.append(Booking.starts_at >= start)
+    if end is not None:
+        conds.append(Booking.starts_at < end)
+    if after is not None:
+        conds.append(
+            tuple_(Booking.starts_at, Booking.id) > tuple_(literal(after[0]), literal(after[1]))
+        )
+    stmt = (
+        select(Booking)
+        .where(and_(*conds))
+        .order_by(Booking.starts_at, Booking.id)
+        .limit(limit)
+        .execution_options(populate_existing=True)
+    )
+    return list((await session.execute(stmt)).scalars().all())
