@@ -87,15 +87,6 @@ async def booking_view(session: AsyncSession, booking_id: uuid.UUID) -> BookingV
     return None if row is None else BookingView(*row)
 
 
-async def is_parent_of(session: AsyncSession, parent_id: uuid.UUID, child_id: uuid.UUID) -> bool:
-    """True when `child_id` is linked to `parent_id` (parent_children)."""
-    row = await session.execute(
-        text("SELECT 1 FROM parent_children WHERE parent_id = :p AND child_id = :c"),
-        {"p": parent_id, "c": child_id},
-    )
-    return row.first() is not None
-
-
 async def set_attendees_can_publish(
     session: AsyncSession, *, slot_id: uuid.UUID, provider_id: uuid.UUID, value: bool
 ) -> bool:
@@ -486,20 +477,3 @@ async def get_outcome(session: AsyncSession, booking_id: uuid.UUID) -> OutcomeRo
         )
     ).one_or_none()
     return None if row is None else OutcomeRow(row[0], list(row[1]), row[2], row[3], row[4])
-
-
-async def set_booking_outcome_status(
-    session: AsyncSession, *, booking_id: uuid.UUID, status: str
-) -> bool:
-    """Compare-and-swap `confirmed` → `status` (`completed` / `no_show`); False when the
-    booking was no longer confirmed."""
-    row = (
-        await session.execute(
-            text(
-                "UPDATE bookings SET status = :s WHERE id = :id AND status = 'confirmed'"
-                " RETURNING id"
-            ),
-            {"s": status, "id": booking_id},
-        )
-    ).first()
-    return row is not None

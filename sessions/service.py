@@ -24,9 +24,11 @@ from google.protobuf.json_format import ParseError
 from livekit.api import TokenVerifier, WebhookReceiver
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from booking import service as booking_service
 from core import outbox
 from core.logging import get_logger
 from core.settings import Settings, get_settings
+from profiles import service as profiles_service
 from profiles.models import User
 from sessions import repository as repo
 from sessions.errors import (
@@ -336,7 +338,12 @@ async def get_attendance(
     allowed = (
         user.role == "admin"
         or _role_of(view, user.id) is not None
-        or (user.role == "parent" and await repo.is_parent_of(session, user.id, view.student_id))
+        or (
+            user.role == "parent"
+            and await profiles_service.is_parent_of(
+                session, parent_id=user.id, child_id=view.student_id
+            )
+        )
     )
     if not allowed:
         raise NotAParticipant("Only the booking's participants and admins see its attendance.")
@@ -468,8 +475,11 @@ async def settle_due(
 async def _transition_booking(
     session: AsyncSession, *, booking_id: uuid.UUID, outcome: str, now: datetime
 ) -> None:
-    """Move the booking from `confirmed` to `outcome` (the booking domain's transition)."""
-    await repo.set_booking_outcome_status(session, booking_id=booking_id, status=outcome)
+    """Move the booking from `confirmed` to `outcome` through the booking domain (its
+    state machine, audit row and `booking.<outcome>` event)."""
+    await booking_service.record_session_outcome(
+        session, booking_id=booking_id, outcome=outcome, now=now
+    )
 
 
 # --- room clean-up ----------------------------------------------------------------------------

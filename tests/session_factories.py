@@ -12,9 +12,11 @@ from typing import Any
 import orjson
 import psycopg
 
+from booking.service import policy_snapshot
 from tests.conftest import create_profile, create_user
 
-_POLICY = orjson.dumps({"full_refund_before_s": 86400, "partial_refund_percent": 50}).decode()
+# the platform's cancellation policy, frozen into each booking as the booking domain does
+_POLICY = orjson.dumps(policy_snapshot(None)).decode()
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,11 @@ async def test_canceled_booking_room_is_deleted_once(
     room = f"ec-booking-{lesson.booking}"
     student = await token(app, api, lesson.booking, lesson.student, "student")
     assert livekit.join(student).status_code == 200
-    cancel_booking(db, lesson.booking)
+    # the provider cancels through the booking API (booking.canceled in the outbox)
+    r = await api.post(
+        f"/api/v1/bookings/{lesson.booking}/cancel", headers=bearer(lesson.provider, "tutor")
+    )
+    assert r.status_code == 200, r.text
 
     first = sweep(NOW)
     assert first["closed"] == [room]
@@ -215,6 +219,19 @@ async def test_ended_sessions_are_closed_and_settled(
             (str(brief.booking), "session.no_show", ["student"]),
             (str(student_only.booking), "session.no_show", ["provider"]),
             (str(nobody.booking), "session.no_show", ["provider", "student"]),
+        ]
+    )
+    # the booking domain moved them (its state machine, audit and events; system actor)
+    moved = db.execute(
+        "SELECT entity_id, action, actor FROM audit_log WHERE action IN"
+        " ('booking.completed', 'booking.no_show')"
+    ).fetchall()
+    assert sorted(moved) == sorted(
+        [
+            (str(both.booking), "booking.completed", None),
+            (str(brief.booking), "booking.no_show", None),
+            (str(student_only.booking), "booking.no_show", None),
+            (str(nobody.booking), "booking.no_show", None),
         ]
     )
     # every room of the four lessons is gone, the connected participants removed first
