@@ -124,7 +124,9 @@ async def issue_token(
         raise SessionOver(f"This lesson is over (booking {view.status}).")
     confirmed = view.slot_confirmed > 0 if role == "provider" else view.status == "confirmed"
     if not confirmed:
-        raise NotConfirmed(f"The booking is {view.status}, not confirmed.", status_now=view.status)
+        raise NotConfirmed(
+            f"The booking is {view.status}, not confirmed.", booking_status=view.status
+        )
     opens_at, closes_at = join_window(view, s)
     if now < opens_at:
         raise TooEarly(f"The room opens at {opens_at.isoformat()}.", opens_at=opens_at.isoformat())
@@ -294,14 +296,19 @@ class Presence:
 
 
 def presence(
-    events: Sequence[repo.AttendanceEvent], *, starts_at: datetime, ends_at: datetime
+    events: Sequence[repo.AttendanceEvent],
+    *,
+    starts_at: datetime,
+    ends_at: datetime,
+    now: datetime,
 ) -> Presence:
     """Fold one participant's events (time order) into its presence.
 
     A participant is connected while at least one of its connections (participant sids)
     is open: a reconnect under a new sid before the old one's `participant_left` counts
-    once. A connection never closed counts until `ends_at`. Seconds outside the lesson
-    (the early join window, the grace after it) do not count.
+    once. A connection still open counts until `now` (at most `ends_at`: LiveKit may
+    never report the leave of a room deleted at the window's end). Seconds outside the
+    lesson (the early join window, the grace after it) do not count.
     """
     p = Presence()
     open_sids: set[str] = set()
@@ -319,19 +326,20 @@ def presence(
                 p.intervals.append((since, e.occurred_at))
                 since = None
     if since is not None:
-        p.intervals.append((since, max(since, ends_at)))
+        p.intervals.append((since, max(since, min(ends_at, now))))
     for a, b in p.intervals:
-        lo, hi = max(a, starts_at), min(b, ends_at)
+        lo, hi = max(a, starts_at), min(b, ends_at, now)
         if hi > lo:
             p.present_s += (hi - lo).total_seconds()
     return p
 
 
 async def get_attendance(
-    session: AsyncSession, *, user: User, booking_id: uuid.UUID
+    session: AsyncSession, *, user: User, booking_id: uuid.UUID, now: datetime
 ) -> AttendanceOut:
-    """The booking's attendance for its student, the student's parent, its provider or an
-    admin (403 `not_a_participant` for anyone else, 404 `booking_not_found`)."""
+    """The booking's attendance at `now` for its student, the student's parent, its
+    provider or an admin (403 `not_a_participant` for anyone else, 404
+    `booking_not_found`)."""
     view = await repo.booking_view(session, booking_id)
     if view is None:
         raise BookingNotFound(f"No booking {booking_id}.")
@@ -353,7 +361,10 @@ async def get_attendance(
     participants = []
     for uid, role in ((view.provider_id, "provider"), (view.student_id, "student")):
         p = presence(
-            [e for e in events if e.user_id == uid], starts_at=view.starts_at, ends_at=view.ends_at
+            [e for e in events if e.user_id == uid],
+            starts_at=view.starts_at,
+            ends_at=view.ends_at,
+            now=now,
         )
         participants.append(
             ParticipantPresence(
@@ -443,11 +454,13 @@ async def settle_due(
             [e for e in events if e.user_id == view.student_id],
             starts_at=view.starts_at,
             ends_at=view.ends_at,
+            now=now,
         )
         provider = presence(
             [e for e in events if e.user_id == view.provider_id],
             starts_at=view.starts_at,
             ends_at=view.ends_at,
+            now=now,
         )
         outcome, absent = decide(student, provider, min_presence_s=s.session_min_presence_s)
         if not await repo.insert_outcome(

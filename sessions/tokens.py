@@ -82,8 +82,8 @@ def mint(
     """Sign a token for `identity` (the user id) valid until `closes_at`.
 
     The TTL is `closes_at - now` rounded up to whole seconds (JWT times are seconds);
-    the SDK stamps `nbf`/`exp` from the wall clock, so `exp` lands on `closes_at` when
-    `now` is the wall clock. Metadata is a JSON object with at least `role`.
+    the SDK stamps `nbf`/`exp` from the wall clock, so `exp` lands on `closes_at` (within
+    a second) when `now` is the wall clock; `expires_at` is `closes_at`. Metadata is a JSON object with at least `role`.
     Raises `ValueError` when the window is already closed (`closes_at <= now`).
     """
     ttl_s = math.ceil((closes_at - now).total_seconds())
@@ -97,4 +97,4 @@ def mint(
         .with_grants(grants)
         .with_ttl(timedelta(seconds=ttl_s))
     )
-    return MintedToken(jwt=token.to_jwt(), expires_at=now + timedelta(seconds=ttl_s))
+    return MintedToken(jwt=token.to_jwt(), expires_at=closes_at)

@@ -97,7 +97,9 @@ async def test_participants_get_verified_tokens(
         "room": room,
     }
     raw = jwt.decode(body["token"], API_SECRET, algorithms=["HS256"], issuer=API_KEY)
-    assert abs(raw["exp"] - closes.timestamp()) <= 2  # the window's end, not 6 h
+    # the TTL runs to the window's end (not the SDK's 6 h); the SDK stamps nbf from the
+    # wall clock, so exp = closes exactly when the injected clock is the wall clock
+    assert raw["exp"] - raw["nbf"] == (closes - NOW).total_seconds()
 
     # the provider, through the GET form: room admin on top
     r = await api.get(
@@ -285,6 +287,16 @@ async def test_webhooks_become_attendance_once(
     assert again[0].json() == {**results[0].json(), "result": "duplicate"}
     assert db.execute("SELECT count(*) FROM attendance").fetchone() == (3,)
 
+    # ten minutes into the lesson: the provider has been there all along (still connected)
+    at(app, lesson.starts_at + timedelta(minutes=10))
+    r = await api.get(
+        f"/api/v1/bookings/{lesson.booking}/attendance", headers=bearer(lesson.provider, "tutor")
+    )
+    assert {p["role"]: p["present_s"] for p in r.json()["participants"]} == {
+        "provider": 600,
+        "student": 570,
+    }
+    at(app, lesson.ends_at + timedelta(minutes=1))
     r = await api.get(
         f"/api/v1/bookings/{lesson.booking}/attendance", headers=bearer(lesson.student, "student")
     )

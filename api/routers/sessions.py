@@ -108,12 +108,12 @@ async def livekit_webhook(
     responses=problem_responses(401, 403, 404, 422),
 )
 async def get_attendance(
-    booking_id: uuid.UUID, user: CurrentUser, session: SessionDep
+    booking_id: uuid.UUID, user: CurrentUser, session: SessionDep, now: NowDep
 ) -> AttendanceOut:
     """For the booking's student, the student's parent, its provider and admins (403
-    `not_a_participant` otherwise): each side's presence during the lesson, the stored
+    `not_a_participant` otherwise): each side's presence during the lesson so far, the stored
     webhook events, and the outcome once settled (`completed` / `no_show` + `absent`)."""
-    return await service.get_attendance(session, user=user, booking_id=booking_id)
+    return await service.get_attendance(session, user=user, booking_id=booking_id, now=now)
 
 
 @router.put(
