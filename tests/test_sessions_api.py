@@ -92,6 +92,7 @@ async def test_participants_get_verified_tokens(
     assert orjson.loads(claims.metadata) == {"role": "student", "booking_id": str(lesson.booking)}
     assert claims.video is not None
     student_grants = asdict(claims.video)
+    assert set(student_grants) == set(GRANT_KEYS)  # nothing left to the SDK's defaults
     assert {k: student_grants[k] for k in GRANT_KEYS} == {
         **STUDENT_1TO1,
         "room": room,
@@ -131,22 +132,27 @@ async def test_participants_get_verified_tokens(
     assert livekit.join(body["token"]).status_code == 200
 
 
-GRANT_KEYS = (
-    "room_create", "room_list", "room_record", "room_admin", "room_join", "room",
-    "can_publish", "can_subscribe", "can_publish_data", "can_update_own_metadata", "hidden",
-)  # fmt: skip
+# Every field of the SDK's VideoGrants, as a 1:1 student's token must carry it.
 STUDENT_1TO1 = {
     "room_create": False,
     "room_list": False,
     "room_record": False,
     "room_admin": False,
     "room_join": True,
+    "destination_room": None,
     "can_publish": True,
     "can_subscribe": True,
     "can_publish_data": True,
+    "can_publish_sources": None,
     "can_update_own_metadata": False,
+    "ingress_admin": False,
     "hidden": False,
+    "recorder": False,
+    "agent": False,
+    "can_manage_agent_session": False,
+    "can_subscribe_metrics": False,
 }
+GRANT_KEYS = (*STUDENT_1TO1, "room")
 
 
 async def test_refusals_have_stable_codes(

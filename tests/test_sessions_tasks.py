@@ -268,3 +268,36 @@ async def test_sweep_through_a_real_worker(
     assert result["outbox_events"] == 1
     assert result["closed"] == [room]
     assert livekit.state()["calls"][f"DeleteRoom:{room}"] == 1
+
+
+def test_clean_up_failures_are_recorded_and_retried(
+    db: psycopg.Connection[Any], livekit: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.settings import get_settings
+    from tests.livekit_standin import free_port
+
+    lesson = create_lesson(db, starts_at=NOW + timedelta(minutes=5))
+    room = f"ec-booking-{lesson.booking}"
+    db.execute(
+        "INSERT INTO session_rooms (name, booking_id, slot_id, max_participants, opens_at,"
+        " closes_at) VALUES (%s, %s, %s, 2, %s, %s)",
+        (room, lesson.booking, lesson.slot, lesson.starts_at, lesson.ends_at),
+    )
+    try:
+        monkeypatch.setenv("LIVEKIT_URL", f"http://127.0.0.1:{free_port()}")  # nobody there
+        get_settings.cache_clear()
+        result = tasks.close_room.apply(args=[room, "ended", NOW.isoformat()])
+        assert result.failed()
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    attempts, error, deleted = db.execute(
+        "SELECT attempts, last_error, deleted_at FROM session_rooms WHERE name = %s", (room,)
+    ).fetchone()  # type: ignore[misc]
+    assert attempts == tasks.CLOSE_MAX_RETRIES + 1  # the first run and every retry
+    assert "ListParticipants" in error
+    assert deleted is None
+    # LiveKit is back: the next sweep closes it (a room that does not exist any more is
+    # simply recorded deleted)
+    assert sweep(lesson.ends_at + timedelta(hours=1))["closed"] == [room]
+    assert room_row(db, room) == (True, "ended", tasks.CLOSE_MAX_RETRIES + 1)
