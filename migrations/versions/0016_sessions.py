@@ -11,7 +11,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0016_sessions"
-down_revision = "0014_booking"
+down_revision = "0015_payments"
 branch_labels = None
 depends_on = None
 
