@@ -15,7 +15,9 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+import psycopg
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sessions.tokens import BOOKING_ROOM_PREFIX, SLOT_ROOM_PREFIX
@@ -261,19 +263,19 @@ async def lock_checkpoint(session: AsyncSession) -> tuple[int, int] | None:
         ),
         {"c": CONSUMER},
     )
-    await session.execute(text("SET LOCAL lock_timeout = '100ms'"))
     try:
-        row = (
-            await session.execute(
-                text(
-                    "SELECT txid::text::bigint, outbox_id FROM indexer_checkpoints"
-                    " WHERE consumer = :c AND partition = 0 FOR UPDATE NOWAIT"
-                ),
-                {"c": CONSUMER},
-            )
-        ).one()
-    except Exception as exc:  # psycopg LockNotAvailable, wrapped by SQLAlchemy
-        if "LockNotAvailable" in type(getattr(exc, "orig", exc)).__name__:
+        async with session.begin_nested():  # a refused lock leaves the transaction usable
+            row = (
+                await session.execute(
+                    text(
+                        "SELECT txid::text::bigint, outbox_id FROM indexer_checkpoints"
+                        " WHERE consumer = :c AND partition = 0 FOR UPDATE NOWAIT"
+                    ),
+                    {"c": CONSUMER},
+                )
+            ).one()
+    except DBAPIError as exc:
+        if isinstance(exc.orig, psycopg.errors.LockNotAvailable):
             return None
         raise
     return int(row[0]), int(row[1])

@@ -301,3 +301,23 @@ def test_clean_up_failures_are_recorded_and_retried(
     # simply recorded deleted)
     assert sweep(lesson.ends_at + timedelta(hours=1))["closed"] == [room]
     assert room_row(db, room) == (True, "ended", tasks.CLOSE_MAX_RETRIES + 1)
+
+
+async def test_a_sweep_holding_the_checkpoint_makes_others_skip_the_outbox(
+    app: Any, api: Any, db: psycopg.Connection[Any], livekit: StandIn, database_url: str
+) -> None:
+    lesson = create_lesson(db, starts_at=NOW + timedelta(minutes=5))
+    room = f"ec-booking-{lesson.booking}"
+    await token(app, api, lesson.booking, lesson.student, "student")
+    sweep(NOW)  # creates the checkpoint row
+    cancel_booking(db, lesson.booking)
+    with psycopg.connect(database_url) as other, other.transaction():
+        other.execute("SELECT 1 FROM indexer_checkpoints WHERE consumer = 'sessions' FOR UPDATE")
+        busy = sweep(NOW)  # another sweep holds the outbox: this one skips it, no error
+        assert busy["outbox_events"] == 0
+        # the backstop scan still closes the room of the canceled booking
+        assert busy["closed"] == [room]
+    after = sweep(NOW)
+    assert after["outbox_events"] == 1  # read once the other sweep let go
+    assert after["closed"] == []
+    assert livekit.state()["calls"][f"DeleteRoom:{room}"] == 1
