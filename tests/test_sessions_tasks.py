@@ -321,3 +321,32 @@ async def test_a_sweep_holding_the_checkpoint_makes_others_skip_the_outbox(
     assert after["outbox_events"] == 1  # read once the other sweep let go
     assert after["closed"] == []
     assert livekit.state()["calls"][f"DeleteRoom:{room}"] == 1
+
+
+async def test_group_class_attendees_are_settled_one_by_one(
+    app: Any, api: Any, db: psycopg.Connection[Any], livekit: StandIn
+) -> None:
+    start = NOW + timedelta(minutes=5)
+    lesson = create_lesson(db, starts_at=start, capacity=5)
+    absent, absent_booking = add_attendee(db, lesson, name="Absent")
+    room = f"ec-slot-{lesson.slot}"
+    t0 = start.timestamp()
+    hooks = []
+    for who, booking, role in (
+        (lesson.provider, lesson.booking, "tutor"),
+        (lesson.student, lesson.booking, "student"),
+    ):
+        jwt = await token(app, api, booking, who, role)
+        hooks += livekit.join(jwt, at=t0).json()["webhooks"]
+    await token(app, api, absent_booking, absent, "student")  # a token, never used
+    await deliver(api, hooks)
+
+    done = sweep(start + timedelta(minutes=60, seconds=900))
+    assert done["settled"] == {str(lesson.booking): "completed", str(absent_booking): "no_show"}
+    assert done["closed"] == [room]
+    rows = dict(
+        (r[0], list(r[1]))
+        for r in db.execute("SELECT booking_id, absent FROM session_outcomes").fetchall()
+    )
+    assert rows == {lesson.booking: [], absent_booking: ["student"]}
+    assert livekit.state()["calls"][f"RemoveParticipant:{room}"] == 2
