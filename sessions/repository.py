@@ -2,8 +2,9 @@
 
 Functions take the caller's `AsyncSession` and never commit. Bookings, slots and
 accounts are read here (one statement per token: the hot path) but written only through
-their own domain's service, except `attendees_can_publish`, the slot column migration
-0016 added for this domain.
+their own domain's service, except `attendees_can_publish` (the slot column migration
+0016 added for this domain) and this domain's outbox checkpoint (`indexer_checkpoints`,
+consumer `sessions`).
 """
 
 from __future__ import annotations
