@@ -29,7 +29,7 @@ CACHE ?= both
 LOADTEST_HOST := $(if $(filter command line,$(origin HOST)),$(HOST),$(LOADTEST_HOST))
 LOADTEST_TARGET = $(if $(LOADTEST_HOST),--host $(LOADTEST_HOST),--port $(LOADTEST_PORT) --workers $(API_WORKERS) --tutors $(TUTORS) --coaches $(COACHES) --students $(STUDENTS))
 
-.PHONY: install services browser migrate seed run worker test lint typecheck format bench bench-seed bench-search bench-indexer bench-reindex bench-payments bench-notifications stripe-standin loadtest capacity clean
+.PHONY: install services browser migrate seed run worker test lint typecheck format bench bench-seed bench-search bench-indexer bench-reindex bench-booking bench-payments bench-sessions bench-notifications stripe-standin loadtest capacity clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -92,7 +92,7 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: bench-seed bench-search bench-indexer bench-reindex bench-payments  ## every benchmark, one after the other (~15 min here)
+bench: bench-seed bench-search bench-indexer bench-reindex bench-booking bench-payments bench-sessions bench-notifications  ## every benchmark, one after the other
 
 bench-seed: install services  ## seed 100,000 providers into a scratch database and time it
 	$(BIN)/python -m loadtests.bench_seed --providers 100000
@@ -123,3 +123,9 @@ bench-payments: install services  ## webhook ingest/s, commit-to-confirmed p95 a
 
 stripe-standin: install  ## only the local Stripe stand-in (what make run starts when STRIPE_SECRET_KEY is unset)
 	$(BIN)/python -m standins.stripe --port $${STRIPE_STANDIN_PORT:-12111}
+
+bench-booking: install services  ## hold p95 at 100 req/s open loop, saturation, 500 students on a 20-seat class
+	$(BIN)/python -m loadtests.bench_booking
+
+bench-sessions: install services  ## LiveKit token issue p95 at 100 req/s open loop (+ first tokens creating rooms)
+	$(BIN)/python -m loadtests.bench_sessions

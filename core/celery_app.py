@@ -38,7 +38,13 @@ from celery import Celery, signals
 
 from core.settings import Settings, get_settings
 
-TASK_MODULES = ("indexer.tasks", "booking.tasks", "payments.tasks", "notifications.tasks")
+TASK_MODULES = (
+    "indexer.tasks",
+    "booking.tasks",
+    "payments.tasks",
+    "sessions.tasks",
+    "notifications.tasks",
+)
 
 
 def celery_config(s: Settings) -> dict[str, Any]:
@@ -87,6 +93,12 @@ def celery_config(s: Settings) -> dict[str, Any]:
                 "task": "notifications.sweep",
                 "schedule": s.notifications_stale_sweep_s,
                 "options": {"expires": s.notifications_stale_sweep_s},
+            },
+            # video rooms to release or close, lessons to settle (sessions/tasks.py)
+            "sessions-sweep": {
+                "task": "sessions.sweep",
+                "schedule": s.session_sweep_interval_s,
+                "options": {"expires": s.session_sweep_interval_s},
             },
         },
     }

@@ -150,6 +150,20 @@ class Settings(BaseSettings):
     # Last-Event-ID resume, and the SSE keep-alive comment period (s)
     live_stream_maxlen: int = Field(default=200, ge=10, le=100_000)
     live_keepalive_s: float = Field(default=15.0, gt=0, le=300)
+    # Video sessions (sessions/, LiveKit): the server URL clients connect to (ws/wss; the
+    # server API uses the same host over http/https), the API key and secret (unset: no
+    # video, token requests answer 503 `video_unavailable`; `make run` then starts the local
+    # stand-in, standins/livekit), and the join window around a booking in seconds.
+    livekit_url: str = "ws://127.0.0.1:7880"
+    livekit_api_key: str | None = None
+    livekit_api_secret: str | None = None
+    livekit_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    session_join_before_s: int = Field(default=900, ge=0, le=86_400)
+    session_join_after_s: int = Field(default=900, ge=0, le=86_400)
+    # seconds each side must be connected during the lesson for it to count as attended
+    session_min_presence_s: int = Field(default=60, ge=0, le=86_400)
+    # the Celery beat period of the room clean-up and attendance settlement sweep (seconds)
+    session_sweep_interval_s: float = Field(default=30.0, gt=0, le=3600)
 
     @field_validator("database_url", "database_read_url")
     @classmethod

@@ -18,6 +18,16 @@ stop_all() {
     wait 2>/dev/null || true
 }
 trap stop_all EXIT INT TERM
+# Video sessions: with no LiveKit key (environment or .env), the local LiveKit stand-in
+# (standins/livekit) with a development key, its signed webhooks sent to this API.
+if [ -z "${LIVEKIT_API_KEY:-}" ] && ! grep -qs '^LIVEKIT_API_KEY=.' .env; then
+    export LIVEKIT_URL="ws://127.0.0.1:${LIVEKIT_PORT:-7880}" LIVEKIT_API_KEY=devkey \
+        LIVEKIT_API_SECRET=dev-only-livekit-secret-0123456789abcdef
+    echo "[run] livekit stand-in: python -m standins.livekit --port ${LIVEKIT_PORT:-7880}"
+    "$BIN/python" -m standins.livekit --port "${LIVEKIT_PORT:-7880}" \
+        --webhook-url "http://$HOST:$PORT/api/v1/sessions/webhooks/livekit" &
+    pids+=("$!")
+fi
 
 # Without STRIPE_SECRET_KEY the API and worker talk to the local Stripe stand-in (payments).
 if [ -z "${STRIPE_SECRET_KEY:-}" ]; then

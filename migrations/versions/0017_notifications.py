@@ -27,7 +27,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0017_notifications"
-down_revision = "0015_payments"  # TEMP: re-chained onto 0016_sessions at merge
+down_revision = "0016_sessions"
 branch_labels = None
 depends_on = None
 
