@@ -44,3 +44,11 @@ class StreamNotFound(AppError):
     status = 404
     code = "not_found"
     title = "Not found"
+
+
+class LiveUnavailable(AppError):
+    """503 `live_unavailable`: the live-update fan-out (Redis) is unreachable."""
+
+    status = 503
+    code = "live_unavailable"
+    title = "Service unavailable"

@@ -106,6 +106,50 @@ def test_sse_delivers_seat_held_and_resumes_from_last_event_id(
     assert kinds == ["seat.held", "seat.held", "seat.held", "slot.full"]
 
 
+def test_sse_seat_released_and_slot_updated(
+    db: psycopg.Connection[Any], live_stack: Server
+) -> None:
+    base = live_stack.base
+    tutor = create_provider(db)
+    slot = create_slot(db, tutor, start=utcnow() + timedelta(days=2), capacity=3)
+    student = create_user(db)
+    with (
+        httpx.Client(base_url=base, timeout=10) as c,
+        c.stream("GET", f"/api/v1/providers/{tutor}/availability/events") as resp,
+    ):
+        lines = resp.iter_lines()
+        assert next(lines) == "retry: 2000"
+        r = httpx.post(
+            f"{base}/api/v1/bookings",
+            headers={**bearer(student, "student"), **key()},
+            json={"slot_id": str(slot), "seats": 2},
+            timeout=10,
+        )
+        assert r.status_code == 201, r.text
+        held = read_event(lines)
+        r = httpx.post(
+            f"{base}/api/v1/bookings/{r.json()['id']}/cancel",
+            headers={**bearer(student, "student"), **key()},
+            json={},
+            timeout=10,
+        )
+        assert r.status_code == 200, r.text
+        released = read_event(lines)
+        r = httpx.patch(
+            f"{base}/api/v1/availability/{slot}",
+            headers={**bearer(tutor, "tutor"), **key()},
+            json={"capacity": 5},
+            timeout=10,
+        )
+        assert r.status_code == 200, r.text
+        updated = read_event(lines)
+    assert (held["event"], held["data"]["seats_left"]) == ("seat.held", 1)
+    assert (released["event"], released["data"]["seats_left"]) == ("seat.released", 3)
+    assert (updated["event"], updated["data"]["seats_left"], updated["data"]["capacity"]) == (
+        "slot.updated", 5, 5,
+    )  # fmt: skip
+
+
 def test_sse_problems(db: psycopg.Connection[Any], live_stack: Server) -> None:
     import uuid
 

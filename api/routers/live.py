@@ -23,13 +23,15 @@ from starlette.responses import StreamingResponse
 
 from api.deps import SessionDep
 from api.errors import problem_responses
+from core.logging import get_logger
 from core.redis import get_async_redis
 from core.settings import get_settings
 from notifications import live
 from notifications import repository as repo
-from notifications.errors import InvalidLastEventId, StreamNotFound
+from notifications.errors import InvalidLastEventId, LiveUnavailable, StreamNotFound
 
 router = APIRouter(tags=["live"])
+log = get_logger(__name__)
 _hubs: dict[int, live.LiveHub] = {}
 
 SSE_DOC: dict[int | str, dict[str, Any]] = {
@@ -39,7 +41,7 @@ SSE_DOC: dict[int | str, dict[str, Any]] = {
         " seats_left, capacity, status, starts_at, outbox_id, event_at}`",
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
     },
-    **problem_responses(400, 404, 422),
+    **problem_responses(400, 404, 422, 503),
 }
 
 
@@ -73,9 +75,9 @@ def _frame(sid: str, data: bytes) -> bytes:
     return b"id: %s\nevent: %s\ndata: %s\n\n" % (sid.encode(), kind.encode(), data)
 
 
-async def _stream(key: str, last_id: str | None) -> AsyncIterator[bytes]:
-    h = hub()
-    q = await h.subscribe(key)  # before the backlog: nothing published meanwhile is lost
+async def _stream(
+    h: live.LiveHub, key: str, q: asyncio.Queue[tuple[str, bytes]], last_id: str | None
+) -> AsyncIterator[bytes]:
     keepalive = get_settings().live_keepalive_s
     try:
         yield b"retry: 2000\n\n"
@@ -114,9 +116,19 @@ def _last_id(header: str | None, query: str | None) -> str | None:
     return value
 
 
-def _response(key: str, last_id: str | None) -> EventStreamResponse:
+async def _response(key: str, last_id: str | None) -> EventStreamResponse:
+    """Subscribe first (before the backlog is read: nothing published meanwhile is lost),
+    so a Redis outage is a 503 `live_unavailable` rather than a stream that dies."""
+    h = hub()
+    try:
+        q = await h.subscribe(key)
+    except Exception as exc:
+        log.warning("live_subscribe_failed", error=repr(exc))
+        raise LiveUnavailable(
+            "Live updates are unavailable right now; retry shortly.", headers={"Retry-After": "5"}
+        ) from exc
     return EventStreamResponse(
-        _stream(key, last_id),
+        _stream(h, key, q, last_id),
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
@@ -136,12 +148,13 @@ async def slot_events(
     last_event_id: LastEventIdH = None,
     resume: Annotated[str | None, Query(alias="last_event_id", max_length=64)] = None,
 ) -> EventStreamResponse:
-    """Events of one slot. 404 `slot_not_found`; 400 `invalid_last_event_id`."""
+    """Events of one slot. 404 `slot_not_found`; 400 `invalid_last_event_id`; 503
+    `live_unavailable` (Redis down)."""
     last = _last_id(last_event_id, resume)
     if await repo.slot_provider(session, slot_id) is None:
         raise StreamNotFound("No slot with this id.", code="slot_not_found")
     await session.close()  # hold no database connection for the stream's life
-    return _response(live.SLOT_KEY.format(slot_id), last)
+    return await _response(live.SLOT_KEY.format(slot_id), last)
 
 
 @router.get(
@@ -157,9 +170,9 @@ async def provider_events(
     resume: Annotated[str | None, Query(alias="last_event_id", max_length=64)] = None,
 ) -> EventStreamResponse:
     """Events of every slot of a provider. 404 `provider_not_found`; 400
-    `invalid_last_event_id`."""
+    `invalid_last_event_id`; 503 `live_unavailable` (Redis down)."""
     last = _last_id(last_event_id, resume)
     if not await repo.provider_exists(session, provider_id):
         raise StreamNotFound("No provider with this id.", code="provider_not_found")
     await session.close()
-    return _response(live.PROVIDER_KEY.format(provider_id), last)
+    return await _response(live.PROVIDER_KEY.format(provider_id), last)
