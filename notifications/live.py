@@ -127,6 +127,17 @@ class LiveHub:
         self._task: asyncio.Task[None] | None = None
         self._ready: asyncio.Event | None = None
         self._lock = asyncio.Lock()
+        self._client: aioredis.Redis | None = None
+
+    @property
+    def client(self) -> aioredis.Redis:
+        """This hub's Redis client for reads (backlogs), bound to the hub's event loop (the
+        process-wide client may belong to another loop)."""
+        if self._client is None:
+            self._client = aioredis.Redis.from_url(
+                self.url, socket_timeout=2.0, socket_connect_timeout=2.0
+            )
+        return self._client
 
     async def _ensure(self) -> None:
         async with self._lock:
@@ -196,12 +207,16 @@ class LiveHub:
         return sum(len(s) for s in self._subs.values())
 
     async def close(self) -> None:
-        """Stop the reader (application shutdown)."""
+        """Stop the reader and close the read client (application shutdown)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.aclose()
+            self._client = None
 
 
 async def backlog(client: aioredis.Redis, key: str, after: str) -> list[tuple[str, bytes]]:

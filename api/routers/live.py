@@ -24,7 +24,6 @@ from starlette.responses import StreamingResponse
 from api.deps import SessionDep
 from api.errors import problem_responses
 from core.logging import get_logger
-from core.redis import get_async_redis
 from core.settings import get_settings
 from notifications import live
 from notifications import repository as repo
@@ -83,7 +82,7 @@ async def _stream(
         yield b"retry: 2000\n\n"
         sent = live.parse_id(last_id) if last_id else None
         if last_id:
-            for sid, data in await live.backlog(get_async_redis(), key, last_id):
+            for sid, data in await live.backlog(h.client, key, last_id):
                 yield _frame(sid, data)
                 sent = live.parse_id(sid)
         while True:
