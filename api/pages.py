@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,14 @@ async def map_page(request: Request, lang: str | None = LangParam) -> HTMLRespon
 async def coaches_page(request: Request, lang: str | None = LangParam) -> HTMLResponse:
     """Coach and mentor discovery (facets, filters, sort, pagination)."""
     return _response("coaches.html", request, lang)
+
+
+@router.get("/providers/{provider_id}", response_class=HTMLResponse)
+async def provider_page(
+    provider_id: uuid.UUID, request: Request, lang: str | None = LangParam
+) -> HTMLResponse:
+    """A provider's upcoming slots; group classes' seats update live (SSE)."""
+    return _response("provider.html", request, lang)
 
 
 def install_pages(app: FastAPI) -> None:
