@@ -29,7 +29,7 @@ CACHE ?= both
 LOADTEST_HOST := $(if $(filter command line,$(origin HOST)),$(HOST),$(LOADTEST_HOST))
 LOADTEST_TARGET = $(if $(LOADTEST_HOST),--host $(LOADTEST_HOST),--port $(LOADTEST_PORT) --workers $(API_WORKERS) --tutors $(TUTORS) --coaches $(COACHES) --students $(STUDENTS))
 
-.PHONY: install services browser migrate seed run worker test lint typecheck format bench bench-seed bench-search bench-indexer bench-reindex bench-booking bench-payments stripe-standin loadtest capacity clean
+.PHONY: install services browser migrate seed run worker test lint typecheck format bench bench-seed bench-search bench-indexer bench-reindex bench-booking bench-payments bench-sessions bench-notifications stripe-standin loadtest capacity clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -91,7 +91,7 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: bench-seed bench-search bench-indexer bench-reindex bench-booking bench-payments  ## every benchmark, one after the other (long: run on a quiet machine)
+bench: bench-seed bench-search bench-indexer bench-reindex bench-booking bench-payments bench-sessions bench-notifications  ## every benchmark, one after the other (long: run on a quiet machine)
 
 bench-seed: install services  ## seed 100,000 providers into a scratch database and time it
 	$(BIN)/python -m loadtests.bench_seed --providers 100000
@@ -111,6 +111,9 @@ loadtest: install $(if $(LOADTEST_HOST),,services)  ## mixed read/write Locust r
 capacity: install $(if $(LOADTEST_HOST),,services)  ## mixed profile: step users up until the first SLO breaks, cache on and off (heavy: run on a quiet machine)
 	$(BIN)/python -m loadtests.capacity --steps $(CAPACITY_STEPS) --step-duration $(STEP_DURATION) --cache $(CACHE) --wait-scale $(WAIT_SCALE) $(LOADTEST_TARGET)
 
+bench-notifications: install services  ## fan-out events/s (outbox → SMTP sink) and SSE p95 with 500 clients
+	$(BIN)/python -m loadtests.bench_notifications
+
 bench-reindex: install services  ## full reindex of 200k tutors + 50k coaches through a real Celery worker
 	$(BIN)/python -m loadtests.bench_reindex
 
@@ -122,3 +125,6 @@ bench-payments: install services  ## webhook ingest/s, commit-to-confirmed p95 a
 
 stripe-standin: install  ## only the local Stripe stand-in (what make run starts when STRIPE_SECRET_KEY is unset)
 	$(BIN)/python -m standins.stripe --port $${STRIPE_STANDIN_PORT:-12111}
+
+bench-sessions: install services  ## LiveKit token issue p95 at 100 req/s open loop (+ first tokens creating rooms)
+	$(BIN)/python -m loadtests.bench_sessions

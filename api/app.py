@@ -12,7 +12,17 @@ from api import health
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
 from api.pages import install_pages
-from api.routers import admin, auth, bookings, payments, profiles, reindex
+from api.routers import (
+    admin,
+    auth,
+    bookings,
+    live,
+    notifications,
+    payments,
+    profiles,
+    reindex,
+    sessions,
+)
 from api.routers import search as search_router
 from core.bootstrap import close_search_service, open_search_service
 from core.db import dispose_engines
@@ -41,6 +51,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         gc.unfreeze()
         service, app.state.search_service = app.state.search_service, None
         await close_search_service(service)
+        await live.close_hubs()
         await dispose_engines()
         await close_redis()
 
@@ -66,7 +77,7 @@ def create_app() -> FastAPI:
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     app.include_router(search_router.router, prefix=API_PREFIX)
-    routers = (auth, profiles, bookings, payments, admin, reindex)
+    routers = (auth, profiles, bookings, payments, sessions, admin, reindex, notifications, live)
     for router in (r.router for r in routers):
         app.include_router(router, prefix=API_PREFIX)
     install_pages(app)

@@ -927,3 +927,25 @@ async def list_bookings(
         items=items,
         next_cursor=_encode_cursor(fp, last.starts_at, last.id) if last is not None else None,
     )
+
+
+# --- video sessions --------------------------------------------------------------------
+
+
+async def record_session_outcome(
+    session: AsyncSession, *, booking_id: uuid.UUID, outcome: str, now: datetime
+) -> BookingOut | None:
+    """`confirmed` → `completed` / `no_show` as decided from the video session's attendance
+    (the sessions domain's settlement, after the join window closed; system actor, so the
+    audit row has no actor). Emits `booking.<outcome>` like `complete` / `mark_no_show`.
+    Returns None when the booking is no longer confirmed (a provider or an admin recorded
+    the outcome first, or it was canceled). Raises `ValueError` for another `outcome`."""
+    if outcome not in ("completed", "no_show"):
+        raise ValueError(f"not a session outcome: {outcome}")
+    booking = await repo.get_booking(session, booking_id)
+    if booking is None or booking.status != "confirmed":
+        return None
+    try:
+        return _out(await _move(session, booking, outcome, actor=None, now=now))
+    except InvalidTransition:
+        return None

@@ -8,6 +8,7 @@
     educonnect serve                           the HTTP API (cli/serve.py)
     educonnect stats                           row counts (cli/stats.py)
     educonnect payments reconcile              Stripe vs local payments (payments/cli.py)
+    educonnect notifications relay|retry-dead  notification relays, dead letters (notifications/cli.py)
     educonnect demo journey                    the student journey via the API (cli/demo.py)
 
 Bad input exits with code 2 and a message (typer/click's usage-error convention).
@@ -25,6 +26,7 @@ from cli.reindex import reindex
 from cli.seed import seed
 from cli.serve import serve
 from cli.stats import stats
+from notifications.cli import notifications_app
 from payments.cli import payments_app
 
 app = typer.Typer(no_args_is_help=True, help="EduConnect: tutoring and coaching marketplace.")
@@ -36,6 +38,7 @@ app.command("reindex")(reindex)
 app.command("serve")(serve)
 app.command("stats")(stats)
 app.add_typer(payments_app, name="payments")
+app.add_typer(notifications_app, name="notifications")
 app.add_typer(demo_app, name="demo")
 
 

@@ -38,7 +38,13 @@ from celery import Celery, signals
 
 from core.settings import Settings, get_settings
 
-TASK_MODULES = ("indexer.tasks", "booking.tasks", "payments.tasks")
+TASK_MODULES = (
+    "indexer.tasks",
+    "booking.tasks",
+    "payments.tasks",
+    "sessions.tasks",
+    "notifications.tasks",
+)
 
 
 def celery_config(s: Settings) -> dict[str, Any]:
@@ -75,6 +81,24 @@ def celery_config(s: Settings) -> dict[str, Any]:
                 "schedule": s.booking_expiry_sweep_s,
                 # a sweep not started within one period is superseded by the next one
                 "options": {"expires": s.booking_expiry_sweep_s},
+            },
+            # reminders 24 h / 1 h before a session (each sent once: claimed per booking)
+            "notifications-reminders": {
+                "task": "notifications.send_reminders",
+                "schedule": s.notifications_reminder_sweep_s,
+                "options": {"expires": s.notifications_reminder_sweep_s},
+            },
+            # deliveries whose task was lost (relay or worker died at the wrong moment)
+            "notifications-sweep": {
+                "task": "notifications.sweep",
+                "schedule": s.notifications_stale_sweep_s,
+                "options": {"expires": s.notifications_stale_sweep_s},
+            },
+            # video rooms to release or close, lessons to settle (sessions/tasks.py)
+            "sessions-sweep": {
+                "task": "sessions.sweep",
+                "schedule": s.session_sweep_interval_s,
+                "options": {"expires": s.session_sweep_interval_s},
             },
         },
     }

@@ -122,6 +122,56 @@ class Settings(BaseSettings):
     payments_task_max_retries: int = Field(default=8, ge=0, le=50)
     payments_task_retry_s: float = Field(default=2.0, gt=0, le=300)
 
+    # Notifications (notifications/): delivery attempts before a row is dead-lettered, the
+    # first retry delay (doubles per attempt, equal jitter) and its cap (s; the settings
+    # refuse a cap at or above CELERY_VISIBILITY_TIMEOUT_S: a countdown past it would be
+    # redelivered by Redis before it is due), the lease of a claimed row (s), the beat
+    # periods of the reminder and stale-row sweeps (s).
+    notifications_max_attempts: int = Field(default=5, ge=1, le=50)
+    notifications_retry_base_s: float = Field(default=30.0, gt=0, le=3600)
+    notifications_retry_max_s: float = Field(default=3600.0, gt=0, le=7 * 86_400)
+    notifications_claim_lease_s: float = Field(default=600.0, ge=1, le=86_400)
+    notifications_reminder_sweep_s: float = Field(default=300.0, gt=0, le=3600)
+    notifications_stale_sweep_s: float = Field(default=60.0, gt=0, le=3600)
+    notifications_poll_interval_s: float = Field(default=1.0, gt=0, le=60)
+    # Email over SMTP (notifications/channels/email.py); `make run` starts a local sink
+    # (`python -m standins.smtp`) on SMTP_PORT.
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=8025, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    smtp_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    email_from: str = "EduConnect <no-reply@educonnect.dev>"
+    # SMS through Twilio: unset TWILIO_ACCOUNT_SID = the local stand-in (standins/twilio)
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_from_number: str = "+15005550006"
+    twilio_standin_url: str = "http://127.0.0.1:12112"
+    # Push through FCM (firebase-admin): unset FCM_CREDENTIALS_FILE = the local stand-in
+    # (standins/fcm) with a throw-away service account whose token URI is the stand-in's
+    fcm_credentials_file: str | None = None
+    fcm_standin_url: str = "http://127.0.0.1:12113"
+    fcm_standin_project: str = "educonnect-standin"
+    # Live updates (api/routers/live.py): events kept per slot/provider stream for
+    # Last-Event-ID resume, and the SSE keep-alive comment period (s)
+    live_stream_maxlen: int = Field(default=200, ge=10, le=100_000)
+    live_keepalive_s: float = Field(default=15.0, gt=0, le=300)
+    # Video sessions (sessions/, LiveKit): the server URL clients connect to (ws/wss; the
+    # server API uses the same host over http/https), the API key and secret (unset: no
+    # video, token requests answer 503 `video_unavailable`; `make run` then starts the local
+    # stand-in, standins/livekit), and the join window around a booking in seconds.
+    livekit_url: str = "ws://127.0.0.1:7880"
+    livekit_api_key: str | None = None
+    livekit_api_secret: str | None = None
+    livekit_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    session_join_before_s: int = Field(default=900, ge=0, le=86_400)
+    session_join_after_s: int = Field(default=900, ge=0, le=86_400)
+    # seconds each side must be connected during the lesson for it to count as attended
+    session_min_presence_s: int = Field(default=60, ge=0, le=86_400)
+    # the Celery beat period of the room clean-up and attendance settlement sweep (seconds)
+    session_sweep_interval_s: float = Field(default=30.0, gt=0, le=3600)
+
     @field_validator("database_url", "database_read_url")
     @classmethod
     def _psycopg_driver(cls, value: str | None) -> str | None:
@@ -139,6 +189,13 @@ class Settings(BaseSettings):
             raise ValueError("celery_task_soft_time_limit_s must be < celery_task_time_limit_s")
         if not self.celery_task_time_limit_s < self.celery_visibility_timeout_s:
             raise ValueError("celery_task_time_limit_s must be < celery_visibility_timeout_s")
+        # payments' retries are capped at 300 s (payments/tasks.py)
+        longest = max(self.notifications_retry_max_s, 300.0)
+        if not longest < self.celery_visibility_timeout_s:
+            raise ValueError(
+                "every task countdown (notifications_retry_max_s, payments retries) must be"
+                " < celery_visibility_timeout_s"
+            )
         return self
 
     @property

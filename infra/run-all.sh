@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Start EduConnect's long-running processes for local use (`make run`): the outbox relay
-# (streaming indexer), the API, and a Celery worker with beat embedded (reindex,
-# background and periodic tasks; infra/worker.sh). Ctrl-C or the exit of any one of them
-# stops them all.
+# (streaming indexer), the notifications and live-seat relays, the API, a Celery worker
+# with beat embedded (infra/worker.sh: reindex, background and periodic tasks), and the local stand-ins: the SMTP
+# sink (mail kept under artifacts/mail), Twilio and FCM when their keys are unset. Ctrl-C
+# or the exit of any one of them stops them all.
 # Usage: infra/run-all.sh [HOST] [PORT]   (BIN defaults to .venv/bin; API_WORKERS = uvicorn
 # worker processes, default 1)
 set -euo pipefail
@@ -20,6 +21,16 @@ stop_all() {
     rm -rf "$run_dir"
 }
 trap stop_all EXIT INT TERM
+# Video sessions: with no LiveKit key (environment or .env), the local LiveKit stand-in
+# (standins/livekit) with a development key, its signed webhooks sent to this API.
+if [ -z "${LIVEKIT_API_KEY:-}" ] && ! grep -qs '^LIVEKIT_API_KEY=.' .env; then
+    export LIVEKIT_URL="ws://127.0.0.1:${LIVEKIT_PORT:-7880}" LIVEKIT_API_KEY=devkey \
+        LIVEKIT_API_SECRET=dev-only-livekit-secret-0123456789abcdef
+    echo "[run] livekit stand-in: python -m standins.livekit --port ${LIVEKIT_PORT:-7880}"
+    "$BIN/python" -m standins.livekit --port "${LIVEKIT_PORT:-7880}" \
+        --webhook-url "http://$HOST:$PORT/api/v1/sessions/webhooks/livekit" &
+    pids+=("$!")
+fi
 
 # Without STRIPE_SECRET_KEY the API and worker talk to the local Stripe stand-in (payments).
 if [ -z "${STRIPE_SECRET_KEY:-}" ]; then
@@ -29,6 +40,24 @@ if [ -z "${STRIPE_SECRET_KEY:-}" ]; then
 fi
 echo "[run] indexer: educonnect indexer run (metrics on 127.0.0.1:${INDEXER_METRICS_PORT:-9108})"
 "$BIN/educonnect" indexer run &
+pids+=("$!")
+echo "[run] smtp sink: python -m standins.smtp --port ${SMTP_PORT:-8025} (mail in artifacts/mail)"
+"$BIN/python" -m standins.smtp --port "${SMTP_PORT:-8025}" --maildir artifacts/mail &
+pids+=("$!")
+if [ -z "${TWILIO_ACCOUNT_SID:-}" ]; then
+    echo "[run] twilio stand-in: python -m standins.twilio --port 12112"
+    "$BIN/python" -m standins.twilio --port 12112 &
+    pids+=("$!")
+fi
+if [ -z "${FCM_CREDENTIALS_FILE:-}" ]; then
+    echo "[run] fcm stand-in: python -m standins.fcm --port 12113"
+    "$BIN/python" -m standins.fcm --port 12113 &
+    pids+=("$!")
+fi
+echo "[run] notifications: educonnect notifications relay --consumer notifications | live"
+"$BIN/educonnect" notifications relay --consumer notifications &
+pids+=("$!")
+"$BIN/educonnect" notifications relay --consumer live &
 pids+=("$!")
 echo "[run] api: educonnect serve --host $HOST --port $PORT --workers $WORKERS"
 "$BIN/educonnect" serve --host "$HOST" --port "$PORT" --workers "$WORKERS" &

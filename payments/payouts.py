@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy.exc import NoResultFound
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import audit
+from core import audit, outbox
 from core.errors import Forbidden
 from core.settings import get_settings
 from payments import ledger
@@ -123,6 +123,10 @@ async def approve(
         session, actor=admin.id, action="payout.approved", entity_type="payout",
         entity_id=str(payout_id), before=before, after=_snapshot(moved),
     )  # fmt: skip
+    await outbox.emit(
+        session, aggregate_type="payout", aggregate_id=str(payout_id), event_type="payout.approved",
+        payload={"payout_id": str(payout_id), "provider_id": str(moved.provider_id)},
+    )  # fmt: skip
     account = await repo.provider_stripe_account(session, moved.provider_id)
     return PayoutOut.model_validate(moved), account
 
@@ -188,6 +192,10 @@ async def mark_paid(
     await audit.record(
         session, actor=actor.id, action="payout.paid", entity_type="payout",
         entity_id=str(payout_id), before=before, after=_snapshot(moved),
+    )  # fmt: skip
+    await outbox.emit(
+        session, aggregate_type="payout", aggregate_id=str(payout_id), event_type="payout.paid",
+        payload={"payout_id": str(payout_id), "provider_id": str(moved.provider_id)},
     )  # fmt: skip
     return PayoutOut.model_validate(moved)
 

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from booking.schemas import BookingOut
+from core import outbox
 from core.logging import get_logger
 from core.settings import get_settings
 from payments import ledger
@@ -238,6 +239,7 @@ async def apply_intent(
         )  # fmt: skip
         assert moved is not None  # under the row lock the state cannot have moved
         result.after = "succeeded"
+        await _event(session, "payment.succeeded", moved)
         parts = _split(moved)
         await repo.post(
             session, kind="payment", key=f"payment:{moved.id}", currency=moved.currency,
@@ -264,7 +266,17 @@ async def apply_intent(
     )  # fmt: skip
     if moved is not None:
         result.after = target
+        if target == "failed":
+            await _event(session, "payment.failed", moved)
     return result
+
+
+async def _event(session: AsyncSession, event_type: str, payment: Payment) -> None:
+    """The outbox event of a payment state change (keys only; notifications read it)."""
+    await outbox.emit(
+        session, aggregate_type="payment", aggregate_id=str(payment.id), event_type=event_type,
+        payload={"payment_id": str(payment.id), "booking_id": str(payment.booking_id)},
+    )  # fmt: skip
 
 
 def _split(payment: Payment) -> ledger.Split:
@@ -342,6 +354,10 @@ async def apply_refund(
     )  # fmt: skip
     if moved is None or target != "succeeded":
         return None if moved is None else target
+    await outbox.emit(
+        session, aggregate_type="refund", aggregate_id=str(moved.id), event_type="refund.succeeded",
+        payload={"refund_id": str(moved.id), "booking_id": str(moved.booking_id)},
+    )  # fmt: skip
     payment = await repo.get_payment(session, moved.payment_id)
     assert payment is not None
     before = await repo.succeeded_refunds_total(session, payment.id, excluding=moved.id)

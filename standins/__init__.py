@@ -1,1 +1,2 @@
-"""Local HTTP stand-ins of external services (Stripe), for tests and `make run`."""
+"""Local HTTP stand-ins of the external services (Stripe, LiveKit, Twilio, FCM) and a local
+SMTP sink, for tests and `make run`."""
