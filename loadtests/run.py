@@ -33,12 +33,14 @@ def timestamp() -> str:
 
 def payments_env(api_port: int) -> tuple[dict[str, str], dict[str, str]]:
     """The environment of a started stack's Stripe stand-in (on `LOADTEST_STANDIN_PORT`,
-    default the API's port + 21) and of the Locust users who pay through it and re-send
+    default the API's port + 21; LiveKit's on `LOADTEST_LIVEKIT_PORT`, default + 22) and of the Locust users who pay through it and re-send
     its webhooks signed with its secret (the settings' default unless
     STRIPE_WEBHOOK_SECRET is set)."""
     port = int(os.environ.get("LOADTEST_STANDIN_PORT", api_port + 21))
     url = f"http://127.0.0.1:{port}"
-    stack = {"STRIPE_STANDIN_PORT": str(port), "STRIPE_STANDIN_URL": url}
+    # the LiveKit stand-in of infra/run-all.sh too, off its default port (7880)
+    livekit = os.environ.get("LOADTEST_LIVEKIT_PORT", str(api_port + 22))
+    stack = {"STRIPE_STANDIN_PORT": str(port), "STRIPE_STANDIN_URL": url, "LIVEKIT_PORT": livekit}
     locust = {
         "LOCUST_STRIPE_STANDIN_URL": url,
         "LOCUST_STRIPE_WEBHOOK_SECRET": os.environ.get("STRIPE_WEBHOOK_SECRET", "whsec_standin"),

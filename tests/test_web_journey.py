@@ -11,6 +11,7 @@ Screenshots of every page go to `artifacts/screenshots/journey-*.png`.
 from __future__ import annotations
 
 import re
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,8 +24,13 @@ import pytest
 
 from tests.booking_helpers import create_slot
 from tests.conftest import DEFAULT_PASSWORD, bearer, create_user
+from tests.livekit_standin import API_KEY as LIVEKIT_KEY
+from tests.livekit_standin import API_SECRET as LIVEKIT_SECRET
+from tests.livekit_standin import start_standin as start_livekit
+from tests.livekit_standin import stop_standin as stop_livekit
 from tests.payments_kit import (
     WEBHOOK_PATH,
+    Process,
     free_port,
     start_api,
     start_standin,
@@ -48,18 +54,28 @@ def live_server(search_dataset: str) -> Iterator[str]:
 
     redis.Redis.from_url(TEST_REDIS_URL).flushdb()
     standin = start_standin()
+    livekit = start_livekit()
     env = {
         **stripe_env(standin.url, search_dataset),
         "MAP_TILE_URL": f"http://127.0.0.1:{free_port()}/tiles/{{z}}/{{x}}/{{y}}.png",
+        "LIVEKIT_URL": livekit.url,
+        "LIVEKIT_API_KEY": LIVEKIT_KEY,
+        "LIVEKIT_API_SECRET": LIVEKIT_SECRET,
     }
     api, url = start_api(env)
     worker = start_worker(env)
+    # the live-seat relay: outbox → Redis streams → the API's SSE
+    live = Process(
+        [sys.executable, "-m", "cli", "notifications", "relay", "--consumer", "live"], env
+    )
     standin.standin.webhook_url = url + WEBHOOK_PATH
     try:
         yield url
     finally:
+        live.stop()
         worker.stop()
         api.stop()
+        stop_livekit(livekit)
         standin.standin.close()
         standin.shutdown()
     with psycopg.connect(search_dataset) as db:
@@ -285,6 +301,7 @@ def test_a_second_browser_sees_the_seats_drop_while_the_first_holds(
     watcher.goto(f"/providers/{tutor['id']}?lang=en&now={_iso(NOW)}")
     seats = watcher.locator(f"[data-slot-id='{slot}'] .seats-left")
     expect(seats).to_have_text("4 seats left")
+    expect(watcher.locator("body")).to_have_attribute("data-live", "open")  # SSE, not polling
 
     _, email, headers = _student(search_dataset)
     holder = page_factory(locale="en-GB")
@@ -363,6 +380,11 @@ def test_the_join_button_appears_only_inside_the_window(
         if not shown and now < start:
             expect(item.locator(".join-later")).to_be_visible()
         if shown and now < start:
+            # the page asks for the session token (the clock says: inside the window)
+            join.click()
+            expect(item.locator(".room-ready")).to_have_attribute(
+                "data-room", f"ec-booking-{booking['id']}"
+            )
             _shot(page, "10-join")
 
 
