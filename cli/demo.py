@@ -2,18 +2,21 @@
 
 A newcomer's proof that everything works: a tutor signs up, publishes a profile in Paris and
 a 3-seat group class; the streaming indexer makes it findable; a student finds it on the
-map search, opens the profile and its slots, holds 2 seats, creates the PaymentIntent, pays
+map search, opens the profile and its slots, holds 2 seats (the live-seat stream says so),
+creates the PaymentIntent, pays
 (the Stripe stand-in is told to succeed the intent, as `stripe trigger` does, through the
-API's test-payment route; the signed webhook and the worker confirm the booking), and the
-refund a cancellation would give is read. Each step is printed with its latency; the exit
+API's test-payment route; the signed webhook and the worker confirm the booking), asks
+for the video session token (three days ahead the answer is 409 `too_early` with the
+window's opening: the check itself), and reads the refund a cancellation would give. Each step is printed with its latency; the exit
 status is 1 at the first failure (the step, the status and the body are printed).
 
-Needs the API, a Celery worker, the indexer and the Stripe stand-in (`make run` starts
-them). Every run creates fresh accounts (a unique email suffix), so it can be repeated.
+Needs the API, a Celery worker, the indexer, the live-seat relay and the Stripe and
+LiveKit stand-ins (`make run` starts them all). Every run creates fresh accounts (a unique email suffix), so it can be repeated.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -174,6 +177,23 @@ def run_journey(
                 raise StepFailed(f"seats_left is {slot['seats_left']}, not 1, while held")
             return "1 seat left"
 
+        def live_seats() -> str:
+            # what the provider page's EventSource receives: the stream replays the
+            # slot's recent events from the start (Last-Event-ID 0-0)
+            url = f"{api}/slots/{state['slot']}/events"
+            deadline = time.monotonic() + j.wait_s
+            with client.stream("GET", url, headers={"Last-Event-ID": "0-0"}, timeout=j.wait_s) as r:
+                if r.status_code != 200:
+                    raise StepFailed(f"GET {url} -> {r.status_code}")
+                for line in r.iter_lines():
+                    if line.startswith("data:"):
+                        event = json.loads(line[5:])
+                        if event.get("type") == "seat.held" and event.get("seats_left") == 1:
+                            return "seat.held, seats_left 1 (SSE)"
+                    if time.monotonic() > deadline:
+                        break
+            raise StepFailed("no seat.held event with seats_left 1 (is the live relay running?)")
+
         def payment_intent() -> str:
             bid = state["booking"]["id"]
             out = j.call("POST", f"{api}/bookings/{bid}/payment-intent", (200, 201),
@@ -198,6 +218,17 @@ def run_journey(
             total = (time.perf_counter() - state["held_at"]) * 1000
             return f"hold -> confirmed in {total:.0f} ms"
 
+        def session_token() -> str:
+            bid = state["booking"]["id"]
+            r = client.post(f"{api}/bookings/{bid}/session-token", headers=state["student"])
+            body = r.json() if r.content else {}
+            if r.status_code == 200:
+                return f"room {body['room']} at {body['url']}"
+            if r.status_code == 409 and body.get("code") == "too_early":
+                # the lesson is in 3 days: the join window is not open yet, as it should be
+                return f"too early: the room opens at {body.get('opens_at')}"
+            raise StepFailed(f"POST session-token -> {r.status_code}: {r.text[:300]}")
+
         def cancel_preview() -> str:
             bid = state["booking"]["id"]
             p = j.call("GET", f"{api}/bookings/{bid}/cancel-preview", headers=state["student"])
@@ -216,9 +247,11 @@ def run_journey(
             ("student signs up", student_signs_up),
             ("student holds 2 seats", hold),
             ("seats left drop while held", seats_dropped),
+            ("live seats (SSE)", live_seats),
             ("payment intent", payment_intent),
             ("payment (stand-in succeeds it)", pay),
             ("confirmed by the webhook", confirmed),
+            ("video session token", session_token),
             ("refund shown before cancel", cancel_preview),
         ]
         for step_name, fn in steps:

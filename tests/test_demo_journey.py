@@ -1,5 +1,6 @@
-"""`educonnect demo journey` against a running stack: the API, a Celery worker and the
-streaming indexer as subprocesses, the Stripe stand-in sending signed webhooks (like the
+"""`educonnect demo journey` against a running stack: the API, a Celery worker, the
+streaming indexer and the live-seat relay as subprocesses, the Stripe stand-in sending
+signed webhooks and the LiveKit stand-in (like the
 payments tests). The command must print every step and exit 0; a stack missing its worker
 must make it exit 1 at the confirmation step."""
 
@@ -16,6 +17,10 @@ import psycopg
 import pytest
 
 from tests.conftest import truncate_all
+from tests.livekit_standin import API_KEY as LIVEKIT_KEY
+from tests.livekit_standin import API_SECRET as LIVEKIT_SECRET
+from tests.livekit_standin import start_standin as start_livekit
+from tests.livekit_standin import stop_standin as stop_livekit
 from tests.payments_kit import (
     WEBHOOK_PATH,
     Process,
@@ -32,8 +37,8 @@ STEPS = (
     "API ready", "tutor signs up", "tutor publishes a profile", "tutor adds a group class",
     "student finds the tutor (search)", "student opens the profile", "student sees the slots",
     "student signs up", "student holds 2 seats", "seats left drop while held",
-    "payment intent", "payment (stand-in succeeds it)", "confirmed by the webhook",
-    "refund shown before cancel",
+    "live seats (SSE)", "payment intent", "payment (stand-in succeeds it)",
+    "confirmed by the webhook", "video session token", "refund shown before cancel",
 )  # fmt: skip
 
 
@@ -41,13 +46,24 @@ STEPS = (
 def stack(database_url: str) -> Iterator[dict[str, Any]]:
     truncate_all(database_url)
     standin = start_standin()
-    env = stripe_env(standin.url, database_url)
+    livekit = start_livekit()
+    env = {
+        **stripe_env(standin.url, database_url),
+        "LIVEKIT_URL": livekit.url,
+        "LIVEKIT_API_KEY": LIVEKIT_KEY,
+        "LIVEKIT_API_SECRET": LIVEKIT_SECRET,
+    }
     api, url = start_api(env)
     indexer = Process([sys.executable, "-m", "cli", "indexer", "run"], env)
+    live = Process(
+        [sys.executable, "-m", "cli", "notifications", "relay", "--consumer", "live"], env
+    )
     standin.standin.webhook_url = url + WEBHOOK_PATH
     try:
         yield {"url": url, "env": env, "standin": standin}
     finally:
+        live.stop()
+        stop_livekit(livekit)
         indexer.stop()
         api.stop()
         standin.standin.close()
@@ -88,4 +104,6 @@ def test_the_demo_journey_passes_on_a_running_stack(stack: dict[str, Any]) -> No
     for line in lines:
         assert re.search(r"\s\d+\.\d ms  ", line), line  # every step has its latency
     assert "hold -> confirmed in" in done.stdout
+    assert "seat.held, seats_left 1 (SSE)" in done.stdout
+    assert "too early: the room opens at" in done.stdout
     assert done.stdout.rstrip().splitlines()[-1].startswith(f"journey complete: {len(STEPS)} steps")
