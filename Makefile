@@ -37,15 +37,17 @@ $(BIN)/python:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-dev gcc; \
 	  rm -rf $(VENV); $(PYTHON) -m venv $(VENV); }
 
-# setup.py builds the C kernels (search/_kernels.c): a C compiler and Python's headers,
-# and PROJ's geodesic.h (libproj-dev) for the page distances PostGIS would compute.
-$(VENV)/.installed: pyproject.toml setup.py search/_kernels.c | $(BIN)/python
+# setup.py builds the C kernels (search/engines/postgres/_kernels.c, with the record layout
+# header it writes from record_layout.py): a C compiler, Python's headers and PROJ's
+# geodesic.h (libproj-dev, required) for the page distances PostGIS computes.
+KERNELS := search/engines/postgres
+$(VENV)/.installed: pyproject.toml setup.py $(KERNELS)/_kernels.c $(KERNELS)/record_layout.py | $(BIN)/python
 	@{ command -v cc >/dev/null && $(BIN)/python -c "import os, sysconfig; \
 	  assert os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h'))" 2>/dev/null; } || { \
 	  echo "[make] C compiler or Python headers missing; installing gcc python3-dev (Debian)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc python3-dev; }
 	@test -e /usr/include/geodesic.h || ! command -v apt-get >/dev/null || [ "$$(id -u)" != 0 ] || { \
-	  echo "[make] PROJ's geodesic.h missing; installing libproj-dev (Debian): the kernels' st_distance"; \
+	  echo "[make] PROJ's geodesic.h missing; installing libproj-dev (Debian), required by the kernels"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libproj-dev; }
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev]"

@@ -42,7 +42,8 @@ class Settings(BaseSettings):
     indexer_metrics_host: str = "127.0.0.1"
     outbox_retention_s: float = Field(default=3600.0, ge=0)
     search_engine: Literal["postgres", "opensearch"] = "postgres"
-    # OpenSearch (search/opensearch.py, indexer/opensearch_sink.py, indexer/opensearch_reindex.py)
+    # OpenSearch (search/engines/opensearch/, indexer/opensearch_sink.py,
+    # indexer/opensearch_reindex.py)
     opensearch_url: str = "http://127.0.0.1:9200"
     opensearch_timeout_s: float = Field(default=2.0, gt=0, le=60)
     opensearch_bulk_timeout_s: float = Field(default=30.0, gt=0, le=600)
@@ -55,7 +56,7 @@ class Settings(BaseSettings):
     search_pool_min_size: int = Field(default=2, ge=1, le=100)
     search_pool_max_size: int = Field(default=10, ge=1, le=200)
     # the longest a search process goes without checking its block directory (seconds);
-    # 0 = check on every query (no LISTEN connection), search/block_watch.py
+    # 0 = check on every query (no LISTEN connection), search/engines/postgres/block_watch.py
     search_block_recheck_s: float = Field(default=1.0, ge=0, le=60)
     access_token_ttl_s: int = Field(default=900, ge=60, le=3600)
     refresh_token_ttl_s: int = Field(default=30 * 86_400, ge=3600, le=365 * 86_400)

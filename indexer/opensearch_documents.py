@@ -30,7 +30,7 @@ from typing import Any
 
 import psycopg
 
-from search.opensearch_index import alias_name
+from search.engines.opensearch.index import alias_name
 
 _SELECT = """
 SELECT s.provider_id, s.kind, s.searchable, s.version, s.display_name, s.headline, s.city,

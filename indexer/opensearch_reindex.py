@@ -44,7 +44,7 @@ from core.logging import get_logger
 from indexer.opensearch_documents import actions, fetch_rows, iter_searchable, row_actions
 from indexer.opensearch_sink import write
 from indexer.relay import provider_of
-from search.opensearch_index import (
+from search.engines.opensearch.index import (
     FAMILIES,
     LOAD_SETTINGS,
     alias_name,

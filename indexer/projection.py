@@ -66,7 +66,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from search.blocks import block_rows_sql
+from search.engines.postgres.blocks import block_rows_sql
 
 TUTOR_COLUMNS: tuple[str, ...] = (
     "provider_id", "version", "display_name", "headline", "city", "country_code", "subjects",
@@ -282,15 +282,15 @@ def refresh_blocks(
     *,
     table_suffix: str = "",
 ) -> int:
-    """Re-pack the facet blocks (`search.blocks`) of `cells` — the cells where the
+    """Re-pack the facet blocks (`search.engines.postgres.blocks`) of `cells` — the cells where the
     changed providers' facet rows were before the change and are now — in the caller's
     transaction, which must be READ COMMITTED: the cells are locked first (advisory
     transaction locks, sorted, so concurrent writers cannot deadlock), then re-packed by
     a later statement whose snapshot holds every writer that released them. A re-packed
     block takes a new `version` (engines cache blocks by it) and records the writing
     transaction in `xid` (engines ask for the blocks written since their last check:
-    `search.block_sync`); a cell left without rows keeps an empty block (`n = 0`), so
-    that question sees it go. Returns the number of cells re-packed."""
+    `search.engines.postgres.block_sync`); a cell left without rows keeps an empty block
+    (`n = 0`), so that question sees it go. Returns the number of cells re-packed."""
     facets = _table(f"{family}_facets", table_suffix)
     blocks = _table(f"{family}_facet_blocks", table_suffix)
     touched = sorted(set(cells))
@@ -408,7 +408,8 @@ def fill_facets(conn: psycopg.Connection[Any], *, family: str, table_suffix: str
 def fill_blocks(conn: psycopg.Connection[Any], *, family: str, table_suffix: str = "") -> int:
     """Fill the empty `{family}_facet_blocks{suffix}` from `{family}_facets{suffix}` and
     `{family}_documents{suffix}` (the one bulk definition of blocks:
-    `search.blocks.block_rows_sql`), in cell order. Returns the number of blocks."""
+    `search.engines.postgres.blocks.block_rows_sql`), in cell order. Returns the number of
+    blocks."""
     facets = _table(f"{family}_facets", table_suffix)
     docs = _table(f"{family}_documents", table_suffix)
     blocks = _table(f"{family}_facet_blocks", table_suffix)

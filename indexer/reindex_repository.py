@@ -21,8 +21,8 @@ from psycopg.types.json import Jsonb
 
 from indexer.projection import KIND_FILTER
 from indexer.repository import OutboxEvent
-from search.block_watch import CHANNEL as BLOCK_CHANNEL
-from search.block_watch import FAMILIES as BLOCK_FAMILIES
+from search.engines.postgres.block_watch import CHANNEL as BLOCK_CHANNEL
+from search.engines.postgres.block_watch import FAMILIES as BLOCK_FAMILIES
 
 ACTIVE_STATES = ("queued", "running")
 TERMINAL_STATES = ("succeeded", "failed", "canceled")
@@ -706,7 +706,8 @@ def swap_table(conn: psycopg.Connection[Any], shape: TableShape) -> None:
 
 def notify_blocks_swapped(conn: psycopg.Connection[Any], tables: Sequence[str]) -> None:
     """In the swap's transaction: notify the search processes' block watches of every
-    facet blocks table among `tables` (a rename fires no trigger; `search.block_watch`)."""
+    facet blocks table among `tables` (a rename fires no trigger;
+    `search.engines.postgres.block_watch`)."""
     for family in BLOCK_FAMILIES:
         if f"{family}_facet_blocks" in tables:
             conn.execute("SELECT pg_notify(%s, %s)", (BLOCK_CHANNEL, family))

@@ -165,9 +165,9 @@ def _migrate_reused(url: str) -> None:
 
 async def engine_bench(url: str, rounds: int, cold_text: bool = False) -> dict[str, Any]:
     """p50/p95/p99 per class of the mix. `cold_text`: only the text classes, with the
-    engine's text match cache (`search.text_cache`) emptied before every query — the
+    engine's text match cache (`search.engines.postgres.text_cache`) emptied before every query — the
     first search of a word in an area (the facet blocks stay cached)."""
-    from search.postgres import PostgresEngine
+    from search.engines.postgres.engine import PostgresEngine
     from search.schemas import CoachQuery, TutorMapQuery, TutorQuery
 
     engine = await PostgresEngine.open(url, min_size=1, max_size=1)
@@ -181,7 +181,7 @@ async def engine_bench(url: str, rounds: int, cold_text: bool = False) -> dict[s
             for i in range(rounds + 3):
                 params = params_for(p, i)
                 if cold_text:
-                    engine._text_cache.clear()
+                    engine.block_path.text_cache.clear()
                 t = time.perf_counter()
                 if kind == "tutors":
                     await engine.search_tutors(TutorQuery(**params))

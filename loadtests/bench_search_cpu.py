@@ -46,7 +46,7 @@ ANCHORS: list[tuple[str, str]] = [
     ("psycopg", "psycopg (protocol, rows)"),
     ("psycopg_pool", "psycopg (protocol, rows)"),
     ("search/facets.py", "engine: facet arithmetic"),
-    ("search/postgres.py", "engine: SQL build, rows to dicts"),
+    ("search/engines/postgres/", "engine: SQL build, rows to dicts"),
     ("search/schemas.py", "query model"),
     ("search/cursor.py", "engine: SQL build, rows to dicts"),
     ("search/geo.py", "engine: SQL build, rows to dicts"),
@@ -77,7 +77,7 @@ def component(stack: list[str]) -> str:
             if anchor in frame:
                 if name.startswith("engine") and any(f in frame for f in _FACET_FUNCS):
                     return "engine: facet arithmetic"
-                if below_pydantic and anchor in ("search/postgres.py", "search/service.py"):
+                if below_pydantic and anchor in ("search/engines/postgres/", "search/service.py"):
                     return "response models (pydantic)"
                 return name
     return "other"

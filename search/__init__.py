@@ -1,2 +1,3 @@
-"""Tutor and coach search: query models, engines (PostgreSQL now, OpenSearch later),
-facets, cursor pagination and the Redis cache."""
+"""Tutor and coach search, engine-neutral: query models (`schemas`), the service (cache,
+fallback, timing), facets, cursors, map geometry and the `SearchEngine` protocol
+(`engine`). The engines live in `search.engines` (PostgreSQL, OpenSearch)."""

@@ -1,5 +1,5 @@
-"""The `SearchEngine` protocol every engine implements (`search/postgres.py`,
-`search/opensearch.py`).
+"""The `SearchEngine` protocol every engine implements (`search/engines/postgres/engine.py`,
+`search/engines/opensearch/engine.py`).
 
 Both engines return the same ids in the same order and the same facets for the same query
 (parity); `name` appears in responses (`engine`) and in cache keys. An engine that cannot
@@ -8,8 +8,8 @@ then answers from its fallback engine (PostgreSQL), marked `degraded`.
 
 An engine is near-real-time: an answer may miss an index write committed a moment before
 the call (PostgreSQL: until the write's notification reaches the process, at most
-`SEARCH_BLOCK_RECHECK_S`, `search.block_watch`; OpenSearch: until the index refreshes,
-which the indexer waits for before bumping the cache generation). Inside `fresh_reads()`
+`SEARCH_BLOCK_RECHECK_S`, `search.engines.postgres.block_watch`; OpenSearch: until the
+index refreshes, which the indexer waits for before bumping the cache generation). Inside `fresh_reads()`
 an answer reflects every index write committed before the call; the cache computes its
 entries there, so an entry stored under a generation reflects the writes that bumped it.
 """

@@ -140,7 +140,7 @@ class EngineThread:
         import asyncio
         import threading
 
-        from search.postgres import PostgresEngine
+        from search.engines.postgres.engine import PostgresEngine
 
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -185,7 +185,7 @@ def engines(database_url: str) -> Iterator[tuple[EngineThread, Any]]:
     engine checks its block directory on every query (no block watch): the tests that
     use it write and read at once, and test the check itself (`tests/test_block_watch.py`
     tests when a watching engine checks)."""
-    from search.postgres import PostgresEngine
+    from search.engines.postgres.engine import PostgresEngine
 
     et = EngineThread(database_url, recheck_s=0)
     sql = et.run(PostgresEngine.open(database_url, min_size=1, max_size=1, blocks=False))

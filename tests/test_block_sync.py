@@ -1,7 +1,7 @@
-"""The block directory (`search/block_sync.py`, migration 0010): a process's copy of
-which facet blocks exist, in which version, follows every committed re-pack, including
-one committed after a newer one, an emptied cell and a replaced table; a query computed
-on blocks that changed before its page was read is computed again."""
+"""The block directory (`search/engines/postgres/block_sync.py`, migration 0010): a
+process's copy of which facet blocks exist, in which version, follows every committed
+re-pack, including one committed after a newer one, an emptied cell and a replaced table;
+a query computed on blocks that changed before its page was read is computed again."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from indexer.projection import build_all, rebuild_documents
-from search.block_sync import BlockDirectory, TableReplaced
-from search.blocks import CellRanges
-from search.postgres import PostgresEngine
+from search.engines.postgres.block_sync import BlockDirectory, TableReplaced
+from search.engines.postgres.blocks import CellRanges
+from search.engines.postgres.engine import PostgresEngine
 from search.schemas import CoachQuery, TutorQuery
 from tests.conftest import EngineThread
 from tests.projection_check import assert_equals_from_scratch
@@ -259,7 +259,7 @@ def test_a_query_on_blocks_that_changed_is_computed_again(
         "SELECT n FROM tutor_facet_blocks WHERE cell = %s", (cell,)
     ).fetchone() == (0,)
     assert str(pid) not in [i["id"] for i in both().items]
-    assert cell not in et.engine._directory["tutor"].cells.tolist()
+    assert cell not in et.engine.block_path.directory["tutor"].cells.tolist()
     assert_equals_from_scratch(market)
     # a build from scratch truncates the tables: the directory is read again
     market.execute("UPDATE provider_profiles SET hourly_rate_minor = 2 WHERE user_id = %s", (pid,))
@@ -286,10 +286,10 @@ def test_coach_blocks_are_decoded_once_until_one_changes(
     by_price = CoachQuery(sort="price", limit=5)
     both(by_price)  # reads the blocks
     both(by_price)  # decodes what it holds
-    decoded = et.engine._whole["coach"]
+    decoded = et.engine.block_path.whole["coach"]
     both(CoachQuery(q="coach", sort="relevance", limit=5))
     both(by_price)
-    assert et.engine._whole["coach"] is decoded, "nothing changed: decoded once"
+    assert et.engine.block_path.whole["coach"] is decoded, "nothing changed: decoded once"
     (pid,) = market.execute(
         "SELECT provider_id FROM coach_facets ORDER BY price_minor DESC, provider_id LIMIT 1"
     ).fetchone()
@@ -300,4 +300,4 @@ def test_coach_blocks_are_decoded_once_until_one_changes(
     assert both(by_price).items[0]["id"] == str(pid)
     assert et.engine.recomputed == recomputed + 1, "the shared blocks were found stale"
     both(by_price)
-    assert et.engine._whole["coach"] is not decoded
+    assert et.engine.block_path.whole["coach"] is not decoded

@@ -1,9 +1,9 @@
-"""The block watch (`search/block_watch.py`, migration 0013): the facet blocks tables notify
-`search_blocks` on every write, a reindex swap notifies too and keeps the trigger, and a
-watching engine checks its block directory after a notification, when `recheck_s` has
-passed, inside `fresh_reads()` and on every query while it is not listening; otherwise
-it answers without a check. Real PostgreSQL and Redis; the watch's clock is a test
-clock, moved by hand (no test sleeps)."""
+"""The block watch (`search/engines/postgres/block_watch.py`, migration 0013): the facet
+blocks tables notify `search_blocks` on every write, a reindex swap notifies too and
+keeps the trigger, and a watching engine checks its block directory after a notification,
+when `recheck_s` has passed, inside `fresh_reads()` and on every query while it is not
+listening; otherwise it answers without a check. Real PostgreSQL and Redis; the watch's
+clock is a test clock, moved by hand (no test sleeps)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import psycopg
 import pytest
 
 from indexer.projection import build_all, rebuild_documents
-from search.block_watch import BlockWatch
 from search.engine import fresh_reads
-from search.postgres import PostgresEngine
+from search.engines.postgres.block_watch import BlockWatch
+from search.engines.postgres.engine import PostgresEngine
 from search.schemas import CoachQuery, TutorQuery
 
 

@@ -1,6 +1,7 @@
-"""Facet blocks (`search/blocks.py`, migration 0008): the radius cover is sound, the block
-facet pass answers exactly what the SQL pass answers, and the blocks stay equal to a
-from-scratch build under streaming writes, moves, deletes and concurrent writers."""
+"""Facet blocks (`search/engines/postgres/blocks.py`, migration 0008): the radius cover is
+sound, the block facet pass answers exactly what the SQL pass answers, and the blocks
+stay equal to a from-scratch build under streaming writes, moves, deletes and concurrent
+writers."""
 
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ from hypothesis import strategies as st
 
 from indexer.projection import rebuild_documents
 from profiles.catalogue import SUBJECTS
-from search import _kernels
-from search.block_sync import BlockDirectory
-from search.blocks import (
+from search.engines.postgres import _kernels
+from search.engines.postgres.block_sync import BlockDirectory
+from search.engines.postgres.blocks import (
     AVAIL_SQL,
     CELL_DEG,
     COLUMN,
@@ -41,10 +42,11 @@ from search.blocks import (
     wgs84_distance,
     window_bounds,
 )
+from search.engines.postgres.engine import PostgresEngine
+from search.engines.postgres.plan import radius_filter, sphere_scale
+from search.engines.postgres.text_cache import TextMatchCache
 from search.geo import snap_bbox
-from search.postgres import PostgresEngine, _radius, _Sql, sphere_scale
 from search.schemas import CoachQuery, TutorMapQuery, TutorQuery, body_fields
-from search.text_cache import TextMatchCache
 from tests.conftest import EngineThread
 from tests.projection_check import assert_equals_from_scratch
 from tests.test_search_oracle import CENTRES, T0, coach_queries, tutor_queries
@@ -63,10 +65,8 @@ def _in(ranges: list[tuple[int, int]], cell: int) -> bool:
 
 def _cover(lat: float, lng: float, radius_km: float) -> tuple[Cover, dict[str, Any]]:
     """`radius_cover` of the radius query (lat, lng, radius_km), with the query's
-    parameters (`_radius`)."""
-    s = _Sql()
-    _radius(s, lat, lng, radius_km)
-    p = s.params
+    parameters (`radius_filter`)."""
+    p = radius_filter(lat, lng, radius_km).params()
     cover = radius_cover(
         lat, lng, p["radius_in"], p["radius_out"], (p["gx0"], p["gy0"], p["gx1"], p["gy1"])
     )
@@ -175,12 +175,11 @@ def test_sphere_scale_bounds_the_geodesic(
 ) -> None:
     """`sphere_scale`: for points at a geodesic distance up to the radius, in any
     azimuth (GeographicLib's direct problem), the geodesic over the sphere distance lies
-    in [lo, hi]; and the two sphere radii `_radius` derives classify them soundly."""
+    in [lo, hi]; and the two sphere radii `radius_filter` derives classify them soundly."""
     r = radius_km * 1000
     lo, hi = sphere_scale(lat, r)
-    s = _Sql()
-    _radius(s, lat, 0.0, radius_km)
-    r_in, r_out = s.params["radius_in"], s.params["radius_out"]
+    radius = radius_filter(lat, 0.0, radius_km)
+    r_in, r_out = radius.radius_in, radius.radius_out
     for azimuth, fraction in shots:
         g = Geodesic.WGS84.Direct(lat, 0.0, azimuth, r * fraction)
         d, sphere = g["s12"], _sphere_m(lat, 0.0, g["lat2"], g["lon2"])
@@ -258,7 +257,6 @@ def _st_distance_cases(rng: np.random.Generator) -> list[tuple[float, float, np.
     return cases
 
 
-@pytest.mark.skipif(not _kernels.GEODESIC, reason="kernels built without PROJ's geodesic.h")
 def test_st_distance_is_postgis_to_the_bit(database_url: str) -> None:
     """The page's distances in C (`Blocks.st_distance`) equal PostGIS's `ST_Distance`
     on geography exactly (the float, not within a tolerance), so a page, its
@@ -609,11 +607,8 @@ def test_block_counts_refuse_a_currency_that_is_not_three_letters() -> None:
 
 def test_cover_gives_way_when_the_box_wraps() -> None:
     for lat, lng in ((10.0, 179.9), (89.9, 0.0), (-10.0, -179.95)):
-        s = _Sql()
-        _radius(s, lat, lng, 50)
-        p = s.params
-        box = (p["gx0"], p["gy0"], p["gx1"], p["gy1"])
-        assert radius_cover(lat, lng, p["radius_in"], p["radius_out"], box) is None
+        r = radius_filter(lat, lng, 50)
+        assert radius_cover(lat, lng, r.radius_in, r.radius_out, r.box) is None
 
 
 def test_records_decode_with_their_languages_and_edge_flags() -> None:
@@ -694,20 +689,15 @@ def test_block_pass_without_a_position_covers_every_tutor(
     assert got.model_dump() == want.model_dump()
 
 
-@pytest.mark.parametrize("geodesic", [True, False])
 @pytest.mark.parametrize("sort", ["distance", "rating"])
-def test_block_page_distances_in_c_or_by_postgis_answer_alike(
+def test_block_page_distances_in_c_answer_as_postgis(
     engine_thread: EngineThread,
     sql_engine: PostgresEngine,
     monkeypatch: pytest.MonkeyPatch,
     sort: str,
-    geodesic: bool,
 ) -> None:
-    """The block page's distances come from the kernels when they were built with PROJ's
-    geodesic, else from PostgreSQL in the page's statement: the same answer, cursor
-    included, both ways."""
-    if geodesic and not _kernels.GEODESIC:
-        pytest.skip("kernels built without PROJ's geodesic.h")
+    """The block page's distances come from the kernels (PROJ's geodesic, as PostGIS
+    computes them), the SQL page's from PostGIS: the same answer, cursor included."""
     calls: list[int] = []
     in_c = Blocks.st_distance
 
@@ -716,13 +706,12 @@ def test_block_page_distances_in_c_or_by_postgis_answer_alike(
         return in_c(self, idx, lat, lng)
 
     monkeypatch.setattr(Blocks, "st_distance", counted)
-    monkeypatch.setattr(_kernels, "GEODESIC", geodesic)
     q = TutorQuery(lat=45.764, lng=4.8357, radius_km=30, sort=sort, limit=9)
     got, want = _both(engine_thread, sql_engine, q)
     assert got.total > 9
     assert got.next_cursor is not None
     assert got.model_dump() == want.model_dump()
-    assert bool(calls) == geodesic
+    assert calls, "the block page's distances were computed in C"
 
 
 @pytest.mark.parametrize("sort", ["distance", "price"])
@@ -996,7 +985,9 @@ def test_cached_blocks_follow_writes(
     q = TutorQuery(lat=lat, lng=lng, radius_km=30, sort="price")
     before = et.run(et.engine.search_tutors(q))
     assert before.model_dump() == et.run(sql.search_tutors(q)).model_dump()
-    assert et.engine._directory["tutor"].held_copies(), "the engine holds the blocks it read"
+    assert et.engine.block_path.directory["tutor"].held_copies(), (
+        "the engine holds the blocks it read"
+    )
     market.execute(
         "UPDATE provider_profiles SET hourly_rate_minor = 1, currency = 'EUR' WHERE user_id = %s",
         (pid,),
@@ -1039,13 +1030,13 @@ def test_cached_text_matches_follow_writes(
     miss_cost: float,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The text match cache (`search.text_cache`): a word absent everywhere is cached as
-    no match per cell; after a tutor's headline gains it, the cell's new block version
+    """The text match cache (`search.engines.postgres.text_cache`): a word absent
+    everywhere is cached as no match per cell; after a tutor's headline gains it, the cell's new block version
     makes the engine match again and find the tutor. A wider circle reuses the cached
     cells and matches only the others (per cell rectangle or by id, or by a pass over
     the box: both forced here); coaches (uuid-hashed cells) the same after a coach's
     headline changes. Every answer equals the SQL pass."""
-    monkeypatch.setattr("search.postgres._MISS_COST", miss_cost)
+    monkeypatch.setattr("search.engines.postgres.block_path._MISS_COST", miss_cost)
     et, sql = engines
     # a tutor with another one 100-400 km away (outside a 60 km circle, in a wider one)
     lat, lng, pid, km = market.execute(
@@ -1056,7 +1047,7 @@ def test_cached_text_matches_follow_writes(
         " AND NOT ST_DWithin(a.geom::geography, b.geom::geography, 100000)"
         " ORDER BY a.provider_id, b.provider_id LIMIT 1"
     ).fetchone()
-    cache = et.engine._text_cache
+    cache = et.engine.block_path.text_cache
 
     def both(q: TutorQuery) -> Any:
         got = et.run(et.engine.search_tutors(q))

@@ -26,8 +26,8 @@ from indexer.opensearch_reindex import bootstrap, reindex, replay, rollback
 from indexer.opensearch_sink import BulkWriteError, OpenSearchSink
 from indexer.repository import OutboxEvent
 from profiles.catalogue import SUBJECTS
-from search.opensearch import OpenSearchEngine
-from search.opensearch_index import FAMILIES, index_template
+from search.engines.opensearch.engine import OpenSearchEngine
+from search.engines.opensearch.index import FAMILIES, index_template
 from search.schemas import CoachQuery, TutorMapQuery, TutorQuery
 from tests.conftest import create_provider
 from tests.opensearch_spec import CHECKED, errors, request_body_ref, validate_bulk, validate_request

@@ -8,8 +8,8 @@ The seeded dataset (`search_dataset`: 2,500 tutors, 500 coaches) is indexed into
 engines (PostgreSQL tables and, through the alias-swap reindex, OpenSearch under a unique
 index prefix) and the answers compared: same ids in the same order, same facets and
 totals. Distance-filtered queries exclude tutors within 0.5 % of the radius boundary
-(arc vs spheroid, see `search/opensearch.py`); relevance compares the matching sets (BM25
-vs ts_rank order). Then a reindex runs while searches hammer the alias: none fails, and
+(arc vs spheroid, see `search/engines/opensearch/engine.py`); relevance compares the
+matching sets (BM25 vs ts_rank order). Then a reindex runs while searches hammer the alias: none fails, and
 the totals never change.
 """
 
@@ -53,8 +53,8 @@ def indexed(search_dataset: str) -> Iterator[str]:
 
 @pytest.fixture
 async def engines(indexed: str) -> AsyncIterator[tuple[Any, Any]]:
-    from search.opensearch import OpenSearchEngine
-    from search.postgres import PostgresEngine
+    from search.engines.opensearch.engine import OpenSearchEngine
+    from search.engines.postgres.engine import PostgresEngine
 
     pg = await PostgresEngine.open(indexed, min_size=1, max_size=2)
     os_engine = OpenSearchEngine.open(URL, prefix=PREFIX, timeout_s=10)
@@ -141,7 +141,7 @@ def test_alias_swap_reindex_under_load(indexed: str) -> None:
     from opensearchpy import OpenSearch
 
     from indexer.opensearch_reindex import reindex
-    from search.opensearch import OpenSearchEngine
+    from search.engines.opensearch.engine import OpenSearchEngine
     from search.schemas import TutorQuery
 
     errors: list[BaseException] = []

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from search import cursor as cursors
-from search.opensearch import (
+from search.engines.opensearch.engine import (
     _cursor_key,
     _search_after,
     arc_distance_m,

@@ -185,7 +185,7 @@ class _Counting:
 async def test_concurrent_misses_compute_once(search_dataset: str, redis_url: str) -> None:
     import redis.asyncio as aioredis
 
-    from search.postgres import PostgresEngine
+    from search.engines.postgres.engine import PostgresEngine
 
     engine = await PostgresEngine.open(search_dataset, min_size=1, max_size=4)
     client = aioredis.Redis.from_url(redis_url)
@@ -204,7 +204,7 @@ async def test_concurrent_misses_compute_once(search_dataset: str, redis_url: st
 async def test_redis_down_answers_from_postgres(search_dataset: str) -> None:
     import redis.asyncio as aioredis
 
-    from search.postgres import PostgresEngine
+    from search.engines.postgres.engine import PostgresEngine
 
     engine = await PostgresEngine.open(search_dataset, min_size=1, max_size=2)
     dead = aioredis.Redis.from_url(

@@ -28,7 +28,7 @@ from core.redis import get_async_redis
 from core.settings import get_settings
 from search.cache import SearchCache, target_digest
 from search.engine import SearchEngine
-from search.postgres import PostgresEngine
+from search.engines.postgres.engine import PostgresEngine
 from search.schemas import CoachPage, CoachQuery, MapPage, TutorMapQuery, TutorPage, TutorQuery
 from search.service import SearchService
 
@@ -61,7 +61,7 @@ async def get_service(request: Request) -> SearchService:
             engine: SearchEngine = postgres
             fallback: SearchEngine | None = None
             if s.search_engine == "opensearch":
-                from search.opensearch import OpenSearchEngine
+                from search.engines.opensearch.engine import OpenSearchEngine
 
                 engine = OpenSearchEngine.open(
                     s.opensearch_url,

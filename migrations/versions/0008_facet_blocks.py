@@ -1,8 +1,8 @@
-"""Facet blocks: each grid cell's facet rows packed into one `bytea` (`search.blocks`).
+"""Facet blocks: each grid cell's facet rows packed into one `bytea` (`search.engines.postgres.blocks`).
 
 - `tutor_facets.cell` / `coach_facets.cell`: a generated column, the row's cell
-  (`search.blocks.CELL_SQL`: a 360/2^14-degree lng/lat grid for tutors with a position,
-  1024 uuid-hashed negative cells for the others and for coaches), with a btree index.
+  (`search.engines.postgres.blocks.CELL_SQL`: a 360/2^14-degree lng/lat grid for tutors
+  with a position, 1024 uuid-hashed negative cells for the others and for coaches), with a btree index.
 - `tutor_facet_blocks` / `coach_facet_blocks` (cell primary key, n records, rows = the
   packed records in provider_id order, others = `languages_other` entries, version = a
   new `search_facet_block_version` value at every write, so a reader holding a copy

@@ -1,10 +1,10 @@
 """Facet blocks a search process can keep in step with one small statement.
 
-An engine holds the blocks it read (`search.blocks`), and used to ask PostgreSQL for the
-(cell, version) of every block of a query's cells on every query (~600 index probes for
+An engine holds the blocks it read (`search.engines.postgres.blocks`), and used to ask
+PostgreSQL for the (cell, version) of every block of a query's cells on every query (~600 index probes for
 a 50 km radius at Paris) to know which copies were stale. Now each block records the
 transaction that last wrote it (`xid`, a `xid8`, indexed), so a process can ask instead
-for the blocks written since its previous check (`search.block_sync`):
+for the blocks written since its previous check (`search.engines.postgres.block_sync`):
 
 - A block written by a transaction that the previous check's snapshot did not see has an
   `xid` at or above that snapshot's `xmin` (every older transaction had ended, and its

@@ -1,4 +1,4 @@
-"""Facet blocks carry their records' availability (`avail`, `search.blocks`).
+"""Facet blocks carry their records' availability (`avail`, `search.engines.postgres.blocks`).
 
 An availability window was the one filter of a facet pass the blocks could not answer:
 the engine asked PostgreSQL for the providers of the radius's box whose multirange
@@ -6,8 +6,8 @@ overlaps the window (`availability && tstzrange(...)` on ~7,600 facet rows for 4
 around London: 4 ms of the server's CPU per query). Each block now holds, beside its
 records, one 20-byte entry per range of each record's `availability`: (record index
 int4, L int8, U int8), the bounds on a doubled microsecond line where inclusivity is part
-of the value (`search.blocks`, module docstring), so a window is two integer comparisons
-per range, exactly PostgreSQL's `&&`. Stored uncompressed like `rows`.
+of the value (`search.engines.postgres.blocks`, module docstring), so a window is two
+integer comparisons per range, exactly PostgreSQL's `&&`. Stored uncompressed like `rows`.
 
 The upgrade fills every block's entries (a snapshot of the packing SQL at this revision)
 and gives each block a new version and the migrating transaction's id, so an engine that

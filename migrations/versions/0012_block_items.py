@@ -1,4 +1,4 @@
-"""Facet blocks carry their records' list items (`items`, `search.blocks`).
+"""Facet blocks carry their records' list items (`items`, `search.engines.postgres.blocks`).
 
 A list query's facets and page came from the blocks, but its 21 page rows were read
 from the documents by id in a second table access, and turned into JSON in Python: on

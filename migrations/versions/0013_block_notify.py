@@ -1,6 +1,6 @@
 """The facet blocks tables notify `search_blocks` when written.
 
-Each search process keeps a directory of the facet blocks (`search.block_sync`) and
+Each search process keeps a directory of the facet blocks (`search.engines.postgres.block_sync`) and
 checked it with every query, in the page's statement: on this machine that statement
 was most of what PostgreSQL spent on a list query answered from the blocks, and the
 round trip most of the rest (waking another process costs more than the check). Now a
@@ -8,7 +8,7 @@ statement-level trigger on `{tutor,coach}_facet_blocks` calls
 `pg_notify('search_blocks', <family>)` after every INSERT, UPDATE, DELETE or TRUNCATE
 (even one that touched no row), and a search process that listens checks its directory
 only after a notification, at least every second, and on every query while it is not
-listening (`search.block_watch`).
+listening (`search.engines.postgres.block_watch`).
 
 NOTIFY is delivered at commit, once per transaction, channel and payload, and a
 listener receives it only once the writing transaction is visible to new snapshots, so

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 FAMILIES: tuple[str, ...] = ("tutors", "coaches")
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "infra" / "opensearch"
+TEMPLATES_DIR = Path(__file__).resolve().parents[3] / "infra" / "opensearch"
 _VERSION_RE = re.compile(r"_v(\d+)$")
 
 

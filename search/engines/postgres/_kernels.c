@@ -1,17 +1,17 @@
-/* search._kernels: the facet pass over packed facet records, in one loop, and the
- * other per-record and per-cell loops of a search.
+/* search.engines.postgres._kernels: the facet pass over packed facet records, in one
+ * loop, and the other per-record and per-cell loops of a search.
  *
- * The records are those of `search.blocks` (big-endian, as PostgreSQL's `*send`
- * functions write them; the layout is the table in that module's docstring):
+ * The records are those of `search.engines.postgres.blocks` (big-endian, as PostgreSQL's
+ * `*send` functions write them). Their layout is defined once, in `record_layout.py`;
+ * `record_layout.h`, generated from it, gives the offsets read here (`OFF_*`), the
+ * record sizes (`BASE_SIZE`: a coach record, the first fields of a tutor's;
+ * `TUTOR_SIZE`) and the flag bits (`F_*`).
  *
- *   offset  0  id (16)        16 cat_bits int8     24 language_bits int8
- *          32  price int4     36 rating int2       38 flags int2
- *          40  currency (3 ASCII letters)          43 tutors: lat, lng float8
- *
- * `facet_pass` applies the filters and counts every facet of `search.blocks.Counts` in
- * one pass over the records, where the numpy form took ~60 array operations (per set
- * bit: a mask and a count) and gathered the results once more for their statistics.
- * Integer arithmetic only, so the counts are exact and equal the SQL pass's.
+ * `facet_pass` applies the filters and counts every facet of
+ * `search.engines.postgres.blocks.Counts` in one pass over the records, where numpy needs
+ * an array operation per set bit (a mask and a count) and a second gather of the results
+ * for their statistics. Integer arithmetic only, so the counts are exact and equal the
+ * SQL pass's.
  *
  * `edge_test` decides the records of the cells a radius's edge crosses: on the sphere
  * where that is certain, else by Vincenty's inverse formula on the WGS84 ellipsoid,
@@ -23,11 +23,12 @@
  * text matches held per block (`text_gather`), the rating/price/relevance page (`page`,
  * a heap) and the distance page's candidates (`nearest`), the map clusters (`clusters`,
  * a hash table), the page ids as hex (`hex_ids`), the page's JSON items
- * (`items_json`), the map points cut from the items (`points_json`) and its distances, to the bit those of PostGIS (`st_distance`).
+ * (`items_json`), the map points cut from the items (`points_json`) and the page's
+ * distances, to the bit those of PostGIS (`st_distance`).
  *
  * Only the CPython C API (buffer protocol) is used: no numpy headers at build time. The
  * geodesic of `st_distance` is PROJ's (GeographicLib's C code, `geodesic.h`), the one
- * PostGIS calls; without PROJ's headers at build time it is left out (`GEODESIC`).
+ * PostGIS calls: PROJ's headers and library are a build requirement (setup.py).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -35,20 +36,9 @@
 #include <stdint.h>
 #include <string.h>
 
-#define OFF_CAT 16
-#define OFF_LANG 24
-#define OFF_PRICE 32
-#define OFF_RATING 36
-#define OFF_FLAGS 38
-#define OFF_CURRENCY 40
-#define BASE_SIZE 43
-#define OFF_LAT 43
-#define OFF_LNG 51
-#define TUTOR_SIZE 59
+#include <geodesic.h>
 
-#define F_ONLINE 1
-#define F_IN_PERSON 2
-#define F_MENTOR 8
+#include "record_layout.h"
 
 /* Distinct currencies of one result set: more than this many is an error (the catalogue
  * holds a few; the providers' CHECK constraint allows any three letters). */
@@ -171,7 +161,7 @@ PyDoc_STRVAR(facet_pass_doc,
 "facet_pass(records, itemsize, keep, hits, by_cat, min_price, max_price, currency,\n"
 "           min_rating, mode, kinds, cat_mask, lang_mask, lang_extra)\n"
 "--\n\n"
-"The facet pass of `search.blocks.Blocks.count` over `records` (packed big-endian\n"
+"The facet pass of `search.engines.postgres.blocks.Blocks.count` over `records` (packed big-endian\n"
 "records of `itemsize` bytes, n = len / itemsize).\n\n"
 "A record is in the base set when `keep` (None, or n bytes 0/1) holds it and it passes\n"
 "the price bounds (`min_price`, `max_price`, minor units, inclusive, None = open),\n"
@@ -392,8 +382,7 @@ static inline double be_double(const unsigned char *p) {
  * by Vincenty's inverse formula (T. Vincenty, "Direct and inverse solutions of geodesics
  * on the ellipsoid with application of nested equations", Survey Review 23(176), 1975:
  * equations (3)-(6), (10)-(13), (19)); NaN when the iteration does not converge in 100
- * steps (nearly antipodal points). The same operations as `search.blocks` wrote in
- * Python before (tests compare with GeographicLib). */
+ * steps (nearly antipodal points). Tests compare it with GeographicLib. */
 static double vincenty(double lat1, double lng1, double lat2, double lng2) {
     const double f = WGS84_F, a = WGS84_A, b = (1 - WGS84_F) * WGS84_A;
     double big_l = (lng2 - lng1) * DEG;
@@ -450,9 +439,6 @@ static PyObject *vincenty_py(PyObject *self, PyObject *args) {
     return PyFloat_FromDouble(vincenty(lat1, lng1, lat2, lng2));
 }
 
-#ifdef HAVE_GEODESIC
-#include <geodesic.h>
-
 /* PostGIS's normalizations of a point's radians (liblwgeom/lwgeodetic.c,
  * `longitude_radians_normalize`, `latitude_radians_normalize`), applied by
  * `geographic_point_init` before any distance. */
@@ -501,7 +487,7 @@ PyDoc_STRVAR(st_distance_doc,
 "st_distance(records, itemsize, idx, lat, lng)\n"
 "--\n\n"
 "The WGS84 distances in metres (a list of floats) of tutor `records[idx]` (packed\n"
-"big-endian, `itemsize` bytes each, lat/lng float8 at bytes 43/51) from (lat, lng)\n"
+"big-endian, `itemsize` bytes each, its lat/lng float8 fields) from (lat, lng)\n"
 "(degrees): PostGIS's `ST_Distance(record::geography, point::geography)`, computed as\n"
 "PostGIS 3 computes it for two points (geography_measurement.c `geography_distance`,\n"
 "lwspheroid.c `spheroid_distance`): the points through `geographic_point_init`'s\n"
@@ -565,13 +551,12 @@ done:
     PyBuffer_Release(&rec);
     return result;
 }
-#endif
 
 PyDoc_STRVAR(edge_test_doc,
 "edge_test(records, itemsize, edge, keep, lat, lng, cos_in, cos_out, radius_m, margin)\n"
 "--\n\n"
-"The radius test of `search.blocks.Blocks.radius_test` over tutor `records` (packed\n"
-"big-endian, `itemsize` bytes each, lat/lng float8 at bytes 43/51). Writes `keep[i]`\n"
+"The radius test of `search.engines.postgres.blocks.Blocks.radius_test` over tutor `records` (packed\n"
+"big-endian, `itemsize` bytes each, its lat/lng float8 fields). Writes `keep[i]`\n"
 "(n bytes, writable) = 1 for every record not flagged in `edge` (n bytes 0/1), for the\n"
 "edge records whose unit vector's dot product with the centre's (lat, lng, degrees) is\n"
 "at least `cos_in`, and for those between `cos_out` and `cos_in` (the ring) within\n"
@@ -698,7 +683,7 @@ static PyObject *runs_bytes(Runs *r) {
 PyDoc_STRVAR(radius_cover_doc,
 "radius_cover(lat, lng, cos_in, cos_near, ix0, ix1, iy0, iy1)\n"
 "--\n\n"
-"The cell cover of `search.blocks.radius_cover` over grid columns ix0..ix1 and rows\n"
+"The cell cover of `search.engines.postgres.blocks.radius_cover` over grid columns ix0..ix1 and rows\n"
 "iy0..iy1 (inclusive): a cell is inner when the unit vectors of its 4 corners have a\n"
 "dot product with that of (lat, lng) (degrees) of at least `cos_in`; else an edge cell\n"
 "when that of its point nearest to (lat, lng) in lng/lat (clamped) is at least\n"
@@ -1112,7 +1097,7 @@ static int grow_reserve(Grow *g, Py_ssize_t more) {
 PyDoc_STRVAR(text_gather_doc,
 "text_gather(group, cells, versions, starts, ranked)\n"
 "--\n\n"
-"The loop of `search.text_cache.TextMatchCache.gather`: for each block b (cell `cells[b]`\n"
+"The loop of `search.engines.postgres.text_cache.TextMatchCache.gather`: for each block b (cell `cells[b]`\n"
 "at version `versions[b]`, first record at `starts[b]`; native int64 buffers), the entry\n"
 "`group[cell]` = (version, positions int32 array, ranks float32 array or None) is used\n"
 "when its version is the block's. Returns (positions of the matches among the records\n"
@@ -1387,7 +1372,7 @@ static void dheap_down(double *h, Py_ssize_t k, Py_ssize_t i) {
 PyDoc_STRVAR(nearest_doc,
 "nearest(records, itemsize, hits, lat, lng, limit, after)\n"
 "--\n\n"
-"The candidates of `search.blocks.Blocks.nearest`, as record indexes in record order:\n"
+"The candidates of `search.engines.postgres.blocks.Blocks.nearest`, as record indexes in record order:\n"
 "over the `hits` (n bytes 0/1) tutor records, with d the sphere distance to (lat, lng)\n"
 "(metres: acos of the unit vectors' dot product clipped to [-1, 1], times the PostGIS\n"
 "sphere's radius): with `after` (metres, or None) the records with\n"
@@ -1524,7 +1509,7 @@ PyDoc_STRVAR(items_json_doc,
 "--\n\n"
 "The JSON array of the list items of some records, item k being record js[k] of a\n"
 "block of ns[k] records whose items are parts[k] (bytes, as\n"
-"`search.blocks.block_rows_sql` packs them: one big-endian int4 per record, the end of\n"
+"`search.engines.postgres.blocks.block_rows_sql` packs them: one big-endian int4 per record, the end of\n"
 "its item in bytes after those ints, then the items), followed by tails[k] (bytes: the\n"
 "item is stored open). Four lists of one length. ValueError when a block's items do\n"
 "not match its record count or js[k] is not one of its records.");
@@ -1707,28 +1692,40 @@ static PyMethodDef methods[] = {
     {"nearest", nearest, METH_VARARGS, nearest_doc},
     {"items_json", items_json, METH_VARARGS, items_json_doc},
     {"points_json", points_json, METH_VARARGS, points_json_doc},
-#ifdef HAVE_GEODESIC
     {"st_distance", st_distance, METH_VARARGS, st_distance_doc},
-#endif
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "search._kernels",
-    "The facet pass and the radius edge test over packed facet records (search/_kernels.c).", -1, methods,
+    PyModuleDef_HEAD_INIT, "search.engines.postgres._kernels",
+    "The facet pass and the other per-record loops over packed facet records (_kernels.c).", -1,
+    methods,
 };
+
+/* The record layout the kernels were compiled with (`record_layout.h`), for the test that
+ * compares it with the numpy dtype and the SQL pack expression. */
+static int add_layout(PyObject *m) {
+    PyObject *d = Py_BuildValue(
+        "{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n}", "id",
+        (Py_ssize_t)OFF_ID, "cat", (Py_ssize_t)OFF_CAT, "lang", (Py_ssize_t)OFF_LANG, "price",
+        (Py_ssize_t)OFF_PRICE, "rating", (Py_ssize_t)OFF_RATING, "flags", (Py_ssize_t)OFF_FLAGS,
+        "currency", (Py_ssize_t)OFF_CURRENCY, "lat", (Py_ssize_t)OFF_LAT, "lng",
+        (Py_ssize_t)OFF_LNG, "BASE_SIZE", (Py_ssize_t)BASE_SIZE, "TUTOR_SIZE",
+        (Py_ssize_t)TUTOR_SIZE, "F_ONLINE", (Py_ssize_t)F_ONLINE, "F_IN_PERSON",
+        (Py_ssize_t)F_IN_PERSON, "F_OTHERS", (Py_ssize_t)F_OTHERS, "F_MENTOR",
+        (Py_ssize_t)F_MENTOR);
+    if (d == NULL)
+        return -1;
+    int rc = PyModule_AddObjectRef(m, "RECORD_LAYOUT", d);
+    Py_DECREF(d);
+    return rc;
+}
 
 PyMODINIT_FUNC PyInit__kernels(void) {
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-#ifdef HAVE_GEODESIC
-    int geodesic = 1;
-#else
-    int geodesic = 0;
-#endif
-    /* whether `st_distance` is there (built with PROJ's geodesic.h, setup.py) */
-    if (PyModule_AddObjectRef(m, "GEODESIC", geodesic ? Py_True : Py_False) < 0) {
+    if (add_layout(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -1,6 +1,9 @@
-"""Type stub of the C extension `search/_kernels.c` (docstrings there)."""
+"""Type stub of the C extension `search/engines/postgres/_kernels.c` (docstrings there)."""
 
 from typing import Any
+
+# The record layout compiled in (`record_layout.h`): field offsets, sizes, flag bits.
+RECORD_LAYOUT: dict[str, int]
 
 def facet_pass(
     records: Any,
@@ -75,9 +78,6 @@ def nearest(
     limit: int,
     after: float | None,
 ) -> list[int]: ...
-
-GEODESIC: bool
-
 def st_distance(
     records: Any, itemsize: int, idx: list[int], lat: float, lng: float
 ) -> list[float]: ...

@@ -1,5 +1,6 @@
-"""The OpenSearch search engine: the same API and answers as `search/postgres.py`, on the
-`tutors` / `coaches` aliases (`search/opensearch_index.py`, mappings in `infra/opensearch/`).
+"""The OpenSearch search engine: the same API and answers as the PostgreSQL engine
+(`search.engines.postgres`), on the `tutors` / `coaches` aliases (`index`, mappings in
+`infra/opensearch/`).
 
 Request shape (one `_search` per call, validated against the official API spec in
 `tests/test_opensearch_contract.py`):
@@ -55,9 +56,9 @@ from core.languages import ISO_639_1
 from profiles.catalogue import EXPERTISES, SUBJECTS
 from search import cursor as cursors
 from search.engine import EngineUnavailable
+from search.engines.opensearch.index import alias_name
 from search.facets import RATING_BUCKETS, build_facets
 from search.geo import MAX_POINTS, POINTS_ZOOM
-from search.opensearch_index import alias_name
 from search.schemas import (
     CoachQuery,
     CoachResults,

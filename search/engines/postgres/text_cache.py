@@ -3,10 +3,10 @@ filter's matching documents cached per index segment and valid while that segmen
 unchanged), with the facet block's cell as the segment.
 
 Why: the text filter (`q`) is the one filter the facet blocks cannot answer; it needs a
-pass over the documents of the radius, ~1.1 µs per row here (25 km around Paris: ~20k
-rows, 20-30 ms). Searches repeat their words over the same areas (a map pan, another
-sort, another filter, the next page, a neighbouring student): the matches of one text
-query in one cell do not change until a document of that cell does, and then the cell's
+pass over the documents of the radius, whose cost grows with the rows inside it (tens
+of thousands in a dense city). Searches repeat their words over the same areas (a map
+pan, another sort, another filter, the next page, a neighbouring student): the matches
+of one text query in one cell do not change until a document of that cell does, and then the cell's
 block takes a new `version` in the same transaction (`indexer.projection.refresh_blocks`).
 So the matches of (text query, cell) are kept with the block version they were computed
 on; a later search reuses them only when the block it fetched has that very version,
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from search import _kernels
+from search.engines.postgres import _kernels
 
 _ENTRY_OVERHEAD = 200  # bytes per entry besides its arrays (dict slot, tuple, array headers)
 

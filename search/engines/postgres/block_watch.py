@@ -1,13 +1,13 @@
 """When a search process must check its block directory: after a notification, at least
 every `recheck_s`, and on every query while it is not listening.
 
-A process keeps a directory of the facet blocks (`search.block_sync`) and used to check it
-with every list query, in the page's statement. That statement, and the round trip to
-another process it costs, was most of what a query answered from the blocks spent in
-PostgreSQL. The blocks tables now notify the channel `search_blocks` (payload: the
-family, `tutor` or `coach`) from a statement-level trigger on every write (migration
-0013), and a reindex notifies when it swaps a table in. `BlockWatch` holds one LISTEN
-connection per process and says, per family, whether a check is due (`due`):
+A process keeps a directory of the facet blocks (`block_sync`). Checking it with every
+list query would cost a statement, and a round trip to another process, per query: most
+of what a query answered from the blocks spends in PostgreSQL. Instead, the blocks
+tables notify the channel `search_blocks` (payload: the family, `tutor` or `coach`) from
+a statement-level trigger on every write (migration 0013), and a reindex notifies when
+it swaps a table in. `BlockWatch` holds one LISTEN connection per process and says, per
+family, whether a check is due (`due`):
 
 - a notification arrived since the last check began (`token` / `checked`);
 - the last check began `recheck_s` ago or more (1 s by default): a bound on staleness
@@ -15,7 +15,7 @@ connection per process and says, per family, whether a check is due (`due`):
   triggers disabled);
 - the watch is not listening (not started yet, connection lost, or refused: LISTEN is
   not allowed on a hot standby, so a `DATABASE_READ_URL` replica gets a check per
-  query, as before). Listening (again) marks every family due, since notifications sent
+  query). Listening (again) marks every family due, since notifications sent
   before the LISTEN are not delivered.
 
 Why a check that begins after a notification sees the write: PostgreSQL delivers a

@@ -1,7 +1,7 @@
 """The block directory: which facet blocks exist and in which version, kept in step with
 PostgreSQL by asking only for the blocks written since the previous check.
 
-A search process keeps the facet blocks it read (`search.blocks`), by cell and version.
+A search process keeps the facet blocks it read (`blocks`), by cell and version.
 To use a copy it must know that the block was not re-packed since. Asking PostgreSQL for
 the (cell, version) of every block of a query's cells costs one index probe per cell
 range and a row per block (~600 at 50 km around Paris). Instead, each process keeps a
@@ -24,7 +24,7 @@ since its previous check, which is usually none:
 A check is one scalar subquery (`sync_sql`): the engine adds it to the statement that
 reads a query's page, so a query on current copies costs one statement; when the check
 shows that a block of the query's cells changed, the engine computes the query again
-(`search.postgres`).
+(`block_path`).
 
 Answer layout (one `bytea`, big-endian): horizon int8, relfilenode int8, then per block
 cell int4, version int8, n int4.
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from search.blocks import CellRanges
+from search.engines.postgres.blocks import CellRanges
 
 _HEAD = np.dtype([("horizon", ">i8"), ("filenode", ">i8")])
 _ENTRY = np.dtype([("cell", ">i4"), ("version", ">i8"), ("n", ">i4")])
@@ -70,7 +70,7 @@ class BlockDirectory:
     copies of blocks this process holds, aligned on `cells` (a query's blocks are a few
     runs of positions, read without hashing a cell id: `_kernels.gather`): `copies`
     (packed records, None for none), `avails` (availability entries, b"" for none),
-    `items` (the records' list items, `search.blocks.block_rows_sql`; b"" for none), the
+    `items` (the records' list items, `blocks.block_rows_sql`; b"" for none), the
     version of the copy held (`held`, -1 for none), its record count (`count`) and
     whether it has `others` entries (`has_others`); and `others` (cell ->
     `languages_other` entries, blocks that have some)."""

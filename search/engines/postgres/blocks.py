@@ -1,17 +1,18 @@
 """Facet blocks: the facet rows of one grid cell packed into one `bytea`, and the
 facet pass over them (migration 0008).
 
-Why: a facet pass must read every row matching the filters, and a SQL aggregate costs
-~0.4 µs per row on this machine (27k rows within 50 km of Paris: 10-20 ms). The rows a
-facet pass needs are small fixed-size records, so PostgreSQL stores them per cell, packed
-(`{family}_facet_blocks`, one row per cell, kept exact by the projection), the engine
-fetches the blocks of the cells that the radius covers as a few hundred `bytea` values,
-tests the records of the cells its edge crosses (on the sphere, then on the ellipsoid,
-PostGIS deciding those within `GEODESIC_MARGIN` of the radius), and counts the facets
-over the packed records. The filters and counts, the edge test and the sphere distances
-of the distance page run in C (`search/_kernels.c`, one loop each: the numpy form took
-~60 array operations per facet pass); the rest is numpy. Exact: the same rows, the same
-filters, the same integer arithmetic as the SQL pass.
+Why: a facet pass must read every row matching the filters, and a SQL aggregate pays a
+per-row cost that grows with the rows inside the radius (tens of thousands in a dense
+city), not with the matches. The rows a facet pass needs are small fixed-size records,
+so PostgreSQL stores them per cell, packed (`{family}_facet_blocks`, one row per cell,
+kept exact by the projection), the engine fetches the blocks of the cells that the
+radius covers as a few hundred `bytea` values, tests the records of the cells its edge
+crosses (on the sphere, then on the ellipsoid, PostGIS deciding those within
+`GEODESIC_MARGIN` of the radius), and counts the facets over the packed records. The
+filters and counts, the edge test and the distances of the distance page run in C
+(`_kernels.c`, one loop each, where numpy needs dozens of array operations per facet
+pass); the rest is numpy. Exact: the same rows, the same filters, the same integer
+arithmetic as the SQL pass.
 
 Cells: a regular lng/lat grid of `CELL_DEG` = 360 / 2^14 degrees (about 2.4 km x 1.6 km at
 Paris), aligned on (-180, -90) so it nests in the map's cluster grids (`search.geo`).
@@ -21,19 +22,9 @@ tutor without a position and every coach go to one of 1024 negative cells
 `-1 - (first two bytes of the uuid & 1023)`: they are only read whole, and small cells
 keep the re-pack of a streaming write small (~50 records at 50,000 coaches).
 
-Record (big-endian, as PostgreSQL's `*send` functions write it), in provider_id order
-within a block:
-
-| bytes | field         | meaning                                                         |
-|------:|---------------|-----------------------------------------------------------------|
-| 16    | id            | `provider_id` (the page of a rating or price sort comes from here) |
-| 8     | cat_bits      | `subject_bits` (tutors) / `expertise_bits` (coaches)            |
-| 8     | language_bits | `language_bits`                                                 |
-| 4     | price         | `price_minor`                                                   |
-| 2     | rating        | `rating_avg` x 100, -1 when unrated                             |
-| 2     | flags         | 1 online, 2 in person, 4 has `languages_other`, 8 mentor        |
-| 3     | currency      | ISO 4217 code (ASCII)                                           |
-| 8, 8  | lat, lng      | tutors only: the position in degrees (NaN without one)          |
+Record: fixed-size, big-endian (as PostgreSQL's `*send` functions write it), in
+provider_id order within a block; its fields are defined once, in `record_layout`
+(numpy dtype `DTYPE`, SQL `PACK_SQL` and the kernels' C header all come from there).
 
 `languages_other` (codes without a bit) travels beside the block as `'{index}:{c1},{c2}'`
 entries, `index` counted from 0 within the block.
@@ -72,44 +63,18 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from search import _kernels
+from search.engines.postgres import _kernels
+from search.engines.postgres.record_layout import FAMILIES, numpy_fields, pack_sql
 
 CELL_DEG = 360.0 / 16384.0
 COLUMN = 16384  # cell ids per grid column
 EARTH_R = 6371008.7714  # the PostGIS sphere: (2a + b) / 3 of WGS84
 
-F_ONLINE, F_IN_PERSON, F_OTHERS, F_MENTOR = 1, 2, 4, 8
-
-_BASE = [
-    ("id_hi", ">u8"),
-    ("id_lo", ">u8"),
-    ("cat", ">i8"),
-    ("lang", ">i8"),
-    ("price", ">i4"),
-    ("rating", ">i2"),
-    ("flags", ">i2"),
-    ("currency", "S3"),
-]
-DTYPE: dict[str, np.dtype[Any]] = {
-    "tutor": np.dtype([*_BASE, ("lat", ">f8"), ("lng", ">f8")]),
-    "coach": np.dtype(_BASE),
-}
-
-# The one definition of a packed record, per family, over a `{family}_facets` row. The
-# projection builds blocks with it and the engine packs edge rows with it.
-_PACK = (
-    "uuid_send(provider_id) || int8send({cat}) || int8send(language_bits) || int4send(price_minor)"
-    " || int2send(coalesce((rating_avg * 100)::smallint, -1::smallint))"
-    " || int2send((online::int | (in_person::int << 1)"
-    " | ((languages_other IS NOT NULL)::int << 2){mentor})::smallint)"
-    " || convert_to(currency::text, 'SQL_ASCII')"
-)
-PACK_SQL: dict[str, str] = {
-    "tutor": _PACK.format(cat="subject_bits", mentor="")
-    + " || float8send(coalesce(ST_Y(geom), 'NaN'))"
-    + " || float8send(coalesce(ST_X(geom), 'NaN'))",
-    "coach": _PACK.format(cat="expertise_bits", mentor=" | ((kind = 'mentor')::int << 3)"),
-}
+# The packed record, per family: read with `DTYPE`, written by `PACK_SQL` over a
+# `{family}_facets` row (the projection builds blocks with it); both come from
+# `record_layout`, as the kernels' C offsets do.
+DTYPE: dict[str, np.dtype[Any]] = {f: np.dtype(numpy_fields(f)) for f in FAMILIES}
+PACK_SQL: dict[str, str] = {f: pack_sql(f) for f in FAMILIES}
 # The cell of a facet row (a generated column of `{family}_facets`, migration 0008).
 _LOOSE = "(-1 - (((get_byte(uuid_send(provider_id), 0) << 8) | get_byte(uuid_send(provider_id), 1)) & 1023))"
 CELL_SQL: dict[str, str] = {
@@ -570,7 +535,7 @@ class Blocks:
     def ids(self, idx: npt.NDArray[np.intp] | list[int]) -> list[str]:
         """The provider ids of records `idx` (in that order) as 32-digit hex strings,
         which PostgreSQL reads as uuids: formatted in C (`_kernels.hex_ids`), no
-        `uuid.UUID` per record (~3 µs each to build and print here)."""
+        `uuid.UUID` per record (building and printing one costs more than the rest)."""
         at = idx.tolist() if isinstance(idx, np.ndarray) else idx
         return _kernels.hex_ids(self.records, self.records.dtype.itemsize, at)
 
@@ -588,7 +553,7 @@ class Blocks:
         `radius_m` - `GEODESIC_MARGIN` of (lat, lng) by Vincenty's distance on the WGS84
         ellipsoid; indexes of the ring records within the margin of the radius, or where
         Vincenty's iteration did not converge, which PostGIS decides). The sphere bounds
-        carry a margin (`search.postgres._radius`) far above float rounding, so the
+        carry a margin (`plan.radius_filter`) far above float rounding, so the
         classification never needs to match PostgreSQL's to the ulp."""
         keep = np.empty(self.records.size, dtype=bool)
         undecided = _kernels.edge_test(
@@ -599,7 +564,7 @@ class Blocks:
 
     def count(self, f: Filters, keep: npt.NDArray[np.bool_] | None = None) -> Counts:
         """The facet pass over the records in `keep` (all by default), see `Counts`: one
-        loop in C over the packed records (`search/_kernels.c`, `facet_pass`), which
+        loop in C over the packed records (`_kernels.c`, `facet_pass`), which
         applies every filter and counts every facet at once."""
         n = self.records.size
         out = Counts(hits=np.zeros(n, dtype=bool))
@@ -722,7 +687,7 @@ class Blocks:
     def st_distance(self, idx: list[int], lat: float, lng: float) -> list[float]:
         """PostGIS's `ST_Distance(record::geography, point::geography)` in metres of tutor
         records `idx` from (lat, lng), to the bit, in C (`_kernels.st_distance`: PROJ's
-        geodesic with PostGIS's steps). Only when `_kernels.GEODESIC`."""
+        geodesic with PostGIS's steps)."""
         return _kernels.st_distance(
             self.records, self.records.dtype.itemsize, idx, lat, lng
         )  # fmt: skip
