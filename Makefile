@@ -33,9 +33,8 @@ LOADTEST_TARGET = $(if $(LOADTEST_HOST),--host $(LOADTEST_HOST),--port $(LOADTES
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
-	  echo "[make] python venv support missing; installing python3-venv (Debian)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-dev gcc; \
-	  rm -rf $(VENV); $(PYTHON) -m venv $(VENV); }
+	  bash infra/apt-install.sh "Python's venv support and headers" python3-venv python3-dev gcc \
+	  && rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 
 # setup.py builds the C kernels (search/engines/postgres/_kernels.c, with the record layout
 # header it writes from record_layout.py): a C compiler, Python's headers and PROJ's
@@ -43,12 +42,10 @@ $(BIN)/python:
 KERNELS := search/engines/postgres
 $(VENV)/.installed: pyproject.toml setup.py $(KERNELS)/_kernels.c $(KERNELS)/record_layout.py | $(BIN)/python
 	@{ command -v cc >/dev/null && $(BIN)/python -c "import os, sysconfig; \
-	  assert os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h'))" 2>/dev/null; } || { \
-	  echo "[make] C compiler or Python headers missing; installing gcc python3-dev (Debian)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc python3-dev; }
-	@test -e /usr/include/geodesic.h || ! command -v apt-get >/dev/null || [ "$$(id -u)" != 0 ] || { \
-	  echo "[make] PROJ's geodesic.h missing; installing libproj-dev (Debian), required by the kernels"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libproj-dev; }
+	  assert os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h'))" 2>/dev/null; } || \
+	  bash infra/apt-install.sh "a C compiler and Python's headers for the search kernels" gcc python3-dev
+	@test -e /usr/include/geodesic.h || ! command -v apt-get >/dev/null || [ "$$(id -u)" != 0 ] || \
+	  bash infra/apt-install.sh "PROJ's geodesic.h, the search kernels' st_distance" libproj-dev
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	@touch $@
@@ -73,11 +70,11 @@ run: seed  ## set everything up, then run the streaming indexer and serve the AP
 	@echo "  tutor map:      http://$(HOST):$(PORT)/            coaches: http://$(HOST):$(PORT)/coaches"
 	@echo "  OpenAPI docs:   http://$(HOST):$(PORT)/docs"
 	@echo "  health:         http://$(HOST):$(PORT)/healthz   readiness: http://$(HOST):$(PORT)/readyz"
-	@echo "  metrics:        http://$(HOST):$(PORT)/metrics   (indexer: http://127.0.0.1:9108/metrics)"
+	@echo "  metrics:        http://$(HOST):$(PORT)/metrics   (indexer: http://127.0.0.1:$${INDEXER_METRICS_PORT:-9108}/metrics)"
 	BIN=$(BIN) bash infra/run-all.sh $(HOST) $(PORT)
 
-worker: migrate  ## only a Celery worker (reindex and background tasks)
-	$(BIN)/celery -A core.celery_app worker --pool=prefork --concurrency=1 --loglevel=INFO
+worker: migrate  ## only a Celery worker with beat embedded (reindex, background and periodic tasks)
+	@BIN=$(BIN) bash infra/worker.sh
 
 test: install services browser  ## the whole test suite (real PostgreSQL+PostGIS, Redis, headless Chromium)
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -14,7 +14,7 @@ from api.middleware import RequestContextMiddleware
 from api.pages import install_pages
 from api.routers import admin, auth, bookings, profiles, reindex, sessions
 from api.routers import search as search_router
-from api.search_fastpath import SearchFastPath
+from core.bootstrap import close_search_service, open_search_service
 from core.db import dispose_engines
 from core.logging import configure_logging
 from core.redis import close_redis
@@ -24,16 +24,25 @@ API_PREFIX = "/api/v1"
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    # Everything allocated until now (modules, pydantic schemas, routes) lives as long as
-    # the process: move it out of the collector's reach (`gc.freeze`, the CPython docs'
-    # advice for long-lived servers), so a full collection walks only what requests
-    # allocate. A full pass over the ~100k startup objects took 32 ms here, added to the
-    # one request it interrupted.
+    """Open the search service (its engines, `core.bootstrap`) before the first request
+    and keep it on `app.state.search_service`; close it, the database engines and Redis
+    at shutdown."""
+    app.state.search_service = await open_search_service()
+    # What is alive now (modules, pydantic schemas, routes, the engines) lives as long as
+    # the app: `gc.freeze` moves it out of the collector's reach (the CPython docs' advice
+    # for long-lived servers), so a full collection walks only what requests allocate and
+    # does not stall the request it interrupts. Garbage is collected first so none of it
+    # is frozen; shutdown unfreezes, for a process that runs apps one after another.
+    gc.collect()
     gc.freeze()
-    yield
-    await search_router.close_service(app)
-    await dispose_engines()
-    await close_redis()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        service, app.state.search_service = app.state.search_service, None
+        await close_search_service(service)
+        await dispose_engines()
+        await close_redis()
 
 
 def create_app() -> FastAPI:
@@ -49,14 +58,11 @@ def create_app() -> FastAPI:
         summary="Tutor and coach search, booking, payments and video sessions.",
         lifespan=_lifespan,
         # Observability is structlog + Prometheus (`/metrics`). FastAPI's native
-        # OpenTelemetry asks the global providers on every request whether one was set
-        # (~0.1 ms of a search's CPU here); nothing here sets one.
+        # OpenTelemetry would ask the global providers on every request whether one was
+        # set; nothing here sets one.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
-    # Added first = innermost: the search GETs it answers (hits and misses) still get a
-    # request id, a log line and HTTP metrics.
-    app.add_middleware(SearchFastPath)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     app.include_router(search_router.router, prefix=API_PREFIX)

@@ -3,7 +3,10 @@
 Written as plain ASGI (not `BaseHTTPMiddleware`) to keep the per-request overhead low on
 the search hot path. The request id comes from the `X-Request-ID` header when the client
 sends a sane one, else a new UUID4; it is echoed in the response and bound to every log
-line emitted while the request runs.
+line emitted while the request runs. An exception no handler took is rendered here, as
+the 500 problem+json of `api.errors` (unless the response had already started): inside
+the request's context, so the response carries the request id and so does the error's
+log line.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ import time
 import uuid
 
 import structlog
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.errors import problem_for_exception
 from core.logging import get_logger
 from core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
@@ -54,11 +59,13 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.bind_contextvars(request_id=request_id)
         status = 500
+        started = False
         start = time.perf_counter()
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
+                started = True
                 status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"].append((REQUEST_ID_HEADER, request_id.encode()))
@@ -66,6 +73,10 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            if started:  # too late for a problem response: the server drops the connection
+                raise
+            await problem_for_exception(exc, Request(scope))(scope, receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - start
             template = route_template(scope)

@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     booking_min_notice_s: int = Field(default=7200, ge=0, le=30 * 86_400)
     booking_expiry_sweep_s: float = Field(default=30.0, gt=0, le=3600)
     booking_lock_timeout_ms: int = Field(default=3000, ge=10, le=60_000)
-    # Web pages (api/web.py): map tiles as a Leaflet URL template; empty = no tiles
+    # Web pages (api/pages.py): map tiles as a Leaflet URL template; empty = no tiles
     map_tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
     map_tile_attribution: str = (
         '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors'
@@ -141,7 +141,13 @@ class Settings(BaseSettings):
     @property
     def libpq_database_url(self) -> str:
         """`database_url` without the SQLAlchemy driver suffix, for psycopg and psql."""
-        return self.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+        return libpq_url(self.database_url)
+
+    @property
+    def libpq_search_url(self) -> str:
+        """The libpq URL search reads use: `database_read_url` (a streaming replica) when
+        set, else `database_url`."""
+        return libpq_url(self.database_read_url or self.database_url)
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -149,6 +155,15 @@ def sqlalchemy_url(url: str) -> str:
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def libpq_url(url: str) -> str:
+    """A SQLAlchemy URL as libpq reads it: `postgresql+psycopg://…` → `postgresql://…`
+    (any `+driver` suffix is dropped); other URLs are returned unchanged."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.split("+", 1)[0] in ("postgresql", "postgres"):
+        return scheme.split("+", 1)[0] + "://" + rest
     return url
 
 

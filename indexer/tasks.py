@@ -7,21 +7,10 @@ from typing import Any
 
 from celery import Task
 
+from core.bootstrap import bump_cache_generation
 from core.celery_app import app
 from core.settings import get_settings
 from indexer import reindex_metrics  # noqa: F401  (registered at import: /metrics lists them)
-
-
-def _bump_generation(engine: str) -> None:
-    """Invalidate the engine's cached search answers (Redis down: logged, TTL bounds it)."""
-    from core.logging import get_logger
-    from core.redis import get_sync_redis
-    from search.cache import bump_generation_sync
-
-    try:
-        bump_generation_sync(get_sync_redis(), engine)
-    except Exception as exc:
-        get_logger(__name__).warning("cache_generation_bump_failed", error=repr(exc))
 
 
 @app.task(  # type: ignore[untyped-decorator]
@@ -53,5 +42,5 @@ def reindex(self: Task, engine: str = "postgres", kind: str = "all") -> dict[str
         url=s.libpq_database_url,
         config=config,
         worker=self.request.hostname,
-        on_swapped=_bump_generation,
+        on_swapped=bump_cache_generation,
     )

@@ -18,9 +18,7 @@ if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
   echo "[ensure-browser] install it with: sudo apt-get install -y chromium"
   exit 0
 fi
-echo "[ensure-browser] installing Debian's chromium (apt-get)"
-export DEBIAN_FRONTEND=noninteractive
-if apt-get update -qq && apt-get install -y -qq chromium >/dev/null; then
+if bash "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh" "Debian's chromium, for the browser tests" chromium; then
   echo "[ensure-browser] $("$CHROMIUM" --version 2>/dev/null || echo chromium installed)"
 else
   echo "[ensure-browser] apt-get install chromium failed: the browser tests will be skipped"

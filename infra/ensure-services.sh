@@ -218,18 +218,20 @@ wait_for() { # probe seconds
 # ---------------------------------------------------------------- apt
 
 APT_UPDATED=0
-apt_install() { # pkg...
+apt_install() { # why pkg... : one line on what is installed, apt's output in a log file
+    local why="$1"
+    shift
     if [[ "$ALLOW_INSTALL" == "0" ]]; then
         die "would install: $* (apt-get install -y $*), but ENSURE_SERVICES_ALLOW_INSTALL=0 forbids installs"
     fi
     [[ "$IS_DEBIAN_ROOT" == "1" ]] || die "need to install: $* — run as root on Debian/Ubuntu, or install them yourself"
-    if [[ "$APT_UPDATED" == "0" ]]; then
-        log "apt: apt-get update"
-        act apt-get update -qq
-        APT_UPDATED=1
+    if [[ "$DRY_RUN" == "1" ]]; then
+        log "dry-run: would install $* (${why}) with apt-get"
+        return 0
     fi
-    log "apt: installing $*"
-    act apt-get install -y -qq --no-install-recommends "$@"
+    APT_SKIP_UPDATE="$APT_UPDATED" bash "${REPO_ROOT}/infra/apt-install.sh" "$why" \
+        --no-install-recommends "$@" || die "could not install $*"
+    APT_UPDATED=1
 }
 
 pg_latest_version() {
@@ -308,7 +310,7 @@ else
             pkgs+=(redis-server)
         fi
         if [[ ${#pkgs[@]} -gt 0 ]]; then
-            apt_install "${pkgs[@]}"
+            apt_install "the local services" "${pkgs[@]}"
         else
             log "servers are installed, only need starting"
         fi
@@ -380,8 +382,7 @@ fi
 # ---------------------------------------------------------------- psql
 
 if ! have psql; then
-    log "psql is missing: installing postgresql-client"
-    apt_install postgresql-client
+    apt_install "psql, which this script runs" postgresql-client
 fi
 
 PSQL_ERR_FILE="$(mktemp)"
@@ -610,8 +611,7 @@ else
     major=$((num / 10000))
     pkg="postgresql-${major}-postgis-3"
     if [[ "$PG_LOCAL" == "1" && "$IS_DEBIAN_ROOT" == "1" && -d "/usr/lib/postgresql/${major}" ]]; then
-        log "postgis: missing on PostgreSQL ${major}, installing ${pkg}"
-        apt_install "$pkg"
+        apt_install "PostGIS for PostgreSQL ${major}" "$pkg"
         postgis_available || die "postgis is still not available after installing ${pkg}"
         log "postgis: available after installing ${pkg}"
     elif [[ "$ALLOW_INSTALL" == "0" ]]; then

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start EduConnect's long-running processes for local use (`make run`): the outbox relay
-# (streaming indexer), the API and a Celery worker (reindex, background tasks). Ctrl-C or
-# the exit of any one of them stops them all.
+# (streaming indexer), the API, and a Celery worker with beat embedded (reindex,
+# background and periodic tasks; infra/worker.sh). Ctrl-C or the exit of any one of them
+# stops them all.
 # Usage: infra/run-all.sh [HOST] [PORT]   (BIN defaults to .venv/bin; API_WORKERS = uvicorn
 # worker processes, default 1)
 set -euo pipefail
@@ -9,11 +10,14 @@ BIN="${BIN:-.venv/bin}"
 HOST="${1:-127.0.0.1}"
 PORT="${2:-8000}"
 WORKERS="${API_WORKERS:-1}"
+run_dir="$(mktemp -d "${TMPDIR:-/tmp}/educonnect-run.XXXXXX")"
+chmod 755 "$run_dir" # the worker may run as another user (infra/worker.sh)
 pids=()
 stop_all() {
     trap - EXIT INT TERM
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    rm -rf "$run_dir"
 }
 trap stop_all EXIT INT TERM
 # Video sessions: with no LiveKit key (environment or .env), the local LiveKit stand-in
@@ -33,10 +37,7 @@ pids+=("$!")
 echo "[run] api: educonnect serve --host $HOST --port $PORT --workers $WORKERS"
 "$BIN/educonnect" serve --host "$HOST" --port "$PORT" --workers "$WORKERS" &
 pids+=("$!")
-# prefork with one process: hard time limits are enforced (the solo pool cannot), and the
-# worker's metrics come from that one process (WORKER_METRICS_PORT, default 9109).
-echo "[run] worker: celery -A core.celery_app worker --pool=prefork --concurrency=1"
-"$BIN/celery" -A core.celery_app worker --pool=prefork --concurrency=1 --loglevel=INFO -n "educonnect@%h" &
+BIN="$BIN" CELERY_RUN_DIR="$run_dir/celery" bash "$(dirname "${BASH_SOURCE[0]}")/worker.sh" &
 pids+=("$!")
 # The first process to exit (crash or signal) takes the others down with it.
 wait -n

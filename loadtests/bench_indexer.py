@@ -38,10 +38,10 @@ from psycopg import sql
 
 from core.migrate import upgrade
 from core.settings import get_settings
+from devdata.seed import SeedParams, seed
 from indexer.projection import build_all
 from loadtests.machine import describe, one_line
 from loadtests.writes import provider_ids, random_write
-from profiles.seed import SeedParams, seed
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
@@ -52,7 +52,7 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 def _relay(url: str, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "DATABASE_URL": url, "INDEXER_METRICS_PORT": "0", "LOG_LEVEL": "WARNING"}
     return subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "indexer", "run", *args],
+        [sys.executable, "-m", "cli", "indexer", "run", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

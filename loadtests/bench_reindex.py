@@ -46,8 +46,8 @@ def ensure_dataset(url: str, admin: str, name: str, reseed: bool) -> None:
         a.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         a.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     upgrade("head", url)
+    from devdata.seed import SeedParams, seed
     from indexer.projection import build_all
-    from profiles.seed import SeedParams, seed
 
     t0 = time.perf_counter()
     with psycopg.connect(url, autocommit=True) as conn:

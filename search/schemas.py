@@ -10,7 +10,10 @@ with the provider's amount as is (pass `currency` to stay within one currency); 
 in km; coordinates WGS84 degrees; ratings 1-5. `bbox` is `min_lng,min_lat,max_lng,max_lat`
 (GeoJSON / OpenSearch order).
 
-Bad values raise `search.errors.InvalidParameter` (a 422 naming the parameter).
+Bad values raise `search.errors.InvalidParameter` (a 422 naming the parameter). A
+parameter given with an empty value (`?lat=`) is a bad value when it must be a number, a
+date-time or one of a set (`sort`, `mode`, `currency`), as FastAPI treats a typed query
+parameter; an empty `q`, list item or `cursor` means none.
 """
 
 from __future__ import annotations
@@ -70,8 +73,10 @@ def _split(value: Any) -> list[str]:
 
 
 def _utc(param: str, value: Any) -> datetime | None:
-    if value is None or value == "":
+    if value is None:
         return None
+    if value == "":
+        raise InvalidParameter(param, "empty: give an RFC 3339 date-time or leave it out")
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -85,8 +90,11 @@ def _utc(param: str, value: Any) -> datetime | None:
 
 
 def _number(param: str, value: Any, *, integer: bool = False) -> Any:
-    if value is None or value == "":
+    if value is None:
         return None
+    if value == "":
+        kind = "an integer" if integer else "a number"
+        raise InvalidParameter(param, f"empty: give {kind} or leave it out", type_="type_error")
     try:
         out = int(value) if integer else float(value)
     except (TypeError, ValueError):
@@ -134,16 +142,16 @@ class _Filters(BaseModel):
         if lo is not None and hi is not None and lo > hi:
             raise InvalidParameter("min_price", "min_price must be ≤ max_price")
         cur = d.get("currency")
-        if cur:
+        if cur is not None:
             cur = str(cur).upper()
             if not is_currency(cur):
                 raise InvalidParameter("currency", f"unknown ISO 4217 code {cur!r}")
-        d["currency"] = cur or None
+        d["currency"] = cur
         d["min_rating"] = _number("min_rating", d.get("min_rating"))
         if d["min_rating"] is not None and not 1 <= d["min_rating"] <= 5:
             raise InvalidParameter("min_rating", "must be between 1 and 5")
         mode = d.get("mode")
-        if mode in ("", None):
+        if mode is None:
             d["mode"] = None
         elif mode not in ("online", "in_person"):
             raise InvalidParameter("mode", "must be 'online' or 'in_person'")
@@ -166,7 +174,7 @@ def _slugs(param: str, value: Any, check: Any) -> tuple[str, ...]:
 
 def _paging(d: dict[str, Any], sorts: tuple[str, ...]) -> None:
     sort = d.get("sort")
-    if sort in ("", None):
+    if sort is None:
         d["sort"] = None
     elif sort not in sorts:
         raise InvalidParameter("sort", f"must be one of {', '.join(sorts)}")
@@ -227,11 +235,11 @@ class TutorQuery(_Geo):
             return data
         d = dict(data)
         _paging(d, SORTS)
+        # the position as `_Geo` reads it (this validator may run before `_Geo`'s)
+        located = _number("lat", d.get("lat")) is not None
         if d["sort"] is None:
-            d["sort"] = (
-                "relevance" if d.get("q") else "distance" if d.get("lat") is not None else "rating"
-            )
-        if d["sort"] == "distance" and d.get("lat") is None:
+            d["sort"] = "relevance" if d.get("q") else "distance" if located else "rating"
+        if d["sort"] == "distance" and not located:
             raise InvalidParameter("sort", "sort=distance needs lat and lng")
         if d["sort"] == "relevance" and not d.get("q"):
             raise InvalidParameter("sort", "sort=relevance needs q")

@@ -21,11 +21,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
-_BASE = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/educonnect")
-_BASE = _BASE.replace("postgresql+psycopg://", "postgresql://", 1)
-TEST_DATABASE_URL = os.environ.get(
-    "TEST_DATABASE_URL", _BASE.rsplit("/", 1)[0] + "/educonnect_test"
-).replace("postgresql+psycopg://", "postgresql://", 1)
+# `core.settings` only defines the settings here: they are read on the first
+# `get_settings()`, after the environment below is set.
+from core.settings import libpq_url
+
+_BASE = libpq_url(os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/educonnect"))
+TEST_DATABASE_URL = libpq_url(
+    os.environ.get("TEST_DATABASE_URL", _BASE.rsplit("/", 1)[0] + "/educonnect_test")
+)
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 # The application reads its settings from the environment: point it at the test services
@@ -115,14 +118,18 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture
 async def client(database_url: str, redis_url: str) -> AsyncIterator[Any]:
-    """An httpx client on the ASGI app, talking to the real test database and Redis."""
+    """An httpx client on the ASGI app, talking to the real test database and Redis; the
+    app's lifespan runs around it, as under a server."""
     import httpx
 
     from api.app import create_app
 
     app = create_app()
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as c,
+    ):
         yield c
     truncate_all(database_url)
 
@@ -167,8 +174,8 @@ def market(db: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
     Modules with another marketplace define their own `market`."""
     from datetime import date
 
+    from devdata.seed import SeedParams, seed
     from indexer.projection import build_all
-    from profiles.seed import SeedParams, seed
     from tests.projection_check import drop_expected
 
     seed(db, SeedParams(tutors=300, coaches=100, students=0, seed=5, start=date(2030, 3, 4)))
@@ -200,8 +207,8 @@ def search_dataset(database_url: str) -> Iterator[str]:
     search documents built, for the module; emptied afterwards."""
     from datetime import date
 
+    from devdata.seed import SeedParams, seed
     from indexer.projection import build_all
-    from profiles.seed import SeedParams, seed
 
     truncate_all(database_url)
     with psycopg.connect(database_url, autocommit=True) as conn:
@@ -239,11 +246,13 @@ def password_hash(password: str = DEFAULT_PASSWORD) -> str:
 
 @pytest.fixture
 async def app(database_url: str, redis_url: str) -> AsyncIterator[Any]:
-    """A fresh FastAPI app on the test database and Redis; tables emptied afterwards."""
+    """A fresh FastAPI app on the test database and Redis, its lifespan running (as under
+    a server); tables emptied afterwards."""
     from api.app import create_app
 
     application = create_app()
-    yield application
+    async with application.router.lifespan_context(application):
+        yield application
     application.dependency_overrides.clear()
     truncate_all(database_url)
 

@@ -19,14 +19,14 @@ import httpx
 import psycopg
 import pytest
 
-from api.cli_indexer import relay_on_commit
+from core.bootstrap import bump_cache_generation
+from devdata.seed import SeedParams, seed
 from indexer.projection import (
     build_all,
     rebuild_documents,
 )
 from indexer.relay import PostgresSink, Relay, RelayConfig
 from loadtests.writes import provider_ids, random_write
-from profiles.seed import SeedParams, seed
 from tests.conftest import TEST_REDIS_URL
 from tests.projection_check import assert_equals_from_scratch, drop_expected
 
@@ -53,7 +53,7 @@ def _relay_process(url: str, *args: str) -> subprocess.Popen[str]:
         "LOG_LEVEL": "WARNING",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "indexer", "run", *args],
+        [sys.executable, "-m", "cli", "indexer", "run", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -203,7 +203,10 @@ async def test_profile_update_becomes_visible_and_invalidates_the_cache(
             (str(pid),),
         )
     relay = Relay(
-        psycopg.connect(database_url), PostgresSink(), RelayConfig(), on_commit=relay_on_commit()
+        psycopg.connect(database_url),
+        PostgresSink(),
+        RelayConfig(),
+        on_commit=bump_cache_generation,
     )
     assert relay.drain() == 1
 
@@ -267,6 +270,7 @@ def test_relay_process_reconnects_when_its_connections_are_lost(
         (killed,) = market.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE application_name LIKE 'educonnect-indexer%%'"
+            " AND datname = current_database()"  # not the relays of other databases
         ).fetchone()
         assert killed == 2  # the relay's and its LISTEN connection
         emit()

@@ -163,8 +163,8 @@ def test_viewport_moves_like_a_web_map() -> None:
 @pytest.fixture(scope="module")
 def small_marketplace(database_url: str) -> Any:
     """A small seeded marketplace with its search documents (emptied afterwards)."""
+    from devdata.seed import SeedParams, seed
     from indexer.projection import build_all
-    from profiles.seed import SeedParams, seed
 
     truncate_all(database_url)
     with psycopg.connect(database_url, autocommit=True) as conn:

@@ -29,10 +29,10 @@ import pytest
 
 from core.celery_app import celery_config
 from core.settings import Settings
+from devdata.seed import SeedParams, seed
 from indexer.projection import build_all
 from indexer.relay import PostgresSink, Relay, RelayConfig
 from loadtests.writes import provider_ids, random_write
-from profiles.seed import SeedParams, seed
 from tests.conftest import TEST_REDIS_URL, bearer, create_user
 from tests.projection_check import assert_equals_from_scratch, drop_expected
 

@@ -18,12 +18,13 @@ BASE = "/api/v1/search/tutors"
 
 @pytest.fixture
 async def api(search_dataset: str, redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    """A client on a fresh app over the module's dataset (no truncation per test)."""
+    """A client on a fresh app over the module's dataset (no truncation per test); an
+    unexpected error is a 500 response, as a server sends it."""
     from api.app import create_app
 
     app = create_app()
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
             yield c
 
@@ -137,28 +138,6 @@ async def test_generation_bump_invalidates(api: httpx.AsyncClient) -> None:
     await SearchCache(get_async_redis(), "postgres").bump_generation()
     assert (await api.get(url)).json()["cached"] is False
     assert (await api.get(url)).json()["cached"] is True
-
-
-async def test_repeated_target_is_served_from_its_raw_alias(
-    api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from api.routers import search as search_router
-    from core.redis import get_async_redis
-
-    url = BASE + "?subject=chemistry&sort=price&limit=5"
-    first = (await api.get(url)).json()
-    assert first["cached"] is False
-
-    def no_model(*_args: Any) -> Any:
-        raise AssertionError("the lean path must not build the query model")
-
-    monkeypatch.setattr(search_router, "_query", no_model)
-    second = (await api.get(url)).json()
-    assert second["cached"] is True
-    assert {**second, "cached": False, "took_ms": 0} == {**first, "took_ms": 0}
-    monkeypatch.undo()
-    await SearchCache(get_async_redis(), "postgres").bump_generation()
-    assert (await api.get(url)).json()["cached"] is False  # the alias went with the generation
 
 
 async def test_hits_and_misses_are_in_metrics(api: httpx.AsyncClient) -> None:
@@ -304,47 +283,71 @@ async def test_missing_map_viewport_is_a_422_naming_each_parameter(
     ]
 
 
-async def test_lean_path_and_fastapi_routes_answer_alike(
-    search_dataset: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("url", "param"),
+    [
+        (BASE + "?lat=", "lat"),
+        (BASE + "?lat=&lng=", "lat"),
+        (BASE + "?lat=48.8&lng=", "lng"),
+        (BASE + "?lat=48.8&lng=2.3&radius_km=", "radius_km"),
+        (BASE + "?min_price=", "min_price"),
+        (BASE + "?max_price=", "max_price"),
+        (BASE + "?min_rating=", "min_rating"),
+        (BASE + "?limit=", "limit"),
+        (BASE + "?sort=", "sort"),
+        (BASE + "?mode=", "mode"),
+        (BASE + "?currency=", "currency"),
+        (BASE + "?available_from=", "available_from"),
+        (BASE + "/map?bbox=2,48,3,49&zoom=", "zoom"),
+        (BASE + "/map?bbox=&zoom=9", "bbox"),
+        (BASE + "/map?bbox=2,48,3,49&zoom=9&lat=&lng=", "lat"),
+        ("/api/v1/search/coaches?min_price=", "min_price"),
+        ("/api/v1/search/coaches?limit=", "limit"),
+        ("/api/v1/search/coaches?sort=", "sort"),
+    ],
+)
+async def test_an_empty_typed_value_is_a_422_naming_the_parameter(
+    api: httpx.AsyncClient, url: str, param: str
 ) -> None:
-    """The FastAPI routes (taken when the lean ASGI path is not installed) and the lean
-    path answer through one function: same bodies, same errors."""
-    from api.app import create_app
-    from api.search_fastpath import SearchFastPath
-    from core.settings import get_settings
+    r = await api.get(url)
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    body = r.json()
+    assert body["code"] == "validation_error"
+    assert [e["param"] for e in body["errors"]] == [param]
 
-    monkeypatch.setenv("SEARCH_CACHE_ENABLED", "false")
-    get_settings.cache_clear()
-    targets = [
-        BASE + "?lat=45.764&lng=4.8357&subject=physics&limit=4",
-        BASE + "/map?bbox=2,48,3,49&zoom=9",
-        "/api/v1/search/coaches?expertise=leadership&sort=price&limit=3",
-        BASE + "?sort=distance",
-        BASE + "/map?zoom=9",
-    ]
-    seen: list[list[tuple[int, str, Any]]] = []
-    try:
-        for lean in (True, False):
-            app = create_app()
-            if not lean:
-                app.user_middleware = [
-                    m for m in app.user_middleware if m.cls is not SearchFastPath
-                ]
-            async with app.router.lifespan_context(app):
-                transport = httpx.ASGITransport(app=app)
-                async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-                    out = []
-                    for t in targets:
-                        r = await c.get(t)
-                        body = r.json()
-                        body.pop("took_ms", None)
-                        out.append((r.status_code, r.headers["content-type"], body))
-                    seen.append(out)
-    finally:
-        monkeypatch.undo()
-        get_settings.cache_clear()
-    assert seen[0] == seen[1]
-    assert [s for s, _, _ in seen[0]] == [200, 200, 200, 422, 422]
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        BASE + "?q=&subject=&language=&cursor=",
+        BASE + "/map?bbox=2,48,3,49&zoom=9&subject=&q=",
+        "/api/v1/search/coaches?q=&expertise=&kind=&cursor=",
+    ],
+)
+async def test_empty_text_lists_and_cursor_mean_none(api: httpx.AsyncClient, url: str) -> None:
+    r = await api.get(url)
+    assert r.status_code == 200, r.text
+    plain = await api.get(url.split("?")[0] + ("?bbox=2,48,3,49&zoom=9" if "map" in url else ""))
+    assert {**r.json(), "cached": None, "took_ms": None} == {
+        **plain.json(),
+        "cached": None,
+        "took_ms": None,
+    }
+
+
+async def test_the_app_without_its_lifespan_has_no_search_service(
+    database_url: str, redis_url: str
+) -> None:
+    """The engines are opened by the lifespan only: a bare app answers 500, not a
+    half-built service."""
+    from api.app import create_app
+
+    transport = httpx.ASGITransport(app=create_app(), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        r = await c.get("/api/v1/search/coaches")
+    assert r.status_code == 500
+    assert r.json()["code"] == "internal_error"
 
 
 async def test_unexpected_error_on_a_miss_is_a_500_problem(

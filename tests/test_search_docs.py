@@ -71,7 +71,7 @@ def _tutor_rows(conn: psycopg.Connection[Any], table: str = "tutor_documents") -
 def test_streaming_rebuild_equals_bulk_build(db: psycopg.Connection[Any]) -> None:
     from datetime import date
 
-    from profiles.seed import SeedParams, seed
+    from devdata.seed import SeedParams, seed
 
     seed(db, SeedParams(tutors=60, coaches=20, students=0, seed=3, start=date(2030, 3, 4)))
     with db.transaction():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -16,8 +17,7 @@ from geographiclib.geodesic import Geodesic
 
 from core.languages import ISO_639_1
 from core.money import MINOR_UNIT_EXPONENT
-from profiles.catalogue import EXPERTISES_BY_SLUG, SUBJECTS_BY_SLUG
-from profiles.seed import (
+from devdata.seed import (
     COUNTRIES,
     SPREAD_CAP_SIGMAS,
     Generator,
@@ -27,6 +27,7 @@ from profiles.seed import (
     load_cities,
     seed,
 )
+from profiles.catalogue import EXPERTISES_BY_SLUG, SUBJECTS_BY_SLUG
 
 START = date(2030, 3, 4)
 SMALL = SeedParams(tutors=400, coaches=100, students=50, seed=7, start=START)
@@ -215,7 +216,7 @@ def test_cli_bad_input_exits_2_with_a_message(
     database_url: str, args: list[str], message: str
 ) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "api.cli", "seed", *args],
+        [sys.executable, "-m", "cli", "seed", *args],
         capture_output=True,
         text=True,
         env={"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
@@ -225,3 +226,25 @@ def test_cli_bad_input_exits_2_with_a_message(
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_cli_reports_progress_in_lines_when_not_on_a_terminal(
+    db: psycopg.Connection[Any], database_url: str
+) -> None:
+    """Off a terminal (a log file, a pipe) each phase ends with a plain line, and the
+    summary is one line however long."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli", "seed", "--tutors", "30", "--coaches", "10",
+         "--students", "0", "--start", "2030-03-04"],
+        capture_output=True, text=True, check=False, timeout=120,
+        env={**os.environ, "DATABASE_URL": database_url, "COLUMNS": "80"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert "seeding: providers 40/40 (100 %)" in proc.stderr
+    assert "seeding: slots 40/40 (100 %)" in proc.stderr
+    assert sum(line.startswith("seeding: slots 40/40") for line in lines) == 1
+    assert any(line.startswith("search documents built: 40 in") for line in lines)
+    summary = next(line for line in lines if line.startswith("seeded 30 tutors, 10 coaches"))
+    assert "admin: admin@educonnect.dev" in summary
+    assert "━" not in proc.stderr  # no progress bar drawn into the log

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pydantic
 import pytest
 
-from core.settings import Settings
+from core.settings import Settings, libpq_url
 
 
 def test_reads_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -27,6 +27,26 @@ def test_database_url_is_pinned_to_psycopg(monkeypatch: pytest.MonkeyPatch, give
     s = Settings(_env_file=None)
     assert s.database_url == "postgresql+psycopg://u@h:5432/d"
     assert s.libpq_database_url == "postgresql://u@h:5432/d"
+
+
+@pytest.mark.parametrize(
+    ("given", "libpq"),
+    [
+        ("postgresql+psycopg://u@h:5432/d", "postgresql://u@h:5432/d"),
+        ("postgres+psycopg2://u@h/d?sslmode=require", "postgres://u@h/d?sslmode=require"),
+        ("postgresql://u@h:5432/d", "postgresql://u@h:5432/d"),
+        ("redis://h:6379/0", "redis://h:6379/0"),
+    ],
+)
+def test_libpq_url_drops_the_driver(given: str, libpq: str) -> None:
+    assert libpq_url(given) == libpq
+
+
+def test_search_reads_the_replica_when_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@primary/d")
+    assert Settings(_env_file=None).libpq_search_url == "postgresql://u@primary/d"
+    monkeypatch.setenv("DATABASE_READ_URL", "postgresql://u@replica/d")
+    assert Settings(_env_file=None).libpq_search_url == "postgresql://u@replica/d"
 
 
 def test_empty_read_url_means_none(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,118 +1,48 @@
 """Search endpoints: `GET /api/v1/search/tutors`, `/tutors/map`, `/coaches`.
 
-Query parameters are read as strings and validated by the query models of
-`search/schemas.py` (one source of rules for HTTP and for direct callers); every bad
-value is a 422 problem naming the parameter. Multi-valued filters (`subject`,
-`expertise`, `language`, `kind`) accept repeated parameters and comma-separated lists.
+One parser: the query models of `search/schemas.py` (`TutorQuery`, `TutorMapQuery`,
+`CoachQuery`) read the query string and hold every rule, for HTTP and for direct callers
+alike; every bad value — malformed, out of range, or empty (`?lat=`) — is a 422
+problem+json naming the parameter. Multi-valued filters (`subject`, `expertise`,
+`language`, `kind`) accept repeated parameters and comma-separated lists.
 
-The handlers take only the `Request`: the parameters are declared for OpenAPI
-(`openapi_extra`, the same entries FastAPI would generate from typed arguments) but not
-resolved by FastAPI — resolving 16 optional string parameters cost ~0.15 ms CPU per
-request, and the query model reads the query string anyway. In the running app the lean
-ASGI path (`api.search_fastpath`) answers these GETs through `answer()` before FastAPI's
-routing; the routes describe them in OpenAPI and answer when that path is not installed. The 200 bodies are documented
-by `search.schemas.TutorPage` / `CoachPage` / `MapPage` (the service sends JSON bytes, not
-re-validated).
+So the handlers take the `Request` and build the model from its query string; the
+parameters are declared for OpenAPI only (`openapi_extra`, the entries FastAPI would
+generate from typed arguments), not resolved by FastAPI a first time. The 200 bodies are
+documented by `search.schemas.TutorPage` / `CoachPage` / `MapPage` (the service sends
+JSON bytes, not re-validated). The service itself is opened by the app's lifespan
+(`api.app`, `core.bootstrap.open_search_service`).
 """
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ValidationError
 
 from api.errors import problem_responses, validation_problem
-from core.redis import get_async_redis
-from core.settings import get_settings
-from search.cache import SearchCache, target_digest
-from search.engine import SearchEngine
-from search.engines.postgres.engine import PostgresEngine
 from search.schemas import CoachPage, CoachQuery, MapPage, TutorMapQuery, TutorPage, TutorQuery
 from search.service import SearchService
 
 M = TypeVar("M", bound=BaseModel)
 router = APIRouter(prefix="/search", tags=["search"])
-_lock = asyncio.Lock()
 
 
-async def get_service(request: Request) -> SearchService:
-    """The app's search service, created on first use (its pool opens then).
-
-    `SEARCH_ENGINE=opensearch`: OpenSearch answers, PostgreSQL is the fallback (and its
-    pool opens too); the cache is keyed by the answering engine's name."""
+def get_service(request: Request) -> SearchService:
+    """The app's search service (`app.state.search_service`, opened by the lifespan).
+    Raises RuntimeError (a 500) when the app runs without its lifespan."""
     service: SearchService | None = getattr(request.app.state, "search_service", None)
-    if service is not None:
-        return service
-    async with _lock:
-        service = getattr(request.app.state, "search_service", None)
-        if service is None:
-            s = get_settings()
-            url = (s.database_read_url or s.database_url).replace(
-                "postgresql+psycopg://", "postgresql://", 1
-            )
-            postgres = await PostgresEngine.open(
-                url,
-                min_size=s.search_pool_min_size,
-                max_size=s.search_pool_max_size,
-                recheck_s=s.search_block_recheck_s,
-            )
-            engine: SearchEngine = postgres
-            fallback: SearchEngine | None = None
-            if s.search_engine == "opensearch":
-                from search.engines.opensearch.engine import OpenSearchEngine
-
-                engine = OpenSearchEngine.open(
-                    s.opensearch_url,
-                    prefix=s.opensearch_index_prefix,
-                    timeout_s=s.opensearch_timeout_s,
-                )
-                fallback = postgres  # OpenSearch down or slow: answer from PostgreSQL
-            cache = (
-                SearchCache(get_async_redis(), engine.name, ttl_s=s.search_cache_ttl_s)
-                if s.search_cache_enabled
-                else None
-            )
-            service = SearchService(
-                engine, cache, fallback=fallback, retry_after_s=s.opensearch_retry_after_s
-            )
-            request.app.state.search_service = service
+    if service is None:
+        raise RuntimeError("the search service is not open: run the app with its lifespan")
     return service
 
 
-async def close_service(app: Any) -> None:
-    """Close the search engines' pool / HTTP session (application shutdown)."""
-    service: SearchService | None = getattr(app.state, "search_service", None)
-    if service is not None:
-        for engine in (service.engine, service.fallback):
-            close = getattr(engine, "close", None)
-            if close is not None:
-                await close()
-    app.state.search_service = None
-
-
-def _target(request: Request) -> str:
-    return target_digest(request.scope["path"], request.scope["query_string"])
+ServiceDep = Annotated[SearchService, Depends(get_service)]
 
 
 def _json(body: bytes) -> Response:
     return Response(body, media_type="application/json")
-
-
-async def answer(request: Request, endpoint: str) -> bytes:
-    """The JSON body for `endpoint` (`tutors`, `tutors_map`, `coaches`): the query model
-    first (a bad request never opens the pool), then the service. Raises the errors the
-    problem+json handlers render. The routes below and the lean ASGI path
-    (`api.search_fastpath`) both answer through here."""
-    if endpoint == "tutors":
-        tq = _query(request, TutorQuery, ("subject", "language"))
-        return await (await get_service(request)).search_tutors(tq, _target(request))
-    if endpoint == "tutors_map":
-        mq = _query(request, TutorMapQuery, ("subject", "language"), ("bbox", "zoom"))
-        return await (await get_service(request)).tutor_map(mq, _target(request))
-    cq = _query(request, CoachQuery, ("expertise", "language", "kind"))
-    return await (await get_service(request)).search_coaches(cq, _target(request))
 
 
 def _query(
@@ -206,12 +136,13 @@ _CURSOR = _param("cursor", "`next_cursor` of the previous page")
         _CURSOR,
     ),
 )
-async def search_tutors(request: Request) -> Response:
+async def search_tutors(request: Request, service: ServiceDep) -> Response:
     """Tutors matching every filter, one page, with facets over the whole filtered set.
 
     Body: `{items, facets, total, next_cursor, engine, cached, took_ms}` (README: Search).
     """
-    return _json(await answer(request, "tutors"))
+    q = _query(request, TutorQuery, ("subject", "language"))
+    return _json(await service.search_tutors(q))
 
 
 @router.get(
@@ -227,9 +158,10 @@ async def search_tutors(request: Request) -> Response:
         *_FILTERS,
     ),
 )
-async def tutor_map(request: Request) -> Response:
+async def tutor_map(request: Request, service: ServiceDep) -> Response:
     """`{mode, clusters, points, total, engine, cached, took_ms}` for the snapped viewport."""
-    return _json(await answer(request, "tutors_map"))
+    q = _query(request, TutorMapQuery, ("subject", "language"), ("bbox", "zoom"))
+    return _json(await service.tutor_map(q))
 
 
 @router.get(
@@ -248,6 +180,7 @@ async def tutor_map(request: Request) -> Response:
         _CURSOR,
     ),
 )
-async def search_coaches(request: Request) -> Response:
+async def search_coaches(request: Request, service: ServiceDep) -> Response:
     """Coaches and mentors, one page, with facets (`expertises`, `languages`, …)."""
-    return _json(await answer(request, "coaches"))
+    q = _query(request, CoachQuery, ("expertise", "language", "kind"))
+    return _json(await service.search_coaches(q))

@@ -13,7 +13,7 @@ Python into the server.
 
 Seeding replaces the marketplace data: it truncates users, profiles, slots, the outbox
 and the search documents, loads new rows and writes no outbox event (the search tables are
-rebuilt in bulk by whoever calls `seed`, see `api/cli.py`).
+rebuilt in bulk by whoever calls `seed`, see `cli/seed.py`).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ SPREAD_CAP_SIGMAS = 3.0
 MIN_CITY_POPULATION = 15_000
 DEMO_PASSWORD = "educonnect-demo"  # noqa: S105 - published demo credential of seeded accounts
 ADMIN_EMAIL = "admin@educonnect.dev"
+PROGRESS_EVERY = 1000  # providers between two `progress` calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -530,13 +531,16 @@ def seed(
     conn: psycopg.Connection[Any],
     params: SeedParams,
     *,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> SeedResult:
     """Replace the marketplace data with a generated one, in one transaction.
 
-    `conn` is a psycopg 3 connection (not in a transaction); `progress(n)` is called with
-    the number of providers written since the last call. Raises `SeedError` for bad
-    parameters (already at `SeedParams` construction) and psycopg errors from the server.
+    `conn` is a psycopg 3 connection (not in a transaction). `progress(phase, done,
+    total)` is called every `PROGRESS_EVERY` providers and at the end of each phase, with
+    the providers done so far out of all of them: phase `providers` (profiles and
+    accounts generated), then `slots` (their availability generated and loaded). Raises
+    `SeedError` for bad parameters (already at `SeedParams` construction) and psycopg
+    errors from the server.
     """
     t0 = time.perf_counter()
     gen = Generator(params)
@@ -562,6 +566,10 @@ def seed(
                     providers.append(prov)
                     users.row(prov.id, prov.email, password_hash, prov.display_name, prov.kind,
                               prov.locale, True)  # fmt: skip
+                    if progress and (i + 1) % PROGRESS_EVERY == 0:
+                        progress("providers", i + 1, len(kinds))
+                if progress:
+                    progress("providers", len(kinds), len(kinds))
                 for i in range(params.students):
                     sid = gen.uuid()
                     students.append(sid)
@@ -601,11 +609,11 @@ def seed(
                             s.id, s.provider_id, s.starts_at, s.ends_at, s.mode, s.capacity, "open"
                         )
                         n_slots += 1
-                    if progress and k % 1000 == 0:
-                        progress(1000)
+                    if progress and k % PROGRESS_EVERY == 0:
+                        progress("slots", k, len(providers))
                 rows.flush()
                 if progress:
-                    progress(len(providers) % 1000)
+                    progress("slots", len(providers), len(providers))
         seconds = time.perf_counter() - t0
         n_parents = params.students // 5
         conn.execute(

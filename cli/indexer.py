@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -13,60 +14,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli.common import connect
+from core.bootstrap import CONSUMERS, bump_cache_generation, make_sink
 from core.logging import configure_logging, get_logger
 from core.settings import get_settings
 
 indexer_app = typer.Typer(no_args_is_help=True, help="The outbox relay (streaming indexer).")
-console = Console()
+console = Console()  # results (the status table, a drain's count) go to stdout
 log = get_logger(__name__)
-
-
-def _connect(application_name: str = "educonnect-cli") -> psycopg.Connection[Any]:
-    return psycopg.connect(
-        get_settings().libpq_database_url, autocommit=True, application_name=application_name
-    )
-
-
-def relay_on_commit(engine: str = "postgres") -> Callable[[], None]:
-    """The post-commit hook of a relay: bump `engine`'s search cache generation.
-
-    Redis down is logged and tolerated: the cache then serves nothing new (its reads fail
-    too) and its TTL bounds any staleness once Redis is back.
-    """
-    from core.redis import get_sync_redis
-    from search.cache import bump_generation_sync
-
-    def bump() -> None:
-        try:
-            bump_generation_sync(get_sync_redis(), engine)
-        except Exception as exc:
-            log.warning("cache_generation_bump_failed", error=repr(exc))
-
-    return bump
-
-
-CONSUMERS: tuple[str, ...] = ("postgres", "opensearch")
-
-
-def make_sink(consumer: str) -> Any:
-    """The sink of `consumer`: `postgres` (search tables) or `opensearch` (bulk writes to
-    the `tutors`/`coaches` aliases, created with empty `_v1` indices if missing)."""
-    if consumer == "opensearch":
-        from indexer.opensearch_reindex import bootstrap
-        from indexer.opensearch_sink import OpenSearchSink, client_from_settings
-
-        s = get_settings()
-        client = client_from_settings()
-        bootstrap(client, prefix=s.opensearch_index_prefix, replicas=s.opensearch_replicas)
-        return OpenSearchSink(
-            client,
-            prefix=s.opensearch_index_prefix,
-            max_retries=s.opensearch_bulk_max_retries,
-            request_timeout=s.opensearch_bulk_timeout_s,
-        )
-    from indexer.relay import PostgresSink
-
-    return PostgresSink()
 
 
 def _samples_writer(path: Path) -> Callable[[Sequence[Any], datetime], None]:
@@ -116,13 +71,13 @@ def run(
     )
 
     def open_relay() -> tuple[Relay, psycopg.Connection[Any]]:
-        conn = _connect("educonnect-indexer")
-        listen = _connect("educonnect-indexer-listen")
+        conn = connect("educonnect-indexer")
+        listen = connect("educonnect-indexer-listen")
         relay = Relay(
             conn,
             make_sink(consumer),
             cfg,
-            on_commit=relay_on_commit(consumer),
+            on_commit=functools.partial(bump_cache_generation, consumer),
             on_batch=_samples_writer(samples_file) if samples_file else None,
         )
         return relay, listen
@@ -156,7 +111,7 @@ def status() -> None:
     """Checkpoints, lag (events and seconds) and outbox size of every consumer."""
     from indexer import repository as repo
 
-    with _connect() as conn:
+    with connect() as conn:
         cps = repo.checkpoints(conn)
         size = conn.execute("SELECT count(*) FROM outbox").fetchone()
         consumers = sorted({c.consumer for c in cps})
@@ -191,7 +146,7 @@ def reset(
     the highest are applied again, which the idempotent sinks absorb."""
     from indexer import repository as repo
 
-    with _connect() as conn, conn.transaction():
+    with connect() as conn, conn.transaction():
         conn.execute("LOCK TABLE indexer_checkpoints IN EXCLUSIVE MODE")
         lag = repo.consumer_lag(conn, consumer)
         if lag.events:

@@ -13,9 +13,7 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-import psycopg
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -25,10 +23,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from cli.common import connect, console
 from core.logging import configure_logging
 from core.settings import get_settings
-
-console = Console(stderr=True)
 
 
 def _queue(engine: str, kind: str, wait: bool, poll_s: float) -> None:
@@ -56,10 +53,8 @@ def _queue(engine: str, kind: str, wait: bool, poll_s: float) -> None:
         console.print(f"reindex queued: task {run.id} (follow: GET /api/v1/admin/reindex/{run.id})")
         return
 
-    from api.routers.reindex import connect_db
-
     with (
-        connect_db() as conn,
+        connect("educonnect-reindex-cli") as conn,
         Progress(
             TextColumn("[bold]{task.fields[phase]:<9}"),
             BarColumn(),
@@ -105,7 +100,7 @@ def _opensearch_rollback() -> None:
 
     configure_logging()
     s = get_settings()
-    with psycopg.connect(s.libpq_database_url, autocommit=True) as conn:
+    with connect("educonnect-reindex-cli") as conn:
         try:
             result = run_rollback(conn, client_from_settings(), prefix=s.opensearch_index_prefix)
         except ReindexError as exc:
@@ -115,7 +110,7 @@ def _opensearch_rollback() -> None:
         console.print(f"{alias}: {old or '(none)'} → {new}")
 
 
-def reindex_cmd(
+def reindex(
     engine: Annotated[
         str, typer.Option(help="Search engine to rebuild: postgres or opensearch")
     ] = "postgres",
@@ -130,8 +125,10 @@ def reindex_cmd(
         typer.Option("--rollback", help="opensearch: point the aliases back at the previous index"),
     ] = False,
 ) -> None:
-    """Rebuild a search engine's index with no downtime. Exit codes: 0 done (or queued),
-    1 failed or canceled, 2 bad input, 3 another reindex of this engine is active."""
+    """Rebuild a search engine's index with no downtime.
+
+    Exit codes: 0 done (or queued), 1 failed or canceled, 2 bad input, 3 another reindex
+    of this engine is active."""
     if rollback and engine == "opensearch":
         _opensearch_rollback()
         return

@@ -1,0 +1,37 @@
+"""The `educonnect` command line: one typer app, one module per command group.
+
+    educonnect db upgrade|downgrade|current    migrations (cli/db.py)
+    educonnect seed                            demo marketplace (cli/seed.py)
+    educonnect index build                     search documents in bulk (cli/index.py)
+    educonnect indexer run|status|reset        the outbox relay (cli/indexer.py)
+    educonnect reindex                         zero-downtime rebuild (cli/reindex.py)
+    educonnect serve                           the HTTP API (cli/serve.py)
+    educonnect stats                           row counts (cli/stats.py)
+
+Bad input exits with code 2 and a message (typer/click's usage-error convention).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from cli.db import db_app
+from cli.index import index_app
+from cli.indexer import indexer_app
+from cli.reindex import reindex
+from cli.seed import seed
+from cli.serve import serve
+from cli.stats import stats
+
+app = typer.Typer(no_args_is_help=True, help="EduConnect: tutoring and coaching marketplace.")
+app.add_typer(db_app, name="db")
+app.command("seed")(seed)
+app.add_typer(index_app, name="index")
+app.add_typer(indexer_app, name="indexer")
+app.command("reindex")(reindex)
+app.command("serve")(serve)
+app.command("stats")(stats)
+
+
+if __name__ == "__main__":
+    app()
