@@ -12,7 +12,17 @@ from api import health
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
 from api.pages import install_pages
-from api.routers import admin, auth, bookings, profiles, reindex, sessions
+from api.routers import (
+    admin,
+    admin_backoffice,
+    auth,
+    bookings,
+    kyc,
+    profiles,
+    reindex,
+    reviews,
+    sessions,
+)
 from api.routers import search as search_router
 from core.bootstrap import close_search_service, open_search_service
 from core.db import dispose_engines
@@ -71,7 +81,10 @@ def create_app() -> FastAPI:
         profiles.router,
         bookings.router,
         sessions.router,
+        reviews.router,
+        kyc.router,
         admin.router,
+        admin_backoffice.router,
         reindex.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
