@@ -34,10 +34,10 @@ async def pending_kyc(session: AsyncSession, *, limit: int) -> list[Any]:
     update first: (user_id, display_name, kind, documents, updated_at)."""
     rows = await session.execute(
         text(
-            "SELECT p.user_id, p.display_name, p.kind,"
+            "SELECT * FROM (SELECT p.user_id, p.display_name, p.kind,"
             " (SELECT count(*) FROM kyc_documents d WHERE d.user_id = p.user_id) AS documents,"
-            " p.updated_at FROM provider_profiles p WHERE p.kyc_status = 'pending'"
-            " ORDER BY documents = 0, p.updated_at, p.user_id LIMIT :limit"
+            " p.updated_at FROM provider_profiles p WHERE p.kyc_status = 'pending') k"
+            " ORDER BY documents = 0, updated_at, user_id LIMIT :limit"
         ),
         {"limit": limit},
     )
