@@ -38,7 +38,7 @@ from celery import Celery, signals
 
 from core.settings import Settings, get_settings
 
-TASK_MODULES = ("indexer.tasks", "booking.tasks", "sessions.tasks")
+TASK_MODULES = ("indexer.tasks", "booking.tasks", "sessions.tasks", "reviews.tasks")
 
 
 def celery_config(s: Settings) -> dict[str, Any]:
@@ -81,6 +81,12 @@ def celery_config(s: Settings) -> dict[str, Any]:
                 "task": "sessions.sweep",
                 "schedule": s.session_sweep_interval_s,
                 "options": {"expires": s.session_sweep_interval_s},
+            },
+            # C of the damped rating sort key, the platform mean (reviews/tasks.py)
+            "reviews-rating-prior": {
+                "task": "reviews.refresh_rating_prior",
+                "schedule": s.rating_prior_refresh_s,
+                "options": {"expires": s.rating_prior_refresh_s},
             },
         },
     }

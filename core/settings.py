@@ -114,6 +114,7 @@ class Settings(BaseSettings):
     review_window_s: int = Field(default=14 * 86_400, ge=60, le=365 * 86_400)
     review_edit_window_s: int = Field(default=48 * 3600, ge=0, le=30 * 86_400)
     rating_prior_weight: int = Field(default=10, ge=0, le=10_000)
+    rating_prior_refresh_s: float = Field(default=3600.0, gt=0, le=7 * 86_400)
     # KYC documents (admin/kyc.py, core/storage.py): largest upload in bytes; where files go
     # (`local`: STORAGE_DIR; `s3`: S3_BUCKET on S3_ENDPOINT_URL, e.g. MinIO, through boto3).
     kyc_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
