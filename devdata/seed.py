@@ -37,6 +37,7 @@ from psycopg.types.json import Jsonb
 
 from core.money import MINOR_UNIT_EXPONENT
 from core.passwords import hash_password
+from core.settings import get_settings
 from profiles.catalogue import EXPERTISES, SUBJECTS, CatalogueEntry
 
 EARTH_RADIUS_KM = 6371.0088  # IUGG mean Earth radius
@@ -534,6 +535,14 @@ def _verified(rng: random.Random) -> str:
     return "verified"
 
 
+# The damped rating's prior (reviews/service.py): C = the seeded platform mean, m from
+# RATING_PRIOR_WEIGHT.
+SEED_PRIOR_SQL = (
+    "INSERT INTO search_rating_prior (id, mean, weight) SELECT true, coalesce(round("
+    "sum(rating_sum)::numeric / nullif(sum(rating_count), 0), 3), 4), %(weight)s"
+    " FROM provider_profiles ON CONFLICT (id) DO UPDATE SET mean = EXCLUDED.mean,"
+    " weight = EXCLUDED.weight, updated_at = now()"
+)
 _USER_COLS = "(id, email, password_hash, full_name, role, locale, active)"
 _PROFILE_COLS = (
     "(user_id, kind, display_name, headline, bio, subjects, expertises, languages,"
@@ -631,6 +640,7 @@ def seed(
                     )  # fmt: skip
                 rows.flush()
             cur.execute(SEED_REVIEWS_SQL)
+            cur.execute(SEED_PRIOR_SQL, {"weight": get_settings().rating_prior_weight})
             with cur.copy(f"COPY availability_slots {_SLOT_COLS} FROM STDIN") as cp:
                 rows = _CopyBuffer(cp)
                 for k, prov in enumerate(providers, 1):

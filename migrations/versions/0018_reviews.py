@@ -6,7 +6,8 @@
   reviews (`reviews.source = 'seed'`, no booking): `rating_count` reviews whose stars sum
   to round(rating_avg x count), so a recount from `reviews` agrees from the start.
 - `reviews` (one per booking), `session_evaluations`, `complaints`, `kyc_documents`.
-- `search_rating_prior`: the one row (mean C, weight m) of the damped rating sort key.
+- `search_rating_prior`: the one row (mean C, weight m) of the damped rating sort key
+  (no row: m = 0, the plain average).
 - `search_document_source`: `searchable` = active AND `kyc_status = 'verified'`;
   `rating_sort` = the IMDb weighted rating (v·R + m·C) / (v + m) rounded to hundredths
   (0 when unrated, so unrated providers sort last); the facet rows carry `rating_sort`
@@ -37,13 +38,15 @@ _SORT_OLD = "coalesce(p.rating_avg, 0)::numeric(3, 2)    AS rating_sort"
 # C = the platform mean and m = the prior weight (search_rating_prior, one row).
 _SORT_NEW = (
     "CASE WHEN p.rating_count > 0 THEN round("
-    "(p.rating_count * p.rating_avg + pr.weight * pr.mean) / (p.rating_count + pr.weight), 2)"
+    "(p.rating_count * p.rating_avg + coalesce(pr.weight, 0) * coalesce(pr.mean, 0))"
+    " / (p.rating_count + coalesce(pr.weight, 0)), 2)"
     " ELSE 0 END::numeric(3, 2)                AS rating_sort"
 )
 _FROM_OLD = "FROM provider_profiles p\nJOIN users u ON u.id = p.user_id\n"
+# Without a prior row (an emptied table) m = 0: the plain average.
 _FROM_NEW = (
     "FROM provider_profiles p\nJOIN users u ON u.id = p.user_id\n"
-    "CROSS JOIN (SELECT mean, weight FROM search_rating_prior WHERE id) pr\n"
+    "LEFT JOIN search_rating_prior pr ON pr.id\n"
 )
 
 
