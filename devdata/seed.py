@@ -23,10 +23,10 @@ import math
 import random
 import time
 import uuid
-from decimal import ROUND_HALF_UP, Decimal
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
