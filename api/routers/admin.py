@@ -43,7 +43,7 @@ async def list_users(
     "/users/{user_id}",
     response_model=UserOut,
     summary="Change an account's role or deactivate/reactivate it (admin, audited)",
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses=problem_responses(400, 401, 403, 404, 409, 422),
 )
 async def update_user(
     user_id: uuid.UUID, data: AdminUserPatch, user: AdminUser, session: SessionDep, now: NowDep

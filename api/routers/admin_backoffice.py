@@ -40,7 +40,7 @@ Limit = Annotated[int, Query(ge=1, le=200)]
     "/users/{user_id}/{action}",
     response_model=UserOut,
     summary="Deactivate or reactivate an account (admin, audited)",
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses=problem_responses(400, 401, 403, 404, 409, 422),
 )
 async def set_active(
     user_id: uuid.UUID,
@@ -62,7 +62,7 @@ async def set_active(
     "/reviews/{review_id}/hide",
     response_model=ReviewOut,
     summary="Hide a review with a reason (admin, audited)",
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses=problem_responses(400, 401, 403, 404, 409, 422),
 )
 async def hide_review(
     review_id: uuid.UUID, data: HideIn, user: AdminUser, session: SessionDep, now: NowDep
@@ -78,7 +78,7 @@ async def hide_review(
     "/kyc/pending",
     response_model=list[PendingKyc],
     summary="Providers awaiting a KYC decision (admin)",
-    responses=problem_responses(401, 403, 422),
+    responses=problem_responses(400, 401, 403, 422),
 )
 async def pending_kyc(user: AdminUser, session: SessionDep, limit: Limit = 100) -> list[PendingKyc]:
     """Those with uploaded documents first, then the oldest."""
@@ -89,7 +89,7 @@ async def pending_kyc(user: AdminUser, session: SessionDep, limit: Limit = 100) 
     "/kyc/{user_id}/documents",
     response_model=list[KycDocumentOut],
     summary="A provider's uploaded identity documents (admin)",
-    responses=problem_responses(401, 403, 422),
+    responses=problem_responses(400, 401, 403, 422),
 )
 async def kyc_documents(
     user_id: uuid.UUID, user: AdminUser, session: SessionDep
@@ -102,7 +102,7 @@ async def kyc_documents(
     "/kyc/{user_id}/verify",
     response_model=KycDecisionOut,
     summary="Approve or reject a provider's KYC (admin, audited)",
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(400, 401, 403, 404, 422),
 )
 async def verify_kyc(
     user_id: uuid.UUID, data: KycDecisionIn, user: AdminUser, session: SessionDep
@@ -118,7 +118,7 @@ async def verify_kyc(
     "/bookings",
     response_model=BookingPage,
     summary="Every booking, filtered (admin)",
-    responses=problem_responses(401, 403, 422),
+    responses=problem_responses(400, 401, 403, 422),
 )
 async def list_bookings(
     user: AdminUser,
@@ -145,7 +145,7 @@ async def list_bookings(
     "/complaints",
     response_model=ComplaintPage,
     summary="Complaints, oldest first (admin)",
-    responses=problem_responses(401, 403, 422),
+    responses=problem_responses(400, 401, 403, 422),
 )
 async def list_complaints(
     user: AdminUser,
@@ -162,7 +162,7 @@ async def list_complaints(
     "/complaints/{complaint_id}",
     response_model=ComplaintOut,
     summary="Review or close a complaint, optionally granting a refund (admin, audited)",
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses=problem_responses(400, 401, 403, 404, 409, 422),
 )
 async def update_complaint(
     complaint_id: uuid.UUID, data: ComplaintPatch, user: AdminUser, session: SessionDep, now: NowDep
@@ -182,7 +182,7 @@ async def update_complaint(
     "/audit",
     response_model=AuditPage,
     summary="The audit trail, newest first (admin)",
-    responses=problem_responses(401, 403, 422),
+    responses=problem_responses(400, 401, 403, 422),
 )
 async def list_audit(
     user: AdminUser,

@@ -25,7 +25,7 @@ StorageDep = Annotated[Storage, Depends(get_storage)]
     status_code=status.HTTP_201_CREATED,
     response_model=KycDocumentOut,
     summary="Upload an identity document (PDF, JPEG or PNG; multipart)",
-    responses=problem_responses(401, 403, 404, 413, 415, 422),
+    responses=problem_responses(400, 401, 403, 404, 413, 415, 422),
 )
 async def upload_document(
     user: ProviderUser,
@@ -53,7 +53,7 @@ async def upload_document(
     "/profiles/me/kyc-documents",
     response_model=list[KycDocumentOut],
     summary="The provider's uploaded identity documents",
-    responses=problem_responses(401, 403),
+    responses=problem_responses(400, 401, 403),
 )
 async def my_documents(user: ProviderUser, session: SessionDep) -> list[KycDocumentOut]:
     """Oldest first (metadata only; the bytes stay in storage)."""

@@ -37,7 +37,7 @@ ReviewerUser = Annotated[User, Depends(require_role("student", "parent"))]
     status_code=status.HTTP_201_CREATED,
     response_model=ReviewOut,
     summary="Review a completed booking (its student or the student's parent)",
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses=problem_responses(400, 401, 403, 404, 409, 422),
 )
 async def post_review(
     booking_id: uuid.UUID, data: ReviewIn, user: ReviewerUser, session: SessionDep, now: NowDep
@@ -58,7 +58,7 @@ async def post_review(
     "/reviews/{review_id}",
     response_model=ReviewOut,
     summary="Edit one's review within 48 hours of posting",
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses=problem_responses(400, 401, 403, 404, 409, 422),
 )
 async def edit_review(
     review_id: uuid.UUID, data: ReviewPatch, user: CurrentUser, session: SessionDep, now: NowDep
@@ -75,7 +75,7 @@ async def edit_review(
     "/reviews/{review_id}/reply",
     response_model=ReviewOut,
     summary="The reviewed provider's one answer",
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses=problem_responses(400, 401, 403, 404, 409, 422),
 )
 async def reply(
     review_id: uuid.UUID, data: ReplyIn, user: ProviderUser, session: SessionDep, now: NowDep
@@ -91,7 +91,7 @@ async def reply(
     "/providers/{provider_id}/reviews",
     response_model=ReviewPage,
     summary="A provider's reviews, newest first, with its rating histogram (public)",
-    responses=problem_responses(404, 422),
+    responses=problem_responses(400, 404, 422),
 )
 async def list_reviews(
     provider_id: uuid.UUID,
@@ -115,7 +115,7 @@ async def list_reviews(
     status_code=status.HTTP_201_CREATED,
     response_model=EvaluationOut,
     summary="Record a session evaluation (coach/mentor programs)",
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses=problem_responses(400, 401, 403, 404, 409, 422),
 )
 async def record_evaluation(
     booking_id: uuid.UUID,
@@ -140,7 +140,7 @@ async def record_evaluation(
     "/bookings/{booking_id}/evaluations",
     response_model=list[EvaluationOut],
     summary="A booking's session evaluations (student, parents, provider, admins)",
-    responses=problem_responses(401, 404, 422),
+    responses=problem_responses(400, 401, 404, 422),
 )
 async def list_evaluations(
     booking_id: uuid.UUID, user: CurrentUser, session: SessionDep
@@ -154,7 +154,7 @@ async def list_evaluations(
     status_code=status.HTTP_201_CREATED,
     response_model=ComplaintOut,
     summary="File a complaint about a booking (a participant)",
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(400, 401, 403, 404, 422),
 )
 async def file_complaint(
     booking_id: uuid.UUID, data: ComplaintIn, user: CurrentUser, session: SessionDep, now: NowDep
