@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.errors import Conflict, Forbidden, NotFound, ServiceUnavailable
+from core.errors import AppError, Conflict, Forbidden, NotFound
 
 
 class BookingNotFound(NotFound):
@@ -115,10 +115,13 @@ class NotLinkedChild(Forbidden):
     title = "Not a linked child"
 
 
-class SlotBusy(ServiceUnavailable):
-    """503 `slot_busy`, with `Retry-After`: the slot's row lock was not granted within
-    `BOOKING_LOCK_TIMEOUT_MS` (or a deadlock was broken); nothing was written."""
+class SlotBusy(AppError):
+    """429 `slot_busy`, with `Retry-After`: the slot's row lock was not granted within
+    `BOOKING_LOCK_TIMEOUT_MS` (or a deadlock was broken); nothing was written. A client
+    error to retry, like Stripe's `lock_timeout` (429) on an object another request holds.
+    """
 
+    status = 429
     code = "slot_busy"
     title = "Slot busy"
 

@@ -30,8 +30,8 @@ import base64
 import hashlib
 import hmac
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -147,13 +147,30 @@ def _constraint(exc: IntegrityError) -> str | None:
 
 @contextmanager
 def _slot_lock_errors() -> Iterator[None]:
-    """A lock wait over `lock_timeout`, or a deadlock PostgreSQL broke, becomes a 503
+    """A lock wait over `lock_timeout`, or a deadlock PostgreSQL broke, becomes a 429
     `slot_busy` (nothing was written: the transaction rolls back)."""
     try:
         yield
     except DBAPIError as exc:
         if isinstance(exc.orig, psycopg.errors.LockNotAvailable | psycopg.errors.DeadlockDetected):
             raise SlotBusy() from None
+        raise
+
+
+@asynccontextmanager
+async def _locked(session: AsyncSession) -> AsyncIterator[None]:
+    """A block that takes the slot's row lock: lock errors become `SlotBusy`, and any
+    error rolls back at once, releasing the lock.
+
+    The unit of work is lost anyway; waiting for the request to close its session would
+    keep the lock while the HTTP layer still needs another pooled connection (the
+    idempotency record): under contention every other connection of the pool waits on
+    that lock, and nobody finishes before the pool's timeout."""
+    try:
+        with _slot_lock_errors():
+            yield
+    except BaseException:
+        await session.rollback()
         raise
 
 
@@ -229,6 +246,30 @@ async def _move(
     return rows[0]
 
 
+async def _held(session: AsyncSession, values: dict[str, Any], actor: uuid.UUID) -> None:
+    """Audit row and `booking.held` event of the hold about to be inserted (`values`)."""
+    booking_id = str(values["id"])
+    after = {
+        "status": "pending", "seats": values["seats"], "price_minor": values["price_minor"],
+        "refund_due_minor": None, "expired_reason": None, "canceled_by_role": None,
+    }  # fmt: skip
+    await audit.record(
+        session, actor=actor, action="booking.held", entity_type="booking",
+        entity_id=booking_id, before=None, after=after,
+    )  # fmt: skip
+    await outbox.emit(
+        session,
+        aggregate_type=BOOKING_AGGREGATE,
+        aggregate_id=booking_id,
+        event_type="booking.held",
+        payload={
+            "booking_id": booking_id,
+            "slot_id": str(values["slot_id"]),
+            "provider_id": str(values["provider_id"]),
+        },
+    )
+
+
 async def _expire(
     session: AsyncSession, ids: Sequence[uuid.UUID], *, reason: str, now: datetime
 ) -> list[Booking]:
@@ -299,6 +340,19 @@ async def _lock_booking_slot(
 # --- holds ----------------------------------------------------------------------------
 
 
+def _check_bookable(status: str, starts_at: datetime, now: datetime, min_notice_s: int) -> None:
+    """The slot rules that need no count: open, not started, far enough ahead."""
+    if status != "open":
+        raise SlotNotOpen(f"This slot is {status}.")
+    if starts_at <= now:
+        raise SlotInPast("This slot has already started.")
+    if starts_at - now < timedelta(seconds=min_notice_s):
+        raise MinNoticeNotMet(
+            f"Slots are booked at least {min_notice_s // 60} minutes ahead.",
+            min_notice_s=min_notice_s,
+        )
+
+
 async def _student_for(
     session: AsyncSession, actor: User, student_id: uuid.UUID | None
 ) -> uuid.UUID:
@@ -339,34 +393,68 @@ async def hold(
     `after_capacity_check` is awaited between the count and the insert (a test hook to
     widen the race window; pretix's concurrency tests inject a sleep there).
 
+    Everything that needs no lock is done before it (slot and provider terms in one read,
+    the audit row and the outbox event of the new id), so the locked section is lock,
+    count, insert, commit (plus a version bump when the slot fills up). A request for more seats than an unlocked read
+    shows left is refused without queueing on the lock (a refusal may only be early,
+    never an oversell). If the backstop refuses the insert, the caller's transaction is
+    rolled back (it is aborted anyway) to recount the seats left for the answer.
+
     Raises `Forbidden` (403: not a student or parent), `NotLinkedChild` (403),
     `ValidationFailed` (422: a parent without `student_id`), `SlotNotFound` (404),
     `OwnSlot` (403), `SlotNotOpen`, `SlotInPast`, `MinNoticeNotMet` (`BOOKING_MIN_NOTICE_S`),
     `ProviderUnavailable`, `OverlappingBooking`, `SoldOut` (409, `seats_left`), and
-    `SlotBusy` (503) when the slot's lock is not granted in `BOOKING_LOCK_TIMEOUT_MS`.
+    `SlotBusy` (429) when the slot's lock is not granted in `BOOKING_LOCK_TIMEOUT_MS`.
     """
     s = get_settings()
     student_id = await _student_for(session, actor, data.student_id)
-    with _slot_lock_errors():
+    st = await profiles.slot_for_booking(session, data.slot_id)
+    if st is None:
+        raise SlotNotFound("No slot with this id.")
+    if st.provider_id == student_id:
+        raise OwnSlot("A provider cannot book its own slot.")
+    _check_bookable(st.status, st.starts_at, now, s.booking_min_notice_s)
+    if not st.terms.bookable:
+        raise ProviderUnavailable("This provider cannot be booked at the moment.")
+    if st.seats_taken + data.seats > st.capacity:
+        # The counter says no; it may still hold lapsed holds: count before refusing.
+        taken = await repo.live_seats(session, slot_id=st.slot_id, now=now)
+        if data.seats > st.capacity - taken:
+            left = max(st.capacity - taken, 0)
+            raise SoldOut(f"Only {left} seat(s) left.", seats_left=left)
+    # Everything about the new booking is known now: its audit row and outbox event are
+    # written before the lock (the transaction commits all or nothing), so the locked
+    # section stays lock, count, insert, commit.
+    values = {
+        "id": uuid.uuid4(),
+        "student_id": student_id,
+        "booked_by": actor.id,
+        "provider_id": st.provider_id,
+        "slot_id": st.slot_id,
+        "seats": data.seats,
+        "starts_at": st.starts_at,
+        "ends_at": st.ends_at,
+        "status": "pending",
+        "hold_expires_at": now + timedelta(seconds=s.hold_ttl_s),
+        "price_minor": price_minor(
+            hourly_rate_minor=st.terms.hourly_rate_minor,
+            starts_at=st.starts_at,
+            ends_at=st.ends_at,
+            seats=data.seats,
+        ),
+        "currency": st.terms.currency,
+        "cancel_policy": policy_snapshot(st.terms.cancel_policy),
+        "created_at": now,
+        "updated_at": now,
+    }
+    await _held(session, values, actor.id)
+    async with _locked(session):
         if lock_slot:
             await repo.set_lock_timeout(session, s.booking_lock_timeout_ms)
         slot = await profiles.lock_slot(session, data.slot_id, lock=lock_slot)
         if slot is None:
             raise SlotNotFound("No slot with this id.")
-        if slot.provider_id == student_id:
-            raise OwnSlot("A provider cannot book its own slot.")
-        if slot.status != "open":
-            raise SlotNotOpen(f"This slot is {slot.status}.")
-        if slot.starts_at <= now:
-            raise SlotInPast("This slot has already started.")
-        if slot.starts_at - now < timedelta(seconds=s.booking_min_notice_s):
-            raise MinNoticeNotMet(
-                f"Slots are booked at least {s.booking_min_notice_s // 60} minutes ahead.",
-                min_notice_s=s.booking_min_notice_s,
-            )
-        terms = await profiles.booking_terms(session, slot.provider_id)
-        if terms is None or not terms.bookable:
-            raise ProviderUnavailable("This provider cannot be booked at the moment.")
+        _check_bookable(slot.status, slot.starts_at, now, s.booking_min_notice_s)
         t = await repo.tally(
             session, slot_id=slot.id, student_id=student_id, starts_at=slot.starts_at,
             ends_at=slot.ends_at, now=now,
@@ -382,45 +470,27 @@ async def hold(
             raise OverlappingBooking("You already hold or booked a seat at an overlapping time.")
         seats_left = slot.capacity - t.taken
         if data.seats > seats_left:
-            raise SoldOut(f"Only {max(seats_left, 0)} seat(s) left.", seats_left=max(seats_left, 0))
+            left = max(seats_left, 0)
+            raise SoldOut(f"Only {left} seat(s) left.", seats_left=left)
         if after_capacity_check is not None:
             await after_capacity_check()
-        values = {
-            "student_id": student_id,
-            "booked_by": actor.id,
-            "provider_id": slot.provider_id,
-            "slot_id": slot.id,
-            "seats": data.seats,
-            "starts_at": slot.starts_at,
-            "ends_at": slot.ends_at,
-            "hold_expires_at": now + timedelta(seconds=s.hold_ttl_s),
-            "price_minor": price_minor(
-                hourly_rate_minor=terms.hourly_rate_minor,
-                starts_at=slot.starts_at,
-                ends_at=slot.ends_at,
-                seats=data.seats,
-            ),
-            "currency": terms.currency,
-            "cancel_policy": policy_snapshot(terms.cancel_policy),
-            "created_at": now,
-            "updated_at": now,
-        }
         try:
-            async with session.begin_nested():
-                booking = await repo.insert_booking(session, values)
+            booking = await repo.insert_booking(session, values)
         except IntegrityError as exc:
             name = _constraint(exc)
             if name == SEATS_CONSTRAINT:
-                left = slot.capacity - await repo.live_seats(session, slot_id=slot.id, now=now)
+                slot_id, capacity = slot.id, slot.capacity
+                await session.rollback()  # expires `slot`: its values were read above
+                taken = await repo.live_seats(session, slot_id=slot_id, now=now)
+                left = max(capacity - taken, 0)
                 raise SoldOut(
-                    f"Only {max(left, 0)} seat(s) left.", seats_left=max(left, 0), by_backstop=True
+                    f"Only {left} seat(s) left.", seats_left=left, by_backstop=True
                 ) from None
             if name == OVERLAP_CONSTRAINT:
                 raise OverlappingBooking(
                     "You already hold or booked a seat at an overlapping time."
                 ) from None
             raise
-    await _moved(session, None, booking, actor.id)
     after = taken_before - t.lapsed_here + data.seats
     await _seats_changed(session, slot, before=taken_before, after=after)
     return _out(booking)
@@ -448,7 +518,7 @@ async def confirm(
     `not_pending` the payment must be voided or refunded (Sharetribe's rule: re-check
     availability under the lock, void when it fails).
 
-    Raises `BookingNotFound` (404) and `SlotBusy` (503).
+    Raises `BookingNotFound` (404) and `SlotBusy` (429).
     """
     booking, slot = await _lock_booking_slot(session, booking_id)
     if booking.status in ("confirmed", "completed", "no_show"):
@@ -522,7 +592,7 @@ async def cancel(
     `mark_refunded`). Before the start only, except for admins.
 
     Raises `BookingNotFound` (404, also for someone else's booking), `InvalidTransition`
-    (409: not pending/confirmed), `BookingStarted` (409) and `SlotBusy` (503).
+    (409: not pending/confirmed), `BookingStarted` (409) and `SlotBusy` (429).
     """
     booking, relation = await _visible(session, actor, booking_id)
     booking, slot = await _lock_booking_slot(session, booking.id)
@@ -603,7 +673,7 @@ async def expire_lapsed_holds(session: AsyncSession, *, slot_id: uuid.UUID, now:
 
     Correctness never waits for this: a lapsed hold stops counting at
     `hold_expires_at` (`hold` ignores it and sweeps it itself); this only settles the
-    state, frees `seats_taken` and tells the indexer. Raises `SlotBusy` (503)."""
+    state, frees `seats_taken` and tells the indexer. Raises `SlotBusy` (429)."""
     await repo.set_lock_timeout(session, get_settings().booking_lock_timeout_ms)
     with _slot_lock_errors():
         slot = await profiles.lock_slot(session, slot_id)
@@ -689,7 +759,7 @@ async def resize_slot(
 ) -> SlotOut:
     """Change a slot's capacity; never below the seats its bookings and live holds take
     (`CapacityBelowBooked`, 409, also enforced by the database CHECK). Lapsed holds are
-    swept first. Raises `SlotNotFound` (404), `Forbidden` (403), `SlotBusy` (503)."""
+    swept first. Raises `SlotNotFound` (404), `Forbidden` (403), `SlotBusy` (429)."""
     await _provider_slot(session, actor=actor, slot_id=slot_id, now=now)
     return await profiles.set_slot_capacity(session, user=actor, slot_id=slot_id, capacity=capacity)
 

@@ -319,6 +319,31 @@ async def lock_slots(session: AsyncSession, slot_ids: Sequence[uuid.UUID]) -> No
         )
 
 
+async def slot_for_booking(session: AsyncSession, slot_id: uuid.UUID) -> Row[Any] | None:
+    """One unlocked read of what a booking needs: the slot (provider, times, status,
+    capacity, seats_taken) with its provider's rate, currency, KYC status, cancellation
+    policy and account state; None when the slot does not exist."""
+    stmt = (
+        select(
+            AvailabilitySlot.provider_id,
+            AvailabilitySlot.starts_at,
+            AvailabilitySlot.ends_at,
+            AvailabilitySlot.status,
+            AvailabilitySlot.capacity,
+            AvailabilitySlot.seats_taken,
+            ProviderProfile.hourly_rate_minor,
+            ProviderProfile.currency,
+            ProviderProfile.kyc_status,
+            ProviderProfile.cancel_policy,
+            User.active,
+        )
+        .join(ProviderProfile, ProviderProfile.user_id == AvailabilitySlot.provider_id)
+        .join(User, User.id == AvailabilitySlot.provider_id)
+        .where(AvailabilitySlot.id == slot_id)
+    )
+    return (await session.execute(stmt)).first()
+
+
 async def set_slot_capacity(session: AsyncSession, slot_id: uuid.UUID, capacity: int) -> None:
     """Set the slot's capacity; raises `IntegrityError` (check violation
     `availability_slots_seats_taken`) below its seats taken."""

@@ -663,20 +663,37 @@ class BookingTerms:
     cancel_policy: dict[str, Any] | None
 
 
-async def booking_terms(session: AsyncSession, provider_id: uuid.UUID) -> BookingTerms | None:
-    """The provider's booking terms; None when it has no profile. `bookable` is false for
-    a deactivated account or a KYC-rejected profile."""
-    row = await repo.get_profile(session, provider_id)
+@dataclass(frozen=True, slots=True)
+class SlotTerms:
+    """A slot as booking sees it before locking it: its provider, times (UTC), status,
+    capacity and `seats_taken` (as read, unlocked), and the provider's `BookingTerms`."""
+
+    slot_id: uuid.UUID
+    provider_id: uuid.UUID
+    starts_at: datetime
+    ends_at: datetime
+    status: str
+    capacity: int
+    seats_taken: int
+    terms: BookingTerms
+
+
+async def slot_for_booking(session: AsyncSession, slot_id: uuid.UUID) -> SlotTerms | None:
+    """The slot and its provider's booking terms in one unlocked read (None: no such
+    slot). What may change concurrently (status, seats) is re-read under the lock."""
+    row = await repo.slot_for_booking(session, slot_id)
     if row is None:
         return None
-    p = row.profile
-    user = await repo.get_user(session, provider_id)
-    return BookingTerms(
-        bookable=user is not None and user.active and p.kyc_status != "rejected",
-        hourly_rate_minor=p.hourly_rate_minor,
-        currency=p.currency,
-        cancel_policy=p.cancel_policy,
-    )
+    return SlotTerms(
+        slot_id=slot_id, provider_id=row.provider_id, starts_at=row.starts_at,
+        ends_at=row.ends_at, status=row.status, capacity=row.capacity,
+        seats_taken=row.seats_taken,
+        terms=BookingTerms(
+            bookable=bool(row.active) and row.kyc_status != "rejected",
+            hourly_rate_minor=row.hourly_rate_minor, currency=row.currency,
+            cancel_policy=row.cancel_policy,
+        ),
+    )  # fmt: skip
 
 
 async def is_parent_of(session: AsyncSession, *, parent_id: uuid.UUID, child_id: uuid.UUID) -> bool:

@@ -7,10 +7,13 @@ live in `booking.service` (docs/booking.md).
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import CurrentUser, NowDep, ProviderUser, SessionDep, require_role
 from api.errors import problem_responses
@@ -31,6 +34,20 @@ from profiles.models import User
 
 router = APIRouter(tags=["bookings"], route_class=IdempotentRoute)
 
+
+@asynccontextmanager
+async def unit_of_work(session: AsyncSession) -> AsyncIterator[None]:
+    """Commit when the block succeeds; roll back at once when it raises, so row locks
+    (a slot's) are released before the error response is built and stored, not when the
+    request's session closes after it."""
+    try:
+        yield
+        await session.commit()
+    except BaseException:
+        await session.rollback()
+        raise
+
+
 BookerUser = Annotated[User, Depends(require_role("student", "parent"))]
 
 
@@ -46,7 +63,7 @@ BookerUser = Annotated[User, Depends(require_role("student", "parent"))]
                 "Location": {"description": "The booking's URL", "schema": {"type": "string"}}
             },
         },
-        **problem_responses(400, 401, 403, 404, 409, 422, 503),
+        **problem_responses(400, 401, 403, 404, 409, 422, 429),
     },
 )
 @idempotent(required=True)
@@ -61,11 +78,11 @@ async def create_booking(
     `min_notice` (starts within 2 h), `overlapping_booking`, `provider_unavailable`,
     `idempotency_key_in_use`. 403 `not_linked_child`, `own_slot`. 404 `slot_not_found`.
     400 `idempotency_key_missing` / `idempotency_key_invalid`; 422 validation or
-    `idempotency_key_mismatch`. 503 `slot_busy` (Retry-After) when the slot's lock is not
+    `idempotency_key_mismatch`. 429 `slot_busy` (Retry-After) when the slot's lock is not
     granted in time. A retry with the same key replays the first answer.
     """
-    booking = await service.hold(session, actor=user, data=data, now=now)
-    await session.commit()
+    async with unit_of_work(session):
+        booking = await service.hold(session, actor=user, data=data, now=now)
     response.headers["Location"] = f"/api/v1/bookings/{booking.id}"
     return booking
 
@@ -99,6 +116,10 @@ async def list_bookings(
     for name, value in (("from", start), ("to", end)):
         if value is not None and value.tzinfo is None:
             raise field_errors([(name, "needs a timezone offset (RFC 3339)")], location="query")
+        try:
+            _ = value and value.astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+            raise field_errors([(name, "out of range")], location="query") from None
     as_provider = as_ == "provider" or (as_ is None and user.role in ("tutor", "coach", "mentor"))
     return await service.list_bookings(
         session, actor=user, as_provider=as_provider, status=status_, start=start, end=end,
@@ -121,7 +142,7 @@ async def get_booking(booking_id: uuid.UUID, user: CurrentUser, session: Session
     "/bookings/{booking_id}/cancel",
     response_model=CancelResult,
     summary="Cancel a booking; says the refund due (Idempotency-Key supported)",
-    responses=problem_responses(400, 401, 404, 409, 422, 503),
+    responses=problem_responses(400, 401, 404, 409, 422, 429),
 )
 @idempotent()
 async def cancel_booking(
@@ -135,10 +156,11 @@ async def cancel_booking(
     100 % ≥ 24 h before the start, 50 % ≥ 2 h, else 0), the provider (100 %) or an admin
     (100 %); a pending (unpaid) booking refunds 0. 409 `invalid_transition` (not pending
     or confirmed), `booking_started`; 404 for someone else's booking."""
-    result = await service.cancel(
-        session, booking_id=booking_id, actor=user, reason=data.reason if data else None, now=now
-    )
-    await session.commit()
+    async with unit_of_work(session):
+        result = await service.cancel(
+            session, booking_id=booking_id, actor=user, reason=data.reason if data else None,
+            now=now,
+        )  # fmt: skip
     return result
 
 
@@ -153,8 +175,8 @@ async def complete_booking(
 ) -> BookingOut:
     """`confirmed` → `completed`, once the slot has ended. 409 `session_not_ended`,
     `invalid_transition`; 403 for the student."""
-    booking = await service.complete(session, booking_id=booking_id, actor=user, now=now)
-    await session.commit()
+    async with unit_of_work(session):
+        booking = await service.complete(session, booking_id=booking_id, actor=user, now=now)
     return booking
 
 
@@ -169,8 +191,8 @@ async def no_show_booking(
 ) -> BookingOut:
     """`confirmed` → `no_show`, once the slot has ended (no refund). 409
     `session_not_ended`, `invalid_transition`; 403 for the student."""
-    booking = await service.mark_no_show(session, booking_id=booking_id, actor=user, now=now)
-    await session.commit()
+    async with unit_of_work(session):
+        booking = await service.mark_no_show(session, booking_id=booking_id, actor=user, now=now)
     return booking
 
 

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query, status
 from api.deps import NowDep, ProviderUser, SessionDep
 from api.errors import problem_responses
 from api.idempotency import IdempotentRoute, idempotent
+from api.routers.bookings import unit_of_work
 from booking import service as booking_service
 from profiles import service
 from profiles.errors import field_errors
@@ -140,7 +141,7 @@ async def create_availability(
     "/availability/{slot_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Cancel one of your open slots (and, when asked, its bookings)",
-    responses=problem_responses(401, 403, 404, 409, 422, 503),
+    responses=problem_responses(401, 403, 404, 409, 422, 429),
 )
 async def delete_availability(
     slot_id: uuid.UUID,
@@ -156,26 +157,26 @@ async def delete_availability(
 ) -> None:
     """403 `forbidden` for another provider's slot; 404 `slot_not_found`; 409
     `slot_has_bookings` while bookings hold seats of it, unless `cancel_bookings=true`;
-    503 `slot_busy` (Retry-After)."""
-    await booking_service.cancel_slot(
-        session, actor=user, slot_id=slot_id, cancel_bookings=cancel_bookings, now=now
-    )
-    await session.commit()
+    429 `slot_busy` (Retry-After)."""
+    async with unit_of_work(session):
+        await booking_service.cancel_slot(
+            session, actor=user, slot_id=slot_id, cancel_bookings=cancel_bookings, now=now
+        )
 
 
 @router.patch(
     "/availability/{slot_id}",
     response_model=SlotOut,
     summary="Change the capacity of one of your open slots",
-    responses=problem_responses(401, 403, 404, 409, 422, 503),
+    responses=problem_responses(401, 403, 404, 409, 422, 429),
 )
 async def patch_availability(
     slot_id: uuid.UUID, data: SlotCapacityIn, user: ProviderUser, session: SessionDep, now: NowDep
 ) -> SlotOut:
     """409 `capacity_below_booked` below the seats booked and held (the database refuses
-    it too); 404 `slot_not_found`; 403 for another provider's slot; 503 `slot_busy`."""
-    slot = await booking_service.resize_slot(
-        session, actor=user, slot_id=slot_id, capacity=data.capacity, now=now
-    )
-    await session.commit()
+    it too); 404 `slot_not_found`; 403 for another provider's slot; 429 `slot_busy`."""
+    async with unit_of_work(session):
+        slot = await booking_service.resize_slot(
+            session, actor=user, slot_id=slot_id, capacity=data.capacity, now=now
+        )
     return slot
