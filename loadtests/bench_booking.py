@@ -6,7 +6,7 @@ bench-booking`); `--smoke` runs a tiny version (the test suite's check of its in
 Method. A scratch database (`<DATABASE_URL's name>_bench_booking`, dropped and re-created,
 migrated) is seeded directly in SQL: `--providers` tutors with `--slots` slots each of
 `--capacity` seats a week ahead, `--students` students, and one `--class-seats`-seat group
-class. The API runs as its own processes (`api.server.serve`: uvicorn, `--workers`
+class. The API runs as its own processes (`cli.serve.serve`: uvicorn, `--workers`
 workers, the connections dealt round-robin) on 127.0.0.1:`--port`; the load comes from
 httpx (async, keep-alive) in this process. Every request is `POST /api/v1/bookings` with
 a bearer token and a fresh `Idempotency-Key`, each from a student that books only once
@@ -127,10 +127,13 @@ def seed(conn: psycopg.Connection[Any], args: argparse.Namespace) -> dict[str, A
 
 
 def serve(url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
-    """The API (`api.server.serve`) on 127.0.0.1:`port` over the scratch database; returns
+    """The API (`cli.serve.serve`) on 127.0.0.1:`port` over the scratch database; returns
     once every worker answers."""
     env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "WARNING"}
-    code = f"from api.server import serve; serve('127.0.0.1', {int(port)}, {int(workers)})"
+    code = (
+        "from cli.serve import serve;"
+        f" serve(host='127.0.0.1', port={int(port)}, workers={int(workers)})"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT)
     for _ in range(300):
         try:
