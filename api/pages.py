@@ -1,4 +1,5 @@
-"""The public web pages: `/` (tutor map search) and `/coaches` (coach and mentor discovery).
+"""The web pages: `/` (tutor map search), `/coaches` (coach and mentor discovery) and
+`/admin` (the back-office: pending KYC and open complaints).
 
 Plain HTML, CSS and JavaScript modules under `api/web/` (no build step), served by the API:
 templates in `api/web/templates/`, assets (and the vendored Leaflet libraries) under
@@ -173,6 +174,13 @@ async def provider_page(
 ) -> HTMLResponse:
     """A provider's upcoming slots; group classes' seats update live (SSE)."""
     return _response("provider.html", request, lang)
+
+
+@router.get("/admin", response_class=HTMLResponse)
+async def admin_page(request: Request, lang: str | None = LangParam) -> HTMLResponse:
+    """The back-office: pending KYC decisions and open complaints (admin sign-in; the
+    data comes from the admin API with the admin's bearer token)."""
+    return _response("admin.html", request, lang)
 
 
 def install_pages(app: FastAPI) -> None:

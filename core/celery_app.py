@@ -44,6 +44,7 @@ TASK_MODULES = (
     "payments.tasks",
     "sessions.tasks",
     "notifications.tasks",
+    "reviews.tasks",
 )
 
 
@@ -99,6 +100,12 @@ def celery_config(s: Settings) -> dict[str, Any]:
                 "task": "sessions.sweep",
                 "schedule": s.session_sweep_interval_s,
                 "options": {"expires": s.session_sweep_interval_s},
+            },
+            # C of the damped rating sort key, the platform mean (reviews/tasks.py)
+            "reviews-rating-prior": {
+                "task": "reviews.refresh_rating_prior",
+                "schedule": s.rating_prior_refresh_s,
+                "options": {"expires": s.rating_prior_refresh_s},
             },
         },
     }
