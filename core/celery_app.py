@@ -35,10 +35,11 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, signals
+from celery.schedules import crontab
 
 from core.settings import Settings, get_settings
 
-TASK_MODULES = ("indexer.tasks", "booking.tasks", "payments.tasks")
+TASK_MODULES = ("indexer.tasks", "booking.tasks", "payments.tasks", "credits.tasks")
 
 
 def celery_config(s: Settings) -> dict[str, Any]:
@@ -75,6 +76,16 @@ def celery_config(s: Settings) -> dict[str, Any]:
                 "schedule": s.booking_expiry_sweep_s,
                 # a sweep not started within one period is superseded by the next one
                 "options": {"expires": s.booking_expiry_sweep_s},
+            },
+            # credits: the nightly expiry (and week-ahead notices), and the daily catch-up
+            # of subscription invoices whose webhooks were missed
+            "credits-expire": {
+                "task": "credits.expire",
+                "schedule": crontab(minute=0, hour=s.credits_expiry_hour_utc),
+            },
+            "credits-allocate-monthly": {
+                "task": "credits.allocate_monthly",
+                "schedule": crontab(minute=15, hour=s.credits_allocation_hour_utc),
             },
         },
     }

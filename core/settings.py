@@ -115,6 +115,14 @@ class Settings(BaseSettings):
     payments_task_max_retries: int = Field(default=8, ge=0, le=50)
     payments_task_retry_s: float = Field(default=2.0, gt=0, le=300)
 
+    # Credits (credits/): life of granted credits (months; a plan may set its own), the
+    # notice before they lapse (days), the nightly expiry job's hour (UTC) and the daily
+    # reconciliation of subscriptions whose period ended (hour, UTC).
+    credits_validity_months: int = Field(default=12, ge=1, le=60)
+    credits_expiry_notice_days: int = Field(default=7, ge=0, le=60)
+    credits_expiry_hour_utc: int = Field(default=2, ge=0, le=23)
+    credits_allocation_hour_utc: int = Field(default=3, ge=0, le=23)
+
     @field_validator("database_url", "database_read_url")
     @classmethod
     def _psycopg_driver(cls, value: str | None) -> str | None:

@@ -37,6 +37,11 @@ async def sync_payment(
 ) -> service.Applied:
     """Re-read the intent `ref`, apply it, commit; then execute any refund it recorded."""
     intent = await provider.get_intent(ref)
+    if "credit_purchase_id" in intent.metadata:  # a pack of credits, not a booking
+        from credits import jobs as credits_jobs
+
+        await credits_jobs.sync_purchase(provider, intent=intent, now=now)
+        return service.Applied(None, None, None)
     async with async_session_factory()() as session, session.begin():
         applied = await service.apply_intent(
             session, gateway=provider.name, intent=intent, now=now()
@@ -99,6 +104,12 @@ async def process_event(provider: PaymentProvider, *, row_id: int, now: Clock = 
         elif event.object_kind == "refund" and event.object_ref:
             await sync_payment(provider, ref=event.object_ref, now=now)
             await sync_refunds(provider, payment_ref=event.object_ref, now=now)
+        elif event.object_kind in ("invoice", "subscription") and event.object_ref:
+            from credits import jobs as credits_jobs  # Stripe Billing: credits' subscriptions
+
+            await credits_jobs.sync_billing_object(
+                kind=event.object_kind, ref=event.object_ref, now=now
+            )
         else:
             outcome = "ignored"
     except Exception as exc:

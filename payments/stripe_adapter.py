@@ -335,6 +335,8 @@ class StripeProvider:
             kind, ref = "refund", obj.get("payment_intent")
         elif obj_type == "transfer":
             kind, ref = "transfer", obj.get("id")
+        elif obj_type in ("invoice", "subscription"):
+            kind, ref = obj_type, obj.get("id")
         return WebhookEvent(
             event_id=str(payload["id"]),
             type=str(payload["type"]),
