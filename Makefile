@@ -29,7 +29,7 @@ CACHE ?= both
 LOADTEST_HOST := $(if $(filter command line,$(origin HOST)),$(HOST),$(LOADTEST_HOST))
 LOADTEST_TARGET = $(if $(LOADTEST_HOST),--host $(LOADTEST_HOST),--port $(LOADTEST_PORT) --workers $(API_WORKERS) --tutors $(TUTORS) --coaches $(COACHES) --students $(STUDENTS))
 
-.PHONY: install services browser migrate seed run worker test lint typecheck format bench bench-seed bench-search bench-indexer bench-reindex bench-payments stripe-standin loadtest capacity clean
+.PHONY: install services browser migrate seed run worker test lint typecheck format bench bench-seed bench-search bench-indexer bench-reindex bench-booking bench-payments stripe-standin loadtest capacity clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -92,7 +92,7 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: bench-seed bench-search bench-indexer bench-reindex bench-payments  ## every benchmark, one after the other (~15 min here)
+bench: bench-seed bench-search bench-indexer bench-reindex bench-booking bench-payments  ## every benchmark, one after the other (~20 min here)
 
 bench-seed: install services  ## seed 100,000 providers into a scratch database and time it
 	$(BIN)/python -m loadtests.bench_seed --providers 100000
@@ -114,6 +114,9 @@ capacity: install $(if $(LOADTEST_HOST),,services)  ## step users up until searc
 
 bench-reindex: install services  ## full reindex of 200k tutors + 50k coaches through a real Celery worker
 	$(BIN)/python -m loadtests.bench_reindex
+
+bench-booking: install services  ## hold p95 at 100 req/s open loop, saturation, 500 students on a 20-seat class
+	$(BIN)/python -m loadtests.bench_booking
 
 bench-payments: install services  ## webhook ingest/s, commit-to-confirmed p95 at 100 payments/s, payment-intent p95 (stand-in Stripe)
 	$(BIN)/python -m loadtests.bench_payments

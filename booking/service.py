@@ -30,8 +30,8 @@ import base64
 import hashlib
 import hmac
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -154,6 +154,23 @@ def _slot_lock_errors() -> Iterator[None]:
     except DBAPIError as exc:
         if isinstance(exc.orig, psycopg.errors.LockNotAvailable | psycopg.errors.DeadlockDetected):
             raise SlotBusy() from None
+        raise
+
+
+@asynccontextmanager
+async def _locked(session: AsyncSession) -> AsyncIterator[None]:
+    """A block that takes the slot's row lock: lock errors become `SlotBusy`, and any
+    error rolls back at once, releasing the lock.
+
+    The unit of work is lost anyway; waiting for the request to close its session would
+    keep the lock while the HTTP layer still needs another pooled connection (the
+    idempotency record): under contention every other connection of the pool waits on
+    that lock, and nobody finishes before the pool's timeout."""
+    try:
+        with _slot_lock_errors():
+            yield
+    except BaseException:
+        await session.rollback()
         raise
 
 
@@ -431,7 +448,7 @@ async def hold(
         "updated_at": now,
     }
     await _held(session, values, actor.id)
-    with _slot_lock_errors():
+    async with _locked(session):
         if lock_slot:
             await repo.set_lock_timeout(session, s.booking_lock_timeout_ms)
         slot = await profiles.lock_slot(session, data.slot_id, lock=lock_slot)

@@ -166,12 +166,16 @@ class Bookers:
 
 
 async def post(client: httpx.AsyncClient, token: str, slot: uuid.UUID) -> tuple[int, str]:
-    """One hold; returns (status, problem code or "")."""
-    r = await client.post(
-        "/api/v1/bookings",
-        headers={"Authorization": f"Bearer {token}", "Idempotency-Key": f'"{uuid.uuid4()}"'},
-        json={"slot_id": str(slot)},
-    )
+    """One hold; returns (status, problem code or ""), or (0, the transport error's name)
+    when no answer came (connect or read timeout of an overloaded server)."""
+    try:
+        r = await client.post(
+            "/api/v1/bookings",
+            headers={"Authorization": f"Bearer {token}", "Idempotency-Key": f'"{uuid.uuid4()}"'},
+            json={"slot_id": str(slot)},
+        )
+    except httpx.TransportError as exc:
+        return 0, type(exc).__name__
     code = r.json().get("code", "") if r.status_code >= 400 else ""
     return r.status_code, code
 
@@ -376,10 +380,18 @@ def main(argv: list[str] | None = None) -> int:
         for k, n in report[phase]["statuses"].items() if k.startswith("5")
     )  # fmt: skip
     contention_ok = report["contention"]["statuses"].get("201", 0) == args.class_seats
+    unanswered = sum(
+        n for phase in ("open_loop", "saturation", "contention")
+        for k, n in report[phase]["statuses"].items() if k.startswith("0")
+    )  # fmt: skip
+    report["unanswered"] = unanswered
     report["invariants"] = {
         "no_5xx": fives == 0,
         "contention_sold_exactly_the_seats": contention_ok
         and report["database"]["class_seats_held"] == args.class_seats,
+        "contention_all_answered": not any(
+            k.startswith("0") for k in report["contention"]["statuses"]
+        ),
         "never_oversold": report["database"]["slots_over_capacity"] == 0,
         "counters_exact": report["database"]["counters_off"] == 0,
     }
@@ -400,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"contention, {con['contenders']} at once on a {args.class_seats}-seat class:"
           f" statuses {con['statuses']}, p95 {con['latency_ms'].get('p95')} ms;"
           f" database {report['database']}")  # fmt: skip
+    print(f"unanswered (transport errors, counted as status 0): {unanswered}")
     print(f"invariants {report['invariants']} -> {args.out}")
     return 0 if all(report["invariants"].values()) else 1
 

@@ -33,19 +33,25 @@ Clock = Callable[[], datetime]
 
 
 async def sync_payment(
-    provider: PaymentProvider, *, ref: str, now: Clock = utcnow
+    provider: PaymentProvider, *, ref: str, now: Clock = utcnow, event_row: int | None = None
 ) -> service.Applied:
-    """Re-read the intent `ref`, apply it, commit; then execute any refund it recorded."""
+    """Re-read the intent `ref`, apply it, commit (with the inbox row `event_row` marked
+    processed in the same transaction); then execute any refund it recorded."""
     intent = await provider.get_intent(ref)
     if "credit_purchase_id" in intent.metadata:  # a pack of credits, not a booking
         from credits import jobs as credits_jobs
 
         await credits_jobs.sync_purchase(provider, intent=intent, now=now)
+        if event_row is not None:
+            async with async_session_factory()() as session, session.begin():
+                await repo.mark_event(session, event_row, processed=True, error=None, retry_s=0)
         return service.Applied(None, None, None)
     async with async_session_factory()() as session, session.begin():
         applied = await service.apply_intent(
             session, gateway=provider.name, intent=intent, now=now()
         )
+        if event_row is not None:
+            await repo.mark_event(session, event_row, processed=True, error=None, retry_s=0)
     for refund_id in applied.refund_ids:
         await execute_refund(provider, refund_id=refund_id, now=now)
     return applied
@@ -89,38 +95,51 @@ async def sync_refunds(provider: PaymentProvider, *, payment_ref: str, now: Cloc
 
 
 async def process_event(provider: PaymentProvider, *, row_id: int, now: Clock = utcnow) -> str:
-    """Process one stored webhook event (idempotent). Returns `processed`, `skipped`
-    (already processed) or `ignored` (a type we do not act on). On failure the error is
-    recorded on the row (a dead letter once retries are exhausted) and re-raised."""
-    sessions = async_session_factory()
-    async with sessions() as session:
+    """Process one stored webhook event by id (idempotent; see `process_claimed`).
+    Returns `skipped` for an unknown or already processed event."""
+    async with async_session_factory()() as session:
         event = await repo.get_event(session, row_id)
     if event is None or event.processed_at is not None:
         return "skipped"
-    outcome = "processed"
+    claimed = repo.Claimed(event.id, event.object_kind, event.object_ref)
+    return await process_claimed(provider, event=claimed, now=now)
+
+
+async def process_claimed(
+    provider: PaymentProvider, *, event: repo.Claimed, now: Clock = utcnow
+) -> str:
+    """Process one stored webhook event: re-read the object it names from the gateway and
+    apply it; a payment's state and the event's `processed_at` commit together. Returns
+    `processed` or `ignored` (a type we do not act on). On failure the error and the next
+    attempt's time are recorded on the row (a dead letter once attempts run out) and the
+    error re-raised."""
+    sessions = async_session_factory()
     try:
         if event.object_kind == "payment" and event.object_ref:
-            await sync_payment(provider, ref=event.object_ref, now=now)
-        elif event.object_kind == "refund" and event.object_ref:
+            await sync_payment(provider, ref=event.object_ref, now=now, event_row=event.id)
+            return "processed"
+        if event.object_kind == "refund" and event.object_ref:
             await sync_payment(provider, ref=event.object_ref, now=now)
             await sync_refunds(provider, payment_ref=event.object_ref, now=now)
+            outcome = "processed"
         elif event.object_kind in ("invoice", "subscription") and event.object_ref:
             from credits import jobs as credits_jobs  # Stripe Billing: credits' subscriptions
 
             await credits_jobs.sync_billing_object(
                 kind=event.object_kind, ref=event.object_ref, now=now
             )
+            outcome = "processed"
         else:
             outcome = "ignored"
     except Exception as exc:
         async with sessions() as session, session.begin():
             await repo.mark_event(
-                session, row_id, processed=False, error=repr(exc)[:2000],
+                session, event.id, processed=False, error=repr(exc)[:2000],
                 retry_s=get_settings().payments_task_retry_s,
             )  # fmt: skip
         raise
     async with sessions() as session, session.begin():
-        await repo.mark_event(session, row_id, processed=True, error=None, retry_s=0)
+        await repo.mark_event(session, event.id, processed=True, error=None, retry_s=0)
     return outcome
 
 
@@ -152,23 +171,23 @@ async def drain(
     gate = asyncio.Semaphore(concurrency)
     processed = failed = 0
 
-    async def one(row_id: int) -> bool:
+    async def one(event: repo.Claimed) -> bool:
         async with gate:
             try:
-                await process_event(provider, row_id=row_id, now=now)
+                await process_claimed(provider, event=event, now=now)
                 return True
             except Exception as exc:
-                log.warning("webhook_event_failed", row_id=row_id, error=repr(exc))
+                log.warning("webhook_event_failed", row_id=event.id, error=repr(exc))
                 return False
 
     while True:
         async with sessions() as session, session.begin():
-            ids = await repo.claim_events(
+            claimed = await repo.claim_events(
                 session, limit=batch, lease_s=lease_s, max_attempts=max_attempts
             )
-        if not ids:
+        if not claimed:
             break
-        results = await asyncio.gather(*(one(i) for i in ids))
+        results = await asyncio.gather(*(one(e) for e in claimed))
         processed += sum(results)
         failed += len(results) - sum(results)
     async with sessions() as session:

@@ -79,12 +79,6 @@ async def move_payment(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def payments_since(session: AsyncSession, since: datetime) -> Sequence[Payment]:
-    """Payments created at or after `since` (reconciliation)."""
-    stmt = select(Payment).where(Payment.created_at >= since).order_by(Payment.created_at)
-    return (await session.execute(stmt)).scalars().all()
-
-
 # --- refunds ---------------------------------------------------------------------------
 
 
@@ -119,12 +113,6 @@ async def get_refund_by_ref(
     if lock:
         stmt = stmt.with_for_update().execution_options(populate_existing=True)
     return (await session.execute(stmt)).scalar_one_or_none()
-
-
-async def refunds_of(session: AsyncSession, payment_id: uuid.UUID) -> Sequence[Refund]:
-    """The payment's refunds by number."""
-    stmt = select(Refund).where(Refund.payment_id == payment_id).order_by(Refund.seq)
-    return (await session.execute(stmt)).scalars().all()
 
 
 async def pending_refund_ids(
@@ -180,16 +168,6 @@ async def succeeded_refunds_total(
 
 # --- webhook inbox ---------------------------------------------------------------------
 
-_INSERT_EVENT = text(
-    "INSERT INTO webhook_events (source, event_id, type, object_kind, object_ref, payload)"
-    " VALUES (:source, :event_id, :type, :object_kind, :object_ref, CAST(:payload AS jsonb))"
-    " ON CONFLICT (source, event_id) DO NOTHING RETURNING id"
-)
-_FIND_EVENT = text(
-    "SELECT id, processed_at IS NOT NULL AS processed FROM webhook_events"
-    " WHERE source = :source AND event_id = :event_id"
-)
-
 
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
@@ -199,32 +177,6 @@ class StoredEvent:
     id: int
     inserted: bool
     processed: bool
-
-
-async def store_event(
-    session: AsyncSession,
-    *,
-    source: str,
-    event_id: str,
-    type_: str,
-    object_kind: str,
-    object_ref: str | None,
-    payload_json: str,
-) -> StoredEvent:
-    """Insert an event once by `(source, event_id)` (ON CONFLICT DO NOTHING)."""
-    params = {
-        "source": source,
-        "event_id": event_id,
-        "type": type_,
-        "object_kind": object_kind,
-        "object_ref": object_ref,
-        "payload": payload_json,
-    }
-    row_id = (await session.execute(_INSERT_EVENT, params)).scalar_one_or_none()
-    if row_id is not None:
-        return StoredEvent(int(row_id), True, False)
-    row = (await session.execute(_FIND_EVENT, params)).one()
-    return StoredEvent(int(row.id), False, bool(row.processed))
 
 
 async def get_event(
@@ -263,7 +215,8 @@ _CLAIM = text(
     " WHERE id IN (SELECT id FROM webhook_events WHERE processed_at IS NULL"
     " AND attempts < :max_attempts AND next_attempt_at <= now()"
     " AND (claimed_until IS NULL OR claimed_until < now())"
-    " ORDER BY received_at LIMIT :limit FOR UPDATE SKIP LOCKED) RETURNING id"
+    " ORDER BY received_at LIMIT :limit FOR UPDATE SKIP LOCKED)"
+    " RETURNING id, object_kind, object_ref"
 )
 _NEXT_RETRY = text(
     "SELECT extract(epoch FROM min(next_attempt_at) - now()) FROM webhook_events"
@@ -271,13 +224,23 @@ _NEXT_RETRY = text(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A stored event to process: its row id and the object it names."""
+
+    id: int
+    object_kind: str
+    object_ref: str | None
+
+
 async def claim_events(
     session: AsyncSession, *, limit: int, lease_s: float, max_attempts: int
-) -> list[int]:
+) -> list[Claimed]:
     """Claim up to `limit` events due for processing (oldest first) for `lease_s` seconds;
     concurrent drains skip each other's rows (SKIP LOCKED) and claims."""
     params = {"limit": limit, "lease_s": lease_s, "max_attempts": max_attempts}
-    return [int(r) for r in (await session.execute(_CLAIM, params)).scalars().all()]
+    rows = (await session.execute(_CLAIM, params)).all()
+    return [Claimed(int(r.id), str(r.object_kind), r.object_ref) for r in rows]
 
 
 async def next_retry_in(session: AsyncSession, *, max_attempts: int) -> float | None:

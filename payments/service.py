@@ -19,7 +19,6 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import orjson
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -181,16 +180,6 @@ async def create_intent(
 # --- webhook intake --------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Intake:
-    """A verified webhook and its inbox row: `enqueue` when it still needs processing."""
-
-    event: WebhookEvent
-    row_id: int
-    inserted: bool
-    enqueue: bool
-
-
 def verify_webhook(
     provider: PaymentProvider, *, body: bytes, headers: dict[str, str]
 ) -> WebhookEvent:
@@ -200,23 +189,6 @@ def verify_webhook(
         return provider.parse_webhook(body, headers)
     except InvalidWebhook as exc:
         raise InvalidSignature(f"Webhook rejected: {exc}") from exc
-
-
-async def store_webhook(
-    session: AsyncSession, provider: PaymentProvider, *, event: WebhookEvent
-) -> Intake:
-    """Store a verified event once by `(source, event_id)`. A redelivery of an event not
-    yet processed asks for processing again (its first task may have been lost)."""
-    stored = await repo.store_event(
-        session,
-        source=provider.name,
-        event_id=event.event_id,
-        type_=event.type,
-        object_kind=event.object_kind,
-        object_ref=event.object_ref,
-        payload_json=orjson.dumps(event.payload).decode(),
-    )
-    return Intake(event, stored.id, stored.inserted, not stored.processed)
 
 
 # --- payment state ---------------------------------------------------------------------

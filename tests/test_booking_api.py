@@ -275,3 +275,45 @@ async def test_list_my_bookings_with_filters_and_cursor(
     assert [i["id"] for i in r.json()["items"]] == ids
     r = await api.get(URL, headers=bearer(create_user(db), "student"))
     assert r.json() == {"items": [], "next_cursor": None}
+
+
+def test_openapi_documents_every_booking_status_and_example() -> None:
+    from api.app import create_app
+
+    spec = create_app().openapi()
+    paths = spec["paths"]
+    expected = {
+        ("/api/v1/bookings", "post"): {"201", "400", "401", "403", "404", "409", "422", "429"},
+        ("/api/v1/bookings", "get"): {"200", "401", "403", "422"},
+        ("/api/v1/bookings/{booking_id}", "get"): {"200", "401", "404", "422"},
+        ("/api/v1/bookings/{booking_id}/cancel", "post"): {"200", "400", "401", "404", "409", "422", "429"},
+        ("/api/v1/bookings/{booking_id}/complete", "post"): {"200", "401", "403", "404", "409", "422"},
+        ("/api/v1/bookings/{booking_id}/no-show", "post"): {"200", "401", "403", "404", "409", "422"},
+        ("/api/v1/profiles/me/cancel-policy", "put"): {"200", "401", "403", "409", "422"},
+        ("/api/v1/availability/{slot_id}", "patch"): {"200", "401", "403", "404", "409", "422", "429"},
+        ("/api/v1/availability/{slot_id}", "delete"): {"204", "401", "403", "404", "409", "422", "429"},
+    }  # fmt: skip
+    for (path, method), codes in expected.items():
+        op = paths[path][method]
+        assert set(op["responses"]) == codes, (path, method)
+        for status, resp in op["responses"].items():
+            if status.startswith(("4", "5")):
+                assert "application/problem+json" in resp["content"], (path, method, status)
+    key_param = [
+        p for p in paths["/api/v1/bookings"]["post"]["parameters"] if p["name"] == "Idempotency-Key"
+    ]
+    assert key_param[0]["required"] is True
+    schemas = spec["components"]["schemas"]
+    for name in ("BookingCreate", "BookingOut", "BookingPage", "CancelIn", "CancelResult",
+                 "CancelPolicy", "CancelPolicyOut", "SlotCapacityIn"):  # fmt: skip
+        assert schemas[name].get("examples"), name
+
+
+async def test_out_of_range_dates_are_422(
+    api: httpx.AsyncClient, db: psycopg.Connection, clock: dict[str, Any]
+) -> None:
+    uid = create_user(db)
+    r = await api.get(
+        URL, headers=bearer(uid, "student"), params={"from": "0001-01-01T00:00:00+01:00"}
+    )
+    assert (r.status_code, r.json()["errors"][0]["param"]) == (422, "from")

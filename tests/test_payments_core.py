@@ -381,3 +381,20 @@ async def test_payout_approval_is_admin_only_paid_by_transfer_or_manually_and_au
         headers=tutor,
     )
     assert forbidden.status_code == 403
+
+
+async def test_concurrent_deliveries_are_stored_once_each_in_group_commits(
+    api: httpx.AsyncClient, db: psycopg.Connection[Any]
+) -> None:
+    bodies = [_event_body(f"evt_group_{i}") for i in range(5)]
+    deliveries = [b for b in bodies for _ in range(3)]  # every event delivered 3 times at once
+    answers = await asyncio.gather(
+        *(
+            api.post(WEBHOOK_PATH, content=b, headers={"Stripe-Signature": _sign(b)})
+            for b in deliveries
+        )
+    )
+    assert [a.status_code for a in answers] == [200] * 15
+    assert _stored(db) == 5
+    rows = db.execute("SELECT event_id, type, object_ref FROM webhook_events ORDER BY event_id")
+    assert [r[0] for r in rows] == [f"evt_group_{i}" for i in range(5)]

@@ -7,10 +7,13 @@ live in `booking.service` (docs/booking.md).
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import CurrentUser, NowDep, ProviderUser, SessionDep, require_role
 from api.errors import problem_responses
@@ -33,6 +36,20 @@ from profiles.errors import field_errors
 from profiles.models import User
 
 router = APIRouter(tags=["bookings"], route_class=IdempotentRoute)
+
+
+@asynccontextmanager
+async def unit_of_work(session: AsyncSession) -> AsyncIterator[None]:
+    """Commit when the block succeeds; roll back at once when it raises, so row locks
+    (a slot's) are released before the error response is built and stored, not when the
+    request's session closes after it."""
+    try:
+        yield
+        await session.commit()
+    except BaseException:
+        await session.rollback()
+        raise
+
 
 BookerUser = Annotated[User, Depends(require_role("student", "parent"))]
 
@@ -73,13 +90,13 @@ async def create_booking(
     expiring first. 409 `insufficient_credits` (`needed`, `available`), 422
     `no_credit_cost`; nothing is held then.
     """
-    booking = await service.hold(session, actor=user, data=data, now=now)
-    if data.payment_method == "credits":
-        # spent and confirmed in the hold's transaction: all of it commits, or none
-        booking = await credits_service.pay_booking(
-            session, booking=booking, payer_id=user.id, now=now
-        )
-    await session.commit()
+    async with unit_of_work(session):
+        booking = await service.hold(session, actor=user, data=data, now=now)
+        if data.payment_method == "credits":
+            # spent and confirmed in the hold's transaction: all of it commits, or none
+            booking = await credits_service.pay_booking(
+                session, booking=booking, payer_id=user.id, now=now
+            )
     response.headers["Location"] = f"/api/v1/bookings/{booking.id}"
     return booking
 
@@ -113,6 +130,10 @@ async def list_bookings(
     for name, value in (("from", start), ("to", end)):
         if value is not None and value.tzinfo is None:
             raise field_errors([(name, "needs a timezone offset (RFC 3339)")], location="query")
+        try:
+            _ = value and value.astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+            raise field_errors([(name, "out of range")], location="query") from None
     as_provider = as_ == "provider" or (as_ is None and user.role in ("tutor", "coach", "mentor"))
     return await service.list_bookings(
         session, actor=user, as_provider=as_provider, status=status_, start=start, end=end,
@@ -149,14 +170,15 @@ async def cancel_booking(
     100 % ≥ 24 h before the start, 50 % ≥ 2 h, else 0), the provider (100 %) or an admin
     (100 %); a pending (unpaid) booking refunds 0. 409 `invalid_transition` (not pending
     or confirmed), `booking_started`; 404 for someone else's booking."""
-    result = await service.cancel(
-        session, booking_id=booking_id, actor=user, reason=data.reason if data else None, now=now
-    )
-    # credits spent on it come back per the policy (as REFUND, original expiry), atomically
-    await credits_service.refund_booking(
-        session, booking_id=booking_id, percent=result.refund_percent, now=now
-    )
-    await session.commit()
+    async with unit_of_work(session):
+        result = await service.cancel(
+            session, booking_id=booking_id, actor=user, reason=data.reason if data else None,
+            now=now,
+        )  # fmt: skip
+        # credits spent on it come back per the policy (REFUND, original expiry), atomically
+        await credits_service.refund_booking(
+            session, booking_id=booking_id, percent=result.refund_percent, now=now
+        )
     # After the commit (lock order: booking first, then the payment in its own transaction):
     # refund the policy's share, or cancel the unpaid intent.
     await payments_jobs.after_cancellations(get_provider(), [(booking_id, result.refund_due_minor)])
@@ -174,8 +196,8 @@ async def complete_booking(
 ) -> BookingOut:
     """`confirmed` → `completed`, once the slot has ended. 409 `session_not_ended`,
     `invalid_transition`; 403 for the student."""
-    booking = await service.complete(session, booking_id=booking_id, actor=user, now=now)
-    await session.commit()
+    async with unit_of_work(session):
+        booking = await service.complete(session, booking_id=booking_id, actor=user, now=now)
     return booking
 
 
@@ -190,8 +212,8 @@ async def no_show_booking(
 ) -> BookingOut:
     """`confirmed` → `no_show`, once the slot has ended (no refund). 409
     `session_not_ended`, `invalid_transition`; 403 for the student."""
-    booking = await service.mark_no_show(session, booking_id=booking_id, actor=user, now=now)
-    await session.commit()
+    async with unit_of_work(session):
+        booking = await service.mark_no_show(session, booking_id=booking_id, actor=user, now=now)
     return booking
 
 

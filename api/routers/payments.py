@@ -18,7 +18,7 @@ from api.errors import problem_responses
 from core.errors import ValidationFailed
 from core.logging import get_logger
 from core.redis import get_async_redis
-from payments import payouts, service
+from payments import inbox, payouts, service
 from payments.errors import AmountNotSupported
 from payments.provider import PaymentProvider, ProviderError
 from payments.schemas import (
@@ -96,27 +96,25 @@ async def create_payment_intent(
         },
     },
 )
-async def stripe_webhook(
-    request: Request, session: SessionDep, gateway: ProviderDep, redis: AsyncRedis
-) -> WebhookAck:
+async def stripe_webhook(request: Request, gateway: ProviderDep, redis: AsyncRedis) -> WebhookAck:
     """Verified on the raw body with `stripe.Webhook.construct_event` (any `v1` signature
     of the secret, 300 s tolerance); 400 `invalid_signature` stores nothing. A valid event
-    is stored once by its id and answered at once; a Celery task re-reads the object from
-    Stripe and applies it (so order and duplicates do not matter)."""
+    is stored once by its id (committed before the answer, in a group commit with the
+    events arriving at the same time) and answered at once; a Celery task re-reads the
+    object from Stripe and applies it (so order and duplicates do not matter)."""
     from payments.tasks import DRAIN_FLAG, DRAIN_FLAG_TTL_S, drain_webhook_events
 
     body = await request.body()
     headers = {k.lower(): v for k, v in request.headers.items()}
     event = service.verify_webhook(gateway, body=body, headers=headers)
-    intake = await service.store_webhook(session, gateway, event=event)
-    await session.commit()
-    if intake.enqueue:
+    stored = await inbox.writer(gateway.name).store(event)
+    if not stored.processed:
         try:
             if await redis.set(DRAIN_FLAG, b"1", nx=True, ex=DRAIN_FLAG_TTL_S):
                 drain_webhook_events.delay()
         except Exception as exc:  # stored: the next kick or reconcile --fix processes it
-            log.error("webhook_enqueue_failed", row_id=intake.row_id, exc_info=exc)
-    return WebhookAck(duplicate=not intake.inserted)
+            log.error("webhook_enqueue_failed", row_id=stored.id, exc_info=exc)
+    return WebhookAck(duplicate=not stored.inserted)
 
 
 # --- payouts ---------------------------------------------------------------------------

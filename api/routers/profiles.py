@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query, status
 from api.deps import NowDep, ProviderUser, SessionDep
 from api.errors import problem_responses
 from api.idempotency import IdempotentRoute, idempotent
+from api.routers.bookings import unit_of_work
 from booking import service as booking_service
 from credits import service as credits_service
 from payments import jobs as payments_jobs
@@ -160,14 +161,14 @@ async def delete_availability(
     """403 `forbidden` for another provider's slot; 404 `slot_not_found`; 409
     `slot_has_bookings` while bookings hold seats of it, unless `cancel_bookings=true`;
     429 `slot_busy` (Retry-After)."""
-    canceled = await booking_service.cancel_slot(
-        session, actor=user, slot_id=slot_id, cancel_bookings=cancel_bookings, now=now
-    )
-    for c in canceled:  # bookings paid with credits get them back (100 %), same transaction
-        await credits_service.refund_booking(
-            session, booking_id=c.booking.id, percent=c.refund_percent, now=now
+    async with unit_of_work(session):
+        canceled = await booking_service.cancel_slot(
+            session, actor=user, slot_id=slot_id, cancel_bookings=cancel_bookings, now=now
         )
-    await session.commit()
+        for c in canceled:  # bookings paid with credits get them back (100 %), atomically
+            await credits_service.refund_booking(
+                session, booking_id=c.booking.id, percent=c.refund_percent, now=now
+            )
     # Full refunds of the canceled bookings (or their unpaid intents canceled), after commit.
     await payments_jobs.after_cancellations(
         payment_gateway(), [(c.booking.id, c.refund_due_minor) for c in canceled]
@@ -185,8 +186,8 @@ async def patch_availability(
 ) -> SlotOut:
     """409 `capacity_below_booked` below the seats booked and held (the database refuses
     it too); 404 `slot_not_found`; 403 for another provider's slot; 429 `slot_busy`."""
-    slot = await booking_service.resize_slot(
-        session, actor=user, slot_id=slot_id, capacity=data.capacity, now=now
-    )
-    await session.commit()
+    async with unit_of_work(session):
+        slot = await booking_service.resize_slot(
+            session, actor=user, slot_id=slot_id, capacity=data.capacity, now=now
+        )
     return slot
