@@ -264,6 +264,10 @@ class StripeStandin(BillingMixin):
             # Stripe retries for 3 days; the stand-in a few times within seconds.
             for delay in (0.0, 0.2, 0.5, 1.0, 2.0):
                 time.sleep(delay)
+                with self.lock:
+                    known = event_id in self.events
+                if not known:  # forgotten by a reset while queued: never kill the thread
+                    break
                 if 200 <= self.deliver_now(event_id) < 300:
                     break
 
