@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from api.cli_indexer import indexer_app
 from api.cli_reindex import reindex_cmd
 from core.settings import get_settings
+from credits.cli import credits_app
 from payments.cli import payments_app
 
 app = typer.Typer(no_args_is_help=True, help="EduConnect: tutoring and coaching marketplace.")
@@ -24,6 +25,7 @@ db_app = typer.Typer(no_args_is_help=True, help="Database migrations (Alembic)."
 app.add_typer(db_app, name="db")
 app.add_typer(indexer_app, name="indexer")
 app.add_typer(payments_app, name="payments")
+app.add_typer(credits_app, name="credits")
 app.command("reindex")(reindex_cmd)
 console = Console(stderr=True)
 

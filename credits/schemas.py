@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from core.money import MINOR_UNIT_EXPONENT
 
 PlanKind = Literal["plan", "pack"]
 ServiceType = Literal["online", "in_person", "group"]
@@ -18,7 +20,25 @@ TransactionType = Literal["MONTHLY_ALLOCATION", "PURCHASE", "USAGE", "REFUND", "
 SubscriptionStatus = Literal[
     "incomplete", "active", "past_due", "unpaid", "canceled", "incomplete_expired"
 ]
-Currency = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217, upper case")
+
+
+def _known_currency(code: str) -> str:
+    if code not in MINOR_UNIT_EXPONENT:
+        raise ValueError(f"{code} is not an ISO 4217 currency")
+    return code
+
+
+def _no_nul(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError("NUL characters are not allowed")
+    return text
+
+
+CurrencyCode = Annotated[
+    str,
+    Field(pattern=r"^[A-Z]{3}$", description="ISO 4217, upper case"),
+    AfterValidator(_known_currency),
+]
 
 _PLAN_ID = "5b0c7a8e-1f2d-4c3b-9a8e-7d6c5b4a3f21"
 
@@ -30,7 +50,7 @@ class _Input(BaseModel):
 class PriceIn(_Input):
     """A price: `amount_minor` minor units of `currency`."""
 
-    currency: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217, upper case")
+    currency: CurrencyCode
     amount_minor: int = Field(gt=0, le=10_000_000_00)
 
 
@@ -59,8 +79,10 @@ class PlanCreate(_Input):
 
     code: str = Field(pattern=r"^[A-Z][A-Z0-9_]{1,39}$")
     kind: PlanKind
-    name: str = Field(min_length=1, max_length=120)
-    description: str | None = Field(default=None, max_length=1000)
+    name: Annotated[str, AfterValidator(_no_nul)] = Field(min_length=1, max_length=120)
+    description: Annotated[str, AfterValidator(_no_nul)] | None = Field(
+        default=None, max_length=1000
+    )
     credits: int = Field(ge=0, le=1000)
     validity_months: int = Field(default=12, ge=1, le=60, description="Life of granted credits")
     active: bool = True
@@ -80,8 +102,12 @@ class PlanPatch(_Input):
     names and adds new ones (a price already used by a subscription keeps its Stripe Price
     until the amount changes, then a new Stripe Price is made)."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=120)
-    description: str | None = Field(default=None, max_length=1000)
+    name: Annotated[str, AfterValidator(_no_nul)] | None = Field(
+        default=None, min_length=1, max_length=120
+    )
+    description: Annotated[str, AfterValidator(_no_nul)] | None = Field(
+        default=None, max_length=1000
+    )
     credits: int | None = Field(default=None, ge=0, le=1000)
     validity_months: int | None = Field(default=None, ge=1, le=60)
     active: bool | None = None
@@ -162,7 +188,7 @@ class PurchaseCreate(_Input):
     )
 
     plan_code: str = Field(pattern=r"^[A-Z][A-Z0-9_]{1,39}$")
-    currency: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217, upper case")
+    currency: CurrencyCode
 
 
 class PurchaseOut(BaseModel):
@@ -235,7 +261,7 @@ class SubscriptionCreate(_Input):
     )  # fmt: skip
 
     plan_code: str = Field(pattern=r"^[A-Z][A-Z0-9_]{1,39}$")
-    currency: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217, upper case")
+    currency: CurrencyCode
     student_id: uuid.UUID | None = None
     payment_method: str = Field(default="pm_card_visa", pattern=r"^pm_[A-Za-z0-9_]{1,100}$")
 

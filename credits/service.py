@@ -69,7 +69,9 @@ from credits.schemas import (
     TransactionPage,
 )
 from payments import service as payments
+from payments.errors import AmountNotSupported
 from payments.provider import Intent, IntentRequest, PaymentProvider, ProviderError
+from payments.stripe_adapter import UnrepresentableAmount
 from profiles import service as profiles
 from profiles.errors import field_errors
 from profiles.models import User
@@ -133,7 +135,11 @@ async def patch_plan(session: AsyncSession, *, plan_id: uuid.UUID, data: PlanPat
     plan = await repo.get_plan(session, plan_id=plan_id, lock=True)
     if plan is None:
         raise PlanNotFound("No plan with this id.")
-    values = data.model_dump(exclude_unset=True, exclude={"prices"})
+    values = {  # an explicit null clears the description only; the others are required
+        k: v
+        for k, v in data.model_dump(exclude_unset=True, exclude={"prices"}).items()
+        if v is not None or k == "description"
+    }
     if plan.kind == "pack" and values.get("credits") == 0:
         raise field_errors([("credits", "a pack grants at least one credit")])
     if values:
@@ -230,6 +236,10 @@ async def start_purchase(
                 description=f"EduConnect {plan.name}",
             )
         )  # fmt: skip
+    except UnrepresentableAmount as exc:
+        raise AmountNotSupported(
+            f"The gateway cannot take {amount} minor units of {data.currency}."
+        ) from exc
     except ProviderError as exc:
         raise payments.gateway_error(exc) from exc
     purchase = await repo.update_purchase(session, purchase.id, gateway_ref=intent.ref)
@@ -367,6 +377,11 @@ async def activate_subscription(
             subscription_id=str(sub.id), customer_ref=customer, price_ref=price_ref,
             payment_method=payment_method, metadata={"subscription_id": str(sub.id)},
         )  # fmt: skip
+    except UnrepresentableAmount as exc:
+        await repo.update_subscription(session, sub.id, status="incomplete_expired")
+        raise AmountNotSupported(
+            f"The gateway cannot take {sub.amount_minor} minor units of {sub.currency}."
+        ) from exc
     except ProviderError as exc:
         await repo.update_subscription(session, sub.id, status="incomplete_expired")
         raise payments.gateway_error(exc) from exc
@@ -497,7 +512,7 @@ def _uncursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         if parsed.tzinfo is None:
             raise ValueError("naive")
         return parsed, uuid.UUID(row_id)
-    except (ValueError, TypeError, orjson.JSONDecodeError):
+    except (ValueError, TypeError, AttributeError, orjson.JSONDecodeError):
         raise field_errors(
             [("cursor", "not a cursor returned by this endpoint")], location="query"
         ) from None

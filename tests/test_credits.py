@@ -329,3 +329,85 @@ async def test_finance_report_outstanding_equals_grants_minus_spends_minus_expir
     assert eur["credits_outstanding_minor"] == 15000 - 5000 + 2500 - 7500
     assert eur["provider_earnings_minor"] + eur["commission_minor"] == 5000 - 2500
     assert unbalanced(db) == []
+
+
+async def test_admin_manages_plans_and_costs(app: Any, api: Any, db: psycopg.Connection) -> None:
+    admin = create_user(db, role="admin")
+    headers = bearer(admin, "admin")
+    plan = {
+        "code": "DUO", "kind": "plan", "name": "Duo", "credits": 2,
+        "prices": [{"currency": "EUR", "amount_minor": 4900}],
+    }  # fmt: skip
+    r = await api.post("/api/v1/admin/plans", json=plan, headers=headers)
+    assert r.status_code == 201, r.text
+    created = r.json()
+    assert (created["billing_interval"], created["validity_months"]) == ("month", 12)
+    assert (await api.post("/api/v1/admin/plans", json=plan, headers=headers)).status_code == 409
+    bad_pack = {**plan, "code": "EMPTY", "kind": "pack", "credits": 0}
+    assert (
+        await api.post("/api/v1/admin/plans", json=bad_pack, headers=headers)
+    ).status_code == 422
+
+    r = await api.patch(
+        f"/api/v1/admin/plans/{created['id']}",
+        json={"credits": 3, "prices": [{"currency": "USD", "amount_minor": 5500}]},
+        headers=headers,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["credits"] == 3
+    assert r.json()["prices"] == [
+        {"currency": "EUR", "amount_minor": 4900}, {"currency": "USD", "amount_minor": 5500},
+    ]  # fmt: skip
+    r = await api.patch(f"/api/v1/admin/plans/{uuid.uuid4()}", json={}, headers=headers)
+    assert (r.status_code, r.json()["code"]) == (404, "plan_not_found")
+    codes = [
+        p["code"] for p in (await api.get("/api/v1/admin/plans", headers=headers)).json()["items"]
+    ]
+    assert "DUO" in codes
+
+    table = {"items": [{"service_type": "group", "max_minutes": 90, "credits": 1}]}
+    r = await api.put("/api/v1/admin/credit-costs", json=table, headers=headers)
+    assert (r.status_code, r.json()) == (200, table)
+    student_headers = bearer(create_user(db, role="student"), "student")
+    assert (await api.get("/api/v1/admin/plans", headers=student_headers)).status_code == 403
+    r = await api.get("/api/v1/plans", headers=student_headers)
+    assert "DUO" in [p["code"] for p in r.json()["items"]]
+
+
+async def test_a_parent_pays_a_childs_booking_from_its_own_wallet(
+    wallet: dict[str, Any], app: Any, api: Any
+) -> None:
+    from tests.booking_helpers import link_child
+
+    db = wallet["db"]
+    parent = create_user(db, role="parent")
+    link_child(db, parent, wallet["alice"])
+    grant(db, parent, 2, expires_at=NOW + YEAR)
+    app.dependency_overrides[get_now] = lambda: NOW
+    (slot,) = _slots(db, wallet["tutor"], 1)
+    r = await api.post(
+        "/api/v1/bookings",
+        json={"slot_id": str(slot), "student_id": str(wallet["alice"]),
+              "payment_method": "credits"},
+        headers={**bearer(parent, "parent"), **key()},
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+    assert (r.json()["status"], r.json()["student_id"]) == ("confirmed", str(wallet["alice"]))
+    assert _balance(db, parent) == 1
+    r = await api.get("/api/v1/me/credits", headers=bearer(parent, "parent"))
+    assert r.json()["balance"] == 1
+
+
+def test_the_cli_runs_the_expiry_job_at_an_instant(wallet: dict[str, Any]) -> None:
+    from typer.testing import CliRunner
+
+    from api.cli import app as cli
+
+    db, alice = wallet["db"], wallet["alice"]
+    grant(db, alice, 2, expires_at=NOW)
+    at = (NOW + timedelta(seconds=1)).isoformat()
+    result = CliRunner().invoke(cli, ["credits", "expire", "--at", at])
+    assert result.exit_code == 0, result.output
+    assert "1 grant(s) expired" in result.output
+    result = CliRunner().invoke(cli, ["credits", "expire", "--at", at])
+    assert "0 grant(s) expired" in result.output
