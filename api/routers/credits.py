@@ -191,7 +191,7 @@ async def subscribe(
     "/subscriptions/{subscription_id}/cancel",
     response_model=SubscriptionOut,
     summary="Cancel a subscription at the end of its period (its payer)",
-    responses=problem_responses(401, 403, 404, 409, 502, 503),
+    responses=problem_responses(401, 403, 404, 409, 422, 502, 503),
 )
 async def cancel_subscription(
     subscription_id: uuid.UUID, user: Payer, session: SessionDep, billing: BillingDep
