@@ -15,21 +15,45 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payments.ledger import Line
-from payments.models import LedgerEntry, LedgerTransaction, Payment, Payout, Refund, WebhookEvent
+from payments.models import LedgerEntry, Payment, Payout, Refund, WebhookEvent
 
 # --- payments --------------------------------------------------------------------------
 
 
-async def insert_payment(session: AsyncSession, **values: Any) -> Payment | None:
+# Plain SQL: SQLAlchemy does not cache the compiled form of an ORM INSERT … ON CONFLICT
+# (`[no key]` in its log: a few ms of compilation on every call).
+_INSERT_PAYMENT = text(
+    "INSERT INTO payments (booking_id, payer_id, provider_id, gateway, gateway_ref,"
+    " price_minor, service_fee_minor, amount_minor, currency)"
+    " VALUES (:booking_id, :payer_id, :provider_id, :gateway, :gateway_ref, :price_minor,"
+    " :service_fee_minor, :amount_minor, :currency)"
+    " ON CONFLICT (booking_id) DO NOTHING RETURNING *"
+)
+
+
+async def insert_payment(
+    session: AsyncSession,
+    *,
+    booking_id: uuid.UUID,
+    payer_id: uuid.UUID,
+    provider_id: uuid.UUID,
+    gateway: str,
+    gateway_ref: str,
+    price_minor: int,
+    service_fee_minor: int,
+    amount_minor: int,
+    currency: str,
+) -> Payment | None:
     """Insert a payment; None when the booking already has one (ON CONFLICT DO NOTHING:
     concurrent creators wait for the first and then see its row)."""
-    stmt = (
-        insert(Payment)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=[Payment.booking_id])
-        .returning(Payment)
-    )
-    return (await session.execute(stmt)).scalar_one_or_none()
+    params = {
+        "booking_id": booking_id, "payer_id": payer_id, "provider_id": provider_id,
+        "gateway": gateway, "gateway_ref": gateway_ref, "price_minor": price_minor,
+        "service_fee_minor": service_fee_minor, "amount_minor": amount_minor,
+        "currency": currency,
+    }  # fmt: skip
+    stmt = select(Payment).from_statement(_INSERT_PAYMENT)
+    return (await session.execute(stmt, params)).scalar_one_or_none()
 
 
 async def get_payment(session: AsyncSession, payment_id: uuid.UUID) -> Payment | None:
@@ -265,6 +289,12 @@ async def unprocessed_events(
 # --- ledger ----------------------------------------------------------------------------
 
 
+_INSERT_TRANSACTION = text(
+    "INSERT INTO ledger_transactions (kind, key) VALUES (:kind, :key)"
+    " ON CONFLICT (key) DO NOTHING RETURNING id"
+)
+
+
 async def post(
     session: AsyncSession,
     *,
@@ -279,13 +309,9 @@ async def post(
 ) -> uuid.UUID | None:
     """Post one ledger transaction unless `key` was posted before (then None). The
     constraint trigger checks at commit that the lines sum to zero."""
-    stmt = (
-        insert(LedgerTransaction)
-        .values(kind=kind, key=key)
-        .on_conflict_do_nothing(index_elements=[LedgerTransaction.key])
-        .returning(LedgerTransaction.id)
-    )
-    txn_id = (await session.execute(stmt)).scalar_one_or_none()
+    txn_id = (
+        await session.execute(_INSERT_TRANSACTION, {"kind": kind, "key": key})
+    ).scalar_one_or_none()
     if txn_id is None:
         return None
     refs = {

@@ -7,7 +7,35 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+_PAYOUT_EXAMPLE: dict[str, JsonValue] = {
+    "id": "0f7c2f0e-9b1d-4a57-8a57-2c1d0f4b9e21",
+    "provider_id": "7d1e2c3b-4a5f-4e6d-8c7b-9a0f1e2d3c4b",
+    "currency": "EUR",
+    "gross_minor": 25500,
+    "fee_minor": 0,
+    "net_minor": 25500,
+    "status": "paid",
+    "method": "stripe_transfer",
+    "reference": None,
+    "transfer_ref": "tr_1Pgc7BB7WZ01zgkWVJfE40RX",
+    "reject_reason": None,
+    "requested_at": "2030-03-01T12:00:00Z",
+    "decided_at": "2030-03-02T09:00:00Z",
+    "paid_at": "2030-03-02T09:00:01Z",
+}
+_FINANCE_ROW_EXAMPLE: dict[str, JsonValue] = {
+    "currency": "EUR",
+    "gross_minor": 450000,
+    "refunds_minor": 30000,
+    "commission_minor": 63000,
+    "service_fees_minor": 0,
+    "provider_earnings_minor": 357000,
+    "payouts_paid_minor": 250000,
+    "payout_fees_minor": 0,
+    "payouts_pending_minor": 25500,
+}
 
 PaymentStatus = Literal["requires_payment", "processing", "succeeded", "failed", "canceled"]
 PayoutStatus = Literal["pending", "approved", "paid", "rejected"]
@@ -41,6 +69,10 @@ class PaymentIntentOut(BaseModel):
 class WebhookAck(BaseModel):
     """The answer to a webhook delivery: stored (or already stored) and queued."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"received": True, "duplicate": False}]}
+    )
+
     received: bool = True
     duplicate: bool = Field(description="True when this event id was stored before")
 
@@ -49,7 +81,10 @@ class PayoutRequest(BaseModel):
     """A payout request: `currency` (default: the provider's profile currency) and
     `amount_minor` (default: the whole available balance in that currency)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{}, {"currency": "EUR", "amount_minor": 20000}]},
+    )
 
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
     amount_minor: int | None = Field(default=None, gt=0, le=10**15)
@@ -59,7 +94,9 @@ class PayoutOut(BaseModel):
     """A payout: `gross_minor` leaves the provider's balance, `fee_minor` is kept by the
     platform, `net_minor` is paid."""
 
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True, json_schema_extra={"examples": [_PAYOUT_EXAMPLE]}
+    )
 
     id: uuid.UUID
     provider_id: uuid.UUID
@@ -80,13 +117,17 @@ class PayoutOut(BaseModel):
 class PayoutPage(BaseModel):
     """Payouts, newest first."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [_PAYOUT_EXAMPLE]}]})
+
     items: list[PayoutOut]
 
 
 class PayoutReject(BaseModel):
     """Why a payout is rejected (shown to the provider)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"reason": "KYC documents missing"}]}
+    )
 
     reason: str = Field(min_length=1, max_length=500)
 
@@ -96,7 +137,9 @@ class PayoutApprove(BaseModel):
     outside Stripe); without, it is paid by a Stripe Transfer to the provider's connected
     account when it has one, else it stays `approved` until paid manually."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{}, {"reference": "SEPA-2030-03-0042"}]}
+    )
 
     reference: str | None = Field(default=None, min_length=1, max_length=200)
 
@@ -104,11 +147,17 @@ class PayoutApprove(BaseModel):
 class BalanceOut(BaseModel):
     """A provider's available balance per currency (ledger sum of its account)."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"balances": {"EUR": 25500, "XOF": 150000}}]}
+    )
+
     balances: dict[str, int]
 
 
 class FinanceRow(BaseModel):
     """One currency's figures over the period (minor units), from the ledger."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_FINANCE_ROW_EXAMPLE]})
 
     currency: str
     gross_minor: int = Field(description="Payments captured")
@@ -144,4 +193,15 @@ class FinanceReport(BaseModel):
     to: datetime
     currencies: list[FinanceRow]
 
-    model_config = ConfigDict(populate_by_name=True)
+    model_config = ConfigDict(
+        populate_by_name=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "from": "2030-03-01T00:00:00Z",
+                    "to": "2030-04-01T00:00:00Z",
+                    "currencies": [_FINANCE_ROW_EXAMPLE],
+                }
+            ]
+        },
+    )
