@@ -147,7 +147,6 @@ _PUT_CUSTOMER = text(
     "INSERT INTO billing_customers (user_id, gateway, customer_ref) VALUES (:u, :g, :r)"
     " ON CONFLICT (user_id) DO NOTHING"
 )
-_USER_EMAIL = text("SELECT email::text FROM users WHERE id = :u")
 
 
 async def customer_ref(session: AsyncSession, user_id: uuid.UUID) -> str | None:
@@ -159,12 +158,6 @@ async def customer_ref(session: AsyncSession, user_id: uuid.UUID) -> str | None:
 async def save_customer(session: AsyncSession, user_id: uuid.UUID, gateway: str, ref: str) -> None:
     """Remember the user's gateway customer (first writer wins: same key, same customer)."""
     await session.execute(_PUT_CUSTOMER, {"u": user_id, "g": gateway, "r": ref})
-
-
-async def user_email(session: AsyncSession, user_id: uuid.UUID) -> str | None:
-    """The user's e-mail address (for the gateway customer)."""
-    value = (await session.execute(_USER_EMAIL, {"u": user_id})).scalar_one_or_none()
-    return None if value is None else str(value)
 
 
 # --- purchases -------------------------------------------------------------------------

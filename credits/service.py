@@ -341,9 +341,14 @@ async def open_subscription(
 
 
 async def activate_subscription(
-    session: AsyncSession, billing: Billing, *, sub_id: uuid.UUID, payment_method: str
+    session: AsyncSession,
+    billing: Billing,
+    *,
+    sub_id: uuid.UUID,
+    payment_method: str,
+    email: str | None,
 ) -> SubscriptionOut:
-    """Second step: the gateway customer (once per payer), the plan's Product and Price
+    """Second step: the gateway customer (once per payer, with the payer's `email`), the plan's Product and Price
     (once per plan and amount), then the gateway subscription (key `sub:{id}`), whose
     first invoice is charged at once; the row takes the gateway's state. On a gateway
     error the row becomes `incomplete_expired` (commit it) and the error is raised
@@ -355,7 +360,6 @@ async def activate_subscription(
     try:
         customer = await repo.customer_ref(session, sub.owner_id)
         if customer is None:
-            email = await repo.user_email(session, sub.owner_id)
             customer = await billing.ensure_customer(user_id=str(sub.owner_id), email=email)
             await repo.save_customer(session, sub.owner_id, billing.name, customer)
         product = plan.stripe_product_ref

@@ -180,8 +180,9 @@ async def subscribe(
     await session.commit()
     try:
         out = await service.activate_subscription(
-            session, billing, sub_id=opened.id, payment_method=data.payment_method
-        )
+            session, billing, sub_id=opened.id, payment_method=data.payment_method,
+            email=user.email,
+        )  # fmt: skip
     finally:
         await session.commit()
     return out
