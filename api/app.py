@@ -17,6 +17,7 @@ from api.routers import (
     admin_backoffice,
     auth,
     bookings,
+    credits,
     kyc,
     live,
     notifications,
@@ -81,7 +82,7 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     app.include_router(search_router.router, prefix=API_PREFIX)
     routers = (
-        auth, profiles, bookings, payments, sessions, reviews, kyc, admin, admin_backoffice,
+        auth, profiles, bookings, payments, credits, sessions, reviews, kyc, admin, admin_backoffice,
         reindex, notifications, live,
     )  # fmt: skip
     for router in (r.router for r in routers):

@@ -815,6 +815,15 @@ async def set_cancel_policy(
 # --- reads ----------------------------------------------------------------------------
 
 
+async def get_booking_for_system(
+    session: AsyncSession, *, booking_id: uuid.UUID
+) -> BookingOut | None:
+    """The booking by id with no visibility rule (other domains' background and follow-up
+    work, e.g. credits refunding a cancellation), or None."""
+    booking = await repo.get_booking(session, booking_id)
+    return None if booking is None else _out(booking)
+
+
 async def get_booking(session: AsyncSession, *, booking_id: uuid.UUID, actor: User) -> BookingOut:
     """The booking, for its student, a parent of the student, its provider or an admin.
     Raises `BookingNotFound` (404) for anyone else."""

@@ -185,6 +185,13 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None
+    # Credits (credits/): life of granted credits (months; a plan may set its own), the
+    # notice before they lapse (days), the nightly expiry job's hour (UTC) and the daily
+    # reconciliation of subscriptions whose period ended (hour, UTC).
+    credits_validity_months: int = Field(default=12, ge=1, le=60)
+    credits_expiry_notice_days: int = Field(default=7, ge=0, le=60)
+    credits_expiry_hour_utc: int = Field(default=2, ge=0, le=23)
+    credits_allocation_hour_utc: int = Field(default=3, ge=0, le=23)
 
     @field_validator("database_url", "database_read_url")
     @classmethod
