@@ -14,13 +14,17 @@ from api.middleware import RequestContextMiddleware
 from api.pages import install_pages
 from api.routers import (
     admin,
+    admin_backoffice,
     auth,
     bookings,
+    credits,
+    kyc,
     live,
     notifications,
     payments,
     profiles,
     reindex,
+    reviews,
     sessions,
 )
 from api.routers import search as search_router
@@ -77,7 +81,10 @@ def create_app() -> FastAPI:
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     app.include_router(search_router.router, prefix=API_PREFIX)
-    routers = (auth, profiles, bookings, payments, sessions, admin, reindex, notifications, live)
+    routers = (
+        auth, profiles, bookings, payments, credits, sessions, reviews, kyc, admin, admin_backoffice,
+        reindex, notifications, live,
+    )  # fmt: skip
     for router in (r.router for r in routers):
         app.include_router(router, prefix=API_PREFIX)
     install_pages(app)

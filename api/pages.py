@@ -1,4 +1,5 @@
-"""The public web pages: `/` (tutor map search) and `/coaches` (coach and mentor discovery).
+"""The web pages: `/` (tutor map search), `/coaches` (coach and mentor discovery) and
+`/admin` (the back-office: pending KYC and open complaints).
 
 Plain HTML, CSS and JavaScript modules under `api/web/` (no build step), served by the API:
 templates in `api/web/templates/`, assets (and the vendored Leaflet libraries) under
@@ -227,6 +228,13 @@ async def test_payment(intent_id: str, outcome: str) -> JSONResponse:
             f"{standin.rstrip('/')}/_standin/payment_intents/{intent_id}/{outcome}"
         )
     return JSONResponse({"status": r.status_code}, status_code=200 if r.is_success else 502)
+
+
+@router.get("/admin", response_class=HTMLResponse)
+async def admin_page(request: Request, lang: str | None = LangParam) -> HTMLResponse:
+    """The back-office: pending KYC decisions and open complaints (admin sign-in; the
+    data comes from the admin API with the admin's bearer token)."""
+    return _response("admin.html", request, lang)
 
 
 def install_pages(app: FastAPI) -> None:

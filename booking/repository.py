@@ -200,11 +200,18 @@ async def list_bookings(
     end: datetime | None,
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
+    any_party: bool = False,
 ) -> list[Booking]:
-    """Bookings of `student_ids` (or of the provider), starting in [start, end), in
-    (starts_at, id) order after the keyset position `after`."""
+    """Bookings of `student_ids` (or of the provider; `any_party`: of everyone, narrowed
+    by whichever of the two is given), starting in [start, end), in (starts_at, id) order
+    after the keyset position `after`."""
     conds = []
-    if provider_id is not None:
+    if any_party:
+        if provider_id is not None:
+            conds.append(Booking.provider_id == provider_id)
+        if student_ids is not None:
+            conds.append(Booking.student_id.in_(list(student_ids)))
+    elif provider_id is not None:
         conds.append(Booking.provider_id == provider_id)
     else:
         conds.append(Booking.student_id.in_(list(student_ids or [])))

@@ -125,6 +125,11 @@ class BookingCreate(_Input):
     student_id: uuid.UUID | None = Field(
         default=None, description="The child account a parent books for"
     )
+    payment_method: Literal["card", "credits"] = Field(
+        default="card",
+        description="`card`: pay the hold with a payment intent; `credits`: pay with the"
+        " caller's credits, confirmed at once",
+    )
 
 
 class CancelIn(_Input):

@@ -845,6 +845,15 @@ async def cancel_preview(
     )
 
 
+async def get_booking_for_system(
+    session: AsyncSession, *, booking_id: uuid.UUID
+) -> BookingOut | None:
+    """The booking by id with no visibility rule (other domains' background and follow-up
+    work, e.g. credits refunding a cancellation), or None."""
+    booking = await repo.get_booking(session, booking_id)
+    return None if booking is None else _out(booking)
+
+
 async def get_booking(session: AsyncSession, *, booking_id: uuid.UUID, actor: User) -> BookingOut:
     """The booking, for its student, a parent of the student, its provider or an admin.
     Raises `BookingNotFound` (404) for anyone else."""
@@ -927,6 +936,60 @@ async def list_bookings(
         items=items,
         next_cursor=_encode_cursor(fp, last.starts_at, last.id) if last is not None else None,
     )
+
+
+async def admin_list_bookings(
+    session: AsyncSession,
+    *,
+    status: str | None,
+    provider_id: uuid.UUID | None,
+    student_id: uuid.UUID | None,
+    start: datetime | None,
+    end: datetime | None,
+    cursor: str | None,
+    limit: int,
+) -> BookingPage:
+    """Every booking (the back-office), filtered by status, provider, student and
+    `starts_at` in [start, end), in (starts_at, id) order with the same signed keyset
+    cursor as `list_bookings` (bound to the filters: 422 `cursor` otherwise)."""
+    fp = hashlib.sha256(
+        orjson.dumps(
+            [
+                "admin",
+                status,
+                provider_id and str(provider_id),
+                student_id and str(student_id),
+                start and start.isoformat(),
+                end and end.isoformat(),
+            ]
+        )
+    ).hexdigest()[:16]
+    after = _decode_cursor(cursor, fp) if cursor else None
+    rows = await repo.list_bookings(
+        session, provider_id=provider_id, student_ids=None if student_id is None else [student_id],
+        status=status, start=start, end=end, after=after, limit=limit + 1, any_party=True,
+    )  # fmt: skip
+    items = [_out(b) for b in rows[:limit]]
+    last = rows[limit - 1] if len(rows) > limit else None
+    return BookingPage(
+        items=items,
+        next_cursor=_encode_cursor(fp, last.starts_at, last.id) if last is not None else None,
+    )
+
+
+async def participant_booking(
+    session: AsyncSession, *, booking_id: uuid.UUID, actor: User
+) -> tuple[Booking, str]:
+    """The booking and how `actor` relates to it (`student|parent|provider|admin`), for
+    the domains that act on a booking after it (reviews, evaluations, complaints).
+    Raises `BookingNotFound` (404) when it does not exist or the actor has no part in
+    it."""
+    return await _visible(session, actor, booking_id)
+
+
+async def booking_by_id(session: AsyncSession, *, booking_id: uuid.UUID) -> Booking | None:
+    """The booking `booking_id` (no visibility check: system and admin use), or None."""
+    return await repo.get_booking(session, booking_id)
 
 
 # --- video sessions --------------------------------------------------------------------

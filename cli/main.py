@@ -9,6 +9,7 @@
     educonnect stats                           row counts (cli/stats.py)
     educonnect payments reconcile              Stripe vs local payments (payments/cli.py)
     educonnect notifications relay|retry-dead  notification relays, dead letters (notifications/cli.py)
+    educonnect credits expire|allocate         credit expiry, monthly grants (credits/cli.py)
     educonnect demo journey                    the student journey via the API (cli/demo.py)
 
 Bad input exits with code 2 and a message (typer/click's usage-error convention).
@@ -26,6 +27,7 @@ from cli.reindex import reindex
 from cli.seed import seed
 from cli.serve import serve
 from cli.stats import stats
+from credits.cli import credits_app
 from notifications.cli import notifications_app
 from payments.cli import payments_app
 
@@ -39,6 +41,7 @@ app.command("serve")(serve)
 app.command("stats")(stats)
 app.add_typer(payments_app, name="payments")
 app.add_typer(notifications_app, name="notifications")
+app.add_typer(credits_app, name="credits")
 app.add_typer(demo_app, name="demo")
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, signals
+from celery.schedules import crontab
 
 from core.settings import Settings, get_settings
 
@@ -44,6 +45,8 @@ TASK_MODULES = (
     "payments.tasks",
     "sessions.tasks",
     "notifications.tasks",
+    "reviews.tasks",
+    "credits.tasks",
 )
 
 
@@ -99,6 +102,22 @@ def celery_config(s: Settings) -> dict[str, Any]:
                 "task": "sessions.sweep",
                 "schedule": s.session_sweep_interval_s,
                 "options": {"expires": s.session_sweep_interval_s},
+            },
+            # C of the damped rating sort key, the platform mean (reviews/tasks.py)
+            "reviews-rating-prior": {
+                "task": "reviews.refresh_rating_prior",
+                "schedule": s.rating_prior_refresh_s,
+                "options": {"expires": s.rating_prior_refresh_s},
+            },
+            # credits: the nightly expiry (and week-ahead notices), and the daily catch-up
+            # of subscription invoices whose webhooks were missed
+            "credits-expire": {
+                "task": "credits.expire",
+                "schedule": crontab(minute=0, hour=s.credits_expiry_hour_utc),
+            },
+            "credits-allocate-monthly": {
+                "task": "credits.allocate_monthly",
+                "schedule": crontab(minute=15, hour=s.credits_allocation_hour_utc),
             },
         },
     }

@@ -171,6 +171,30 @@ class Settings(BaseSettings):
     session_min_presence_s: int = Field(default=60, ge=0, le=86_400)
     # the Celery beat period of the room clean-up and attendance settlement sweep (seconds)
     session_sweep_interval_s: float = Field(default=30.0, gt=0, le=3600)
+    # Reviews (reviews/service.py): how long after a completed session its review may be
+    # posted, how long it stays editable, and m of the damped rating sort key
+    # (v·R + m·C) / (v + m), the IMDb weighted rating (C = the platform mean).
+    review_window_s: int = Field(default=14 * 86_400, ge=60, le=365 * 86_400)
+    review_edit_window_s: int = Field(default=48 * 3600, ge=0, le=30 * 86_400)
+    rating_prior_weight: int = Field(default=10, ge=0, le=10_000)
+    rating_prior_refresh_s: float = Field(default=3600.0, gt=0, le=7 * 86_400)
+    # KYC documents (admin/kyc.py, core/storage.py): largest upload in bytes; where files go
+    # (`local`: STORAGE_DIR; `s3`: S3_BUCKET on S3_ENDPOINT_URL, e.g. MinIO, through boto3).
+    kyc_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
+    storage_backend: Literal["local", "s3"] = "local"
+    storage_dir: str = "var/storage"
+    s3_endpoint_url: str | None = None
+    s3_bucket: str = "educonnect-kyc"
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    # Credits (credits/): life of granted credits (months; a plan may set its own), the
+    # notice before they lapse (days), the nightly expiry job's hour (UTC) and the daily
+    # reconciliation of subscriptions whose period ended (hour, UTC).
+    credits_validity_months: int = Field(default=12, ge=1, le=60)
+    credits_expiry_notice_days: int = Field(default=7, ge=0, le=60)
+    credits_expiry_hour_utc: int = Field(default=2, ge=0, le=23)
+    credits_allocation_hour_utc: int = Field(default=3, ge=0, le=23)
 
     @field_validator("database_url", "database_read_url")
     @classmethod

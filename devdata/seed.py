@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -36,6 +37,7 @@ from psycopg.types.json import Jsonb
 
 from core.money import MINOR_UNIT_EXPONENT
 from core.passwords import hash_password
+from core.settings import get_settings
 from profiles.catalogue import EXPERTISES, SUBJECTS, CatalogueEntry
 
 EARTH_RADIUS_KM = 6371.0088  # IUGG mean Earth radius
@@ -167,6 +169,7 @@ class Provider:
     currency: str
     rating_avg: float | None
     rating_count: int
+    rating_sum: int
     online: bool
     in_person: bool
     lat: float
@@ -385,6 +388,16 @@ class Generator:
             rating_avg: float | None = round(5.0 - 4.0 * rng.betavariate(1.4, 6.0), 2)
         else:
             rating_count, rating_avg = 0, None
+        # The rating is the state of its seeded reviews (`reviews.source = 'seed'`): whole
+        # stars summing to round(avg x count), the average derived from them (half up,
+        # as PostgreSQL's round), so a recount from the reviews agrees.
+        rating_sum = 0
+        if rating_avg is not None:
+            stars = (Decimal(str(rating_avg)) * rating_count).quantize(Decimal(1), ROUND_HALF_UP)
+            rating_sum = min(max(int(stars), rating_count), 5 * rating_count)
+            rating_avg = float(
+                (Decimal(rating_sum) / rating_count).quantize(Decimal("0.01"), ROUND_HALF_UP)
+            )
 
         if kind == "tutor":
             in_person = rng.random() < 0.75
@@ -422,13 +435,14 @@ class Generator:
             currency=cp.currency,
             rating_avg=rating_avg,
             rating_count=rating_count,
+            rating_sum=rating_sum,
             online=online,
             in_person=in_person,
             lat=lat,
             lng=lng,
             city=city,
             service_radius_km=rng.choice((5, 10, 15, 20, 30)) if in_person else None,
-            kyc_status="verified" if rng.random() < 0.85 else "pending",
+            kyc_status=_verified(rng),
             locale=locale,
         )
 
@@ -514,13 +528,37 @@ class _CopyBuffer:
         self.buf = io.StringIO()
 
 
+def _verified(rng: random.Random) -> str:
+    """Every seeded provider is verified (only verified providers are searchable); the
+    former KYC draw is still taken, in its place, so the rest of the data does not move."""
+    rng.random()
+    return "verified"
+
+
+# The damped rating's prior (reviews/service.py): C = the seeded platform mean, m from
+# RATING_PRIOR_WEIGHT.
+SEED_PRIOR_SQL = (
+    "INSERT INTO search_rating_prior (id, mean, weight) SELECT true, coalesce(round("
+    "sum(rating_sum)::numeric / nullif(sum(rating_count), 0), 3), 4), %(weight)s"
+    " FROM provider_profiles ON CONFLICT (id) DO UPDATE SET mean = EXCLUDED.mean,"
+    " weight = EXCLUDED.weight, updated_at = now()"
+)
 _USER_COLS = "(id, email, password_hash, full_name, role, locale, active)"
 _PROFILE_COLS = (
     "(user_id, kind, display_name, headline, bio, subjects, expertises, languages,"
-    " hourly_rate_minor, currency, rating_avg, rating_count, online, in_person, location,"
+    " hourly_rate_minor, currency, rating_avg, rating_count, rating_sum, online, in_person, location,"
     " city, country_code, service_radius_km, kyc_status)"
 )
 _SLOT_COLS = "(id, provider_id, starts_at, ends_at, mode, capacity, status)"
+# The seeded reviews behind each seeded rating: rating_count reviews, the first
+# rating_sum % rating_count of q + 1 stars and the others of q = rating_sum / rating_count
+# (the same rows migration 0018 derives from ratings that existed before reviews).
+SEED_REVIEWS_SQL = (
+    "INSERT INTO reviews (provider_id, source, rating, locale)"
+    " SELECT p.user_id, 'seed', (p.rating_sum / p.rating_count"
+    " + CASE WHEN i <= p.rating_sum % p.rating_count THEN 1 ELSE 0 END)::smallint, 'en'"
+    " FROM provider_profiles p, generate_series(1, p.rating_count) i WHERE p.rating_count > 0"
+)
 SEEDED_TABLES = (
     "availability_slots", "provider_profiles", "parent_children", "users", "outbox",
     "tutor_documents", "coach_documents",
@@ -596,11 +634,13 @@ def seed(
                     rows.row(
                         prov.id, prov.kind, prov.display_name, prov.headline, prov.bio,
                         prov.subjects, prov.expertises, prov.languages, prov.hourly_rate_minor,
-                        prov.currency, prov.rating_avg, prov.rating_count, prov.online,
+                        prov.currency, prov.rating_avg, prov.rating_count, prov.rating_sum, prov.online,
                         prov.in_person, f"SRID=4326;POINT({prov.lng:.7f} {prov.lat:.7f})",
                         prov.city.name, prov.city.country, prov.service_radius_km, prov.kyc_status,
                     )  # fmt: skip
                 rows.flush()
+            cur.execute(SEED_REVIEWS_SQL)
+            cur.execute(SEED_PRIOR_SQL, {"weight": get_settings().rating_prior_weight})
             with cur.copy(f"COPY availability_slots {_SLOT_COLS} FROM STDIN") as cp:
                 rows = _CopyBuffer(cp)
                 for k, prov in enumerate(providers, 1):

@@ -27,7 +27,9 @@ Document columns (both tables unless noted; the OpenSearch mapping mirrors them)
 | currency        | char(3)                  | ISO 4217 code                                                 |
 | rating_avg      | numeric(3,2), null       | 1.00-5.00, null when never rated                              |
 | rating_count    | integer                  | number of ratings                                             |
-| rating_sort     | numeric(3,2)             | `coalesce(rating_avg, 0)`: the rating sort key                |
+| rating_sort     | numeric(3,2)             | the damped rating, the `sort=rating` key of both engines:     |
+|                 |                          | (v·R + m·C) / (v + m) rounded to hundredths, 0 when unrated   |
+|                 |                          | (the IMDb weighted rating; `reviews/service.py`)              |
 | online          | boolean                  | teaches online                                                |
 | in_person       | boolean                  | teaches in person                                             |
 | location        | geography(Point,4326)    | (tutor table) WGS84 position, null for online-only without one |
@@ -51,8 +53,8 @@ on integers: bit positions never change once assigned (catalogue slugs get the n
 bit on first sync; the 63 language bits are fixed), and a language without a bit is kept
 exactly in `languages_other`.
 
-A provider has a document when it exists, `users.active` is true and `kyc_status` is not
-`rejected`; tutors go to `tutor_documents`, coaches and mentors to `coach_documents`.
+A provider has a document when it exists, `users.active` is true and `kyc_status` is
+`verified` (migration 0018); tutors go to `tutor_documents`, coaches and mentors to `coach_documents`.
 """
 
 from __future__ import annotations
@@ -86,18 +88,18 @@ COACH_COLUMNS: tuple[str, ...] = (
 TUTOR_FACET_COLUMNS: tuple[str, ...] = (
     "provider_id", "geom", "ux", "uy", "uz", "subject_bits", "language_bits",
     "languages_other", "rating_bucket", "currency", "price_minor", "rating_avg", "online",
-    "in_person", "availability",
+    "in_person", "availability", "rating_sort",
 )  # fmt: skip
 _TUTOR_FACET_EXPRS = (
     "provider_id, location::geometry, cos(radians(lat)) * cos(radians(lng)),"
     " cos(radians(lat)) * sin(radians(lng)), sin(radians(lat)), subject_bits, language_bits,"
     " languages_other, rating_bucket, currency, price_minor, rating_avg, online, in_person,"
-    " availability"
+    " availability, rating_sort"
 )
 COACH_FACET_COLUMNS: tuple[str, ...] = (
     "provider_id", "kind", "expertise_bits", "language_bits", "languages_other",
     "rating_bucket", "currency", "price_minor", "rating_avg", "online", "in_person",
-    "availability",
+    "availability", "rating_sort",
 )  # fmt: skip
 _COACH_FACET_EXPRS = ", ".join(COACH_FACET_COLUMNS)
 

@@ -38,6 +38,14 @@ async def sync_payment(
     """Re-read the intent `ref`, apply it, commit (with the inbox row `event_row` marked
     processed in the same transaction); then execute any refund it recorded."""
     intent = await provider.get_intent(ref)
+    if "credit_purchase_id" in intent.metadata:  # a pack of credits, not a booking
+        from credits import jobs as credits_jobs
+
+        await credits_jobs.sync_purchase(provider, intent=intent, now=now)
+        if event_row is not None:
+            async with async_session_factory()() as session, session.begin():
+                await repo.mark_event(session, event_row, processed=True, error=None, retry_s=0)
+        return service.Applied(None, None, None)
     async with async_session_factory()() as session, session.begin():
         applied = await service.apply_intent(
             session, gateway=provider.name, intent=intent, now=now()
@@ -113,6 +121,13 @@ async def process_claimed(
         if event.object_kind == "refund" and event.object_ref:
             await sync_payment(provider, ref=event.object_ref, now=now)
             await sync_refunds(provider, payment_ref=event.object_ref, now=now)
+            outcome = "processed"
+        elif event.object_kind in ("invoice", "subscription") and event.object_ref:
+            from credits import jobs as credits_jobs  # Stripe Billing: credits' subscriptions
+
+            await credits_jobs.sync_billing_object(
+                kind=event.object_kind, ref=event.object_ref, now=now
+            )
             outcome = "processed"
         else:
             outcome = "ignored"

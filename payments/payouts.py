@@ -223,13 +223,23 @@ def require_account(account: str | None) -> str:
 async def finance_report(
     session: AsyncSession, *, from_: datetime, to: datetime, currency: str | None
 ) -> FinanceReport:
-    """Gross, refunds, commission, service fees, provider earnings, payouts paid (in
-    `[from_, to)`) and pending (at `to`), per currency, all from the ledger."""
-    rows, pending = await repo.finance_rows(session, from_=from_, to=to, currency=currency)
+    """Gross, refunds, commission, service fees, provider earnings, payouts paid, credits
+    sold, spent, refunded and expired, subscription fees (in `[from_, to)`), payouts
+    pending and credits outstanding (the liability, at `to`), per currency, all from the
+    ledger."""
+    rows, balances = await repo.finance_rows(session, from_=from_, to=to, currency=currency)
+    pending = {c: v for c, v in balances.items() if not c.startswith("credits:")}
+    outstanding = {c[8:]: v for c, v in balances.items() if c.startswith("credits:")}
     by_currency: dict[str, FinanceRow] = {}
     for r in rows:
         cur = str(r["currency"]).strip()
         by_currency[cur] = FinanceRow(
+            credits_sold_minor=int(r["credits_sold"]),
+            credits_spent_minor=int(r["credits_spent"]),
+            credits_refunded_minor=int(r["credits_refunded"]),
+            credits_expired_minor=int(r["credits_expired"]),
+            credits_outstanding_minor=outstanding.get(cur, 0),
+            subscription_fees_minor=int(r["subscription_fees"]),
             currency=cur,
             gross_minor=int(r["gross"]),
             refunds_minor=int(r["refunds"]),
@@ -240,12 +250,13 @@ async def finance_report(
             payout_fees_minor=int(r["payout_fees"]),
             payouts_pending_minor=pending.get(cur, 0),
         )
-    for cur, amount in pending.items():
-        if cur not in by_currency and amount:
+    for cur in sorted(set(pending) | set(outstanding)):
+        if cur not in by_currency and (pending.get(cur) or outstanding.get(cur)):
             by_currency[cur] = FinanceRow(
                 currency=cur, gross_minor=0, refunds_minor=0, commission_minor=0,
                 service_fees_minor=0, provider_earnings_minor=0, payouts_paid_minor=0,
-                payout_fees_minor=0, payouts_pending_minor=amount,
+                payout_fees_minor=0, payouts_pending_minor=pending.get(cur, 0),
+                credits_outstanding_minor=outstanding.get(cur, 0),
             )  # fmt: skip
     return FinanceReport(
         from_=from_, to=to, currencies=[by_currency[c] for c in sorted(by_currency)]

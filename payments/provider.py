@@ -113,11 +113,12 @@ class Transfer:
 class WebhookEvent:
     """A verified webhook: its gateway id (`event_id`, the dedupe key), `type`, the kind and
     id of the object it is about (`payment`: an intent ref; `refund`: the intent ref the
-    refund belongs to; `transfer`, `other`), and the parsed body (kept for audit)."""
+    refund belongs to; `transfer`; `invoice` and `subscription`: Stripe Billing objects,
+    handled by the credits domain; `other`), and the parsed body (kept for audit)."""
 
     event_id: str
     type: str
-    object_kind: Literal["payment", "refund", "transfer", "other"]
+    object_kind: Literal["payment", "refund", "transfer", "invoice", "subscription", "other"]
     object_ref: str | None
     payload: Mapping[str, Any]
 

@@ -348,11 +348,22 @@ _REPORT = text(
         coalesce(sum(e.amount_minor) FILTER (WHERE t.kind = 'refund' AND e.account LIKE 'cash:%'), 0) AS refunds,
         coalesce(sum(e.amount_minor) FILTER (WHERE e.account = 'platform:commission'), 0) AS commission,
         coalesce(sum(e.amount_minor) FILTER (WHERE e.account = 'platform:service_fee'), 0) AS service_fees,
-        coalesce(sum(e.amount_minor) FILTER (WHERE t.kind IN ('payment', 'refund')
-                 AND e.account LIKE 'provider:%'), 0) AS provider_earnings,
+        coalesce(sum(e.amount_minor) FILTER (WHERE t.kind IN ('payment', 'refund',
+                 'credit_spend', 'credit_refund') AND e.account LIKE 'provider:%'), 0)
+                 AS provider_earnings,
         coalesce(sum(-e.amount_minor) FILTER (WHERE t.kind = 'payout_paid'
                  AND e.account = 'payouts:pending'), 0) AS payouts_paid,
-        coalesce(sum(e.amount_minor) FILTER (WHERE e.account = 'platform:payout_fee'), 0) AS payout_fees
+        coalesce(sum(e.amount_minor) FILTER (WHERE e.account = 'platform:payout_fee'), 0) AS payout_fees,
+        coalesce(sum(e.amount_minor) FILTER (WHERE t.kind = 'credit_sale'
+                 AND e.account = 'credits:liability'), 0) AS credits_sold,
+        coalesce(sum(-e.amount_minor) FILTER (WHERE t.kind = 'credit_spend'
+                 AND e.account = 'credits:liability'), 0) AS credits_spent,
+        coalesce(sum(e.amount_minor) FILTER (WHERE t.kind = 'credit_refund'
+                 AND e.account = 'credits:liability'), 0) AS credits_refunded,
+        coalesce(sum(-e.amount_minor) FILTER (WHERE t.kind = 'credit_expiry'
+                 AND e.account = 'credits:liability'), 0) AS credits_expired,
+        coalesce(sum(e.amount_minor) FILTER (WHERE e.account = 'platform:subscriptions'), 0)
+                 AS subscription_fees
     FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.txn_id
     WHERE e.created_at >= :from_ AND e.created_at < :to_
       AND (CAST(:currency AS text) IS NULL OR e.currency = :currency)
@@ -364,19 +375,27 @@ _PENDING_PAYOUTS = text(
     " WHERE account = 'payouts:pending' AND created_at < :to_"
     " AND (CAST(:currency AS text) IS NULL OR currency = :currency) GROUP BY currency"
 )
+_OUTSTANDING_CREDITS = text(
+    "SELECT currency, coalesce(sum(amount_minor), 0) AS outstanding FROM ledger_entries"
+    " WHERE account = 'credits:liability' AND created_at < :to_"
+    " AND (CAST(:currency AS text) IS NULL OR currency = :currency) GROUP BY currency"
+)
 
 
 async def finance_rows(
     session: AsyncSession, *, from_: datetime, to: datetime, currency: str | None
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Per-currency sums of the ledger lines created in `[from_, to)`, and the balance of
-    `payouts:pending` at `to` per currency."""
+    """Per-currency sums of the ledger lines created in `[from_, to)`, and the balances at
+    `to` per currency of `payouts:pending` and of `credits:liability` (the credits sold
+    and not yet spent or expired, under the key `credits:{currency}`)."""
     params = {"from_": from_, "to_": to, "currency": currency}
     rows = [dict(r._mapping) for r in (await session.execute(_REPORT, params)).all()]
     pending = {
         str(r.currency).strip(): int(r.pending)
         for r in (await session.execute(_PENDING_PAYOUTS, params)).all()
     }
+    for r in (await session.execute(_OUTSTANDING_CREDITS, params)).all():
+        pending[f"credits:{str(r.currency).strip()}"] = int(r.outstanding)
     return rows, pending
 
 

@@ -168,6 +168,22 @@ class FinanceRow(BaseModel):
     payouts_paid_minor: int = Field(description="Payouts paid in the period (gross)")
     payout_fees_minor: int
     payouts_pending_minor: int = Field(description="Payouts requested and unpaid at `to`")
+    credits_sold_minor: int = Field(
+        default=0, description="Credits sold (packs, paid monthly invoices), at what was paid"
+    )
+    credits_spent_minor: int = Field(default=0, description="Value of credits used on bookings")
+    credits_refunded_minor: int = Field(
+        default=0, description="Value of credits given back by cancellations"
+    )
+    credits_expired_minor: int = Field(default=0, description="Value of credits lapsed unused")
+    credits_outstanding_minor: int = Field(
+        default=0,
+        description="Credits sold, not spent nor expired, at `to` (the liability): all-time"
+        " sold - spent + refunded - expired",
+    )
+    subscription_fees_minor: int = Field(
+        default=0, description="Plans granting no credits (platform income)"
+    )
 
 
 class FinanceReport(BaseModel):

@@ -398,3 +398,25 @@ async def adopt_gateway_refund(
             return None
     await apply_refund(session, refund_id=existing.id, gateway_refund=gateway_refund, now=now)
     return existing.id
+
+
+# --- the ledger, for other domains (credits) -------------------------------------------
+
+
+async def post_ledger(
+    session: AsyncSession,
+    *,
+    kind: str,
+    key: str,
+    currency: str,
+    lines: list[ledger.Line],
+    booking_id: uuid.UUID | None = None,
+) -> uuid.UUID | None:
+    """Post one balanced ledger transaction of `kind` once by `key` (a replay posts
+    nothing: None). `lines` are signed minor units of `currency` summing to zero (checked
+    at commit by the database). Nothing is posted for no lines."""
+    if not lines:
+        return None
+    return await repo.post(
+        session, kind=kind, key=key, currency=currency, lines=lines, booking_id=booking_id
+    )

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any, cast
 
+import orjson
 import stripe
 
 from core.money import MINOR_UNIT_EXPONENT
@@ -324,7 +325,11 @@ class StripeProvider:
             )
         except (stripe.SignatureVerificationError, ValueError, UnicodeDecodeError) as exc:
             raise InvalidWebhook(str(exc)) from exc
-        payload = event.to_dict()
+        # the verified raw body, not `event.to_dict()`: the SDK turns `*_decimal` fields
+        # (Billing prices) into `Decimal`, which the inbox's JSON encoder refuses
+        payload = orjson.loads(body)
+        if not isinstance(payload, dict) or event is None:
+            raise InvalidWebhook("the body is not a Stripe event")
         obj = payload.get("data", {}).get("object", {}) or {}
         kind: Any = "other"
         ref: str | None = None
@@ -335,6 +340,8 @@ class StripeProvider:
             kind, ref = "refund", obj.get("payment_intent")
         elif obj_type == "transfer":
             kind, ref = "transfer", obj.get("id")
+        elif obj_type in ("invoice", "subscription"):
+            kind, ref = obj_type, obj.get("id")
         return WebhookEvent(
             event_id=str(payload["id"]),
             type=str(payload["type"]),

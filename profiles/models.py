@@ -13,6 +13,7 @@ from typing import Any
 from geoalchemy2 import Geography
 from sqlalchemy import (
     ARRAY,
+    BigInteger,
     Boolean,
     DateTime,
     FetchedValue,
@@ -84,6 +85,8 @@ class ProviderProfile(Base):
     currency: Mapped[str] = mapped_column(String(3))
     rating_avg: Mapped[float | None] = mapped_column(Numeric(3, 2, asdecimal=False))
     rating_count: Mapped[int] = mapped_column(Integer)
+    # The integer stars of the counted reviews (migration 0018): rating_avg is derived.
+    rating_sum: Mapped[int] = mapped_column(BigInteger)
     online: Mapped[bool] = mapped_column(Boolean)
     in_person: Mapped[bool] = mapped_column(Boolean)
     location: Mapped[object | None] = mapped_column(

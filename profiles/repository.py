@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from geoalchemy2 import Geography, Geometry
-from sqlalchemy import Row, and_, cast, func, insert, or_, select, update
+from sqlalchemy import Row, and_, cast, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from profiles.models import AvailabilitySlot, ParentChild, ProviderProfile, RefreshToken, User
@@ -81,12 +81,20 @@ async def list_users(
     q: str | None,
     after_id: uuid.UUID | None,
     limit: int,
+    kyc_status: str | None = None,
 ) -> Sequence[User]:
-    """Accounts ordered by id (keyset paging after `after_id`), filtered by role and by
-    `q`, a case-insensitive substring of the email or the full name."""
+    """Accounts ordered by id (keyset paging after `after_id`), filtered by role, by the
+    provider profile's `kyc_status`, and by `q`, a case-insensitive substring of the
+    email or the full name."""
     stmt = select(User).order_by(User.id).limit(limit)
     if role is not None:
         stmt = stmt.where(User.role == role)
+    if kyc_status is not None:
+        stmt = stmt.where(
+            User.id.in_(
+                select(ProviderProfile.user_id).where(ProviderProfile.kyc_status == kyc_status)
+            )
+        )
     if after_id is not None:
         stmt = stmt.where(User.id > after_id)
     if q:
@@ -400,3 +408,46 @@ async def list_open_slots(
         .order_by(AvailabilitySlot.starts_at, AvailabilitySlot.id)
     )
     return (await session.execute(stmt)).scalars().all()
+
+
+async def add_rating(
+    session: AsyncSession, user_id: uuid.UUID, *, stars: int, count: int
+) -> tuple[int, int, float | None, int] | None:
+    """Add `stars` to `rating_sum` and `count` to `rating_count` (negative to remove) and
+    derive `rating_avg` = round(sum / count, 2) (null at count 0) in ONE UPDATE, which
+    also bumps `version`. Returns (rating_sum, rating_count, rating_avg, version), or None
+    when the user has no profile."""
+    row = (
+        await session.execute(
+            text(
+                "UPDATE provider_profiles SET rating_sum = rating_sum + :stars,"
+                " rating_count = rating_count + :count,"
+                " rating_avg = CASE WHEN rating_count + :count > 0 THEN"
+                " round((rating_sum + :stars)::numeric / (rating_count + :count), 2) END,"
+                " version = version + 1, updated_at = now()"
+                " WHERE user_id = :id"
+                " RETURNING rating_sum, rating_count, rating_avg::float8, version"
+            ),
+            {"id": user_id, "stars": stars, "count": count},
+        )
+    ).one_or_none()
+    return None if row is None else (int(row[0]), int(row[1]), row[2], int(row[3]))
+
+
+async def set_kyc_status(
+    session: AsyncSession, user_id: uuid.UUID, status: str
+) -> tuple[str, str, int] | None:
+    """Set the profile's `kyc_status` (bumping `version`); (before, after, version), or
+    None without a profile. Locks the row (the before value is the one replaced)."""
+    row = (
+        await session.execute(
+            text(
+                "UPDATE provider_profiles p SET kyc_status = :status, version = p.version + 1,"
+                " updated_at = now() FROM (SELECT user_id, kyc_status FROM provider_profiles"
+                " WHERE user_id = :id FOR UPDATE) old WHERE p.user_id = old.user_id"
+                " RETURNING old.kyc_status, p.kyc_status, p.version"
+            ),
+            {"id": user_id, "status": status},
+        )
+    ).one_or_none()
+    return None if row is None else (str(row[0]), str(row[1]), int(row[2]))

@@ -304,11 +304,20 @@ def _decode_cursor(cursor: str) -> uuid.UUID:
 
 
 async def list_users(
-    session: AsyncSession, *, role: str | None, q: str | None, cursor: str | None, limit: int
+    session: AsyncSession,
+    *,
+    role: str | None,
+    q: str | None,
+    cursor: str | None,
+    limit: int,
+    kyc_status: str | None = None,
 ) -> UserPage:
-    """A page of accounts (admin), ordered by id; `cursor` continues a previous page."""
+    """A page of accounts (admin), ordered by id; `cursor` continues a previous page;
+    `kyc_status` keeps providers whose profile has that KYC status."""
     after = _decode_cursor(cursor) if cursor else None
-    rows = await repo.list_users(session, role=role, q=q, after_id=after, limit=limit + 1)
+    rows = await repo.list_users(
+        session, role=role, q=q, after_id=after, limit=limit + 1, kyc_status=kyc_status
+    )
     items = [UserOut.model_validate(u) for u in rows[:limit]]
     next_cursor = _encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
     return UserPage(items=items, next_cursor=next_cursor)
@@ -776,3 +785,71 @@ async def set_slot_capacity(
     updated = await repo.get_slot(session, slot_id)
     assert updated is not None
     return _slot_out(updated)
+
+
+# --- ratings and KYC (driven by reviews/ and admin/) ----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RatingState:
+    """A provider's rating after a change: `rating_sum` (integer stars of the counted
+    reviews), `rating_count`, `rating_avg` = round(sum / count, 2) (None at 0) and the
+    profile's new `version`."""
+
+    rating_sum: int
+    rating_count: int
+    rating_avg: float | None
+    version: int
+
+
+async def add_rating(
+    session: AsyncSession, *, provider_id: uuid.UUID, stars: int, count: int
+) -> RatingState | None:
+    """Incremental rating update in the caller's transaction (O(1): no recount): add
+    `stars` to the sum and `count` to the count (negative to remove a review), derive the
+    average, bump `version` (so both search sinks accept the re-projection) and emit
+    `provider.rating_changed` (keys only). None when there is no such profile."""
+    row = await repo.add_rating(session, provider_id, stars=stars, count=count)
+    if row is None:
+        return None
+    state = RatingState(*row)
+    await outbox.emit(
+        session,
+        aggregate_type=PROVIDER_AGGREGATE,
+        aggregate_id=str(provider_id),
+        event_type="provider.rating_changed",
+        payload={"provider_id": str(provider_id), "version": state.version},
+    )
+    return state
+
+
+async def set_kyc_status(
+    session: AsyncSession, *, provider_id: uuid.UUID, status: str
+) -> tuple[str, str] | None:
+    """Set the provider's `kyc_status` (`pending|verified|rejected`), bump `version` and
+    emit `provider.kyc_changed` (only verified providers are searchable: the indexer moves
+    the provider into or out of search). Returns (before, after); None without a
+    profile."""
+    row = await repo.set_kyc_status(session, provider_id, status)
+    if row is None:
+        return None
+    before, after, version = row
+    await outbox.emit(
+        session,
+        aggregate_type=PROVIDER_AGGREGATE,
+        aggregate_id=str(provider_id),
+        event_type="provider.kyc_changed",
+        payload={"provider_id": str(provider_id), "version": version},
+    )
+    return before, after
+
+
+async def get_user(session: AsyncSession, *, user_id: uuid.UUID) -> User | None:
+    """The account `user_id`, or None."""
+    return await repo.get_user(session, user_id)
+
+
+async def provider_kind(session: AsyncSession, *, provider_id: uuid.UUID) -> str | None:
+    """The provider profile's kind (`tutor|coach|mentor`), or None without a profile."""
+    row = await repo.get_profile(session, provider_id)
+    return None if row is None else str(row.profile.kind)

@@ -105,15 +105,14 @@ async def issue_token(
     its own booking, and the provider may use any booking of the slot while one of them
     is confirmed. Checks, in order: 404 `booking_not_found`, 403 `not_a_participant`,
     409 `session_over` (already settled), 409 `not_confirmed`, 409 `too_early` (with
-    `opens_at`), 409 `session_over` (window closed); 503 `video_unavailable` when LiveKit
-    is not configured or refused to create the room.
+    `opens_at`), 409 `session_over` (window closed); then 503 `video_unavailable` when
+    LiveKit is not configured or refused to create the room.
 
     The room (`ec-booking-<id>` or `ec-slot-<id>`) is created with `max_participants` =
     capacity + 1 and empty/departure timeouts lasting until the window closes, so
     LiveKit keeps it until the clean-up task deletes it.
     """
     s = settings or get_settings()
-    api_key, api_secret = _credentials(s)
     view = await repo.booking_view(session, booking_id)
     if view is None:
         raise BookingNotFound(f"No booking {booking_id}.")
@@ -132,6 +131,7 @@ async def issue_token(
         raise TooEarly(f"The room opens at {opens_at.isoformat()}.", opens_at=opens_at.isoformat())
     if now >= closes_at:
         raise SessionOver(f"The join window closed at {closes_at.isoformat()}.")
+    api_key, api_secret = _credentials(s)
     if not view.room_live:
         await _create_room(session, view, opens_at=opens_at, closes_at=closes_at, now=now, s=s)
     name = view.provider_name if role == "provider" else view.student_name
@@ -236,12 +236,16 @@ async def receive_webhook(
     signed with our API secret (issuer = API key, not expired) whose `sha256` claim is
     the base64 SHA-256 of the raw body. Anything that fails is 401
     `invalid_webhook_signature` and nothing is stored; a verified body that is not a
-    WebhookEvent is 400 `malformed_webhook`. `participant_joined`/`_left`/
+    WebhookEvent is 400 `malformed_webhook`. Without LiveKit credentials nothing can be
+    verified: 401 as well (logged). `participant_joined`/`_left`/
     `_connection_aborted` of our rooms are stored once per event id (`occurred_at` =
     the event's `createdAt`, in seconds); other events and rooms are acknowledged.
     """
     s = settings or get_settings()
-    api_key, api_secret = _credentials(s)
+    if not s.livekit_api_key or not s.livekit_api_secret:
+        log.warning("livekit_webhook_unverifiable", reason="LIVEKIT_API_KEY is not set")
+        raise InvalidWebhookSignature("LiveKit is not configured: no webhook can be verified.")
+    api_key, api_secret = s.livekit_api_key, s.livekit_api_secret
     if not authorization:
         raise InvalidWebhookSignature("Missing Authorization header.")
     token = authorization.removeprefix("Bearer ").strip()

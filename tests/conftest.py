@@ -299,8 +299,10 @@ def create_profile(
     in_person: bool = False,
     lat: float | None = None,
     lng: float | None = None,
+    kyc_status: str = "verified",
 ) -> None:
-    """Insert a provider profile (version 1) for `user_id`."""
+    """Insert a provider profile (version 1) for `user_id`; verified by default (only
+    verified providers are searchable)."""
     if subjects is None:
         subjects = ["mathematics"] if kind == "tutor" else []
     if expertises is None:
@@ -308,9 +310,9 @@ def create_profile(
     location = f"SRID=4326;POINT({lng} {lat})" if lat is not None else None
     db.execute(
         "INSERT INTO provider_profiles (user_id, kind, display_name, subjects, expertises,"
-        " languages, hourly_rate_minor, currency, in_person, location)"
-        " VALUES (%s, %s, 'Provider', %s, %s, '{fr}', 3000, 'EUR', %s, %s::geography)",
-        (user_id, kind, subjects, expertises, in_person, location),
+        " languages, hourly_rate_minor, currency, in_person, location, kyc_status)"
+        " VALUES (%s, %s, 'Provider', %s, %s, '{fr}', 3000, 'EUR', %s, %s::geography, %s)",
+        (user_id, kind, subjects, expertises, in_person, location, kyc_status),
     )
 
 

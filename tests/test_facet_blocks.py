@@ -402,8 +402,9 @@ def test_block_counts_equal_a_count_one_record_at_a_time(
             uuid.uuid4().bytes + signed64(r["cat"]).to_bytes(8, "big", signed=True)
             + signed64(r["lang"]).to_bytes(8, "big", signed=True)
             + r["price"].to_bytes(4, "big", signed=True)
-            + r["rating"].to_bytes(2, "big", signed=True) + r["flags"].to_bytes(2, "big")
-            + r["currency"].encode()
+            + r["rating"].to_bytes(2, "big", signed=True)
+            + max(r["rating"], 0).to_bytes(2, "big", signed=True)  # rank: unused by counts
+            + r["flags"].to_bytes(2, "big") + r["currency"].encode()
             for r in block
         )  # fmt: skip
         others = [f"{i}:{','.join(r['others'])}" for i, r in enumerate(block)
@@ -430,6 +431,8 @@ _PAGE_RECORD = st.fixed_dictionaries(
         "lo": st.sampled_from([0, 5, 2**63, 2**64 - 1]),
         "price": st.sampled_from([-5, 0, 1500, 2**31 - 1]),
         "rating": st.sampled_from([-1, 0, 100, 450, 500]),
+        # rating_sort x 100 (the damped rating the rating page sorts by)
+        "sort_key": st.sampled_from([0, 100, 333, 450, 500]),
         "rank": st.sampled_from([0.0, 0.0607927, 0.1, 1e-20]),
         "hit": st.booleans(),
     }
@@ -447,13 +450,13 @@ def test_block_page_equals_a_sorted_walk(
     records: list[dict[str, Any]], sort: str, limit: int, cut: int | None
 ) -> None:
     """`Blocks.page` (a heap pass in C) returns what sorting the hits by (sort key, id)
-    and taking the first `limit` after the keyset gives: rating descending (unrated as
-    0), price ascending, rank descending, the uuid compared as bytes; the keyset is a
+    and taking the first `limit` after the keyset gives: rating_sort (the damped rating)
+    descending, price ascending, rank descending, the uuid compared as bytes; the keyset is a
     record's own key (the cursor of the page it ended), so ties straddle it."""
     packed = b"".join(
         r["hi"].to_bytes(8, "big") + r["lo"].to_bytes(8, "big") + bytes(16)
         + r["price"].to_bytes(4, "big", signed=True) + r["rating"].to_bytes(2, "big", signed=True)
-        + bytes(2) + b"EUR"
+        + r["sort_key"].to_bytes(2, "big", signed=True) + bytes(2) + b"EUR"
         for r in records
     )  # fmt: skip
     b = Blocks.from_parts("coach", [(packed, None, False)])
@@ -464,11 +467,11 @@ def test_block_page_equals_a_sorted_walk(
     def primary(i: int) -> Any:
         r = records[i]
         if sort == "rating":
-            return -max(r["rating"], 0)
+            return -r["sort_key"]
         return r["price"] if sort == "price" else -ranks[i]
 
     def ident(i: int) -> str:
-        return uuid.UUID(bytes=packed[i * 43 : i * 43 + 16]).hex
+        return uuid.UUID(bytes=packed[i * 45 : i * 45 + 16]).hex
 
     order = sorted(
         (i for i in range(len(records)) if hits[i]), key=lambda i: (primary(i), ident(i))
@@ -476,7 +479,7 @@ def test_block_page_equals_a_sorted_walk(
     key = None
     if cut is not None and cut < len(records):
         r = records[cut]
-        value = {"rating": str(max(r["rating"], 0) / 100), "price": r["price"],
+        value = {"rating": str(r["sort_key"] / 100), "price": r["price"],
                  "relevance": str(np.float32(r["rank"]))}[sort]  # fmt: skip
         key = [value, str(uuid.UUID(ident(cut)))]
         order = [i for i in order if (primary(i), ident(i)) > (primary(cut), ident(cut))]
@@ -508,7 +511,7 @@ def test_items_json_joins_the_items_of_the_records_asked() -> None:
         ends = np.cumsum([len(b) for b in body]).astype(">i4").tobytes()
         return ends + b"".join(body)
 
-    rec = [uuid.uuid4().bytes + bytes(27) for _ in range(5)]
+    rec = [uuid.uuid4().bytes + bytes(29) for _ in range(5)]
     b = Blocks.from_parts(
         "coach", [(rec[0] + rec[1], None, False), (b"".join(rec[2:]), None, False)]
     )
@@ -589,7 +592,7 @@ def test_ids_print_the_uuids_of_the_records_asked() -> None:
     """`Blocks.ids` (`_kernels.hex_ids`) gives each asked record's uuid as 32 hex digits,
     in the order asked; an index outside the records is an IndexError."""
     ids = [uuid.uuid4() for _ in range(3)]
-    b = Blocks.from_parts("coach", [(b"".join(i.bytes + bytes(27) for i in ids), None, False)])
+    b = Blocks.from_parts("coach", [(b"".join(i.bytes + bytes(29) for i in ids), None, False)])
     assert b.ids(np.array([2, 0, 2], dtype=np.intp)) == [ids[2].hex, ids[0].hex, ids[2].hex]
     assert b.ids([]) == []
     with pytest.raises(IndexError):
@@ -599,7 +602,7 @@ def test_ids_print_the_uuids_of_the_records_asked() -> None:
 
 
 def test_block_counts_refuse_a_currency_that_is_not_three_letters() -> None:
-    packed = uuid.uuid4().bytes + bytes(16) + (1000).to_bytes(4, "big") + bytes(4) + b"eu\x00"
+    packed = uuid.uuid4().bytes + bytes(16) + (1000).to_bytes(4, "big") + bytes(6) + b"eu\x00"
     b = Blocks.from_parts("coach", [(packed, None, False)])
     with pytest.raises(ValueError, match="three letters"):
         b.count(Filters())
@@ -619,6 +622,7 @@ def test_records_decode_with_their_languages_and_edge_flags() -> None:
         + (1 << 63).to_bytes(8, "big")  # language bit 63 (the sign bit)
         + (2500).to_bytes(4, "big")
         + (487).to_bytes(2, "big")
+        + (471).to_bytes(2, "big")  # rank: rating_sort x 100
         + (1 | 4).to_bytes(2, "big")
         + b"EUR"
     )
@@ -839,7 +843,7 @@ def test_block_points_equal_sql_points(
 
 
 def test_block_points_cut_at_the_limit_in_rating_order(
-    engine_thread: EngineThread, sql_engine: PostgresEngine
+    engine_thread: EngineThread, sql_engine: PostgresEngine, search_dataset: str
 ) -> None:
     """A viewport holding more tutors than `MAX_POINTS`: the block answer keeps the
     `MAX_POINTS` best-rated (ties by id), equal to the SQL pass's, and counts them all;
@@ -853,7 +857,16 @@ def test_block_points_cut_at_the_limit_in_rating_order(
     assert got.total == want.total > MAX_POINTS
     assert len(got.points) == MAX_POINTS
     assert got.points == want.points
-    keys = [(-(p["rating"]["avg"] or 0), p["id"]) for p in got.points]
+    # the rating order is the damped rating's (rating_sort), then the id
+    with psycopg.connect(search_dataset) as conn:
+        rank = dict(
+            conn.execute(
+                "SELECT provider_id::text, rating_sort FROM tutor_documents"
+                " WHERE provider_id = ANY (%s::uuid[])",
+                ([p["id"] for p in got.points],),
+            ).fetchall()
+        )
+    keys = [(-rank[p["id"]], p["id"]) for p in got.points]
     assert keys == sorted(keys)
     assert list(got.points[0]) == ["id", "lat", "lng", "display_name", "price", "rating"]
     # the response body: the rendered points sent as they are, in the field order
@@ -1238,7 +1251,7 @@ def test_block_clusters_equal_a_grouping_one_record_at_a_time(
     points = points + dense + [((k % 40) * cell * 1.01 - 44.5 * cell, (k // 40) * cell * 1.01 - 20 * cell, True)
                        for k in range(spread)]  # fmt: skip
     points = [(y, x, h) for y, x, h in points if -90 < y < 90 and -180 < x < 180]
-    rec = b"".join(uuid.uuid4().bytes + bytes(27) + struct.pack(">dd", y, x) for y, x, _ in points)
+    rec = b"".join(uuid.uuid4().bytes + bytes(29) + struct.pack(">dd", y, x) for y, x, _ in points)
     b = Blocks.from_parts("tutor", [(rec, None, False)])
     hits = np.array([h for _, _, h in points], dtype=bool)
     groups: dict[tuple[int, int], list[tuple[float, float]]] = {}
@@ -1286,7 +1299,7 @@ def test_nearest_candidates_follow_their_rule(
          lng + 1000 * (1 + f) / 73_300 * math.sin(t), True)
         for f, t in ring
     ]  # fmt: skip
-    rec = b"".join(uuid.uuid4().bytes + bytes(27) + struct.pack(">dd", y, x) for y, x, _ in points)
+    rec = b"".join(uuid.uuid4().bytes + bytes(29) + struct.pack(">dd", y, x) for y, x, _ in points)
     b = Blocks.from_parts("tutor", [(rec, None, False)])
     hits = np.array([h for _, _, h in points], dtype=bool)
     c = _unit(lat, lng)

@@ -178,7 +178,7 @@ async def test_profile_needs_authentication(api: httpx.AsyncClient) -> None:
 async def test_public_view_rounds_the_location_and_hides_inactive(
     api: httpx.AsyncClient, db: psycopg.Connection
 ) -> None:
-    uid = create_provider(db, in_person=True, lat=48.856613, lng=2.352222)
+    uid = create_provider(db, in_person=True, lat=48.856613, lng=2.352222, kyc_status="pending")
     r = await api.get(f"/api/v1/providers/{uid}")
     assert r.status_code == 200
     body = r.json()

@@ -87,7 +87,11 @@ _ROWS: dict[str, str] = {
 @pytest.mark.parametrize("family", record_layout.FAMILIES)
 def test_a_row_packed_in_sql_reads_back_through_the_dtype(family: str, database_url: str) -> None:
     with psycopg.connect(database_url) as conn:
-        rows = conn.execute(f"SELECT f.*, {PACK_SQL[family]} FROM ({_ROWS[family]}) f").fetchall()
+        # rating_sort (the damped rank, migration 0018) follows the other columns
+        rows = conn.execute(
+            f"SELECT f.*, {PACK_SQL[family]} FROM (SELECT *, round(coalesce(rating_avg, 0)"
+            f" * 0.9, 2) AS rating_sort FROM ({_ROWS[family]}) f0) f"
+        ).fetchall()
     assert len(rows) == 2
     flags = record_layout.FLAGS
     for row in rows:
@@ -107,6 +111,7 @@ def test_a_row_packed_in_sql_reads_back_through_the_dtype(family: str, database_
             | (flags["OTHERS"] if row[7] is not None else 0)
             | (flags["MENTOR"] if family == "coach" and row[8] == "mentor" else 0),
             "currency": row[9].encode(),
+            "rank": int(row[-2] * 100),
         }
         assert {k: rec[k].item() for k in want} == want
         if family == "tutor":

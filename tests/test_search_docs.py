@@ -40,8 +40,8 @@ def provider(
     conn.execute(
         "INSERT INTO provider_profiles (user_id, kind, display_name, headline, bio, subjects,"
         " expertises, languages, hourly_rate_minor, currency, rating_avg, rating_count, online,"
-        " in_person, location) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'EUR', %s, %s, true,"
-        " false, ST_SetSRID(ST_MakePoint(%s, %s), 4326)::geography)",
+        " in_person, location, kyc_status) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'EUR',"
+        " %s, %s, true, false, ST_SetSRID(ST_MakePoint(%s, %s), 4326)::geography, 'verified')",
         (pid, kind, name, headline, bio, subjects if subjects is not None else ["mathematics"],
          expertises or [], languages or ["fr"], price, rating, 1 if rating else 0, lng, lat),
     )  # fmt: skip

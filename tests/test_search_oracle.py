@@ -22,6 +22,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import psycopg
@@ -52,10 +53,14 @@ def source(search_dataset: str) -> dict[str, list[dict[str, Any]]]:
         rows = conn.execute(
             "SELECT p.user_id, p.kind, p.subjects, p.expertises, p.languages,"
             " p.hourly_rate_minor, p.currency, p.rating_avg, p.online, p.in_person,"
-            " ST_Y(p.location::geometry), ST_X(p.location::geometry)"
+            " ST_Y(p.location::geometry), ST_X(p.location::geometry), p.rating_count"
             " FROM provider_profiles p JOIN users u ON u.id = p.user_id"
-            " WHERE u.active AND p.kyc_status <> 'rejected'"
+            " WHERE u.active AND p.kyc_status = 'verified'"
         ).fetchall()
+        prior = conn.execute("SELECT mean, weight FROM search_rating_prior").fetchone() or (
+            Decimal(0),
+            0,
+        )
     out: dict[str, list[dict[str, Any]]] = {"tutor": [], "coach": []}
     for r in rows:
         d = {
@@ -63,6 +68,7 @@ def source(search_dataset: str) -> dict[str, list[dict[str, Any]]]:
             "languages": r[4], "price": r[5], "currency": r[6],
             "rating": float(r[7]) if r[7] is not None else None, "online": r[8],
             "in_person": r[9], "lat": r[10], "lng": r[11], "slots": slots.get(r[0], []),
+            "rank": _damped(r[12], r[7], prior[0], prior[1]),
         }  # fmt: skip
         out["tutor" if r[1] == "tutor" else "coach"].append(d)
     return out
@@ -160,6 +166,13 @@ def text_queries(draw: Any, vocabulary: list[list[str]]) -> str:
     return " ".join(q)
 
 
+def _damped(v: int, r: Decimal | None, c: Decimal, m: int) -> Decimal:
+    """The IMDb weighted rating (v·R + m·C) / (v + m), half up to hundredths; 0 unrated."""
+    if not v or r is None:
+        return Decimal(0)
+    return ((v * r + m * c) / (v + m)).quantize(Decimal("0.01"), ROUND_HALF_UP)
+
+
 def _match(d: dict[str, Any], q: Any) -> bool:
     if q.min_price is not None and d["price"] < q.min_price:
         return False
@@ -207,7 +220,7 @@ def oracle(
     if q.sort == "distance":
         hits.sort(key=lambda x: (x[1], x[0]["id"]))
     elif q.sort == "rating":
-        hits.sort(key=lambda x: (-(x[0]["rating"] or 0), x[0]["id"]))
+        hits.sort(key=lambda x: (-x[0]["rank"], x[0]["id"]))
     elif q.sort == "relevance":
         hits.sort(key=lambda x: (-(text or {}).get(x[0]["id"], 0.0), x[0]["id"]))
     else:

@@ -401,8 +401,12 @@ async def test_video_unavailable(
         get_settings.cache_clear()
         r = await api.post(token_url(lesson.booking), headers=bearer(lesson.student, "student"))
         problem(r, 503, "video_unavailable")
+        # nothing can verify a webhook: refused like a forged one
         r = await api.post(HOOK, content=b"{}", headers={"Authorization": "x"})
-        problem(r, 503, "video_unavailable")
+        problem(r, 401, "invalid_webhook_signature")
+        # refusals that need no LiveKit still come first
+        r = await api.post(token_url(uuid.uuid4()), headers=bearer(lesson.student, "student"))
+        problem(r, 404, "booking_not_found")
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
@@ -25,21 +25,25 @@ async def list_users(
     user: AdminUser,
     session: SessionDep,
     role: Role | None = None,
+    kyc_status: Literal["pending", "verified", "rejected"] | None = None,
     q: Annotated[
         str | None, Query(max_length=200, description="Substring of the email or name")
     ] = None,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> UserPage:
-    """Accounts in a stable order; follow `next_cursor` for the next page."""
-    return await service.list_users(session, role=role, q=q, cursor=cursor, limit=limit)
+    """Accounts in a stable order; follow `next_cursor` for the next page. `kyc_status`
+    keeps providers whose profile has that KYC status."""
+    return await service.list_users(
+        session, role=role, q=q, cursor=cursor, limit=limit, kyc_status=kyc_status
+    )
 
 
 @router.patch(
     "/users/{user_id}",
     response_model=UserOut,
     summary="Change an account's role or deactivate/reactivate it (admin, audited)",
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses=problem_responses(400, 401, 403, 404, 409, 422),
 )
 async def update_user(
     user_id: uuid.UUID, data: AdminUserPatch, user: AdminUser, session: SessionDep, now: NowDep

@@ -30,6 +30,7 @@ from booking.schemas import (
     CancelPreview,
     CancelResult,
 )
+from credits import service as credits_service
 from payments import jobs as payments_jobs
 from payments.stripe_adapter import get_provider
 from profiles.errors import field_errors
@@ -83,9 +84,20 @@ async def create_booking(
     400 `idempotency_key_missing` / `idempotency_key_invalid`; 422 validation or
     `idempotency_key_mismatch`. 429 `slot_busy` (Retry-After) when the slot's lock is not
     granted in time. A retry with the same key replays the first answer.
+
+    `payment_method: "credits"` pays with the caller's credits (a parent's wallet pays
+    for its child) and answers the booking `confirmed` at once: the cost is the credit
+    cost table's for the slot's type and length, times the seats, taken from the credits
+    expiring first. 409 `insufficient_credits` (`needed`, `available`), 422
+    `no_credit_cost`; nothing is held then.
     """
     async with unit_of_work(session):
         booking = await service.hold(session, actor=user, data=data, now=now)
+        if data.payment_method == "credits":
+            # spent and confirmed in the hold's transaction: all of it commits, or none
+            booking = await credits_service.pay_booking(
+                session, booking=booking, payer_id=user.id, now=now
+            )
     response.headers["Location"] = f"/api/v1/bookings/{booking.id}"
     return booking
 
@@ -181,6 +193,10 @@ async def cancel_booking(
             session, booking_id=booking_id, actor=user, reason=data.reason if data else None,
             now=now,
         )  # fmt: skip
+        # credits spent on it come back per the policy (REFUND, original expiry), atomically
+        await credits_service.refund_booking(
+            session, booking_id=booking_id, percent=result.refund_percent, now=now
+        )
     # After the commit (lock order: booking first, then the payment in its own transaction):
     # refund the policy's share, or cancel the unpaid intent.
     await payments_jobs.after_cancellations(get_provider(), [(booking_id, result.refund_due_minor)])

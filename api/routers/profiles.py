@@ -16,6 +16,7 @@ from api.errors import problem_responses
 from api.idempotency import IdempotentRoute, idempotent
 from api.routers.bookings import unit_of_work
 from booking import service as booking_service
+from credits import service as credits_service
 from payments import jobs as payments_jobs
 from payments.stripe_adapter import get_provider as payment_gateway
 from profiles import service
@@ -164,6 +165,10 @@ async def delete_availability(
         canceled = await booking_service.cancel_slot(
             session, actor=user, slot_id=slot_id, cancel_bookings=cancel_bookings, now=now
         )
+        for c in canceled:  # bookings paid with credits get them back (100 %), atomically
+            await credits_service.refund_booking(
+                session, booking_id=c.booking.id, percent=c.refund_percent, now=now
+            )
     # Full refunds of the canceled bookings (or their unpaid intents canceled), after commit.
     await payments_jobs.after_cancellations(
         payment_gateway(), [(c.booking.id, c.refund_due_minor) for c in canceled]

@@ -76,7 +76,7 @@ async def get_session_token(
     "/sessions/webhooks/livekit",
     response_model=WebhookAck,
     summary="LiveKit webhook receiver (participant joined/left → attendance)",
-    responses=problem_responses(400, 401, 503),
+    responses=problem_responses(400, 401),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -92,7 +92,8 @@ async def livekit_webhook(
 ) -> WebhookAck:
     """Verified with the SDK's `WebhookReceiver` on the raw body: the `Authorization`
     header is LiveKit's JWT (our API key and secret) carrying the body's SHA-256.
-    401 `invalid_webhook_signature` (nothing stored), 400 `malformed_webhook`; a
+    401 `invalid_webhook_signature` (nothing stored; also while LiveKit is not
+    configured), 400 `malformed_webhook`; a
     participant event is stored once per event id (`result`: stored / duplicate /
     ignored), so LiveKit's retries are harmless."""
     body = await request.body()

@@ -26,6 +26,8 @@ retried a few times with backoff. Test helpers (no auth), like `stripe trigger`:
 - `POST /_standin/payment_intents/{id}/succeed` and `/fail` (`decline_code`);
 - `POST /_standin/refunds/{id}/succeed` and `/fail` (refunds start `pending` when the
   config says `refund_status=pending`);
+- Billing (Customers, Products, Prices, Subscriptions, Invoices) and its test clocks:
+  `standins/stripe/billing.py`;
 - `POST /_standin/config` (`webhook_url`, `deliver=true|false`, `refund_status`);
 - `GET /_standin/events`, `POST /_standin/events/{id}/deliver` (deliver again: duplicates);
 - `GET /_standin/stats` (requests served and server-side time percentiles, ms);
@@ -53,6 +55,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from standins.stripe.billing import BillingMixin
 
 API_VERSION = "2025-09-30.clover"
 FIXTURES_PATH = Path(__file__).with_name("fixtures.json")
@@ -151,7 +155,7 @@ def _int(params: dict[str, Any], name: str, *, required: bool = True) -> int | N
     return value
 
 
-class StripeStandin:
+class StripeStandin(BillingMixin):
     """In-memory Stripe state, request dispatch, idempotency and webhook delivery.
 
     Thread-safe: every request runs under one lock (the stand-in is small; the lock also
@@ -179,6 +183,11 @@ class StripeStandin:
         self.refunds: dict[str, dict[str, Any]] = {}
         self.transfers: dict[str, dict[str, Any]] = {}
         self.events: dict[str, dict[str, Any]] = {}
+        self.customers: dict[str, dict[str, Any]] = {}
+        self.products: dict[str, dict[str, Any]] = {}
+        self.prices: dict[str, dict[str, Any]] = {}
+        self.subscriptions: dict[str, dict[str, Any]] = {}
+        self.invoices: dict[str, dict[str, Any]] = {}
         self.idempotency: dict[tuple[str, str], tuple[str, Response]] = {}
         self.server_times_ms: list[float] = []
         self._outbox: queue.Queue[str | None] = queue.Queue()
@@ -188,7 +197,10 @@ class StripeStandin:
     def reset(self) -> None:
         """Forget every object, event and idempotency key (a fresh test account)."""
         with self.lock:
-            for table in (self.intents, self.charges, self.refunds, self.transfers, self.events):
+            for table in (
+                self.intents, self.charges, self.refunds, self.transfers, self.events,
+                self.customers, self.products, self.prices, self.subscriptions, self.invoices,
+            ):  # fmt: skip
                 table.clear()
             self.idempotency.clear()
             self.server_times_ms.clear()
@@ -252,6 +264,10 @@ class StripeStandin:
             # Stripe retries for 3 days; the stand-in a few times within seconds.
             for delay in (0.0, 0.2, 0.5, 1.0, 2.0):
                 time.sleep(delay)
+                with self.lock:
+                    known = event_id in self.events
+                if not known:  # forgotten by a reset while queued: never kill the thread
+                    break
                 if 200 <= self.deliver_now(event_id) < 300:
                     break
 
@@ -332,6 +348,17 @@ class StripeStandin:
             ("GET", "refunds", 1): self.get_refund,
             ("POST", "transfers", 0): self.create_transfer,
             ("GET", "transfers", 1): self.get_transfer,
+            ("POST", "customers", 0): self.create_customer,
+            ("GET", "customers", 1): self.get_customer,
+            ("POST", "products", 0): self.create_product,
+            ("POST", "prices", 0): self.create_price,
+            ("GET", "prices", 1): self.get_price,
+            ("POST", "subscriptions", 0): self.create_subscription,
+            ("GET", "subscriptions", 1): self.get_subscription,
+            ("POST", "subscriptions", 1): self.update_subscription,
+            ("DELETE", "subscriptions", 1): self.delete_subscription,
+            ("GET", "invoices", 0): self.list_invoices,
+            ("GET", "invoices", 1): self.get_invoice,
         }
         fn = table.get((method, resource, len(rest)))
         if fn is None:
@@ -766,6 +793,11 @@ class StripeStandin:
             if kind == "payment_intents" and action == "fail":
                 code = str(params.get("decline_code") or "generic_decline")
                 return Response(200, self.fail_intent(object_id, decline_code=code))
+            if kind == "subscriptions" and action == "advance":
+                fail = str(params.get("fail", "false")).lower() == "true"
+                return Response(200, self.advance_subscription(object_id, fail=fail))
+            if kind == "invoices" and action in ("pay", "fail"):
+                return Response(200, self.settle_invoice(object_id, paid=action == "pay"))
             if kind == "refunds" and action in ("succeed", "fail"):
                 return Response(200, self.settle_refund(object_id, succeeded=action == "succeed"))
         raise StripeError(404, "invalid_request_error", f"Unknown test helper ({method}: {path}).")

@@ -10,7 +10,10 @@ import json
 import sys
 from pathlib import Path
 
-RESOURCES = ("payment_intent", "refund", "transfer", "charge", "event")
+RESOURCES = (
+    "payment_intent", "refund", "transfer", "charge", "event",
+    "customer", "product", "price", "subscription", "invoice",
+)  # fmt: skip
 TARGET = Path(__file__).with_name("fixtures.json")
 
 

@@ -906,7 +906,7 @@ PyDoc_STRVAR(page_doc,
 "--\n\n"
 "Indexes of the first `limit` records of `hits` (n bytes 0/1) in the order of the key\n"
 "(primary, id) ascending, the id compared as two unsigned 64-bit halves (uuid byte\n"
-"order): primary is -max(rating, 0) (hundredths) for `sort` 0, price for 1, and\n"
+"order): primary is -max(rank, 0) (rating_sort, hundredths) for `sort` 0, price for 1, and\n"
 "-rank[i] for 2 (`rank`: n native float64, None otherwise). `after`: None, or the\n"
 "keyset (primary, id_hi, id_lo): only the records after it. Returns a list of ints.\n"
 "ValueError when a buffer has the wrong size, `sort` is unknown or `limit` < 1.");
@@ -963,8 +963,8 @@ static PyObject *page(PyObject *self, PyObject *args) {
         const unsigned char *r = base + i * itemsize;
         PageEntry e;
         if (sort == 0) {
-            int rating = be16s(r + OFF_RATING);
-            e.key = -(double)(rating > 0 ? rating : 0);
+            int rank = be16s(r + OFF_RANK);
+            e.key = -(double)(rank > 0 ? rank : 0);
         } else if (sort == 1) {
             e.key = (double)be32s(r + OFF_PRICE);
         } else {
@@ -1706,9 +1706,9 @@ static struct PyModuleDef module = {
  * compares it with the numpy dtype and the SQL pack expression. */
 static int add_layout(PyObject *m) {
     PyObject *d = Py_BuildValue(
-        "{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n}", "id",
+        "{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n}", "id",
         (Py_ssize_t)OFF_ID, "cat", (Py_ssize_t)OFF_CAT, "lang", (Py_ssize_t)OFF_LANG, "price",
-        (Py_ssize_t)OFF_PRICE, "rating", (Py_ssize_t)OFF_RATING, "flags", (Py_ssize_t)OFF_FLAGS,
+        (Py_ssize_t)OFF_PRICE, "rating", (Py_ssize_t)OFF_RATING, "rank", (Py_ssize_t)OFF_RANK, "flags", (Py_ssize_t)OFF_FLAGS,
         "currency", (Py_ssize_t)OFF_CURRENCY, "lat", (Py_ssize_t)OFF_LAT, "lng",
         (Py_ssize_t)OFF_LNG, "BASE_SIZE", (Py_ssize_t)BASE_SIZE, "TUTOR_SIZE",
         (Py_ssize_t)TUTOR_SIZE, "F_ONLINE", (Py_ssize_t)F_ONLINE, "F_IN_PERSON",

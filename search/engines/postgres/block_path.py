@@ -141,7 +141,7 @@ class BlockPage:
         rec = self.blocks.records[i]
         value: Any
         if self.sort == "rating":
-            r = max(int(rec["rating"]), 0)
+            r = max(int(rec["rank"]), 0)
             value = f"{r // 100}.{r % 100:02d}"
         elif self.sort == "price":
             value = int(rec["price"])

@@ -639,7 +639,7 @@ class Blocks:
     ) -> list[int]:
         """The indexes of the first `limit` records of `hits` in the order of `sort` after
         the keyset `key` (the cursor's [sort value, provider id]): `rating` =
-        coalesce(rating_avg, 0) descending, `price` = price_minor ascending, `relevance`
+        rating_sort (the damped rating, the record's `rank`) descending, `price` = price_minor ascending, `relevance`
         = `self.rank` descending; ties by provider_id ascending (uuid order is byte
         order: (id_hi, id_lo) as unsigned). One pass in C (`_kernels.page`) keeping the
         best `limit` in a heap; the primary keys (hundredths, minor units, float4 ranks)

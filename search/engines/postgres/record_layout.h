@@ -14,16 +14,18 @@
 #define SIZE_PRICE 4
 #define OFF_RATING 36 /* int16_t */
 #define SIZE_RATING 2
-#define OFF_FLAGS 38 /* int16_t */
+#define OFF_RANK 38 /* int16_t */
+#define SIZE_RANK 2
+#define OFF_FLAGS 40 /* int16_t */
 #define SIZE_FLAGS 2
-#define OFF_CURRENCY 40 /* char[3] */
+#define OFF_CURRENCY 42 /* char[3] */
 #define SIZE_CURRENCY 3
-#define OFF_LAT 43 /* double, tutors only */
+#define OFF_LAT 45 /* double, tutors only */
 #define SIZE_LAT 8
-#define OFF_LNG 51 /* double, tutors only */
+#define OFF_LNG 53 /* double, tutors only */
 #define SIZE_LNG 8
-#define BASE_SIZE 43
-#define TUTOR_SIZE 59
+#define BASE_SIZE 45
+#define TUTOR_SIZE 61
 
 #define F_ONLINE 1
 #define F_IN_PERSON 2

@@ -20,6 +20,7 @@ position.
 | lang     | int64_t        | 8     | `language_bits`                                        |
 | price    | int32_t        | 4     | `price_minor`                                          |
 | rating   | int16_t        | 2     | `rating_avg` x 100, -1 when unrated                    |
+| rank     | int16_t        | 2     | `rating_sort` x 100: the damped rating the page sorts by |
 | flags    | int16_t        | 2     | `FLAGS`: online, in person, has `languages_other`, mentor |
 | currency | char[3]        | 3     | ISO 4217 code (ASCII)                                  |
 | lat, lng | double         | 8, 8  | tutors only: the position in degrees (NaN without one) |
@@ -71,6 +72,7 @@ _COMMON = (
         (("rating", ">i2"),),
         "int2send(coalesce((rating_avg * 100)::smallint, -1::smallint))",
     ),
+    Field("rank", "int16_t", 2, (("rank", ">i2"),), "int2send((rating_sort * 100)::smallint)"),
     Field(
         "flags",
         "int16_t",

@@ -201,11 +201,7 @@ async def page(
         # filter is there), then only its rows are read from the documents. The
         # documents' sort-key btree walk would read (limit / selectivity) wide
         # rows, and the planner ANDs big bitmaps (price, availability) instead.
-        f_cond, f_order = (
-            (c.replace("rating_sort", "coalesce(rating_avg, 0)") for c in (cond, order))
-            if sort == "rating"
-            else (cond, order)
-        )
+        f_cond, f_order = cond, order  # the facet rows carry rating_sort (migration 0018)
         where = (
             f"provider_id IN (SELECT provider_id FROM {table.replace('_documents', '_facets')}"
             f" WHERE {plan.all(True)} AND {f_cond} ORDER BY {f_order} LIMIT %(limit)s)"
