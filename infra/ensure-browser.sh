@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make Debian's Chromium available for the browser tests (tests/test_web_browser.py).
+# Make Debian's Chromium available for the browser tests (tests/api/test_web_browser.py).
 #
 # Idempotent: does nothing when /usr/bin/chromium (or $CHROMIUM_PATH) exists. Otherwise, as
 # root on Debian/Ubuntu, installs the `chromium` package with apt-get. It never downloads a

@@ -170,13 +170,13 @@ class EngineThread:
 @pytest.fixture
 def market(db: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
     """A small seeded marketplace (300 tutors, 100 coaches) with its documents built from
-    scratch; the `*_expected` tables of `tests.projection_check` dropped afterwards.
+    scratch; the `*_expected` tables of `tests.indexer.projection_check` dropped afterwards.
     Modules with another marketplace define their own `market`."""
     from datetime import date
 
     from devdata.seed import SeedParams, seed
     from indexer.projection import build_all
-    from tests.projection_check import drop_expected
+    from tests.indexer.projection_check import drop_expected
 
     seed(db, SeedParams(tutors=300, coaches=100, students=0, seed=5, start=date(2030, 3, 4)))
     with db.transaction():
@@ -190,7 +190,7 @@ def engines(database_url: str) -> Iterator[tuple[EngineThread, Any]]:
     """A block engine on its own loop (`EngineThread`), and the SQL pass
     (`PostgresEngine(blocks=False)`) on the same loop, to compare answers. The block
     engine checks its block directory on every query (no block watch): the tests that
-    use it write and read at once, and test the check itself (`tests/test_block_watch.py`
+    use it write and read at once, and test the check itself (`tests/search/test_block_watch.py`
     tests when a watching engine checks)."""
     from search.engines.postgres.engine import PostgresEngine
 

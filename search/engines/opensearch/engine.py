@@ -3,7 +3,7 @@
 `infra/opensearch/`).
 
 Request shape (one `_search` per call, validated against the official API spec in
-`tests/test_opensearch_contract.py`):
+`tests/search/test_opensearch_contract.py`):
 
 - every filter in filter context (`bool.filter`): price/currency/rating/mode, availability
   (`range` on the `date_range` field with `relation: intersects`), kind, the radius

@@ -1,0 +1,138 @@
+"""End-to-end: the back-office page (`/admin`) in Debian's headless Chromium (Playwright
+for Python) against the real API served by uvicorn in a thread: the admin signs in,
+sees the pending KYC and the open complaints, and approves a provider.
+
+No sleeps: Playwright's auto-waiting `expect(...)`. The browser only reaches the test
+server. Without `/usr/bin/chromium` the test skips with that reason."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from tests.conftest import DEFAULT_PASSWORD, create_provider, create_user
+from tests.reviews.helpers import completed_booking
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+TIMEOUT_MS = 15_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def live_server(db: psycopg.Connection[Any]) -> Iterator[str]:
+    import uvicorn
+
+    from api.app import create_app
+
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    with httpx.Client(timeout=1) as c:
+        for _ in range(200):
+            try:
+                if c.get(f"{base}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                threading.Event().wait(0.05)
+        else:
+            pytest.fail("the test server did not start")
+    yield base
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def page(live_server: str) -> Iterator[Any]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} not found: run infra/ensure-browser.sh (as root on Debian)")
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        ctx = browser.new_context(locale="en-GB", base_url=live_server)
+        ctx.set_default_timeout(TIMEOUT_MS)
+        ctx.route(
+            "**/*",
+            lambda route: (
+                route.continue_() if route.request.url.startswith(live_server) else route.abort()
+            ),
+        )
+        pg = ctx.new_page()
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        yield pg
+        ctx.close()
+        browser.close()
+    assert not errors, errors
+
+
+def test_admin_page_lists_pending_kyc_and_open_complaints(
+    page: Any, db: psycopg.Connection[Any]
+) -> None:
+    from playwright.sync_api import expect
+
+    create_user(db, role="admin", email="boss@example.com")
+    waiting = create_provider(db, kyc_status="pending")
+    db.execute(
+        "UPDATE provider_profiles SET display_name = 'Awa Diop' WHERE user_id = %s", (waiting,)
+    )
+    create_provider(db)  # verified: not listed
+    tutor = create_provider(db)
+    booking, student = completed_booking(db, tutor)
+    db.execute(
+        "INSERT INTO complaints (booking_id, filed_by, reason) VALUES (%s, %s, 'No show')",
+        (booking, student),
+    )
+
+    page.goto("/admin?lang=en")
+    page.fill("#email", "boss@example.com")
+    page.fill("#password", "wrong-password-123")
+    page.click("#login button[type=submit]")
+    expect(page.locator("#login-error")).to_have_text("Sign-in failed.")
+    page.fill("#password", DEFAULT_PASSWORD)
+    page.click("#login button[type=submit]")
+
+    kyc = page.locator("#kyc-table tbody tr")
+    expect(kyc).to_have_count(1)
+    expect(kyc.first.locator("td").first).to_have_text("Awa Diop")
+    complaints = page.locator("#complaints-table tbody tr")
+    expect(complaints).to_have_count(1)
+    expect(complaints.first.locator("td").nth(1)).to_have_text("No show")
+    expect(complaints.first.locator("td").nth(2)).to_have_text("open")
+
+    kyc.first.locator("button[data-decision=approve]").click()
+    expect(kyc).to_have_count(0)
+    expect(page.locator("#kyc-empty")).to_be_visible()
+    row = db.execute(
+        "SELECT kyc_status FROM provider_profiles WHERE user_id = %s", (waiting,)
+    ).fetchone()
+    assert row == ("verified",)
+    page.screenshot(path=str(_shot("admin-page.png")))
+
+
+def _shot(name: str) -> Any:
+    from pathlib import Path
+
+    d = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+    d.mkdir(parents=True, exist_ok=True)
+    return d / name
