@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.booking_helpers import create_slot
+from tests.booking.helpers import create_slot
 from tests.conftest import create_provider, create_user, truncate_all
 
 ROOT = Path(__file__).resolve().parents[2]

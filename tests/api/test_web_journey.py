@@ -22,13 +22,10 @@ import httpx
 import psycopg
 import pytest
 
-from tests.booking_helpers import create_slot
+from tests.api.test_web_browser import SHOTS, TIMEOUT_MS, browser  # noqa: F401 - shared fixture
+from tests.booking.helpers import create_slot
 from tests.conftest import DEFAULT_PASSWORD, bearer, create_user
-from tests.livekit_standin import API_KEY as LIVEKIT_KEY
-from tests.livekit_standin import API_SECRET as LIVEKIT_SECRET
-from tests.livekit_standin import start_standin as start_livekit
-from tests.livekit_standin import stop_standin as stop_livekit
-from tests.payments_kit import (
+from tests.payments.kit import (
     WEBHOOK_PATH,
     Process,
     free_port,
@@ -38,7 +35,10 @@ from tests.payments_kit import (
     stripe_env,
     unbalanced,
 )
-from tests.test_web_browser import SHOTS, TIMEOUT_MS, browser  # noqa: F401 - shared fixture
+from tests.sessions.livekit_standin import API_KEY as LIVEKIT_KEY
+from tests.sessions.livekit_standin import API_SECRET as LIVEKIT_SECRET
+from tests.sessions.livekit_standin import start_standin as start_livekit
+from tests.sessions.livekit_standin import stop_standin as stop_livekit
 
 pytestmark = pytest.mark.browser
 

@@ -17,11 +17,7 @@ import psycopg
 import pytest
 
 from tests.conftest import truncate_all
-from tests.livekit_standin import API_KEY as LIVEKIT_KEY
-from tests.livekit_standin import API_SECRET as LIVEKIT_SECRET
-from tests.livekit_standin import start_standin as start_livekit
-from tests.livekit_standin import stop_standin as stop_livekit
-from tests.payments_kit import (
+from tests.payments.kit import (
     WEBHOOK_PATH,
     Process,
     start_api,
@@ -30,6 +26,10 @@ from tests.payments_kit import (
     stripe_env,
     unbalanced,
 )
+from tests.sessions.livekit_standin import API_KEY as LIVEKIT_KEY
+from tests.sessions.livekit_standin import API_SECRET as LIVEKIT_SECRET
+from tests.sessions.livekit_standin import start_standin as start_livekit
+from tests.sessions.livekit_standin import stop_standin as stop_livekit
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.booking_helpers import NOW, SLOT_START, confirm, create_slot, key
+from tests.booking.helpers import NOW, SLOT_START, confirm, create_slot, key
 from tests.conftest import bearer, create_provider, create_user
 
 
