@@ -1,7 +1,8 @@
 """`educonnect demo journey`: the student journey through the HTTP API of a running stack.
 
 A newcomer's proof that everything works: a tutor signs up, publishes a profile in Paris and
-a 3-seat group class; the streaming indexer makes it findable; a student finds it on the
+a 3-seat group class and uploads a KYC document; an admin (the seed's
+`admin@educonnect.dev` by default) verifies it; the streaming indexer makes it findable; a student finds it on the
 map search, opens the profile and its slots, holds 2 seats (the live-seat stream says so),
 creates the PaymentIntent, pays
 (the Stripe stand-in is told to succeed the intent, as `stripe trigger` does, through the
@@ -74,7 +75,12 @@ def _key() -> dict[str, str]:
 
 
 def run_journey(
-    base_url: str, *, wait_s: float = 30.0, echo: Callable[[str], None] = print
+    base_url: str,
+    *,
+    wait_s: float = 30.0,
+    echo: Callable[[str], None] = print,
+    admin_email: str = "admin@educonnect.dev",
+    admin_password: str = "educonnect-demo",  # noqa: S107 - the seed's published password
 ) -> list[tuple[str, float]]:
     """Drive the journey against `base_url`; the steps and their latencies (ms). Raises
     `StepFailed` at the first failure."""
@@ -125,6 +131,22 @@ def run_journey(
             )
             state["slot"] = out["items"][0]["id"]
             return f"3 seats at {start:%Y-%m-%d %H:%M} UTC"
+
+        def kyc_document() -> str:
+            pdf = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+            j.call(
+                "POST", f"{api}/profiles/me/kyc-documents", (200, 201), headers=state["tutor"],
+                data={"type": "id_card"}, files={"file": ("id.pdf", pdf, "application/pdf")},
+            )  # fmt: skip
+            return "id_card (PDF)"
+
+        def admin_verifies() -> str:
+            tok = j.call("POST", f"{api}/auth/login",
+                         data={"username": admin_email, "password": admin_password})  # fmt: skip
+            admin = {"Authorization": f"Bearer {tok['access_token']}"}
+            out = j.call("POST", f"{api}/admin/kyc/{state['tutor_id']}/verify", headers=admin,
+                         json={"decision": "approve", "note": "demo journey"})  # fmt: skip
+            return f"{out['kyc_status_before']} -> {out['kyc_status']} (searchable)"
 
         def found_on_map() -> str:
             params = {"q": name, "lat": PARIS[0], "lng": PARIS[1], "radius_km": 5, "limit": 5}
@@ -241,6 +263,8 @@ def run_journey(
             ("tutor signs up", tutor_signs_up),
             ("tutor publishes a profile", tutor_profile),
             ("tutor adds a group class", tutor_adds_slot),
+            ("tutor uploads a KYC document", kyc_document),
+            ("admin verifies the tutor", admin_verifies),
             ("student finds the tutor (search)", found_on_map),
             ("student opens the profile", profile_page),
             ("student sees the slots", slots),
@@ -272,12 +296,21 @@ def journey(
     wait_s: Annotated[
         float, typer.Option(min=1, help="Longest wait for indexing and the webhook (s)")
     ] = 30.0,
+    admin_email: Annotated[
+        str, typer.Option(help="An admin account (verifies the tutor's KYC)")
+    ] = "admin@educonnect.dev",
+    admin_password: Annotated[
+        str, typer.Option(envvar="EDUCONNECT_ADMIN_PASSWORD", help="Its password")
+    ] = "educonnect-demo",  # noqa: S107 - the seed's published password
 ) -> None:
     """Drive the whole journey through the HTTP API and print each step's latency."""
     typer.echo(f"EduConnect journey against {api_url}")
     t0 = time.perf_counter()
     try:
-        steps = run_journey(api_url, wait_s=wait_s, echo=typer.echo)
+        steps = run_journey(
+            api_url, wait_s=wait_s, echo=typer.echo, admin_email=admin_email,
+            admin_password=admin_password,
+        )  # fmt: skip
     except StepFailed as exc:
         typer.echo(f"  FAIL {exc}", err=True)
         raise typer.Exit(1) from None

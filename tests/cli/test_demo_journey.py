@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import truncate_all
+from tests.conftest import DEFAULT_PASSWORD, create_user, truncate_all
 from tests.payments.kit import (
     WEBHOOK_PATH,
     Process,
@@ -33,9 +33,11 @@ from tests.sessions.livekit_standin import stop_standin as stop_livekit
 
 pytestmark = pytest.mark.slow
 
+ADMIN = "demo-admin@example.com"
+
 STEPS = (
     "API ready", "tutor signs up", "tutor publishes a profile", "tutor adds a group class",
-    "student finds the tutor (search)", "student opens the profile", "student sees the slots",
+    "tutor uploads a KYC document", "admin verifies the tutor", "student finds the tutor (search)", "student opens the profile", "student sees the slots",
     "student signs up", "student holds 2 seats", "seats left drop while held",
     "live seats (SSE)", "payment intent", "payment (stand-in succeeds it)",
     "confirmed by the webhook", "video session token", "refund shown before cancel",
@@ -45,6 +47,8 @@ STEPS = (
 @pytest.fixture(scope="module")
 def stack(database_url: str) -> Iterator[dict[str, Any]]:
     truncate_all(database_url)
+    with psycopg.connect(database_url, autocommit=True) as db:
+        create_user(db, role="admin", email=ADMIN)
     standin = start_standin()
     livekit = start_livekit()
     env = {
@@ -75,7 +79,21 @@ def stack(database_url: str) -> Iterator[dict[str, Any]]:
 
 def _demo(stack: dict[str, Any], wait_s: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cli", "demo", "journey", "--api", stack["url"], "--wait-s", wait_s],
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "demo",
+            "journey",
+            "--api",
+            stack["url"],
+            "--wait-s",
+            wait_s,
+            "--admin-email",
+            ADMIN,
+            "--admin-password",
+            DEFAULT_PASSWORD,
+        ],
         env={**os.environ, **stack["env"]},
         capture_output=True,
         text=True,
