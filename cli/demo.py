@@ -8,8 +8,10 @@ creates the PaymentIntent, pays
 (the Stripe stand-in is told to succeed the intent, as `stripe trigger` does, through the
 API's test-payment route; the signed webhook and the worker confirm the booking), asks
 for the video session token (three days ahead the answer is 409 `too_early` with the
-window's opening: the check itself), and reads the refund a cancellation would give. Each step is printed with its latency; the exit
-status is 1 at the first failure (the step, the status and the body are printed).
+window's opening: the check itself), and reads the refund a cancellation would give.
+Posting a review needs a completed lesson (after its end), which a demo on a live clock
+cannot reach: the browser tests do it with the test clock. Each step is printed with its
+latency; the exit status is 1 at the first failure (the step, the status and the body are printed).
 
 Needs the API, a Celery worker, the indexer, the live-seat relay and the Stripe and
 LiveKit stand-ins (`make run` starts them all). Every run creates fresh accounts (a unique email suffix), so it can be repeated.
@@ -165,6 +167,11 @@ def run_journey(
                 raise StepFailed(f"GET /providers/{{id}} page -> {html.status_code}")
             return f"{prof['display_name']} (page and API)"
 
+        def reviews() -> str:
+            page = j.call("GET", f"{api}/providers/{state['tutor_id']}/reviews")
+            hist = page["rating"]["histogram"]
+            return f"{page['rating']['rating_count']} review(s), histogram {hist}"
+
         def slots() -> str:
             page = j.call("GET", f"{api}/providers/{state['tutor_id']}/availability")
             slot = next((s for s in page["items"] if s["id"] == state["slot"]), None)
@@ -267,6 +274,7 @@ def run_journey(
             ("admin verifies the tutor", admin_verifies),
             ("student finds the tutor (search)", found_on_map),
             ("student opens the profile", profile_page),
+            ("student reads the reviews", reviews),
             ("student sees the slots", slots),
             ("student signs up", student_signs_up),
             ("student holds 2 seats", hold),

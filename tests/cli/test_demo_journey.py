@@ -37,7 +37,7 @@ ADMIN = "demo-admin@example.com"
 
 STEPS = (
     "API ready", "tutor signs up", "tutor publishes a profile", "tutor adds a group class",
-    "tutor uploads a KYC document", "admin verifies the tutor", "student finds the tutor (search)", "student opens the profile", "student sees the slots",
+    "tutor uploads a KYC document", "admin verifies the tutor", "student finds the tutor (search)", "student opens the profile", "student reads the reviews", "student sees the slots",
     "student signs up", "student holds 2 seats", "seats left drop while held",
     "live seats (SSE)", "payment intent", "payment (stand-in succeeds it)",
     "confirmed by the webhook", "video session token", "refund shown before cancel",
