@@ -447,12 +447,16 @@ async def post_ledger(
     currency: str,
     lines: list[ledger.Line],
     booking_id: uuid.UUID | None = None,
+    payment_id: uuid.UUID | None = None,
+    refund_id: uuid.UUID | None = None,
 ) -> uuid.UUID | None:
     """Post one balanced ledger transaction of `kind` once by `key` (a replay posts
     nothing: None). `lines` are signed minor units of `currency` summing to zero (checked
-    at commit by the database). Nothing is posted for no lines."""
+    at commit by the database); every line carries the booking, payment and refund ids
+    given. Returns the transaction id. Nothing is posted for no lines."""
     if not lines:
         return None
     return await repo.post(
-        session, kind=kind, key=key, currency=currency, lines=lines, booking_id=booking_id
-    )
+        session, kind=kind, key=key, currency=currency, lines=lines, booking_id=booking_id,
+        payment_id=payment_id, refund_id=refund_id,
+    )  # fmt: skip
