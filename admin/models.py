@@ -35,7 +35,8 @@ class KycDocument(Base):
 class Complaint(Base):
     """A participant's complaint about a booking; `status` open → in_review → closed;
     `refund_due_minor` (minor units of the booking's currency) recorded when an admin
-    grants a refund, `refund_status` `due` until the payments side pays it."""
+    grants a refund, `refund_status` `due` until it is paid (the card refund row, reason
+    `complaint:{id}`, succeeded, or the credits came back), then `refunded`."""
 
     __tablename__ = "complaints"
 

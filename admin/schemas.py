@@ -74,7 +74,8 @@ class ComplaintPatch(_Input):
 
 
 class ComplaintOut(BaseModel):
-    """A complaint; `refund_status` `due` = recorded, for the payments side to pay."""
+    """A complaint; `refund_status` `due` = granted, not yet paid; `refunded` = paid (the
+    card refund succeeded at the gateway, or the credits came back)."""
 
     model_config = ConfigDict(from_attributes=True)
 

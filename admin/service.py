@@ -8,6 +8,7 @@ import base64
 import binascii
 import hashlib
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -43,6 +44,8 @@ from booking import service as booking
 from core import audit, outbox
 from core.settings import get_settings
 from core.storage import Storage
+from credits import service as credits
+from payments import service as payments
 from profiles import service as profiles
 from profiles.errors import field_errors
 from profiles.models import User
@@ -202,6 +205,16 @@ async def file_complaint(
     return ComplaintOut.model_validate(row)
 
 
+@dataclass(frozen=True, slots=True)
+class ComplaintUpdate:
+    """What `update_complaint` did: the complaint as it now stands and, when a refund of
+    a card payment was granted, the pending refund row the caller executes at the gateway
+    after commit (`payments.jobs.execute_refund`), then `mark_complaint_refunded`."""
+
+    complaint: ComplaintOut
+    refund_id: uuid.UUID | None = None
+
+
 async def update_complaint(
     session: AsyncSession,
     *,
@@ -209,13 +222,23 @@ async def update_complaint(
     complaint_id: uuid.UUID,
     data: ComplaintPatch,
     now: datetime,
-) -> ComplaintOut:
+) -> ComplaintUpdate:
     """Move a complaint (open → in_review → closed, or open → closed) with a note,
-    optionally granting a refund: recorded as `refund_due_minor` with `refund_status =
-    'due'` and a `complaint.refund_due` outbox event for the payments side (this tree
-    has no payments service to call). Audited with before/after. 404
-    `complaint_not_found`; 409 `invalid_complaint_transition`, `refund_too_large` (above
-    the booking's price)."""
+    optionally granting a refund of `refund_minor` (minor units of the booking's currency),
+    recorded as `refund_due_minor`:
+
+    - booking paid by card: a pending refund row (reason `complaint:{id}`) is recorded
+      through the payments service in this transaction (`refund_status = 'due'`); the
+      caller sends it to the gateway after commit (`ComplaintUpdate.refund_id`);
+    - booking paid with credits: the matching share of its credits
+      (`refund_minor * 100 // price_minor` %, rounded down) comes back now as `REFUND`
+      grants (`refund_status = 'refunded'` when some did);
+    - otherwise (nothing was paid through us) it stays `due` for manual handling.
+
+    A `complaint.refund_due` outbox event follows the grant. Audited with before/after.
+    404 `complaint_not_found`; 409 `invalid_complaint_transition`, `refund_too_large`
+    (above the booking's price, or above what remains refundable of its card payment:
+    extension `refundable_minor`) — nothing is written then."""
     c = await repo.get_complaint(session, complaint_id, for_update=True)
     if c is None:
         raise ComplaintNotFound("No complaint with this id.")
@@ -224,6 +247,7 @@ async def update_complaint(
             f"A {c.status} complaint cannot become {data.status}.", current=c.status
         )
     values: dict[str, Any] = {"status": data.status, "note": data.note, "updated_at": now}
+    refund_id: uuid.UUID | None = None
     if data.refund_minor is not None:
         if c.refund_due_minor is not None:
             raise InvalidComplaintTransition("A refund was already granted for this complaint.")
@@ -233,7 +257,27 @@ async def update_complaint(
             raise RefundTooLarge(
                 "The refund exceeds the booking's price.", price_minor=b.price_minor
             )
-        values |= {"refund_due_minor": data.refund_minor, "refund_status": "due"}
+        status = "due"
+        left = await payments.refundable_minor(session, booking_id=b.id, lock=True)
+        if left is not None:
+            if data.refund_minor > left:
+                raise RefundTooLarge(
+                    "The refund exceeds what remains refundable of the booking's payment.",
+                    refundable_minor=left,
+                )
+            if data.refund_minor > 0:
+                refund = await payments.record_refund(
+                    session, booking_id=b.id, amount_minor=data.refund_minor,
+                    reason=f"complaint:{c.id}",
+                )  # fmt: skip
+                refund_id = refund.id
+        elif b.price_minor > 0:
+            percent = data.refund_minor * 100 // b.price_minor
+            if percent and await credits.refund_booking(
+                session, booking_id=b.id, percent=percent, now=now
+            ):
+                status = "refunded"
+        values |= {"refund_due_minor": data.refund_minor, "refund_status": status}
     before = _complaint_snapshot(c)
     updated = await repo.update_complaint(session, c.id, values)
     await audit.record(
@@ -246,6 +290,28 @@ async def update_complaint(
             event_type="complaint.refund_due",
             payload={"complaint_id": str(c.id), "booking_id": str(c.booking_id)},
         )  # fmt: skip
+    return ComplaintUpdate(ComplaintOut.model_validate(updated), refund_id)
+
+
+async def mark_complaint_refunded(
+    session: AsyncSession, *, actor: User, complaint_id: uuid.UUID, now: datetime
+) -> ComplaintOut:
+    """The granted refund was paid (its refund row succeeded at the gateway): the
+    complaint's `refund_status` `due` → `refunded`, audited as `complaint.refunded`.
+    Idempotent (a complaint not `due` is returned unchanged). 404 `complaint_not_found`."""
+    c = await repo.get_complaint(session, complaint_id, for_update=True)
+    if c is None:
+        raise ComplaintNotFound("No complaint with this id.")
+    if c.refund_status != "due":
+        return ComplaintOut.model_validate(c)
+    before = _complaint_snapshot(c)
+    updated = await repo.update_complaint(
+        session, c.id, {"refund_status": "refunded", "updated_at": now}
+    )
+    await audit.record(
+        session, actor=actor.id, action="complaint.refunded", entity_type="complaint",
+        entity_id=str(c.id), before=before, after=_complaint_snapshot(updated),
+    )  # fmt: skip
     return ComplaintOut.model_validate(updated)
 
 

@@ -11,8 +11,11 @@ are relative to `start` (a date), so the same (seed, start) gives the same rows,
 included. Rows are loaded with PostgreSQL `COPY` (text format), the fastest path from
 Python into the server.
 
-Seeding replaces the marketplace data: it truncates users, profiles, slots, the outbox
-and the search documents, loads new rows and writes no outbox event (the search tables are
+Seeding replaces the marketplace data: it truncates users, profiles, slots, the outbox,
+the ledger and the search documents (bookings, payments and refunds go with the users),
+loads new rows — including a few hundred paid and refunded bookings with their payments,
+refunds and balanced ledger transactions (`devdata.finance`), so the admin finance report
+has figures — and writes no outbox event (the search tables are
 rebuilt in bulk by whoever calls `seed`, see `cli/seed.py`).
 """
 
@@ -38,6 +41,7 @@ from psycopg.types.json import Jsonb
 from core.money import MINOR_UNIT_EXPONENT
 from core.passwords import hash_password
 from core.settings import get_settings
+from devdata.finance import seed_bookings
 from profiles.catalogue import EXPERTISES, SUBJECTS, CatalogueEntry
 
 EARTH_RADIUS_KM = 6371.0088  # IUGG mean Earth radius
@@ -202,6 +206,8 @@ class SeedResult:
     parents: int
     slots: int
     seconds: float
+    bookings: int = 0  # paid demo bookings (confirmed or refunded), `devdata.finance`
+    refunds: int = 0
 
 
 def city_spread_km(population: int) -> float:
@@ -561,7 +567,7 @@ SEED_REVIEWS_SQL = (
 )
 SEEDED_TABLES = (
     "availability_slots", "provider_profiles", "parent_children", "users", "outbox",
-    "tutor_documents", "coach_documents",
+    "tutor_documents", "coach_documents", "ledger_transactions",
 )  # fmt: skip
 
 
@@ -654,6 +660,7 @@ def seed(
                 rows.flush()
                 if progress:
                     progress("slots", len(providers), len(providers))
+        money = seed_bookings(conn, seed=params.seed, students=students, now=datetime.now(UTC))
         seconds = time.perf_counter() - t0
         n_parents = params.students // 5
         conn.execute(
@@ -675,6 +682,8 @@ def seed(
         parents=n_parents,
         slots=n_slots,
         seconds=time.perf_counter() - t0,
+        bookings=money.payments,
+        refunds=money.refunds,
     )
 
 

@@ -113,6 +113,18 @@ def payout_facts(conn: psycopg.Connection[Any], payout_id: str) -> dict[str, Any
         ).fetchone()
 
 
+def review_facts(conn: psycopg.Connection[Any], review_id: str) -> dict[str, Any] | None:
+    """A review: `provider_id`, `booking_id`, `rating` (1 to 5 stars), `comment` (None when
+    absent or the review was hidden by moderation). None when the review is gone."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT provider_id, booking_id, rating,"
+            " CASE WHEN hidden_at IS NULL THEN comment END AS comment"
+            " FROM reviews WHERE id = %s",
+            (review_id,),
+        ).fetchone()
+
+
 def claim_reminder(conn: psycopg.Connection[Any], booking_id: uuid.UUID, kind: str) -> bool:
     """Claim reminder `kind` of a booking; False when an earlier run already did."""
     row = conn.execute(

@@ -106,10 +106,13 @@ def recipients_of(
     if kind in ("payout.approved", "payout.paid") and payload.get("payout_id"):
         po = repo.payout_facts(conn, payload["payout_id"])
         return [Audience(po["provider_id"], "provider", po)] if po else []
-    if kind == "review.posted" and payload.get("provider_id"):
-        # emitted by the reviews domain: keys plus the rating (and optional comment)
-        data = {"rating": payload.get("rating", "?"), "comment": payload.get("comment")}
-        return [Audience(uuid.UUID(str(payload["provider_id"])), "provider", data)]
+    if kind == "review.posted" and payload.get("review_id"):
+        # the reviews domain emits keys only: the rating and comment are read from the row
+        rev = repo.review_facts(conn, payload["review_id"])
+        if rev is None:
+            return []
+        data = {"rating": rev["rating"], "comment": rev["comment"]}
+        return [Audience(uuid.UUID(str(rev["provider_id"])), "provider", data)]
     return []
 
 

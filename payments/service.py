@@ -332,6 +332,42 @@ async def request_refund(
     return payment, refund
 
 
+async def refundable_minor(
+    session: AsyncSession, *, booking_id: uuid.UUID, lock: bool = False
+) -> int | None:
+    """What is left to refund of the booking's card payment, in minor units of its
+    currency: captured - refunded (pending refunds included, they are reserved). None when
+    the booking has no succeeded card payment (unpaid, free, or paid with credits).
+    `lock` takes the payment's row lock (hold it until `record_refund`)."""
+    payment = await repo.get_payment_by_booking(session, booking_id, lock=lock)
+    if payment is None or payment.status != "succeeded":
+        return None
+    return payment.captured_minor - payment.refunded_minor
+
+
+async def record_refund(
+    session: AsyncSession, *, booking_id: uuid.UUID, amount_minor: int, reason: str
+) -> Refund:
+    """Record a pending refund of exactly `amount_minor` (> 0, minor units) of the
+    booking's succeeded payment, to be sent to the gateway after commit by
+    `payments.jobs.execute_refund` (key `re:{booking_id}:{seq}`). Unlike `request_refund`
+    nothing is capped: raises `RefundTooLarge` (409 `refund_exceeds_capture`) when the
+    amount exceeds what is left of the capture (the database CHECK is the backstop) and
+    `ValueError` when the booking has no succeeded payment or the amount is not positive."""
+    payment = await repo.get_payment_by_booking(session, booking_id, lock=True)
+    if payment is None or payment.status != "succeeded":
+        raise ValueError(f"booking {booking_id} has no succeeded payment")
+    if amount_minor <= 0:
+        raise ValueError("a refund's amount must be positive")
+    if amount_minor > payment.captured_minor - payment.refunded_minor:
+        raise RefundTooLarge(
+            f"Refunding {amount_minor} would exceed what was captured on this payment."
+        )
+    refund = await _record_refund(session, payment, amount=amount_minor, reason=reason)
+    assert refund is not None
+    return refund
+
+
 async def apply_refund(
     session: AsyncSession, *, refund_id: uuid.UUID, gateway_refund: GatewayRefund, now: datetime
 ) -> str | None:
@@ -411,12 +447,16 @@ async def post_ledger(
     currency: str,
     lines: list[ledger.Line],
     booking_id: uuid.UUID | None = None,
+    payment_id: uuid.UUID | None = None,
+    refund_id: uuid.UUID | None = None,
 ) -> uuid.UUID | None:
     """Post one balanced ledger transaction of `kind` once by `key` (a replay posts
     nothing: None). `lines` are signed minor units of `currency` summing to zero (checked
-    at commit by the database). Nothing is posted for no lines."""
+    at commit by the database); every line carries the booking, payment and refund ids
+    given. Returns the transaction id. Nothing is posted for no lines."""
     if not lines:
         return None
     return await repo.post(
-        session, kind=kind, key=key, currency=currency, lines=lines, booking_id=booking_id
-    )
+        session, kind=kind, key=key, currency=currency, lines=lines, booking_id=booking_id,
+        payment_id=payment_id, refund_id=refund_id,
+    )  # fmt: skip

@@ -26,11 +26,16 @@ from api.deps import AdminUser, NowDep, SessionDep
 from api.errors import problem_responses
 from booking import service as booking_service
 from booking.schemas import BookingPage, BookingStatus
+from core.logging import get_logger
+from payments import jobs as payments_jobs
+from payments.provider import ProviderError
+from payments.stripe_adapter import get_provider
 from profiles.schemas import UserOut
 from reviews import service as reviews_service
 from reviews.schemas import HideIn, ReviewOut
 
 router = APIRouter(prefix="/admin", tags=["admin"])
+log = get_logger(__name__)
 
 Cursor = Annotated[str | None, Query(max_length=200)]
 Limit = Annotated[int, Query(ge=1, le=200)]
@@ -167,12 +172,30 @@ async def list_complaints(
 async def update_complaint(
     complaint_id: uuid.UUID, data: ComplaintPatch, user: AdminUser, session: SessionDep, now: NowDep
 ) -> ComplaintOut:
-    """open → in_review → closed (or open → closed) with a note. `refund_minor` records
-    the refund due (`refund_status: due`, event `complaint.refund_due`) for the payments
-    side. 404 `complaint_not_found`; 409 `invalid_complaint_transition`,
-    `refund_too_large`."""
-    out = await service.update_complaint(
+    """open → in_review → closed (or open → closed) with a note. `refund_minor` (minor
+    units) grants a refund: for a card payment it is sent to Stripe after the commit
+    (key `re:{booking_id}:{n}`) and the complaint's `refund_status` becomes `refunded`
+    once it succeeded (it stays `due` while the gateway has not answered: `educonnect
+    payments reconcile --fix` retries); credits come back at once; otherwise it stays
+    `due`. Event `complaint.refund_due`. 404 `complaint_not_found`; 409
+    `invalid_complaint_transition`, `refund_too_large` (above the price or what remains
+    refundable; nothing written)."""
+    done = await service.update_complaint(
         session, actor=user, complaint_id=complaint_id, data=data, now=now
+    )
+    await session.commit()
+    if done.refund_id is None:
+        return done.complaint
+    # After the commit (as cancellations do): the gateway call holds no row lock.
+    try:
+        status = await payments_jobs.execute_refund(get_provider(), refund_id=done.refund_id)
+    except ProviderError as exc:  # the refund row stays pending; reconcile retries it
+        log.warning("complaint_refund_deferred", refund_id=str(done.refund_id), error=str(exc))
+        return done.complaint
+    if status != "succeeded":
+        return done.complaint
+    out = await service.mark_complaint_refunded(
+        session, actor=user, complaint_id=complaint_id, now=now
     )
     await session.commit()
     return out

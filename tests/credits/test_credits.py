@@ -411,3 +411,45 @@ def test_the_cli_runs_the_expiry_job_at_an_instant(wallet: dict[str, Any]) -> No
     assert "1 grant(s) expired" in result.output
     result = CliRunner().invoke(cli, ["credits", "expire", "--at", at])
     assert "0 grant(s) expired" in result.output
+
+
+async def test_a_complaint_refund_on_a_credits_booking_gives_the_credits_back(
+    wallet: dict[str, Any], app: Any, api: Any
+) -> None:
+    """An admin closing a complaint with a refund of the whole price on a booking paid
+    with credits: the credits come back at once (REFUND grant, original expiry) and the
+    complaint is `refunded`; the ledger stays balanced."""
+    db, alice = wallet["db"], wallet["alice"]
+    app.dependency_overrides[get_now] = lambda: NOW
+    expiry = NOW + timedelta(days=40)
+    grant(db, alice, 2, expires_at=expiry)
+    (slot,) = _slots(db, wallet["tutor"], 1, minutes=120)
+    r = await api.post(
+        "/api/v1/bookings",
+        json={"slot_id": str(slot), "payment_method": "credits"},
+        headers={**bearer(alice, "student"), **key()},
+    )
+    assert r.status_code == 201, r.text
+    booking = r.json()
+    assert booking["price_minor"] > 0
+    r = await api.post(
+        f"/api/v1/bookings/{booking['id']}/complaints",
+        headers=bearer(alice, "student"),
+        json={"reason": "No show"},
+    )
+    assert r.status_code == 201, r.text
+    admin = create_user(db, role="admin")
+    r = await api.patch(
+        f"/api/v1/admin/complaints/{r.json()['id']}",
+        headers=bearer(admin, "admin"),
+        json={"status": "closed", "note": "refunded", "refund_minor": booking["price_minor"]},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["refund_status"] == "refunded"
+    refund = db.execute(
+        "SELECT type, credits, expires_at FROM credit_grants WHERE booking_id = %s",
+        (booking["id"],),
+    ).fetchall()
+    assert refund == [("REFUND", 2, expiry)]
+    assert db.execute("SELECT count(*) FROM refunds").fetchone() == (0,)
+    assert unbalanced(db) == []

@@ -42,6 +42,11 @@ def _fingerprint(conn: psycopg.Connection[Any]) -> str:
         " ST_AsText(location), city, country_code FROM provider_profiles ORDER BY user_id",
         "SELECT id, provider_id, starts_at, ends_at, mode, capacity FROM availability_slots ORDER BY id",
         "SELECT parent_id, child_id FROM parent_children ORDER BY 1, 2",
+        "SELECT id, student_id, slot_id, status, price_minor, currency, refund_due_minor"
+        " FROM bookings ORDER BY id",
+        "SELECT id, booking_id, gateway_ref, amount_minor, captured_minor, refunded_minor"
+        " FROM payments ORDER BY id",
+        "SELECT id, payment_id, gateway_ref, amount_minor FROM refunds ORDER BY id",
     ):
         for row in conn.execute(query):
             h.update(repr(row).encode())
@@ -248,3 +253,64 @@ def test_cli_reports_progress_in_lines_when_not_on_a_terminal(
     summary = next(line for line in lines if line.startswith("seeded 30 tutors, 10 coaches"))
     assert "admin: admin@educonnect.dev" in summary
     assert "━" not in proc.stderr  # no progress bar drawn into the log
+
+
+async def test_paid_and_refunded_bookings_fill_the_finance_report_with_a_balanced_ledger(
+    db: psycopg.Connection[Any], api: Any
+) -> None:
+    """Seeded bookings carry payments (`pi_seed…`), refunds and the ledger transactions
+    payments posts: the admin finance report shows gross, refunds, commission and
+    earnings, every ledger transaction balances, and a second seed replaces them all."""
+    from tests.conftest import bearer
+
+    seed(db, SMALL)
+    result = seed(db, SMALL)  # a re-seed replaces the money too (no stale ledger keys)
+    assert 0 < result.bookings <= 300
+    assert result.refunds > 0
+    counts = db.execute(
+        "SELECT count(*) FILTER (WHERE status = 'confirmed'),"
+        " count(*) FILTER (WHERE status = 'refunded'), count(*) FROM bookings"
+    ).fetchone()
+    assert counts is not None
+    assert counts[0] > 0
+    assert counts[1] > 0
+    assert counts[2] == result.bookings
+    assert db.execute(
+        "SELECT count(*) FROM payments WHERE status <> 'succeeded'"
+        " OR gateway_ref !~ '^pi_seed[0-9a-f]{24}$' OR captured_minor <> amount_minor"
+    ).fetchone() == (0,)
+    assert db.execute(
+        "SELECT count(*) FROM bookings b JOIN payments p ON p.booking_id = b.id"
+        " WHERE b.status = 'refunded' AND p.refunded_minor <> b.refund_due_minor"
+    ).fetchone() == (0,)
+    assert db.execute(
+        "SELECT count(*) FROM ledger_transactions WHERE kind = 'payment'"
+    ).fetchone() == (result.bookings,)
+    assert db.execute(
+        "SELECT count(*) FROM ledger_transactions WHERE kind = 'refund'"
+    ).fetchone() == (result.refunds,)
+    unbalanced = db.execute(
+        "SELECT txn_id, currency FROM ledger_entries GROUP BY txn_id, currency"
+        " HAVING sum(amount_minor) <> 0"
+    ).fetchall()
+    assert unbalanced == []
+    (admin,) = db.execute("SELECT id FROM users WHERE role = 'admin'").fetchone() or (None,)
+    now = datetime.now(UTC)
+    r = await api.get(
+        "/api/v1/admin/reports/finance",
+        headers=bearer(admin, "admin"),
+        params={
+            "from": (now - timedelta(days=1)).isoformat(),
+            "to": (now + timedelta(days=1)).isoformat(),
+        },
+    )
+    assert r.status_code == 200, r.text
+    rows = r.json()["currencies"]
+    assert rows
+    totals = {
+        k: sum(row[k] for row in rows)
+        for k in ("gross_minor", "refunds_minor", "commission_minor", "provider_earnings_minor")
+    }
+    assert all(v > 0 for v in totals.values()), totals
+    paid = db.execute("SELECT sum(amount_minor) FROM payments").fetchone()
+    assert paid == (totals["gross_minor"],)

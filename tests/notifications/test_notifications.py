@@ -478,10 +478,15 @@ def test_payment_refund_and_payout_events_reach_their_recipients(
         "INSERT INTO payouts (provider_id, currency, gross_minor, fee_minor, net_minor)"
         " VALUES (%s, 'EUR', 5000, 0, 5000) RETURNING id", (tutor,),
     ).fetchone()[0]  # fmt: skip
+    review = db.execute(
+        "INSERT INTO reviews (booking_id, provider_id, student_id, author_id, rating)"
+        " VALUES (%s, %s, %s, %s, 5) RETURNING id", (b, tutor, student, student),
+    ).fetchone()[0]  # fmt: skip
     for kind, payload in (
         ("payment.failed", {"payment_id": str(pay), "booking_id": str(b)}),
         ("payout.paid", {"payout_id": str(payout), "provider_id": str(tutor)}),
-        ("review.posted", {"review_id": str(uuid.uuid4()), "provider_id": str(tutor), "rating": 5}),
+        ("review.posted", {"review_id": str(review), "provider_id": str(tutor)}),
+        ("review.posted", {"review_id": str(uuid.uuid4()), "provider_id": str(tutor)}),  # gone
         ("booking.refunded", {"booking_id": str(b)}),  # nobody hears about it
     ):
         db.execute(
@@ -511,3 +516,31 @@ async def test_admin_queues_reports_broker_workers_and_states(
     assert body["dead_letters"] == 0
     r = await api.get("/api/v1/admin/queues", headers=bearer(create_user(db), "student"))
     assert r.status_code == 403
+
+
+async def test_a_posted_review_reaches_the_provider_with_its_rating_and_comment(
+    api: httpx.AsyncClient, db: psycopg.Connection[Any], database_url: str, app: Any
+) -> None:
+    """`review.posted` carries keys only: the consumer reads the review by `review_id`,
+    so the provider's in-app notice shows the real stars and comment (not "?")."""
+    from api.deps import get_now
+    from tests.reviews.helpers import AFTER, completed_booking, tutor
+
+    app.dependency_overrides[get_now] = lambda: AFTER
+    provider = tutor(db)
+    booking, student = completed_booking(db, provider)
+    r = await api.post(
+        f"/api/v1/bookings/{booking}/review",
+        headers=bearer(student, "student"),
+        json={"rating": 4, "comment": "Very clear explanations", "locale": "en"},
+    )
+    assert r.status_code == 201, r.text
+    drain(database_url)
+    (notice,) = rows(db, "kind = 'review.posted' AND channel = 'in_app'")
+    assert notice["user_id"] == provider
+    shown = f"{notice['subject']} {notice['body_text']}"
+    assert "4/5" in shown, shown
+    assert "?" not in notice["subject"], shown
+    (email,) = rows(db, "kind = 'review.posted' AND channel = 'email'")
+    assert "4/5" in email["subject"]
+    assert "Very clear explanations" in email["body_text"]

@@ -413,6 +413,75 @@ def test_a_refund_above_the_captured_amount_is_refused_by_the_database(
     db.execute("UPDATE refunds SET status = 'failed'")  # release, so the fixture settles
 
 
+# ------------------------------------------------------------------ complaint refunds
+
+
+def _complaint(stack: Stack, student: Any, booking_id: Any) -> str:
+    r = stack.http.post(
+        f"/api/v1/bookings/{booking_id}/complaints",
+        headers=bearer(student, "student"),
+        json={"reason": "The tutor left after ten minutes"},
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def test_a_complaint_closed_with_a_partial_refund_refunds_at_stripe_and_never_beyond(
+    stack: Stack, market: dict[str, Any]
+) -> None:
+    db, alice, admin = market["db"], market["alice"], market["admin"]
+    booking = hold(stack, alice, market["slot"])
+    assert pay_intent(stack, alice, booking["id"]).status_code == 200
+    (intent,) = stack.intents_of(booking["id"])
+    stack.sdk.v1.payment_intents.confirm(intent["id"], {"payment_method": "pm_card_visa"})
+    wait_for(lambda: booking_status(db, booking["id"]) == "confirmed", "confirmation")
+    captured = payment_row(db, booking["id"])[2]
+    part = booking["price_minor"] // 3
+    assert 0 < part < captured
+
+    first = _complaint(stack, alice, booking["id"])
+    r = stack.http.patch(
+        f"/api/v1/admin/complaints/{first}",
+        headers=bearer(admin, "admin"),
+        json={"status": "closed", "note": "partly refunded", "refund_minor": part},
+    )
+    assert r.status_code == 200, r.text
+    assert (r.json()["refund_due_minor"], r.json()["refund_status"]) == (part, "refunded")
+    # at Stripe (the stand-in): one refund of that amount, under our idempotency key
+    with stack.standin.standin.lock:
+        at_stripe = [x["amount"] for x in stack.standin.standin.refunds.values()]
+    assert at_stripe == [part]
+    assert (API_KEY, f"re:{booking['id']}:1") in stack.standin.standin.idempotency
+    assert one(db, "SELECT status, amount_minor, reason FROM refunds") == (
+        "succeeded", part, f"complaint:{first}",
+    )  # fmt: skip
+    assert payment_row(db, booking["id"])[3] == part
+    assert booking_status(db, booking["id"]) == "confirmed"  # a complaint cancels nothing
+    assert sorted(ledger_kinds(db)) == ["payment", "refund"]
+    assert unbalanced(db) == []
+
+    # a second complaint asking for more than what remains refundable: 409, nothing written
+    second = _complaint(stack, alice, booking["id"])
+    audits = one(db, "SELECT count(*) FROM audit_log")
+    r = stack.http.patch(
+        f"/api/v1/admin/complaints/{second}",
+        headers=bearer(admin, "admin"),
+        json={"status": "closed", "note": "the rest and more", "refund_minor": captured - part + 1},
+    )
+    assert r.status_code == 409, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["code"] == "refund_too_large"
+    assert r.json()["refundable_minor"] == captured - part
+    assert one(db, "SELECT status, refund_status FROM complaints WHERE id = %s", second) == (
+        "open", None,
+    )  # fmt: skip
+    assert one(db, "SELECT count(*) FROM refunds") == 1
+    assert one(db, "SELECT count(*) FROM audit_log") == audits
+    assert payment_row(db, booking["id"])[3] == part
+    with stack.standin.standin.lock:
+        assert len(stack.standin.standin.refunds) == 1
+
+
 # ------------------------------------------------------------------ reconciliation
 
 

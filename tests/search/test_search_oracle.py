@@ -47,7 +47,9 @@ def source(search_dataset: str) -> dict[str, list[dict[str, Any]]]:
     with psycopg.connect(search_dataset) as conn:
         slots: dict[uuid.UUID, list[tuple[datetime, datetime]]] = {}
         for pid, s, e in conn.execute(
-            "SELECT provider_id, starts_at, ends_at FROM availability_slots WHERE status = 'open'"
+            # what search offers: open slots with a free seat (the seed books some of them)
+            "SELECT provider_id, starts_at, ends_at FROM availability_slots"
+            " WHERE status = 'open' AND seats_taken < capacity"
         ):
             slots.setdefault(pid, []).append((s, e))
         rows = conn.execute(
