@@ -303,6 +303,7 @@ async def test_reindex_under_searches_and_writes_equals_from_scratch(
                 r = await api.get("/api/v1/search/coaches", params={"sort": "rating"})
             by_status = searches.setdefault(phase, {})
             by_status[r.status_code] = by_status.get(r.status_code, 0) + 1
+            await asyncio.sleep(0.005)  # pacing: a steady load, not a CPU-bound spin
 
     async def write_loop() -> None:
         rng = random.Random(7)
@@ -315,6 +316,9 @@ async def test_reindex_under_searches_and_writes_equals_from_scratch(
             )
             assert r.status_code == 200, r.text
             writes[phase] = writes.get(phase, 0) + 1
+            # pacing: about 50 writes/s, a rate the run's replay catches up with (unpaced
+            # writes grow the outbox faster than any replay on 2 cores drains it)
+            await asyncio.sleep(0.02)
 
     def in_phase(name: str) -> int:
         return sum(searches.get(name, {}).values())
@@ -343,7 +347,7 @@ async def test_reindex_under_searches_and_writes_equals_from_scratch(
         assert r.status_code == 202, r.text
         task_id = r.json()["task_id"]
         assert r.headers["location"] == f"{BASE}/{task_id}"
-        await await_for(lambda: _is(poll(), "swap"), "the run to wait at its swap")
+        await await_for(lambda: _is(poll(), "swap"), "the run to wait at its swap", limit_s=300)
         # held: shadows built and replayed, live tables untouched; searches go on
         assert len(shadow_tables(market)) == 4
         for n, (pid, role) in enumerate(sentinels):
