@@ -41,8 +41,9 @@ M = TypeVar("M", bound=BaseModel)
 router = APIRouter(prefix="/search", tags=["search"])
 
 
-def get_service(request: Request) -> SearchService:
-    """The app's search service (`app.state.search_service`, opened by the lifespan).
+async def get_service(request: Request) -> SearchService:
+    """The app's search service (`app.state.search_service`, opened by the lifespan);
+    async so FastAPI calls it on the event loop (a sync dependency runs in its threadpool).
     Raises RuntimeError (a 500) when the app runs without its lifespan."""
     service: SearchService | None = getattr(request.app.state, "search_service", None)
     if service is None:
