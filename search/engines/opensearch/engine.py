@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from typing import Any
 
 from opensearchpy import AsyncOpenSearch
@@ -187,32 +188,21 @@ def _all(clauses: list[dict[str, Any]]) -> dict[str, Any]:
     return {"bool": {"filter": clauses}}
 
 
+def _terms(field: str, size: int) -> dict[str, Any]:
+    """A `terms` aggregation over `field` asking every shard for all `size` buckets."""
+    return {"terms": {"field": field, "size": size, "shard_size": size}}
+
+
+def _disjunctive_facet(other: dict[str, Any] | None, field: str, size: int) -> dict[str, Any]:
+    """A facet counted under every filter but its own: a `filter` aggregation on the other
+    disjunctive clause (`match_all` without one) around a `values` terms aggregation."""
+    return {"filter": _all([other] if other else []), "aggs": {"values": _terms(field, size)}}
+
+
 def _facet_aggs(f: _Filters, catalogue_field: str, catalogue_size: int) -> dict[str, Any]:
     return {
-        "catalogue": {
-            "filter": _all([f.language] if f.language else []),
-            "aggs": {
-                "values": {
-                    "terms": {
-                        "field": catalogue_field,
-                        "size": catalogue_size,
-                        "shard_size": catalogue_size,
-                    }
-                }
-            },
-        },
-        "languages": {
-            "filter": _all([f.catalogue] if f.catalogue else []),
-            "aggs": {
-                "values": {
-                    "terms": {
-                        "field": "languages",
-                        "size": LANGUAGE_BUCKETS,
-                        "shard_size": LANGUAGE_BUCKETS,
-                    }
-                }
-            },
-        },
+        "catalogue": _disjunctive_facet(f.language, catalogue_field, catalogue_size),
+        "languages": _disjunctive_facet(f.catalogue, "languages", LANGUAGE_BUCKETS),
         "results": {
             "filter": _all(f.disjunctive()),
             "aggs": {
@@ -228,11 +218,7 @@ def _facet_aggs(f: _Filters, catalogue_field: str, catalogue_size: int) -> dict[
                     }
                 },
                 "price": {
-                    "terms": {
-                        "field": "currency",
-                        "size": CURRENCY_BUCKETS,
-                        "shard_size": CURRENCY_BUCKETS,
-                    },
+                    **_terms("currency", CURRENCY_BUCKETS),
                     "aggs": {"stats": {"stats": {"field": "price_minor"}}},
                 },
             },
@@ -575,29 +561,40 @@ class OpenSearchEngine:
         out: dict[str, Any] = resp
         return out
 
-    async def search_tutors(self, q: TutorQuery) -> TutorResults:
-        """See `SearchEngine.search_tutors`."""
+    async def _list(
+        self,
+        family: str,
+        q: TutorQuery | CoachQuery,
+        item: Callable[[dict[str, Any]], dict[str, Any]],
+        catalogue_facet: str,
+        catalogue_selected: tuple[str, ...],
+    ) -> tuple[list[dict[str, Any]], dict[str, Any], int, str | None]:
+        """One page of a list query on `family`: its items (`item` of each hit), facets,
+        total and the next page's cursor (None on the last page)."""
         fp = _fingerprint(q)
         key = cursors.decode(q.cursor, q.sort, fp) if q.cursor else None
         after = _search_after(q.sort, key) if key is not None else None
-        resp = await self._search("tutors", list_body(q, after))
+        resp = await self._search(family, list_body(q, after))
         hits = resp["hits"]["hits"]
-        items = [tutor_item(h, q) for h in hits[: q.limit]]
+        items = [item(h) for h in hits[: q.limit]]
         next_cursor = None
         if len(hits) > q.limit:
             next_cursor = cursors.encode(q.sort, fp, _cursor_key(q.sort, hits[q.limit - 1]["sort"]))
         facets = map_facets(
             resp["aggregations"],
-            catalogue_facet="subjects",
-            catalogue_selected=q.subject,
+            catalogue_facet=catalogue_facet,
+            catalogue_selected=catalogue_selected,
             language_selected=q.language,
         )
+        return items, facets, total_hits(resp), next_cursor
+
+    async def search_tutors(self, q: TutorQuery) -> TutorResults:
+        """See `SearchEngine.search_tutors`."""
+        items, facets, total, next_cursor = await self._list(
+            "tutors", q, lambda h: tutor_item(h, q), "subjects", q.subject
+        )
         return TutorResults(
-            items=items,
-            facets=facets,
-            total=total_hits(resp),
-            next_cursor=next_cursor,
-            engine=NAME,
+            items=items, facets=facets, total=total, next_cursor=next_cursor, engine=NAME
         )
 
     async def tutor_map(self, q: TutorMapQuery) -> MapResults:
@@ -607,25 +604,9 @@ class OpenSearchEngine:
 
     async def search_coaches(self, q: CoachQuery) -> CoachResults:
         """See `SearchEngine.search_coaches`."""
-        fp = _fingerprint(q)
-        key = cursors.decode(q.cursor, q.sort, fp) if q.cursor else None
-        after = _search_after(q.sort, key) if key is not None else None
-        resp = await self._search("coaches", list_body(q, after))
-        hits = resp["hits"]["hits"]
-        items = [coach_item(h) for h in hits[: q.limit]]
-        next_cursor = None
-        if len(hits) > q.limit:
-            next_cursor = cursors.encode(q.sort, fp, _cursor_key(q.sort, hits[q.limit - 1]["sort"]))
-        facets = map_facets(
-            resp["aggregations"],
-            catalogue_facet="expertises",
-            catalogue_selected=q.expertise,
-            language_selected=q.language,
+        items, facets, total, next_cursor = await self._list(
+            "coaches", q, coach_item, "expertises", q.expertise
         )
         return CoachResults(
-            items=items,
-            facets=facets,
-            total=total_hits(resp),
-            next_cursor=next_cursor,
-            engine=NAME,
+            items=items, facets=facets, total=total, next_cursor=next_cursor, engine=NAME
         )
