@@ -229,6 +229,29 @@ def engine_thread(search_dataset: str) -> Iterator[EngineThread]:
     et.close()
 
 
+# --- browser --------------------------------------------------------------------------
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium (`CHROMIUM_PATH`, default `/usr/bin/chromium`), headless, through
+    Playwright, one per test module; a browser is never downloaded. The test skips, saying
+    so, only when that executable is missing."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} not found: run infra/ensure-browser.sh (as root on Debian)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
 # --- accounts: app, client and factories ----------------------------------------------
 
 DEFAULT_PASSWORD = "correct-horse-battery"

@@ -3,11 +3,10 @@ for Python) against the real API served by uvicorn in a thread: the admin signs 
 sees the pending KYC and the open complaints, and approves a provider.
 
 No sleeps: Playwright's auto-waiting `expect(...)`. The browser only reaches the test
-server. Without `/usr/bin/chromium` the test skips with that reason."""
+server. Without `/usr/bin/chromium` the test skips with that reason (the `browser` fixture)."""
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -22,8 +21,6 @@ from tests.reviews.helpers import completed_booking
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TIMEOUT_MS = 15_000
 
 
@@ -62,27 +59,20 @@ def live_server(db: psycopg.Connection[Any]) -> Iterator[str]:
 
 
 @pytest.fixture
-def page(live_server: str) -> Iterator[Any]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} not found: run infra/ensure-browser.sh (as root on Debian)")
-    from playwright.sync_api import sync_playwright
-
+def page(browser: Any, live_server: str) -> Iterator[Any]:
     errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        ctx = browser.new_context(locale="en-GB", base_url=live_server)
-        ctx.set_default_timeout(TIMEOUT_MS)
-        ctx.route(
-            "**/*",
-            lambda route: (
-                route.continue_() if route.request.url.startswith(live_server) else route.abort()
-            ),
-        )
-        pg = ctx.new_page()
-        pg.on("pageerror", lambda e: errors.append(str(e)))
-        yield pg
-        ctx.close()
-        browser.close()
+    ctx = browser.new_context(locale="en-GB", base_url=live_server)
+    ctx.set_default_timeout(TIMEOUT_MS)
+    ctx.route(
+        "**/*",
+        lambda route: (
+            route.continue_() if route.request.url.startswith(live_server) else route.abort()
+        ),
+    )
+    pg = ctx.new_page()
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    yield pg
+    ctx.close()
     assert not errors, errors
 
 

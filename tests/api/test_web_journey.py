@@ -22,7 +22,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.api.test_web_browser import SHOTS, TIMEOUT_MS, browser  # noqa: F401 - shared fixture
+from tests.api.test_web_browser import SHOTS, TIMEOUT_MS
 from tests.booking.helpers import create_slot
 from tests.conftest import DEFAULT_PASSWORD, bearer, create_user
 from tests.payments.kit import (
@@ -87,7 +87,7 @@ def live_server(search_dataset: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def page_factory(browser: Any, live_server: str) -> Iterator[Any]:  # noqa: F811
+def page_factory(browser: Any, live_server: str) -> Iterator[Any]:
     """New pages (locale, viewport) whose requests may only reach the test server."""
     contexts: list[Any] = []
     errors: list[str] = []

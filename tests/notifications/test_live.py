@@ -171,48 +171,43 @@ def test_sse_problems(db: psycopg.Connection[Any], live_stack: Server) -> None:
 
 @pytest.mark.browser
 def test_two_pages_see_the_seat_count_change_without_a_reload(
-    db: psycopg.Connection[Any], live_stack: Server
+    db: psycopg.Connection[Any], live_stack: Server, browser: Any
 ) -> None:
     """Two browser pages on a provider's page; a hold made through the API changes the
     group class's seats on both, without a reload."""
-    import os
-
-    from tests.api.test_web_browser import CHROMIUM, CHROMIUM_ARGS
-
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} not found: run infra/ensure-browser.sh (as root on Debian)")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     base = live_stack.base
     tutor = create_provider(db)
     slot = create_slot(db, tutor, start=utcnow() + timedelta(days=2), capacity=5)
     student = create_user(db)
     errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            pages = []
-            for locale in ("fr-FR", "en-GB"):
-                ctx = browser.new_context(locale=locale, base_url=base)
-                ctx.set_default_timeout(15_000)
-                page = ctx.new_page()
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                page.goto(f"/providers/{tutor}")
-                seats = page.locator(f'[data-slot-id="{slot}"] .seats-left')
-                expect(seats).to_have_attribute("data-seats-left", "5")
-                expect(page.locator("body")).to_have_attribute("data-live", "open")
-                page.evaluate("window.__before_hold = true")  # a reload would lose it
-                pages.append((page, seats))
-            hold(base, student, slot, seats=2)
-            for _, seats in pages:
-                expect(seats).to_have_attribute("data-seats-left", "3")
-            fr, en = (s.text_content() for _, s in pages)
-            assert fr is not None
-            assert "places restantes" in fr
-            assert en is not None
-            assert "seats left" in en
-            for page, _ in pages:
-                assert page.evaluate("window.__before_hold") is True
-        finally:
-            browser.close()
+    contexts: list[Any] = []
+    try:
+        pages = []
+        for locale in ("fr-FR", "en-GB"):
+            ctx = browser.new_context(locale=locale, base_url=base)
+            contexts.append(ctx)
+            ctx.set_default_timeout(15_000)
+            page = ctx.new_page()
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"/providers/{tutor}")
+            seats = page.locator(f'[data-slot-id="{slot}"] .seats-left')
+            expect(seats).to_have_attribute("data-seats-left", "5")
+            expect(page.locator("body")).to_have_attribute("data-live", "open")
+            page.evaluate("window.__before_hold = true")  # a reload would lose it
+            pages.append((page, seats))
+        hold(base, student, slot, seats=2)
+        for _, seats in pages:
+            expect(seats).to_have_attribute("data-seats-left", "3")
+        fr, en = (s.text_content() for _, s in pages)
+        assert fr is not None
+        assert "places restantes" in fr
+        assert en is not None
+        assert "seats left" in en
+        for page, _ in pages:
+            assert page.evaluate("window.__before_hold") is True
+    finally:
+        for ctx in contexts:
+            ctx.close()
     assert not errors, errors
