@@ -6,9 +6,9 @@ templates in `api/web/templates/`, assets (and the vendored Leaflet libraries) u
 `/static/` from `api/web/static/`. The pages call the public search API from the browser.
 
 Each page is rendered with the UI language chosen by `?lang=fr|en`, else the best
-`Accept-Language` match, else English. UI strings live in one file,
-`api/web/i18n.json`: `{{t:key}}` placeholders are replaced here, and the strings of the
-chosen language are passed to the scripts with the page configuration (tile URL and
+`Accept-Language` match, else English. The templates are Jinja: each page extends
+`base.html` (the head and the site header they share). UI strings live in one file,
+`api/web/i18n.json`: templates say `{{ t("key") }}`, and the strings of the chosen language are passed to the scripts with the page configuration (tile URL and
 attribution from `MAP_TILE_URL` / `MAP_TILE_ATTRIBUTION`, catalogue labels, cities).
 """
 
@@ -23,6 +23,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import jinja2
+import markupsafe
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -52,7 +54,6 @@ CITIES: tuple[dict[str, Any], ...] = (
     {"id": "new-york", "name": "New York", "lat": 40.7128, "lng": -74.006, "currency": "USD"},
 )
 
-_PLACEHOLDER = re.compile(r"\{\{t:([a-z0-9_.]+)\}\}")
 _LANG_RANGE = re.compile(
     r"^\s*([A-Za-z]{1,8}|\*)(?:-[A-Za-z0-9]{1,8})*\s*(?:;\s*q\s*=\s*([0-9.]+))?"
 )
@@ -67,9 +68,18 @@ def messages() -> dict[str, dict[str, str]]:
     return data
 
 
-@lru_cache(maxsize=4)
-def _template(name: str) -> str:
-    return (WEB_DIR / "templates" / name).read_text("utf-8")
+@lru_cache(maxsize=1)
+def _templates() -> jinja2.Environment:
+    """The pages' Jinja environment: HTML autoescaped, block tags leave no blank lines, an
+    unknown variable is an error."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(WEB_DIR / "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
 
 
 def choose_language(lang: str | None, accept_language: str | None) -> str:
@@ -134,17 +144,22 @@ def page_config(lang: str, test_now: str | None = None) -> dict[str, Any]:
 def render_page(
     template: str, lang: str, path: str, test_now: str | None = None, extra: str = ""
 ) -> str:
-    """The page HTML: strings of `lang` substituted, configuration embedded as JSON."""
+    """The page HTML of `template` (a file in `api/web/templates/`): strings of `lang`
+    (`t(key)`, the key itself when a string is missing), the other language's link for
+    `path`, the configuration embedded as JSON, and `extra` (the provider page's id)."""
     strings = messages()[lang]
     other = "fr" if lang == "en" else "en"
-    html = _PLACEHOLDER.sub(lambda m: strings.get(m.group(1), m.group(1)), _template(template))
     config = json.dumps(page_config(lang, test_now), ensure_ascii=False).replace("<", "\\u003c")
-    return (
-        html.replace("{{lang}}", lang)
-        .replace("{{other_lang}}", other)
-        .replace("{{other_lang_href}}", f"{path}?lang={other}")
-        .replace("{{config}}", config)
-        .replace("{{extra}}", extra)
+    page = _templates().get_template(template)
+    # the configuration is JSON with `<` escaped: it cannot close its <script> element
+    safe_config = markupsafe.Markup(config)  # noqa: S704
+    return page.render(
+        t=lambda key: strings.get(key, key),
+        lang=lang,
+        other_lang=other,
+        other_lang_href=f"{path}?lang={other}",
+        config=safe_config,
+        extra=extra,
     )
 
 

@@ -130,7 +130,7 @@ def test_every_string_exists_in_both_languages() -> None:
     assert set(msgs["en"]) == set(msgs["fr"])
     used: set[str] = set()
     for template in (WEB_DIR / "templates").glob("*.html"):
-        used |= set(re.findall(r"\{\{t:([a-z0-9_.]+)\}\}", template.read_text("utf-8")))
+        used |= set(re.findall(r"\bt\(\"([a-z0-9_.]+)\"\)", template.read_text("utf-8")))
     for script in (STATIC_DIR / "js").glob("*.js"):
         text = script.read_text("utf-8")
         used |= set(re.findall(r"\bt\(\"([a-z0-9_.]+)\"", text))
