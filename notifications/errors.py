@@ -52,3 +52,28 @@ class LiveUnavailable(AppError):
     status = 503
     code = "live_unavailable"
     title = "Service unavailable"
+
+
+class InvalidPhone(AppError):
+    """422 `invalid_phone`: not an E.164 number (`+`, country code, 7 to 15 digits in all,
+    no spaces)."""
+
+    status = 422
+    code = "invalid_phone"
+    title = "Invalid phone number"
+
+
+class InvalidTimeZone(AppError):
+    """422 `invalid_time_zone`: not a time zone of the IANA database (`Europe/Paris`)."""
+
+    status = 422
+    code = "invalid_time_zone"
+    title = "Invalid time zone"
+
+
+class PushDeviceNotFound(AppError):
+    """404 `push_device_not_found`: the caller has no push device with that token."""
+
+    status = 404
+    code = "push_device_not_found"
+    title = "Push device not found"

@@ -404,6 +404,72 @@ async def set_preferences(
         )
 
 
+async def contact(session: AsyncSession, user_id: uuid.UUID) -> dict[str, Any]:
+    """`{phone, time_zone}` of the (existing) user."""
+    r = (
+        await session.execute(
+            text("SELECT phone, time_zone FROM users WHERE id = :u"), {"u": user_id}
+        )
+    ).one()
+    return dict(r._mapping)
+
+
+async def set_contact(
+    session: AsyncSession, user_id: uuid.UUID, *, phone: str | None, time_zone: str
+) -> None:
+    """Replace the user's phone (E.164 or None) and time zone (IANA name)."""
+    await session.execute(
+        text("UPDATE users SET phone = :p, time_zone = :tz WHERE id = :u"),
+        {"u": user_id, "p": phone, "tz": time_zone},
+    )
+
+
+async def push_devices(session: AsyncSession, user_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The user's push devices `{token, platform, created_at}`, oldest first."""
+    rows = await session.execute(
+        text(
+            "SELECT token, platform, created_at FROM push_devices WHERE user_id = :u"
+            " ORDER BY created_at, token"
+        ),
+        {"u": user_id},
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+async def add_push_device(
+    session: AsyncSession, user_id: uuid.UUID, *, token: str, platform: str
+) -> tuple[dict[str, Any], bool]:
+    """Register `token` for the user (its platform updated when already there); the token
+    leaves any other user first (a device signed in to another account). Returns the row
+    and whether it is new for this user."""
+    await session.execute(
+        text("DELETE FROM push_devices WHERE token = :t AND user_id <> :u"),
+        {"u": user_id, "t": token},
+    )
+    r = (
+        await session.execute(
+            text(
+                "INSERT INTO push_devices (user_id, token, platform) VALUES (:u, :t, :p)"
+                " ON CONFLICT (user_id, token) DO UPDATE SET platform = EXCLUDED.platform"
+                " RETURNING token, platform, created_at, (xmax = 0) AS inserted"
+            ),
+            {"u": user_id, "t": token, "p": platform},
+        )
+    ).one()
+    row = dict(r._mapping)
+    inserted = bool(row.pop("inserted"))
+    return row, inserted
+
+
+async def remove_push_device(session: AsyncSession, user_id: uuid.UUID, token: str) -> bool:
+    """Unregister `token` for the user; whether it was registered."""
+    r = await session.execute(
+        text("DELETE FROM push_devices WHERE user_id = :u AND token = :t RETURNING 1"),
+        {"u": user_id, "t": token},
+    )
+    return r.first() is not None
+
+
 async def dead_letters(
     session: AsyncSession, *, before: tuple[datetime, uuid.UUID] | None, limit: int
 ) -> list[dict[str, Any]]:

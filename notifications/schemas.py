@@ -12,6 +12,10 @@ from notifications.catalog import KINDS
 
 Kind = Literal[KINDS]  # type: ignore[valid-type]
 ChannelName = Literal["email", "sms", "push", "in_app"]
+Platform = Literal["web", "android", "ios"]
+# FCM registration tokens: URL-safe base64 with `:` separators (what the SDKs issue)
+PUSH_TOKEN_PATTERN = r"^[A-Za-z0-9_:\-]+$"  # noqa: S105 - a pattern, not a secret
+PUSH_TOKEN_MAX_LENGTH = 4096
 
 
 class NotificationOut(BaseModel):
@@ -109,3 +113,79 @@ class QueueStats(BaseModel):
     workers: list[str]
     notifications_last_hour: dict[str, int]
     dead_letters: int
+
+
+class PushDeviceIn(BaseModel):
+    """A device's FCM registration token to send push notifications to."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"token": "fGw0qy4TGgk:APA91bH-example-registration-token", "platform": "android"}
+            ]
+        },
+    )
+
+    token: str = Field(
+        min_length=1,
+        max_length=PUSH_TOKEN_MAX_LENGTH,
+        pattern=PUSH_TOKEN_PATTERN,
+        description="The FCM registration token the app got from Firebase Messaging",
+    )
+    platform: Platform = "web"
+
+
+class PushDeviceOut(BaseModel):
+    """A registered push device of the caller."""
+
+    token: str
+    platform: Platform
+    created_at: datetime
+
+
+class ContactIn(BaseModel):
+    """Where and when to reach the caller: `phone` (E.164, for SMS; null removes it) and
+    `time_zone` (IANA name; times in notifications are shown in it). Both are replaced."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"phone": "+33612345678", "time_zone": "Europe/Paris"}]},
+    )
+
+    phone: str | None = Field(
+        default=None,
+        max_length=32,
+        description="E.164: `+`, the country code and the number, 8 to 16 characters",
+        examples=["+33612345678"],
+    )
+    time_zone: str = Field(
+        min_length=1, max_length=64, description="IANA time zone", examples=["Europe/Paris"]
+    )
+
+
+class ContactOut(BaseModel):
+    """The caller's contact points: phone (null when none), time zone, push devices
+    (oldest first). Which kinds go to which channel: `/me/notification-preferences`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "phone": "+33612345678",
+                    "time_zone": "Europe/Paris",
+                    "push_devices": [
+                        {
+                            "token": "fGw0qy4TGgk:APA91bH-example-registration-token",
+                            "platform": "android",
+                            "created_at": "2026-12-05T09:30:00Z",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    phone: str | None
+    time_zone: str
+    push_devices: list[PushDeviceOut]

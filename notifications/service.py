@@ -22,7 +22,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import random
+import re
 import uuid
+import zoneinfo
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,15 +39,26 @@ from core.settings import get_settings
 from notifications import catalog
 from notifications import repository as repo
 from notifications.channels import Channel, Message, PermanentChannelError, TransientChannelError
-from notifications.errors import InvalidCursor, NotificationNotFound, TransactionalEmail
+from notifications.errors import (
+    InvalidCursor,
+    InvalidPhone,
+    InvalidTimeZone,
+    NotificationNotFound,
+    PushDeviceNotFound,
+    TransactionalEmail,
+)
 from notifications.render import render
 from notifications.schemas import (
+    ContactIn,
+    ContactOut,
     DeadLetterOut,
     DeadLetterPage,
     NotificationOut,
     NotificationPage,
     PreferenceItem,
     Preferences,
+    PushDeviceIn,
+    PushDeviceOut,
 )
 
 log = get_logger(__name__)
@@ -96,7 +109,7 @@ def recipients_of(
         pay = repo.payment_facts(conn, payload["payment_id"])
         if pay is None:
             return []
-        found = _booking_audience(conn, str(pay["booking_id"]), ("student",), pay)
+        found = _booking_audience(conn, str(pay["booking_id"]), ("student",), pay, parents=False)
         return [Audience(pay["payer_id"], "student", a.data) for a in found]
     if kind == "refund.succeeded" and payload.get("refund_id"):
         ref = repo.refund_facts(conn, payload["refund_id"])
@@ -328,6 +341,63 @@ async def set_preferences(
         )
     await repo.set_preferences(session, user_id, [(i.kind, i.channel, i.enabled) for i in items])
     return await get_preferences(session, user_id=user_id)
+
+
+# --- API: contact points ----------------------------------------------------------------
+
+# E.164: `+`, a country code not starting with 0, at most 15 digits (the users.phone CHECK)
+E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+def valid_time_zone(name: str) -> bool:
+    """Whether `name` is a time zone of the IANA database on this machine (`Europe/Paris`,
+    `UTC`)."""
+    return name in zoneinfo.available_timezones()
+
+
+async def get_contact(session: AsyncSession, *, user_id: uuid.UUID) -> ContactOut:
+    """The user's phone, time zone and push devices."""
+    row = await repo.contact(session, user_id)
+    devices = await repo.push_devices(session, user_id)
+    return ContactOut(
+        phone=row["phone"],
+        time_zone=row["time_zone"],
+        push_devices=[PushDeviceOut(**d) for d in devices],
+    )
+
+
+async def set_contact(session: AsyncSession, *, user_id: uuid.UUID, data: ContactIn) -> ContactOut:
+    """Replace phone and time zone. Raises `InvalidPhone` (422 `invalid_phone`) for a
+    phone that is not E.164, `InvalidTimeZone` (422 `invalid_time_zone`) for a name the
+    IANA database does not have; nothing is changed then."""
+    if data.phone is not None and not E164.fullmatch(data.phone):
+        raise InvalidPhone(
+            "The phone number must be E.164: +, the country code and the number, no spaces"
+            " (e.g. +33612345678)."
+        )
+    if not valid_time_zone(data.time_zone):
+        raise InvalidTimeZone("The time zone must be an IANA name such as Europe/Paris.")
+    await repo.set_contact(session, user_id, phone=data.phone, time_zone=data.time_zone)
+    return await get_contact(session, user_id=user_id)
+
+
+async def register_push_device(
+    session: AsyncSession, *, user_id: uuid.UUID, data: PushDeviceIn
+) -> tuple[PushDeviceOut, bool]:
+    """Register an FCM token for the user (moved from another user who had it); returns
+    the device and whether it is new for the user (a second registration only updates
+    its platform)."""
+    row, created = await repo.add_push_device(
+        session, user_id, token=data.token, platform=data.platform
+    )
+    return PushDeviceOut(**row), created
+
+
+async def unregister_push_device(session: AsyncSession, *, user_id: uuid.UUID, token: str) -> None:
+    """Stop sending push to `token`. Raises `PushDeviceNotFound` (404
+    `push_device_not_found`) when the user has no such device."""
+    if not await repo.remove_push_device(session, user_id, token):
+        raise PushDeviceNotFound("No push device with that token.")
 
 
 # --- API: inbox and dead letters ----------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Notifications: preferences, the in-app inbox, dead letters and queue health (admin).
+"""Notifications: contact points (phone, time zone, push devices), preferences, the in-app
+inbox, dead letters and queue health (admin).
 
 Rules live in `notifications.service`; re-queued dead letters are enqueued only after
 the request's transaction committed.
@@ -10,18 +11,24 @@ import asyncio
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query, Response, status
 
 from api.deps import AdminUser, CurrentUser, NowDep, SessionDep
 from api.errors import problem_responses
 from core.logging import get_logger
 from notifications import service
 from notifications.schemas import (
+    PUSH_TOKEN_MAX_LENGTH,
+    PUSH_TOKEN_PATTERN,
+    ContactIn,
+    ContactOut,
     DeadLetterPage,
     NotificationOut,
     NotificationPage,
     Preferences,
     PreferencesIn,
+    PushDeviceIn,
+    PushDeviceOut,
     QueueStats,
     RequeueIn,
     RequeueOut,
@@ -33,6 +40,82 @@ LimitQ = Annotated[int, Query(ge=1, le=100, description="Items per page")]
 CursorQ = Annotated[
     str | None, Query(max_length=200, description="`next_cursor` of the previous page")
 ]
+
+
+@router.get(
+    "/me/contact",
+    response_model=ContactOut,
+    summary="My phone, time zone and push devices",
+    responses=problem_responses(401),
+)
+async def get_contact(user: CurrentUser, session: SessionDep) -> ContactOut:
+    """Where notifications reach me: `phone` (SMS; null when none), `time_zone` (times in
+    messages), `push_devices` (FCM tokens, oldest first). Which kinds go to which channel
+    is `/me/notification-preferences`."""
+    return await service.get_contact(session, user_id=user.id)
+
+
+@router.put(
+    "/me/contact",
+    response_model=ContactOut,
+    summary="Set my phone and time zone",
+    responses=problem_responses(401, 422),
+)
+async def put_contact(data: ContactIn, user: CurrentUser, session: SessionDep) -> ContactOut:
+    """Replaces both: `phone` in E.164 (`+33612345678`; null removes it, and SMS stops)
+    and `time_zone` (IANA, `Europe/Paris`). 422 `invalid_phone`, `invalid_time_zone`
+    (nothing is changed), `validation_error` for a malformed body."""
+    out = await service.set_contact(session, user_id=user.id, data=data)
+    await session.commit()
+    return out
+
+
+@router.post(
+    "/me/push-devices",
+    response_model=PushDeviceOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Register a device for push notifications (FCM token)",
+    responses={
+        200: {"description": "Already registered (its platform updated)", "model": PushDeviceOut},
+        **problem_responses(401, 422),
+    },
+)
+async def register_push_device(
+    data: PushDeviceIn, user: CurrentUser, session: SessionDep, response: Response
+) -> PushDeviceOut:
+    """201 with the device; 200 when the token was already mine (safe to call at every
+    app start). A token registered by another account moves to mine (the device signed
+    in anew). 422 `validation_error` for a malformed token or platform."""
+    out, created = await service.register_push_device(session, user_id=user.id, data=data)
+    await session.commit()
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return out
+
+
+@router.delete(
+    "/me/push-devices/{token}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Unregister a push device",
+    responses=problem_responses(401, 404, 422),
+)
+async def unregister_push_device(
+    token: Annotated[
+        str,
+        Path(
+            min_length=1,
+            max_length=PUSH_TOKEN_MAX_LENGTH,
+            pattern=PUSH_TOKEN_PATTERN,
+            description="The FCM registration token",
+        ),
+    ],
+    user: CurrentUser,
+    session: SessionDep,
+) -> Response:
+    """Push to that device stops. 404 `push_device_not_found` when it is not mine."""
+    await service.unregister_push_device(session, user_id=user.id, token=token)
+    await session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get(
