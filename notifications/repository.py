@@ -84,6 +84,15 @@ def booking_facts(conn: psycopg.Connection[Any], booking_id: str) -> dict[str, A
         ).fetchone()
 
 
+def parents_of(conn: psycopg.Connection[Any], student_id: uuid.UUID | str) -> list[uuid.UUID]:
+    """The parents linked to `student_id` in `parent_children`, oldest link first."""
+    rows = conn.execute(
+        "SELECT parent_id FROM parent_children WHERE child_id = %s ORDER BY created_at, parent_id",
+        (student_id,),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
 def payment_facts(conn: psycopg.Connection[Any], payment_id: str) -> dict[str, Any] | None:
     """A payment: `payer_id`, `booking_id`, `amount_minor`, `currency`, `failure`."""
     with conn.cursor(row_factory=dict_row) as cur:

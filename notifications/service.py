@@ -80,13 +80,21 @@ def _booking_audience(
     booking_id: str,
     roles: Sequence[str],
     extra: dict[str, Any] | None = None,
+    *,
+    parents: bool = True,
 ) -> list[Audience]:
+    """The parties of a booking in `roles` (`student`, `provider`); with `parents`, the
+    student's parents (`parent_children`) hear what the student hears, in role `parent`,
+    each with their own language, zone and preferences."""
     facts = repo.booking_facts(conn, booking_id)
     if facts is None:
         return []
     data = {**facts, **(extra or {})}
     ids = {"student": facts["student_id"], "provider": facts["provider_id"]}
-    return [Audience(ids[r], r, data) for r in roles]
+    out = [Audience(ids[r], r, data) for r in roles]
+    if parents and "student" in roles:
+        out += [Audience(p, "parent", data) for p in repo.parents_of(conn, facts["student_id"])]
+    return out
 
 
 BOOKING_ROLES: dict[str, tuple[str, ...]] = {
@@ -115,7 +123,8 @@ def recipients_of(
         ref = repo.refund_facts(conn, payload["refund_id"])
         if ref is None:
             return []
-        return _booking_audience(conn, str(ref["booking_id"]), ("student",), ref)
+        # the refund goes back to whoever paid: the wording is the payer's, not the parents'
+        return _booking_audience(conn, str(ref["booking_id"]), ("student",), ref, parents=False)
     if kind in ("payout.approved", "payout.paid") and payload.get("payout_id"):
         po = repo.payout_facts(conn, payload["payout_id"])
         return [Audience(po["provider_id"], "provider", po)] if po else []
