@@ -8,7 +8,6 @@ by bounded polling, never by sleeping. Every test ends with the ledger balanced.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,19 +16,13 @@ import psycopg
 import pytest
 import stripe
 
-from core.settings import get_settings
-from standins.stripe import StandinHTTPServer
 from tests.booking.helpers import link_child
 from tests.conftest import bearer, create_user, truncate_all
 from tests.credits.helpers import create_plan
 from tests.payments.kit import (
     API_KEY,
-    WEBHOOK_PATH,
-    Process,
-    start_api,
-    start_standin,
-    start_worker,
-    stripe_env,
+    Stack,
+    running_stack,
     unbalanced,
     wait_for,
 )
@@ -37,44 +30,10 @@ from tests.payments.kit import (
 pytestmark = pytest.mark.slow
 
 
-class Stack:
-    """The stand-in (thread), the API and a worker (subprocesses) on the test services."""
-
-    def __init__(self, standin: StandinHTTPServer, api: Process, url: str, worker: Process):
-        self.standin = standin
-        self.api_proc = api
-        self.worker = worker
-        self.http = httpx.Client(base_url=url, timeout=30)
-        self.sdk = stripe.StripeClient(API_KEY, base_addresses={"api": standin.url})
-
-    def events(self, type_: str) -> list[dict[str, Any]]:
-        with self.standin.standin.lock:
-            return [e for e in self.standin.standin.events.values() if e["type"] == type_]
-
-
 @pytest.fixture(scope="module")
 def stack(database_url: str) -> Iterator[Stack]:
-    standin = start_standin()
-    env = stripe_env(standin.url, database_url)
-    api, url = start_api(env)
-    worker = start_worker(env)
-    standin.standin.webhook_url = url + WEBHOOK_PATH
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
-    try:
-        yield Stack(standin, api, url, worker)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
-        worker.stop()
-        api.stop()
-        standin.standin.close()
-        standin.shutdown()
+    with running_stack(database_url) as s:
+        yield s
 
 
 def settled(db: psycopg.Connection[Any]) -> bool:

@@ -11,12 +11,15 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import psycopg
+import stripe
 
+from core.settings import get_settings
 from standins.stripe import StandinHTTPServer, start
 from tests.conftest import TEST_REDIS_URL
 
@@ -152,3 +155,56 @@ def unbalanced(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
         " GROUP BY currency HAVING sum(amount_minor) <> 0"
     ).fetchall()
     return [*per_txn, *per_currency]
+
+
+class Stack:
+    """The stand-in (thread), the API and a worker (subprocesses) on the test services."""
+
+    def __init__(self, standin: StandinHTTPServer, api: Process, api_url: str, worker: Process):
+        self.standin = standin
+        self.api_proc = api
+        self.url = api_url
+        self.worker = worker
+        self.http = httpx.Client(base_url=api_url, timeout=30)
+        self.sdk = stripe.StripeClient(API_KEY, base_addresses={"api": standin.url})
+
+    def events(self, type_: str) -> list[dict[str, Any]]:
+        """The stand-in's events of one type (`customer.subscription.updated`, …)."""
+        with self.standin.standin.lock:
+            return [e for e in self.standin.standin.events.values() if e["type"] == type_]
+
+    def intents_of(self, booking_id: Any) -> list[dict[str, Any]]:
+        """The stand-in's PaymentIntents whose metadata names `booking_id`."""
+        with self.standin.standin.lock:
+            return [
+                i for i in self.standin.standin.intents.values()
+                if i["metadata"].get("booking_id") == str(booking_id)
+            ]  # fmt: skip
+
+
+@contextmanager
+def running_stack(database_url: str) -> Iterator[Stack]:
+    """A `Stack` on `database_url` with the stand-in delivering webhooks to the API; this
+    process reads the same settings (the stand-in's address, the secret) while it runs.
+    Everything is stopped and the environment restored on exit."""
+    standin = start_standin()
+    env = stripe_env(standin.url, database_url)
+    api, url = start_api(env)
+    worker = start_worker(env)
+    standin.standin.webhook_url = url + WEBHOOK_PATH
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    get_settings.cache_clear()
+    try:
+        yield Stack(standin, api, url, worker)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        get_settings.cache_clear()
+        worker.stop()
+        api.stop()
+        standin.standin.close()
+        standin.shutdown()

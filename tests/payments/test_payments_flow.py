@@ -24,17 +24,12 @@ import psycopg
 import pytest
 import stripe
 
-from core.settings import get_settings
-from standins.stripe import StandinHTTPServer
 from tests.booking.helpers import create_slot
 from tests.conftest import bearer, create_provider, create_user, truncate_all
 from tests.payments.kit import (
     API_KEY,
-    WEBHOOK_PATH,
-    Process,
-    start_api,
-    start_standin,
-    start_worker,
+    Stack,
+    running_stack,
     stripe_env,
     unbalanced,
     wait_for,
@@ -43,49 +38,10 @@ from tests.payments.kit import (
 pytestmark = pytest.mark.slow
 
 
-class Stack:
-    """The stand-in (thread), the API and a worker (subprocesses) on the test services."""
-
-    def __init__(self, standin: StandinHTTPServer, api: Process, api_url: str, worker: Process):
-        self.standin = standin
-        self.api_proc = api
-        self.url = api_url
-        self.worker = worker
-        self.http = httpx.Client(base_url=api_url, timeout=30)
-        self.sdk = stripe.StripeClient(API_KEY, base_addresses={"api": standin.url})
-
-    def intents_of(self, booking_id: Any) -> list[dict[str, Any]]:
-        with self.standin.standin.lock:
-            return [
-                i for i in self.standin.standin.intents.values()
-                if i["metadata"].get("booking_id") == str(booking_id)
-            ]  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def stack(database_url: str) -> Iterator[Stack]:
-    standin = start_standin()
-    env = stripe_env(standin.url, database_url)
-    api, url = start_api(env)
-    worker = start_worker(env)
-    standin.standin.webhook_url = url + WEBHOOK_PATH
-    # this process reads the same settings (the stand-in's address, the secret)
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
-    try:
-        yield Stack(standin, api, url, worker)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
-        worker.stop()
-        api.stop()
-        standin.standin.close()
-        standin.shutdown()
+    with running_stack(database_url) as s:
+        yield s
 
 
 @pytest.fixture(autouse=True)
