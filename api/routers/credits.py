@@ -1,6 +1,8 @@
 """Credits: the plan catalogue (admin), pack purchases, subscriptions, the wallet.
 
-Handlers own the unit of work: they commit. Gateway calls (Stripe PaymentIntents and
+Handlers own the unit of work: they commit. The POSTs that move money (a pack purchase, a
+subscription) require an `Idempotency-Key` like `POST /bookings`: a retry with the same
+key replays the first answer instead of charging twice. Gateway calls (Stripe PaymentIntents and
 Billing, or the local stand-in) happen inside the request; a subscription's row is
 committed before the gateway is asked, so its webhooks always find it.
 """
@@ -14,6 +16,7 @@ from fastapi import APIRouter, Depends, Query, status
 
 from api.deps import AdminUser, CurrentUser, NowDep, SessionDep, require_role
 from api.errors import problem_responses
+from api.idempotency import IdempotentRoute, idempotent
 from credits import service
 from credits.billing import Billing, get_billing
 from credits.schemas import (
@@ -34,7 +37,7 @@ from payments.provider import PaymentProvider
 from payments.stripe_adapter import get_provider
 from profiles.models import User
 
-router = APIRouter(tags=["credits"])
+router = APIRouter(tags=["credits"], route_class=IdempotentRoute)
 Payer = Annotated[User, Depends(require_role("student", "parent"))]
 
 
@@ -142,16 +145,22 @@ async def list_plans(user: CurrentUser, session: SessionDep) -> PlanList:
     "/credits/purchases",
     response_model=PurchaseOut,
     status_code=status.HTTP_201_CREATED,
-    summary="Buy a pack of credits (a payment intent to confirm)",
-    responses=problem_responses(401, 403, 404, 422, 502, 503),
+    summary="Buy a pack of credits (a payment intent to confirm; Idempotency-Key required)",
+    responses=problem_responses(400, 401, 403, 404, 409, 422, 502, 503),
 )
+@idempotent(required=True)
 async def buy_pack(
     data: PurchaseCreate, user: Payer, session: SessionDep, gateway: ProviderDep
 ) -> PurchaseOut:
     """A Stripe PaymentIntent of the pack's price in `currency` (confirm it with
     `client_secret`); the credits reach the caller's wallet when Stripe's
     `payment_intent.succeeded` webhook is processed, once. 404 `plan_not_found`; 422
-    `wrong_plan_kind`, `currency_not_offered`; 502/503 gateway."""
+    `wrong_plan_kind`, `currency_not_offered`; 502/503 gateway.
+
+    400 `idempotency_key_missing` / `idempotency_key_invalid`; 409
+    `idempotency_key_in_use` while the first request with the key runs; 422
+    `idempotency_key_mismatch` for the key with another body. A retry with the same key
+    replays the first answer (the same PaymentIntent), `Idempotent-Replayed: true`."""
     out = await service.start_purchase(session, gateway, user=user, data=data)
     await session.commit()
     return out
@@ -164,9 +173,11 @@ async def buy_pack(
     "/subscriptions",
     response_model=SubscriptionOut,
     status_code=status.HTTP_201_CREATED,
-    summary="Subscribe to a monthly plan (for yourself, or a parent for a child)",
-    responses=problem_responses(401, 403, 404, 409, 422, 502, 503),
+    summary="Subscribe to a monthly plan (for yourself, or a parent for a child; "
+    "Idempotency-Key required)",
+    responses=problem_responses(400, 401, 403, 404, 409, 422, 502, 503),
 )
+@idempotent(required=True)
 async def subscribe(
     data: SubscriptionCreate, user: Payer, session: SessionDep, billing: BillingDep
 ) -> SubscriptionOut:
@@ -175,7 +186,12 @@ async def subscribe(
     arrive by the `invoice.paid` webhook, once per invoice), `incomplete` when declined.
     403 `forbidden` (not a linked child); 404 `plan_not_found`; 409
     `subscription_exists`; 422 `wrong_plan_kind`, `currency_not_offered`, validation;
-    502/503 gateway (the subscription is then `incomplete_expired`)."""
+    502/503 gateway (the subscription is then `incomplete_expired`).
+
+    400 `idempotency_key_missing` / `idempotency_key_invalid`; 409
+    `idempotency_key_in_use` while the first request with the key runs; 422
+    `idempotency_key_mismatch` for the key with another body. A retry with the same key
+    replays the first answer (the first invoice is charged once)."""
     opened = await service.open_subscription(session, user=user, data=data)
     await session.commit()
     try:

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 import stripe
 
-from tests.booking.helpers import link_child
+from tests.booking.helpers import key, link_child
 from tests.conftest import bearer, create_user, truncate_all
 from tests.credits.helpers import create_plan
 from tests.payments.kit import (
@@ -97,12 +97,14 @@ def fresh_billing(stack: Stack) -> Any:
     )
 
 
-def subscribe(stack: Stack, m: dict[str, Any], pm: str = "pm_card_visa") -> httpx.Response:
+def subscribe(
+    stack: Stack, m: dict[str, Any], pm: str = "pm_card_visa", idem: dict[str, str] | None = None
+) -> httpx.Response:
     return stack.http.post(
         "/api/v1/subscriptions",
         json={"plan_code": "HYBRIDE", "currency": "EUR", "student_id": str(m["child"]),
               "payment_method": pm},
-        headers=bearer(m["parent"], "parent"),
+        headers={**bearer(m["parent"], "parent"), **(key() if idem is None else idem)},
     )  # fmt: skip
 
 
@@ -217,7 +219,7 @@ def test_a_pack_grants_its_credits_when_the_payment_succeeds_once(
     r = stack.http.post(
         "/api/v1/credits/purchases",
         json={"plan_code": "PACK_5", "currency": "EUR"},
-        headers=bearer(child, "student"),
+        headers={**bearer(child, "student"), **key()},
     )
     assert r.status_code == 201, r.text
     purchase = r.json()
@@ -238,13 +240,13 @@ def test_a_pack_grants_its_credits_when_the_payment_succeeds_once(
     r = stack.http.post(
         "/api/v1/credits/purchases",
         json={"plan_code": "HYBRIDE", "currency": "EUR"},
-        headers=bearer(child, "student"),
+        headers={**bearer(child, "student"), **key()},
     )
     assert (r.status_code, r.json()["code"]) == (422, "wrong_plan_kind")
     r = stack.http.post(
         "/api/v1/credits/purchases",
         json={"plan_code": "PACK_5", "currency": "USD"},
-        headers=bearer(child, "student"),
+        headers={**bearer(child, "student"), **key()},
     )
     assert (r.status_code, r.json()["code"]) == (422, "currency_not_offered")
 
@@ -275,3 +277,48 @@ def test_the_allocation_job_catches_up_a_paid_invoice_whose_webhook_was_lost(
     later = after_period + timedelta(days=40)
     assert run(jobs.allocate_monthly(fresh_billing(stack), now=lambda: later)) == 0
     assert len(grants(db)) == 2
+
+
+def test_money_moving_posts_require_an_idempotency_key_and_replay_the_first_answer(
+    stack: Stack, market: dict[str, Any]
+) -> None:
+    db, parent, child = market["db"], market["parent"], market["child"]
+    pack = {"plan_code": "PACK_5", "currency": "EUR"}
+    r = stack.http.post("/api/v1/credits/purchases", json=pack, headers=bearer(child, "student"))
+    assert (r.status_code, r.headers["content-type"]) == (400, "application/problem+json")
+    assert r.json()["code"] == "idempotency_key_missing"
+    r = subscribe(stack, market, idem={})
+    assert (r.status_code, r.json()["code"]) == (400, "idempotency_key_missing")
+    assert db.execute("SELECT count(*) FROM credit_purchases").fetchone() == (0,)
+    assert db.execute("SELECT count(*) FROM credit_subscriptions").fetchone() == (0,)
+
+    same = key()
+    first = stack.http.post(
+        "/api/v1/credits/purchases", json=pack, headers={**bearer(child, "student"), **same}
+    )
+    again = stack.http.post(
+        "/api/v1/credits/purchases", json=pack, headers={**bearer(child, "student"), **same}
+    )
+    assert first.status_code == again.status_code == 201, first.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    assert db.execute("SELECT count(*) FROM credit_purchases").fetchone() == (1,)
+    with stack.standin.standin.lock:
+        assert len(stack.standin.standin.intents) == 1
+    other = stack.http.post(
+        "/api/v1/credits/purchases",
+        json={**pack, "currency": "USD"},
+        headers={**bearer(child, "student"), **same},
+    )
+    assert (other.status_code, other.json()["code"]) == (422, "idempotency_key_mismatch")
+
+    sub_key = key()
+    first = subscribe(stack, market, idem=sub_key)
+    again = subscribe(stack, market, idem=sub_key)
+    assert first.status_code == again.status_code == 201, first.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    assert db.execute("SELECT count(*) FROM credit_subscriptions").fetchone() == (1,)
+    assert len(stack.events("invoice.paid")) == 1
+    wait_for(lambda: len(grants(db)) == 1, "the month's credits granted")
+    assert grants(db) == [("MONTHLY_ALLOCATION", 4, 4, 9900, "EUR", parent)]
