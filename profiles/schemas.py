@@ -195,10 +195,9 @@ class ProfilePatch(_Input):
     service_radius_km: int | None = None
 
 
-class ProfileOut(BaseModel):
-    """The provider's own view of its profile."""
+class ProviderFields(BaseModel):
+    """What a provider's own view and its public view both show."""
 
-    user_id: uuid.UUID
     kind: Literal["tutor", "coach", "mentor"]
     display_name: str
     headline: str
@@ -216,32 +215,21 @@ class ProfileOut(BaseModel):
     city: str | None
     country_code: str | None
     service_radius_km: int | None
+
+
+class ProfileOut(ProviderFields):
+    """The provider's own view of its profile."""
+
+    user_id: uuid.UUID
     kyc_status: str
     version: int
     updated_at: datetime
 
 
-class PublicProviderOut(BaseModel):
+class PublicProviderOut(ProviderFields):
     """What anyone sees of a provider; the location is rounded to 0.01° (about 1 km)."""
 
     id: uuid.UUID
-    kind: Literal["tutor", "coach", "mentor"]
-    display_name: str
-    headline: str
-    bio: str
-    subjects: list[str]
-    expertises: list[str]
-    languages: list[str]
-    hourly_rate_minor: int
-    currency: str
-    rating_avg: float | None
-    rating_count: int
-    online: bool
-    in_person: bool
-    location: Location | None
-    city: str | None
-    country_code: str | None
-    service_radius_km: int | None
     verified: bool
 
 

@@ -389,18 +389,29 @@ def _location(
     return Location(lat=lat, lng=lng)
 
 
+def _provider_fields(row: repo.ProfileRow, *, location_digits: int | None) -> dict[str, Any]:
+    """The `ProviderFields` of a profile row, the location rounded to `location_digits`
+    decimal degrees (None: exact)."""
+    p = row.profile
+    return dict(
+        kind=p.kind, display_name=p.display_name, headline=p.headline, bio=p.bio,
+        subjects=list(p.subjects), expertises=list(p.expertises), languages=list(p.languages),
+        hourly_rate_minor=p.hourly_rate_minor, currency=p.currency,
+        rating_avg=p.rating_avg, rating_count=p.rating_count, online=p.online,
+        in_person=p.in_person, location=_location(row.lat, row.lng, digits=location_digits),
+        city=p.city, country_code=p.country_code, service_radius_km=p.service_radius_km,
+    )  # fmt: skip
+
+
 def _profile_out(row: repo.ProfileRow) -> ProfileOut:
     p = row.profile
     return ProfileOut(
-        user_id=p.user_id, kind=p.kind, display_name=p.display_name,
-        headline=p.headline, bio=p.bio, subjects=list(p.subjects),
-        expertises=list(p.expertises), languages=list(p.languages),
-        hourly_rate_minor=p.hourly_rate_minor, currency=p.currency,
-        rating_avg=p.rating_avg, rating_count=p.rating_count, online=p.online,
-        in_person=p.in_person, location=_location(row.lat, row.lng), city=p.city,
-        country_code=p.country_code, service_radius_km=p.service_radius_km,
-        kyc_status=p.kyc_status, version=p.version, updated_at=p.updated_at,
-    )  # fmt: skip
+        **_provider_fields(row, location_digits=None),
+        user_id=p.user_id,
+        kyc_status=p.kyc_status,
+        version=p.version,
+        updated_at=p.updated_at,
+    )
 
 
 def _check_profile_rules(kind: str, data: ProfileIn) -> None:
@@ -506,15 +517,10 @@ async def get_public_provider(
         raise ProfileNotFound("No provider with this id.")
     p = row.profile
     return PublicProviderOut(
-        id=p.user_id, kind=p.kind, display_name=p.display_name,
-        headline=p.headline, bio=p.bio, subjects=list(p.subjects),
-        expertises=list(p.expertises), languages=list(p.languages),
-        hourly_rate_minor=p.hourly_rate_minor, currency=p.currency,
-        rating_avg=p.rating_avg, rating_count=p.rating_count, online=p.online,
-        in_person=p.in_person, location=_location(row.lat, row.lng, digits=2),
-        city=p.city, country_code=p.country_code, service_radius_km=p.service_radius_km,
+        **_provider_fields(row, location_digits=2),
+        id=p.user_id,
         verified=p.kyc_status == "verified",
-    )  # fmt: skip
+    )
 
 
 # --- availability ---------------------------------------------------------------------
