@@ -73,6 +73,25 @@ DEFAULT_AVAILABILITY_WINDOW = timedelta(days=28)
 _DUMMY_HASH = hash_password("not-a-real-password-0000")
 
 
+async def _provider_event(
+    session: AsyncSession,
+    provider_id: uuid.UUID,
+    event_type: str,
+    *,
+    version: int | None,
+    **ids: Any,
+) -> None:
+    """Emit the outbox event `event_type` of the provider: keys only (`provider_id`, the
+    `ids` given, the profile's `version` after the change) for the indexer to re-project."""
+    await outbox.emit(
+        session,
+        aggregate_type=PROVIDER_AGGREGATE,
+        aggregate_id=str(provider_id),
+        event_type=event_type,
+        payload={"provider_id": str(provider_id), **ids, "version": version},
+    )
+
+
 def _constraint(exc: IntegrityError) -> str | None:
     orig = exc.orig
     if isinstance(orig, psycopg.Error) and orig.diag is not None:
@@ -366,12 +385,11 @@ async def admin_update_user(
             await repo.revoke_user_tokens(session, user.id, now)
         if profile is not None:
             version = await repo.bump_version(session, user.id)
-            await outbox.emit(
+            await _provider_event(
                 session,
-                aggregate_type=PROVIDER_AGGREGATE,
-                aggregate_id=str(user.id),
-                event_type="provider.reactivated" if active else "provider.deactivated",
-                payload={"provider_id": str(user.id), "version": version},
+                user.id,
+                "provider.reactivated" if active else "provider.deactivated",
+                version=version,
             )
     return updated
 
@@ -457,13 +475,7 @@ async def put_profile(session: AsyncSession, *, user: User, data: ProfileIn) -> 
     else:
         version = await repo.update_profile(session, user.id, values)
         event = "provider.updated"
-    await outbox.emit(
-        session,
-        aggregate_type=PROVIDER_AGGREGATE,
-        aggregate_id=str(user.id),
-        event_type=event,
-        payload={"provider_id": str(user.id), "version": version},
-    )
+    await _provider_event(session, user.id, event, version=version)
     row = await repo.get_profile(session, user.id)
     assert row is not None
     return _profile_out(row)
@@ -496,13 +508,7 @@ async def patch_profile(
     _check_profile_rules(current.profile.kind, data)
     values = data.model_dump(include=set(changes))
     version = await repo.update_profile(session, user.id, values)
-    await outbox.emit(
-        session,
-        aggregate_type=PROVIDER_AGGREGATE,
-        aggregate_id=str(user.id),
-        event_type="provider.updated",
-        payload={"provider_id": str(user.id), "version": version},
-    )
+    await _provider_event(session, user.id, "provider.updated", version=version)
     row = await repo.get_profile(session, user.id)
     assert row is not None
     return _profile_out(row)
@@ -578,16 +584,12 @@ async def create_slots(
             raise SlotOverlap("The slot overlaps another open slot of yours.") from None
         raise
     version = await repo.bump_version(session, user.id)
-    await outbox.emit(
+    await _provider_event(
         session,
-        aggregate_type=PROVIDER_AGGREGATE,
-        aggregate_id=str(user.id),
-        event_type="availability.created",
-        payload={
-            "provider_id": str(user.id),
-            "slot_ids": [str(s.id) for s in slots],
-            "version": version,
-        },
+        user.id,
+        "availability.created",
+        version=version,
+        slot_ids=[str(s.id) for s in slots],
     )
     return [_slot_out(s) for s in slots]
 
@@ -612,12 +614,8 @@ async def cancel_slot(session: AsyncSession, *, user: User, slot_id: uuid.UUID) 
         )
     await repo.cancel_slot(session, slot_id)
     version = await repo.bump_version(session, user.id)
-    await outbox.emit(
-        session,
-        aggregate_type=PROVIDER_AGGREGATE,
-        aggregate_id=str(user.id),
-        event_type="availability.deleted",
-        payload={"provider_id": str(user.id), "slot_id": str(slot_id), "version": version},
+    await _provider_event(
+        session, user.id, "availability.deleted", version=version, slot_id=str(slot_id)
     )
 
 
@@ -781,12 +779,8 @@ async def set_slot_capacity(
             ) from None
         raise
     version = await repo.bump_version(session, user.id)
-    await outbox.emit(
-        session,
-        aggregate_type=PROVIDER_AGGREGATE,
-        aggregate_id=str(user.id),
-        event_type="availability.updated",
-        payload={"provider_id": str(user.id), "slot_id": str(slot_id), "version": version},
+    await _provider_event(
+        session, user.id, "availability.updated", version=version, slot_id=str(slot_id)
     )
     updated = await repo.get_slot(session, slot_id)
     assert updated is not None
@@ -819,13 +813,7 @@ async def add_rating(
     if row is None:
         return None
     state = RatingState(*row)
-    await outbox.emit(
-        session,
-        aggregate_type=PROVIDER_AGGREGATE,
-        aggregate_id=str(provider_id),
-        event_type="provider.rating_changed",
-        payload={"provider_id": str(provider_id), "version": state.version},
-    )
+    await _provider_event(session, provider_id, "provider.rating_changed", version=state.version)
     return state
 
 
@@ -840,13 +828,7 @@ async def set_kyc_status(
     if row is None:
         return None
     before, after, version = row
-    await outbox.emit(
-        session,
-        aggregate_type=PROVIDER_AGGREGATE,
-        aggregate_id=str(provider_id),
-        event_type="provider.kyc_changed",
-        payload={"provider_id": str(provider_id), "version": version},
-    )
+    await _provider_event(session, provider_id, "provider.kyc_changed", version=version)
     return before, after
 
 
