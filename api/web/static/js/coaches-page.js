@@ -2,7 +2,7 @@
 // pagination with the keyset cursor: a stack of cursors gives "previous").
 import {
   config, lang, t, tn, getJSON, showError, clearError, renderChecklist, renderRatingOptions,
-  catalogueLabel, languageLabel, formatPrice, formatRating, formatNumber, toMinor, el,
+  renderLanguageAndRating, catalogueLabel, languageLabel, formatPrice, formatRating, formatNumber, toMinor, el,
   keepLanguageLinks, priceHint,
 } from "./common.js";
 
@@ -119,15 +119,7 @@ function renderFacets(facets) {
     if (on) state.expertises.add(value); else state.expertises.delete(value);
     load();
   });
-  const languages = (facets.languages || []).map((f) => ({ value: f.value, label: languageLabel(f.value), count: f.count }));
-  renderChecklist($("language-facet"), "language", languages, state.languages, (value, on) => {
-    if (on) state.languages.add(value); else state.languages.delete(value);
-    load();
-  });
-  renderRatingOptions($("rating-options"), facets.rating || [], state.minRating, (value) => {
-    state.minRating = value;
-    load();
-  });
+  renderLanguageAndRating(facets, state, load);
   const select = $("currency");
   const known = new Set([...select.options].map((o) => o.value));
   for (const p of facets.price || []) {

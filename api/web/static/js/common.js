@@ -235,6 +235,21 @@ export function renderRatingOptions(container, buckets, current, onChange) {
   if (focusedId) document.getElementById(focusedId)?.focus();
 }
 
+/** The language checklist and minimum-rating radios of the search pages, from a response's
+ * `facets`: a change updates `state.languages` (a Set) or `state.minRating`, then calls
+ * `onChange`. */
+export function renderLanguageAndRating(facets, state, onChange) {
+  const languages = (facets.languages || []).map((f) => ({ value: f.value, label: languageLabel(f.value), count: f.count }));
+  renderChecklist(document.getElementById("language-facet"), "language", languages, state.languages, (value, on) => {
+    if (on) state.languages.add(value); else state.languages.delete(value);
+    onChange();
+  });
+  renderRatingOptions(document.getElementById("rating-options"), facets.rating || [], state.minRating, (value) => {
+    state.minRating = value;
+    onChange();
+  });
+}
+
 /** A small element with optional class and text. */
 export function el(tag, className, text) {
   const node = document.createElement(tag);

@@ -3,8 +3,8 @@
 // `/search/tutors` around the chosen position (radius, or the visible map area).
 import {
   config, lang, t, tn, fold, getJSON, showError, clearError, renderChecklist,
-  renderRatingOptions, catalogueLabel, languageLabel, formatPrice, formatRating, formatNumber,
-  currencySymbol, toMinor, el, keepLanguageLinks, priceHint,
+  renderRatingOptions, renderLanguageAndRating, catalogueLabel, languageLabel, formatPrice,
+  formatRating, formatNumber, currencySymbol, toMinor, el, keepLanguageLinks, priceHint,
 } from "./common.js";
 
 const L = window.L;
@@ -359,15 +359,7 @@ function renderFacets(facets) {
     if (state.boxSubject && !state.subjects.has(state.boxSubject)) { $("q").value = ""; state.boxSubject = null; }
     search();
   });
-  const languages = (facets.languages || []).map((f) => ({ value: f.value, label: languageLabel(f.value), count: f.count }));
-  renderChecklist($("language-facet"), "language", languages, state.languages, (value, on) => {
-    if (on) state.languages.add(value); else state.languages.delete(value);
-    search();
-  });
-  renderRatingOptions($("rating-options"), facets.rating || [], state.minRating, (value) => {
-    state.minRating = value;
-    search();
-  });
+  renderLanguageAndRating(facets, state, search);
   if (!state.currency && facets.price?.length) state.currency = facets.price[0].currency;
   $("price-currency").textContent = state.currency ? `(${currencySymbol(state.currency)})` : "";
   $("price-stats").textContent = priceHint(facets.price || [], state.currency);
