@@ -64,7 +64,9 @@ def money(minor: int, currency: str, locale: str) -> str:
 
 def when(dt: datetime, locale: str, tz: str) -> str:
     """Aware `dt` in time zone `tz`, formatted for `locale` (long date, short time, zone)."""
-    return format_datetime(dt, "EEEE d MMMM y, HH:mm O", tzinfo=zone(tz), locale=locale)
+    # the long localized GMT offset ("OOOO": GMT+01:00, UTC+01:00 in French); Babel renders
+    # the short form "O" as the text "None"
+    return format_datetime(dt, "EEEE d MMMM y, HH:mm OOOO", tzinfo=zone(tz), locale=locale)
 
 
 @pass_context
