@@ -178,6 +178,16 @@ def insert_booking_event(
     )  # fmt: skip
 
 
+def emit_booking_event(db: psycopg.Connection[Any], booking_id: Any, kind: str) -> None:
+    """An outbox row `kind` (`booking.confirmed`, …) about `booking_id`, as the booking
+    domain writes it (keys only)."""
+    db.execute(
+        "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload) VALUES"
+        " ('booking', %s, %s, %s::jsonb)",
+        (str(booking_id), kind, f'{{"booking_id": "{booking_id}"}}'),
+    )
+
+
 def rows(
     db: psycopg.Connection[Any], where: str = "true", args: tuple[Any, ...] = ()
 ) -> list[dict[str, Any]]:

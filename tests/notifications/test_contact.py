@@ -11,7 +11,7 @@ import psycopg
 
 from core.security import utcnow
 from tests.conftest import bearer, create_provider, create_user
-from tests.notifications.kit import drain, insert_booking_event, rows
+from tests.notifications.kit import drain, emit_booking_event, insert_booking_event, rows
 
 TOKEN = "fGw0qy4TGgk:APA91bH-test_token-1"
 
@@ -117,10 +117,7 @@ async def test_the_pipeline_sends_to_the_contact_points_set_over_the_api(
     b = insert_booking_event(
         db, student=student, provider=tutor, starts_at=utcnow() + timedelta(days=3)
     )
-    db.execute(
-        "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload) VALUES"
-        " ('booking', %s, 'booking.confirmed', %s::jsonb)", (str(b), f'{{"booking_id": "{b}"}}'),
-    )  # fmt: skip
+    emit_booking_event(db, b, "booking.confirmed")
     drain(database_url)
     mine = {r["channel"]: r["address"] for r in rows(db, "user_id = %s", (student,))}
     assert mine["sms"] == "+33612345678"

@@ -14,14 +14,13 @@ from notifications import service
 from notifications.render import render
 from tests.booking.helpers import link_child
 from tests.conftest import create_provider, create_user
-from tests.notifications.kit import drain, insert_booking_event, rows, set_user
-
-
-def _event(db: psycopg.Connection[Any], booking: Any, kind: str) -> None:
-    db.execute(
-        "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload) VALUES"
-        " ('booking', %s, %s, %s::jsonb)", (str(booking), kind, f'{{"booking_id": "{booking}"}}'),
-    )  # fmt: skip
+from tests.notifications.kit import (
+    drain,
+    emit_booking_event,
+    insert_booking_event,
+    rows,
+    set_user,
+)
 
 
 def _channels(db: psycopg.Connection[Any], user: Any, kind: str) -> list[str]:
@@ -48,7 +47,7 @@ def test_both_parents_hear_of_the_childs_confirmed_booking_by_their_own_preferen
     b = insert_booking_event(
         db, student=child, provider=tutor, starts_at=utcnow() + timedelta(days=3)
     )
-    _event(db, b, "booking.confirmed")
+    emit_booking_event(db, b, "booking.confirmed")
     drain(database_url)
 
     assert _channels(db, child, "booking.confirmed") == ["email", "in_app"]
@@ -84,7 +83,7 @@ def test_parents_hear_of_holds_cancels_expiries_and_reminders(
         db, student=child, provider=tutor, starts_at=utcnow() + timedelta(days=3)
     )
     for kind in ("booking.held", "booking.canceled", "booking.expired"):
-        _event(db, b, kind)
+        emit_booking_event(db, b, kind)
     drain(database_url)
     for kind in ("booking.held", "booking.canceled", "booking.expired"):
         assert "in_app" in _channels(db, parent, kind), kind
