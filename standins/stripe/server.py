@@ -19,6 +19,12 @@ Like Stripe: `Idempotency-Key` replays the first response for the same key and p
 answers 400 `idempotency_error` for the same key with other parameters; three-decimal
 currencies need amounts ending in 0; a refund above the unrefunded amount is a 400.
 
+Client side, as Stripe.js calls it (CORS open, the publishable key and the PaymentIntent's
+`client_secret` as form fields instead of a secret key): `GET /v1/payment_intents/{id}` and
+`POST /v1/payment_intents/{id}/confirm`. `GET /v3/` serves `stripe_js.js`, a stand-in of
+Stripe.js v3 (the Payment Element subset the pages use) that calls those two routes, so a
+browser test routes `https://js.stripe.com/v3/` and `https://api.stripe.com` here.
+
 Webhooks: every state change makes an `event` that is POSTed (when a URL is configured) with
 `Stripe-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "{t}.{body}" with the whsec secret>`,
 retried a few times with backoff. Test helpers (no auth), like `stripe trigger`:
@@ -60,6 +66,7 @@ from standins.stripe.billing import BillingMixin
 
 API_VERSION = "2025-09-30.clover"
 FIXTURES_PATH = Path(__file__).with_name("fixtures.json")
+STRIPE_JS_PATH = Path(__file__).with_name("stripe_js.js")
 THREE_DECIMAL = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
 DECLINES: dict[str, tuple[str, str, str]] = {
     # payment method → (code, decline_code, message), as Stripe's test cards
@@ -166,12 +173,14 @@ class StripeStandin(BillingMixin):
         self,
         *,
         api_key: str = "sk_test_standin",
+        publishable_key: str = "pk_test_standin",
         webhook_secret: str = "whsec_standin",  # noqa: S107 - a local stand-in's secret
         webhook_url: str | None = None,
         deliver: bool = True,
         refund_status: str = "succeeded",
     ) -> None:
         self.api_key = api_key
+        self.publishable_key = publishable_key
         self.webhook_secret = webhook_secret
         self.webhook_url = webhook_url
         self.deliver = deliver
@@ -290,6 +299,8 @@ class StripeStandin(BillingMixin):
             with self.lock:
                 if path.startswith("/_standin/"):
                     return self._helpers(method, path, params)
+                if "authorization" not in headers and "key" in params:
+                    return self._client_side(method, path, params)
                 self._authenticate(headers)
                 key = headers.get("idempotency-key")
                 if method == "POST" and key:
@@ -306,6 +317,47 @@ class StripeStandin(BillingMixin):
             raise StripeError(
                 401, "invalid_request_error", "Invalid API Key provided.", code="api_key_invalid"
             )
+
+    def _client_side(self, method: str, path: str, params: dict[str, Any]) -> Response:
+        """What Stripe.js may do with a publishable key: read or confirm one PaymentIntent
+        whose `client_secret` it holds. The answer carries `Access-Control-Allow-Origin: *`,
+        as Stripe's API does, so a page's script can read it."""
+        cors = {"Access-Control-Allow-Origin": "*"}
+        try:
+            if params.get("key") != self.publishable_key:
+                raise StripeError(
+                    401,
+                    "invalid_request_error",
+                    f"Invalid API Key provided: {params.get('key')}",
+                    code="api_key_invalid",
+                )
+            parts = [p for p in path.split("/") if p]
+            public = (method == "GET" and len(parts) == 3) or (
+                method == "POST" and len(parts) == 4 and parts[3] == "confirm"
+            )
+            if not public or parts[:2] != ["v1", "payment_intents"]:
+                raise StripeError(
+                    403,
+                    "invalid_request_error",
+                    "This API call cannot be made with a publishable API key.",
+                    code="secret_key_required",
+                )
+            intent = self._intent(parts[2])
+            if params.get("client_secret") != intent["client_secret"]:
+                raise StripeError(
+                    400,
+                    "invalid_request_error",
+                    "The client_secret provided does not match the client_secret associated"
+                    " with the PaymentIntent.",
+                    code="payment_intent_invalid_parameter",
+                    param="client_secret",
+                )
+            if method == "POST":
+                params = {k: v for k, v in params.items() if k not in ("key", "client_secret")}
+                intent = self._confirm(intent, params, None)
+            return Response(200, intent, cors)
+        except StripeError as exc:
+            return Response(exc.status, exc.body, cors)
 
     def _idempotent(self, key: str, method: str, path: str, params: dict[str, Any]) -> Response:
         fingerprint = json.dumps([method, path, params], sort_keys=True)
@@ -809,6 +861,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         split = urlsplit(self.path)
+        if self.command == "GET" and split.path in ("/v3", "/v3/"):
+            script = STRIPE_JS_PATH.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/javascript; charset=utf-8")
+            self.send_header("Content-Length", str(len(script)))
+            self.end_headers()
+            self.wfile.write(script)
+            return
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
@@ -827,6 +887,15 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = _serve
     do_POST = _serve
     do_DELETE = _serve
+
+    def do_OPTIONS(self) -> None:
+        """A CORS preflight: allowed from any origin, as Stripe's API answers it."""
+        self.send_response(204)
+        self.send_header("Access-Control-Allow-Origin", "*")
+        self.send_header("Access-Control-Allow-Methods", "GET, POST")
+        self.send_header("Access-Control-Allow-Headers", "Content-Type, Stripe-Version")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:
         return
