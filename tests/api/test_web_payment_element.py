@@ -21,7 +21,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.api.test_web_browser import SHOTS, TIMEOUT_MS, browser  # noqa: F401 - shared fixture
+from tests.api.test_web_browser import SHOTS, TIMEOUT_MS
 from tests.booking.helpers import create_slot
 from tests.conftest import bearer, create_user
 from tests.payments.kit import (
@@ -71,7 +71,7 @@ def _iso(t: datetime) -> str:
 
 
 def test_payment_element_declined_card_then_paid_and_confirmed(
-    browser: Any,  # noqa: F811
+    browser: Any,
     stripe_stack: tuple[str, Any],
     search_dataset: str,
 ) -> None:
