@@ -138,8 +138,10 @@ class SearchService:
         if self.cache is None:
             return _finish(await uncached(), cached=False, started=started)
         digest = query_digest(endpoint, normalized(query))
+        # only an answer filtered on availability depends on the availability generation
+        window = query.available_from is not None or query.available_to is not None
         try:
-            data, hit = await self.cache.get_or_compute(digest, body)
+            data, hit = await self.cache.get_or_compute(digest, body, window=window)
         except _Degraded as d:
             CACHE_LOOKUPS.labels(endpoint, "miss").inc()
             return _finish(d.body, cached=False, started=started)
