@@ -179,14 +179,17 @@ async def profile(app: Any, reqs: list[tuple[str, str, str]], args: argparse.Nam
 
 
 async def passes(distinct: int, measured: bool) -> None:
-    """Two warm-up passes of `distinct` rounds of the mix (which also fill the cache, when
-    it is on) and, when `measured`, a third: the program valgrind runs for
-    `--instructions`."""
+    """Two warm-up passes of `distinct` rounds of the mix (the first fills the cache, when
+    it is on: the generation is bumped first, so each run starts on an empty cache) and,
+    when `measured`, a third: the program valgrind runs for `--instructions`."""
     from api.app import create_app
 
     app = create_app()
     reqs = requests(distinct)
     async with app.router.lifespan_context(app):
+        cache = app.state.search_service.cache
+        if cache is not None:  # both runs start on an empty cache: the first pass fills it
+            await cache.bump_generation()
         for _ in range(3 if measured else 2):
             for _, path, qs in reqs:
                 status, _ = await call(app, path, qs)
