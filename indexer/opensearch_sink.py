@@ -131,7 +131,7 @@ class OpenSearchSink:
     def apply(self, conn: psycopg.Connection[Any], events: Sequence[OutboxEvent]) -> Changes:
         """Rebuild the batch's providers and bulk-write them (idempotent; raises on any
         failure so the relay retries the batch). Returns what the events can change
-        (`changes_of_events`: documents are not compared here)."""
+        (`changes_of_events`)."""
         ids = provider_ids(events)
         if not ids:
             return NOTHING

@@ -108,20 +108,10 @@ _SUFFIX_RE = re.compile(r"^[a-z0-9_]{0,40}$")
 
 @dataclass(frozen=True, slots=True)
 class ProjectionResult:
-    """What `rebuild_documents` did: documents written and documents removed; of the
-    written ones, `changed`: new, or different from the stored document in a column other
-    than `availability` (a stale version the guard skipped may count: an over-estimate),
-    and `availability_changed`: with another availability than the stored document's."""
+    """What `rebuild_documents` did: documents written and documents removed."""
 
     upserted: int
     deleted: int
-    changed: int = 0
-    availability_changed: int = 0
-
-    @property
-    def documents_changed(self) -> bool:
-        """A search document was added, removed, or changed beyond its availability."""
-        return self.deleted > 0 or self.changed > 0
 
 
 def _table(base: str, suffix: str) -> sql.Identifier:
@@ -152,9 +142,7 @@ def _family_ctes(
     documents of the batch that are no longer searchable in this family deleted, the
     others upserted from `src` (version guarded), and the facet rows deleted / upserted
     from exactly what the document upsert wrote (its RETURNING), so a stale version that
-    the guard skips leaves both rows untouched. `chg{n}` compares, in the statement's
-    snapshot, each upserted document with the stored one: (documents new or changed in a
-    column other than `availability`, documents whose availability changed)."""
+    the guard skips leaves both rows untouched."""
     updates = sql.SQL(", ").join(
         sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
         for c in (*columns[1:], "indexed_at")
@@ -162,9 +150,6 @@ def _family_ctes(
     facet_updates = sql.SQL(", ").join(
         sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in facet_columns[1:]
     )
-    # what an answer can show or filter on, availability apart (`lat`/`lng` stand for
-    # `location`)
-    compared = [c for c in columns[1:] if c not in ("availability", "location")]
     return sql.SQL(
         "del{n} AS (DELETE FROM {d} WHERE provider_id = ANY (ARRAY("
         "SELECT id FROM fam WHERE family IS DISTINCT FROM {n})) RETURNING 1),"
@@ -175,11 +160,7 @@ def _family_ctes(
         " {updates} WHERE target.version <= EXCLUDED.version RETURNING " + facet_exprs + "),"
         " fup{n} AS (INSERT INTO {f} ({fcols}) SELECT * FROM up{n}"
         " ON CONFLICT (provider_id) DO UPDATE SET {fupdates} RETURNING cell),"
-        " oc{n} AS MATERIALIZED (SELECT cell FROM {f} WHERE provider_id IN (SELECT id FROM ids)),"
-        " chg{n} AS (SELECT count(*) FILTER (WHERE d.provider_id IS NULL"
-        " OR ({old}) IS DISTINCT FROM ({new})) AS docs,"
-        " count(*) FILTER (WHERE d.availability IS DISTINCT FROM s.availability) AS avail"
-        " FROM src s LEFT JOIN {d} d ON d.provider_id = s.provider_id WHERE s.family = {n})"
+        " oc{n} AS MATERIALIZED (SELECT cell FROM {f} WHERE provider_id IN (SELECT id FROM ids))"
     ).format(
         n=sql.Literal(n),
         d=docs,
@@ -188,8 +169,6 @@ def _family_ctes(
         updates=updates,
         fcols=_cols(facet_columns),
         fupdates=facet_updates,
-        old=sql.SQL(", ").join(sql.SQL("d.") + sql.Identifier(c) for c in compared),
-        new=sql.SQL(", ").join(sql.SQL("s.") + sql.Identifier(c) for c in compared),
     )
 
 
@@ -216,11 +195,9 @@ def _rebuild_statement(suffix: str) -> sql.Composed:
     """ONE statement for a batch of ids: the view is evaluated once per id (`src`,
     materialized: the multiranges are computed once), then both families' deletes and
     version-guarded upserts, documents and facet rows, read from it. Returns (deleted,
-    upserted, facet rows written, tutor cells, coach cells, documents changed,
-    availability changed): the cells the batch's facet rows were in before the statement
-    (`oc0`/`oc1`, read in its snapshot) and are in after it (the upserts' RETURNING), the
-    blocks to re-pack; the upserted documents that differ from the stored ones (`chg0`/
-    `chg1`).
+    upserted, facet rows written, tutor cells, coach cells): the cells the batch's facet
+    rows were in before the statement (`oc0`/`oc1`, read in its snapshot) and are in
+    after it (the upserts' RETURNING), the blocks to re-pack.
 
     The tsvector (about half a batch's cost) is computed only for the providers whose
     `text_key` differs from their stored document's (`vec`, a second evaluation of the
@@ -262,9 +239,7 @@ def _rebuild_statement(suffix: str) -> sql.Composed:
         " (SELECT count(*) FROM fdel0) + (SELECT count(*) FROM fdel1)"
         " + (SELECT count(*) FROM fup0) + (SELECT count(*) FROM fup1),"
         " ARRAY(SELECT cell FROM oc0 UNION SELECT cell FROM fup0),"
-        " ARRAY(SELECT cell FROM oc1 UNION SELECT cell FROM fup1),"
-        " (SELECT docs FROM chg0) + (SELECT docs FROM chg1),"
-        " (SELECT avail FROM chg0) + (SELECT avail FROM chg1)"
+        " ARRAY(SELECT cell FROM oc1 UNION SELECT cell FROM fup1)"
     ).format(
         src=sql.SQL(", ").join(sql.SQL("s.") + sql.Identifier(c) for c in src_cols),
         tdocs=_table("tutor_documents", suffix),
@@ -284,8 +259,7 @@ def rebuild_documents(
     availability changes land). Deletes the document of a provider that no longer exists,
     is inactive, was KYC-rejected, or changed kind (from the other table). The facet rows
     follow their documents in the same statement. Returns the number of rows upserted
-    (skipped stale versions do not count) and deleted, and how many of the upserted
-    documents changed (`ProjectionResult`: what the search cache invalidates).
+    (skipped stale versions do not count) and deleted.
     """
     ids = list(dict.fromkeys(provider_ids))
     if not ids:
@@ -295,12 +269,7 @@ def rebuild_documents(
     # the cells of the batch's facet rows before the statement and after it
     for family, cells in zip(FAMILIES, (row[3], row[4]), strict=True):
         refresh_blocks(conn, family, cells, table_suffix=table_suffix)
-    return ProjectionResult(
-        upserted=int(row[1]),
-        deleted=int(row[0]),
-        changed=int(row[5]),
-        availability_changed=int(row[6]),
-    )
+    return ProjectionResult(upserted=int(row[1]), deleted=int(row[0]))
 
 
 FAMILIES = ("tutor", "coach")

@@ -62,10 +62,10 @@ NOTHING = Changes(documents=False, availability=False)
 
 
 def changes_of_events(events: Sequence[OutboxEvent]) -> Changes:
-    """What `events` can change, from their aggregate types alone (a sink that does not
-    compare documents): a provider event anything; a booking event only its provider's
-    availability (a booking changes a document through its slot's free seats only);
-    other events nothing."""
+    """What `events` can change in the search documents, from their aggregate types: a
+    provider event anything; a booking event only its provider's availability (a booking
+    reaches a document through its slot's free seats only: `search_document_source`
+    leaves full slots out); other events nothing."""
     types = {e.aggregate_type for e in events}
     if types & PROVIDER_AGGREGATES:
         return EVERYTHING
@@ -90,8 +90,8 @@ class Sink(Protocol):
 class PostgresSink:
     """Keeps `tutor_documents`/`coach_documents` current: rebuilds each distinct provider
     of the batch from the source tables (`indexer.projection.rebuild_documents`), with the
-    version guard, in the relay's transaction. Reports what the rebuild actually changed
-    (a booking that leaves its slot with free seats changes nothing)."""
+    version guard, in the relay's transaction. Reports what the events can change
+    (`changes_of_events`)."""
 
     name = "postgres"
 
@@ -101,10 +101,8 @@ class PostgresSink:
         ids = provider_ids(events)
         if not ids:
             return NOTHING
-        result = rebuild_documents(conn, ids)
-        return Changes(
-            documents=result.documents_changed, availability=result.availability_changed > 0
-        )
+        rebuild_documents(conn, ids)
+        return changes_of_events(events)
 
 
 def provider_of(
