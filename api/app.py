@@ -78,6 +78,8 @@ def create_app() -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
+    # the search routes' fast path runs inside the request context (id, log, metrics)
+    app.add_middleware(search_router.SearchFastPath, prefix=API_PREFIX)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     app.include_router(search_router.router, prefix=API_PREFIX)

@@ -11,9 +11,11 @@ log line.
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 import time
-import uuid
+from typing import Any
 
 import structlog
 from starlette.requests import Request
@@ -44,20 +46,50 @@ def route_template(scope: Scope) -> str:
     return template
 
 
+def _uuid4_hex() -> str:
+    """A random UUID (version 4, RFC 9562) as 32 hex digits, as `uuid.uuid4().hex` but
+    without building a `UUID` object."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    return b.hex()
+
+
 class RequestContextMiddleware:
-    """Binds `request_id`, logs one `request` line per request, records HTTP metrics."""
+    """Binds `request_id`, logs one `request` line per request, records HTTP metrics.
+
+    The metrics' labelled children are kept per (method, route, status) — a handful of
+    routes, so a small dict — rather than looked up under the metric's lock on every
+    request; the access log line is built only when INFO is enabled."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._histograms: dict[tuple[str, str], Any] = {}
+
+    def _record(self, method: str, template: str, status: int, elapsed: float) -> None:
+        counter = self._counters.get((method, template, status))
+        if counter is None:
+            counter = HTTP_REQUESTS.labels(method, template, str(status))
+            self._counters[(method, template, status)] = counter
+        counter.inc()
+        histogram = self._histograms.get((method, template))
+        if histogram is None:
+            histogram = HTTP_LATENCY.labels(method, template)
+            self._histograms[(method, template)] = histogram
+        histogram.observe(elapsed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(REQUEST_ID_HEADER, b"")
-        request_id = incoming.decode() if _SANE_ID.match(incoming) else uuid.uuid4().hex
+        incoming = b""
+        for name, value in scope["headers"]:
+            if name == REQUEST_ID_HEADER:
+                incoming = value
+        request_id = incoming.decode() if _SANE_ID.match(incoming) else _uuid4_hex()
         scope.setdefault("state", {})["request_id"] = request_id
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
         status = 500
         started = False
         start = time.perf_counter()
@@ -81,9 +113,8 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - start
             template = route_template(scope)
             method = scope["method"]
-            HTTP_REQUESTS.labels(method, template, str(status)).inc()
-            HTTP_LATENCY.labels(method, template).observe(elapsed)
-            if template not in _QUIET_ROUTES:
+            self._record(method, template, status, elapsed)
+            if template not in _QUIET_ROUTES and log.is_enabled_for(logging.INFO):
                 log.info(
                     "request",
                     method=method,
@@ -93,4 +124,4 @@ class RequestContextMiddleware:
                     status=status,
                     duration_ms=round(elapsed * 1000, 2),
                 )
-            structlog.contextvars.unbind_contextvars("request_id")
+            structlog.contextvars.reset_contextvars(**tokens)

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.common import connect
-from core.bootstrap import CONSUMERS, bump_cache_generation, make_sink
+from core.bootstrap import CONSUMERS, invalidate_search_cache, make_sink
 from core.logging import configure_logging, get_logger
 from core.settings import get_settings
 
@@ -77,7 +77,7 @@ def run(
             conn,
             make_sink(consumer),
             cfg,
-            on_commit=functools.partial(bump_cache_generation, consumer),
+            on_changes=functools.partial(invalidate_search_cache, consumer),
             on_batch=_samples_writer(samples_file) if samples_file else None,
         )
         return relay, listen

@@ -6,8 +6,9 @@ One place for the objects that tie the domains to the configured backends:
   service over them (the API opens them in its lifespan and keeps them on `app.state`).
 - `make_sink`: the indexer sink of a consumer (`postgres` or `opensearch`), for the
   outbox relay (`educonnect indexer run`).
-- `bump_cache_generation`: invalidate an engine's cached search answers, after a relay
-  batch commits and after a reindex swaps its tables or aliases.
+- `bump_cache_generation`: invalidate an engine's cached search answers, after a reindex
+  swaps its tables or aliases; `invalidate_search_cache`: invalidate what a committed
+  relay batch changed (`search.cache`: the document or the availability generation).
 
 Domain modules are imported inside the functions: `core` stays importable from every
 package (no import cycle), and a process loads only the backends it uses.
@@ -21,7 +22,7 @@ from core.logging import get_logger
 from core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from indexer.relay import Sink
+    from indexer.relay import Changes, Sink
     from search.engine import SearchEngine
     from search.service import SearchService
 
@@ -111,5 +112,23 @@ def bump_cache_generation(engine: str = "postgres") -> None:
 
     try:
         bump_generation_sync(get_sync_redis(), engine)
+    except Exception as exc:
+        log.warning("cache_generation_bump_failed", engine=engine, error=repr(exc))
+
+
+def invalidate_search_cache(engine: str, changes: Changes) -> None:
+    """Invalidate the cached answers of `engine` that a committed indexer batch made stale
+    (the relay's `on_changes`): all of them when a document changed beyond its
+    availability (the document generation), only those of queries with an availability
+    window when only availability changed (the availability generation), none when the
+    batch changed no document. Redis down is logged and tolerated, as in
+    `bump_cache_generation`."""
+    if not (changes.documents or changes.availability):
+        return
+    from core.redis import get_sync_redis
+    from search.cache import bump_generation_sync
+
+    try:
+        bump_generation_sync(get_sync_redis(), engine, availability_only=not changes.documents)
     except Exception as exc:
         log.warning("cache_generation_bump_failed", engine=engine, error=repr(exc))

@@ -33,7 +33,7 @@ from opensearchpy import OpenSearch, helpers
 
 from core.logging import get_logger
 from indexer.opensearch_documents import actions, fetch_rows
-from indexer.relay import provider_ids
+from indexer.relay import NOTHING, Changes, changes_of_events, provider_ids
 from indexer.repository import OutboxEvent
 
 log = get_logger(__name__)
@@ -128,12 +128,13 @@ class OpenSearchSink:
         self.request_timeout = request_timeout
         self.refresh = refresh
 
-    def apply(self, conn: psycopg.Connection[Any], events: Sequence[OutboxEvent]) -> None:
+    def apply(self, conn: psycopg.Connection[Any], events: Sequence[OutboxEvent]) -> Changes:
         """Rebuild the batch's providers and bulk-write them (idempotent; raises on any
-        failure so the relay retries the batch)."""
+        failure so the relay retries the batch). Returns what the events can change
+        (`changes_of_events`)."""
         ids = provider_ids(events)
         if not ids:
-            return
+            return NOTHING
         rows = fetch_rows(conn, ids)
         outcome = write(
             self.client,
@@ -150,6 +151,7 @@ class OpenSearchSink:
             stale=outcome.stale,
             missing=outcome.missing,
         )
+        return changes_of_events(events)
 
 
 def client_from_settings(*, bulk: bool = True) -> OpenSearch:

@@ -4,8 +4,9 @@ One loop per process. For each partition of its consumer it takes the partition'
 checkpoint row lock (`FOR UPDATE NOWAIT`; a partition busy in another relay is skipped),
 reads the next batch of events from finished transactions (see `indexer.repository`),
 hands it to the sink *inside the same transaction*, advances the checkpoint and commits.
-Only then does it bump the search cache generation in Redis, so a cached page is never
-staler than one batch and never refers to an uncommitted document.
+Only then does it invalidate the search cache in Redis (`on_changes`: the generations of
+what the batch changed, `search.cache`), so a cached page is never staler than one batch
+and never refers to an uncommitted document.
 
 Failure model: at-least-once. A relay killed mid-batch (even `kill -9`) rolls back with
 its connection, the checkpoint stays where it was and the next relay re-applies the batch;
@@ -46,28 +47,62 @@ PROVIDER_AGGREGATES = frozenset({"provider"})
 PROVIDER_PAYLOAD_AGGREGATES = frozenset({"booking"})
 
 
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What a batch changed in the search documents (what the search cache invalidates):
+    `documents`, a document added, removed or changed in a field other than its
+    availability; `availability`, a document's availability (a slot filled or freed)."""
+
+    documents: bool
+    availability: bool
+
+
+EVERYTHING = Changes(documents=True, availability=True)
+NOTHING = Changes(documents=False, availability=False)
+
+
+def changes_of_events(events: Sequence[OutboxEvent]) -> Changes:
+    """What `events` can change in the search documents, from their aggregate types: a
+    provider event anything; a booking event only its provider's availability (a booking
+    reaches a document through its slot's free seats only: `search_document_source`
+    leaves full slots out); other events nothing."""
+    types = {e.aggregate_type for e in events}
+    if types & PROVIDER_AGGREGATES:
+        return EVERYTHING
+    if types & PROVIDER_PAYLOAD_AGGREGATES and provider_ids(events):
+        return Changes(documents=False, availability=True)
+    return NOTHING
+
+
 class Sink(Protocol):
     """Where a consumer's events go. `apply` runs inside the relay's transaction on `conn`
-    and must be idempotent: the same events may be applied again after a crash."""
+    and must be idempotent: the same events may be applied again after a crash. It
+    returns what the batch changed in the search documents, or None when it cannot tell
+    (taken as everything)."""
 
     name: str
 
-    def apply(self, conn: psycopg.Connection[Any], events: Sequence[OutboxEvent]) -> None: ...
+    def apply(
+        self, conn: psycopg.Connection[Any], events: Sequence[OutboxEvent]
+    ) -> Changes | None: ...
 
 
 class PostgresSink:
     """Keeps `tutor_documents`/`coach_documents` current: rebuilds each distinct provider
     of the batch from the source tables (`indexer.projection.rebuild_documents`), with the
-    version guard, in the relay's transaction."""
+    version guard, in the relay's transaction. Reports what the events can change
+    (`changes_of_events`)."""
 
     name = "postgres"
 
-    def apply(self, conn: psycopg.Connection[Any], events: Sequence[OutboxEvent]) -> None:
+    def apply(self, conn: psycopg.Connection[Any], events: Sequence[OutboxEvent]) -> Changes:
         from indexer.projection import rebuild_documents
 
         ids = provider_ids(events)
-        if ids:
-            rebuild_documents(conn, ids)
+        if not ids:
+            return NOTHING
+        rebuild_documents(conn, ids)
+        return changes_of_events(events)
 
 
 def provider_of(
@@ -120,8 +155,10 @@ class Relay:
     """Applies outbox events to one sink, in commit order, batch after batch.
 
     `conn` is a psycopg connection owned by the relay (autocommit off is handled here);
-    `on_commit` runs after each committed batch (the cache generation bump); `on_batch`
-    receives each committed batch and the instant it became visible (benchmarks).
+    `on_commit` runs after each committed batch; `on_changes` after each committed batch
+    with what it changed in the search documents (`Changes`; everything when the sink
+    cannot tell) — the search cache invalidation; `on_batch` receives each committed
+    batch and the instant it became visible (benchmarks).
     """
 
     def __init__(
@@ -131,12 +168,14 @@ class Relay:
         config: RelayConfig,
         *,
         on_commit: Callable[[], None] | None = None,
+        on_changes: Callable[[Changes], None] | None = None,
         on_batch: Callable[[Sequence[OutboxEvent], datetime], None] | None = None,
     ) -> None:
         self.conn = conn
         self.sink = sink
         self.config = config
         self.on_commit = on_commit
+        self.on_changes = on_changes
         self.on_batch = on_batch
         self._last_maintenance = 0.0
         conn.autocommit = True
@@ -163,7 +202,7 @@ class Relay:
                 events = repo.fetch_batch(self.conn, cp, self.config.batch_size)
                 if not events:
                     return 0, repo.has_pending(self.conn, cp)
-                self.sink.apply(self.conn, events)
+                changes = self.sink.apply(self.conn, events)
                 repo.advance_checkpoint(self.conn, cp, events[-1], len(events))
         except psycopg.OperationalError:
             metrics.ERRORS.labels(consumer).inc()
@@ -175,6 +214,8 @@ class Relay:
         visible_at = datetime.now(UTC)
         if self.on_commit is not None:
             self.on_commit()
+        if self.on_changes is not None:
+            self.on_changes(EVERYTHING if changes is None else changes)
         elapsed = time.perf_counter() - t0
         metrics.EVENTS.labels(consumer).inc(len(events))
         metrics.BATCHES.labels(consumer).inc()

@@ -1,4 +1,6 @@
-"""CPU per search request in the API process, cache off (`python -m loadtests.bench_search_cpu`).
+"""CPU per search request in the API process (`python -m loadtests.bench_search_cpu`), cache
+off, or with `--cached` on warm cache entries (every measured request a hit: the HTTP
+edge, the query model and one Redis round trip, no engine).
 
 Drives the ASGI app directly (no HTTP server, no client in the process: the figures are
 the app's own CPU) over the benchmark's URL mix, one request at a time, on the benchmark
@@ -177,20 +179,24 @@ async def profile(app: Any, reqs: list[tuple[str, str, str]], args: argparse.Nam
 
 
 async def passes(distinct: int, measured: bool) -> None:
-    """Two warm-up passes of `distinct` rounds of the mix and, when `measured`, a third:
-    the program valgrind runs for `--instructions`."""
+    """Two warm-up passes of `distinct` rounds of the mix (the first fills the cache, when
+    it is on: the generation is bumped first, so each run starts on an empty cache) and,
+    when `measured`, a third: the program valgrind runs for `--instructions`."""
     from api.app import create_app
 
     app = create_app()
     reqs = requests(distinct)
     async with app.router.lifespan_context(app):
+        cache = app.state.search_service.cache
+        if cache is not None:  # both runs start on an empty cache: the first pass fills it
+            await cache.bump_generation()
         for _ in range(3 if measured else 2):
             for _, path, qs in reqs:
                 status, _ = await call(app, path, qs)
                 assert status == 200, (status, path, qs)
 
 
-def instructions(distinct: int) -> None:
+def instructions(distinct: int, cached: bool) -> None:
     """Instructions per request under callgrind (see the module docstring)."""
     valgrind, apt = shutil.which("valgrind"), shutil.which("apt-get")
     if valgrind is None and os.geteuid() == 0 and apt:
@@ -204,7 +210,7 @@ def instructions(distinct: int) -> None:
         out = subprocess.run(
             [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
              "-m", "loadtests.bench_search_cpu", "--passes", str(distinct),
-             *(["--measured"] if measured else [])],
+             *(["--measured"] if measured else []), *(["--cached"] if cached else [])],
             capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": os.getcwd()},
         ).stderr  # fmt: skip
         line = next(x for x in out.splitlines() if "Collected" in x)
@@ -212,7 +218,7 @@ def instructions(distinct: int) -> None:
     n = distinct * len(requests(1))
     from loadtests.machine import describe, one_line
 
-    print(f"{n} requests, cache off, under callgrind ({one_line(describe())})")
+    print(f"{n} requests, {_cache(cached)}, under callgrind ({one_line(describe())})")
     print(f"instructions per request: {(counts[1] - counts[0]) / n / 1e6:.2f} M")
 
 
@@ -230,7 +236,8 @@ async def _measure(app: Any, args: argparse.Namespace) -> None:
         reqs = [r for r in reqs if r[0] in args.only.split(",")]
         if not reqs:
             raise SystemExit(f"no query class named {args.only!r}")
-    for _, path, qs in reqs[: len(reqs) // 4]:  # warm-up: pool, catalogue bits, imports
+    # warm-up: pool, catalogue bits, imports; with the cache on, every entry
+    for _, path, qs in reqs if args.cached else reqs[: len(reqs) // 4]:
         status, _ = await call(app, path, qs)
         assert status == 200, (status, path, qs)
     by_class: dict[str, list[float]] = defaultdict(list)
@@ -241,12 +248,16 @@ async def _measure(app: Any, args: argparse.Namespace) -> None:
         by_class[name].append(time.process_time() - c)
     cpu, wall = time.process_time() - t_cpu, time.perf_counter() - t_wall
     n = len(reqs)
-    print(f"{n} requests, cache off, log level {args.log_level}")
+    print(f"{n} requests, {_cache(args.cached)}, log level {args.log_level}")
     print(f"CPU per request: {cpu / n * 1e6:8.0f} µs   (wall {wall / n * 1e3:.2f} ms)")
     for name, v in by_class.items():
         print(f"  {name:34} {sum(v) / len(v) * 1e6:8.0f} µs  n={len(v)}")
     if args.profile:
         await profile(app, reqs, args)
+
+
+def _cache(cached: bool) -> str:
+    return "cached (warm entries: every request a hit)" if cached else "cache off"
 
 
 def main() -> None:
@@ -258,18 +269,19 @@ def main() -> None:
     ap.add_argument("--only", help="only these query classes (comma-separated names)")
     ap.add_argument("--raw", help="keep py-spy's raw (collapsed) stacks in this file")
     ap.add_argument("--instructions", action="store_true", help="count instructions (callgrind)")
+    ap.add_argument("--cached", action="store_true", help="cache on, measured on warm entries")
     ap.add_argument("--passes", type=int, help=argparse.SUPPRESS)  # valgrind's program
     ap.add_argument("--measured", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.instructions:
-        instructions(args.distinct)
+        instructions(args.distinct, args.cached)
         return
     from core.settings import get_settings
 
     base = get_settings().libpq_database_url
     name = base.rsplit("/", 1)[1].split("?")[0] + "_bench_search"
     os.environ["DATABASE_URL"] = get_settings().database_url.rsplit("/", 1)[0] + "/" + name
-    os.environ["SEARCH_CACHE_ENABLED"] = "false"
+    os.environ["SEARCH_CACHE_ENABLED"] = "true" if args.cached else "false"
     os.environ["LOG_LEVEL"] = args.log_level
     os.environ["SEARCH_POOL_MIN_SIZE"] = "1"
     os.environ["SEARCH_POOL_MAX_SIZE"] = "4"

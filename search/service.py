@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 import redis
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from core.logging import get_logger
 from search.cache import SearchCache, query_digest
@@ -50,6 +50,18 @@ class _Degraded(Exception):
     def __init__(self, body: bytes) -> None:
         super().__init__("degraded answer")
         self.body = body
+
+
+_CHILDREN: dict[tuple[object, str, str], Any] = {}
+
+
+def _child(metric: Counter | Histogram, a: str, b: str) -> Any:
+    """`metric.labels(a, b)`, kept: the labelled child is looked up under the metric's lock
+    otherwise, on every search."""
+    child = _CHILDREN.get((metric, a, b))
+    if child is None:
+        child = _CHILDREN[(metric, a, b)] = metric.labels(a, b)
+    return child
 
 
 def _finish(body: bytes, *, cached: bool, started: float) -> bytes:
@@ -98,13 +110,13 @@ class SearchService:
                     error=exc.detail,
                 )
             else:
-                ENGINE_LATENCY.labels(self.engine.name, endpoint).observe(time.perf_counter() - t)
+                _child(ENGINE_LATENCY, self.engine.name, endpoint).observe(time.perf_counter() - t)
                 return result, None
         assert self.fallback is not None
         FALLBACKS.labels(endpoint, self.engine.name, reason).inc()
         t = time.perf_counter()
         result = await call(self.fallback)
-        ENGINE_LATENCY.labels(self.fallback.name, endpoint).observe(time.perf_counter() - t)
+        _child(ENGINE_LATENCY, self.fallback.name, endpoint).observe(time.perf_counter() - t)
         return result, f"{self.engine.name}_{reason}"
 
     async def _run(
@@ -138,8 +150,10 @@ class SearchService:
         if self.cache is None:
             return _finish(await uncached(), cached=False, started=started)
         digest = query_digest(endpoint, normalized(query))
+        # only an answer filtered on availability depends on the availability generation
+        window = query.available_from is not None or query.available_to is not None
         try:
-            data, hit = await self.cache.get_or_compute(digest, body)
+            data, hit = await self.cache.get_or_compute(digest, body, window=window)
         except _Degraded as d:
             CACHE_LOOKUPS.labels(endpoint, "miss").inc()
             return _finish(d.body, cached=False, started=started)
@@ -148,7 +162,7 @@ class SearchService:
             DEGRADED.labels(endpoint).inc()
             log.warning("search_cache_unavailable", endpoint=endpoint, error=repr(exc))
             return _finish(await uncached(), cached=False, started=started)
-        CACHE_LOOKUPS.labels(endpoint, "hit" if hit else "miss").inc()
+        _child(CACHE_LOOKUPS, endpoint, "hit" if hit else "miss").inc()
         return _finish(data, cached=hit, started=started)
 
     async def _listing(self, engine: SearchEngine, q: Any, method: str) -> dict[str, Any]:

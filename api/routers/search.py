@@ -18,12 +18,16 @@ re-validated). The service itself is opened by the app's lifespan
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.errors import problem_responses, validation_problem
+from api.errors import problem_for_exception, problem_responses, validation_problem
+from core.errors import AppError
 from search.schemas import (
     BBOX_EXAMPLE,
     BBOX_PATTERN,
@@ -41,17 +45,14 @@ M = TypeVar("M", bound=BaseModel)
 router = APIRouter(prefix="/search", tags=["search"])
 
 
-async def get_service(request: Request) -> SearchService:
-    """The app's search service (`app.state.search_service`, opened by the lifespan);
-    async so FastAPI calls it on the event loop (a sync dependency runs in its threadpool).
-    Raises RuntimeError (a 500) when the app runs without its lifespan."""
+def get_service(request: Request) -> SearchService:
+    """The app's search service (`app.state.search_service`, opened by the lifespan).
+    Read by the handlers themselves (a FastAPI dependency would be resolved on every
+    search). Raises RuntimeError (a 500) when the app runs without its lifespan."""
     service: SearchService | None = getattr(request.app.state, "search_service", None)
     if service is None:
         raise RuntimeError("the search service is not open: run the app with its lifespan")
     return service
-
-
-ServiceDep = Annotated[SearchService, Depends(get_service)]
 
 
 def _json(body: bytes) -> Response:
@@ -161,13 +162,13 @@ _CURSOR = _param("cursor", "`next_cursor` of the previous page")
         _CURSOR,
     ),
 )
-async def search_tutors(request: Request, service: ServiceDep) -> Response:
+async def search_tutors(request: Request) -> Response:
     """Tutors matching every filter, one page, with facets over the whole filtered set.
 
     Body: `{items, facets, total, next_cursor, engine, cached, took_ms}` (README: Search).
     """
     q = _query(request, TutorQuery, ("subject", "language"))
-    return _json(await service.search_tutors(q))
+    return _json(await get_service(request).search_tutors(q))
 
 
 @router.get(
@@ -195,10 +196,10 @@ async def search_tutors(request: Request, service: ServiceDep) -> Response:
         *_FILTERS,
     ),
 )
-async def tutor_map(request: Request, service: ServiceDep) -> Response:
+async def tutor_map(request: Request) -> Response:
     """`{mode, clusters, points, total, engine, cached, took_ms}` for the snapped viewport."""
     q = _query(request, TutorMapQuery, ("subject", "language"), ("bbox", "zoom"))
-    return _json(await service.tutor_map(q))
+    return _json(await get_service(request).tutor_map(q))
 
 
 @router.get(
@@ -217,7 +218,48 @@ async def tutor_map(request: Request, service: ServiceDep) -> Response:
         _CURSOR,
     ),
 )
-async def search_coaches(request: Request, service: ServiceDep) -> Response:
+async def search_coaches(request: Request) -> Response:
     """Coaches and mentors, one page, with facets (`expertises`, `languages`, …)."""
     q = _query(request, CoachQuery, ("expertise", "language", "kind"))
-    return _json(await service.search_coaches(q))
+    return _json(await get_service(request).search_coaches(q))
+
+
+class SearchFastPath:
+    """Pure ASGI: serves `GET` of the three search routes above without FastAPI's routing
+    and dependency resolution, which cost about as much CPU as the query model itself on
+    every search.
+
+    It calls the routes' own handlers (so the same query models parse the query string:
+    there is no second parser), with the route in `scope["route"]` (the access log and
+    the metrics name its template), and renders their errors with the app's handler
+    (`api.errors.problem_for_exception`: `AppError`s, 422 included, and HTTP errors);
+    any other exception propagates, as from a route, to `RequestContextMiddleware` (a
+    500). Anything else — another path or method, a trailing slash, a `root_path` —
+    goes on to the app unchanged. The OpenAPI document is the routes' own.
+    """
+
+    def __init__(self, app: ASGIApp, prefix: str = "") -> None:
+        self.app = app
+        self.routes = {
+            prefix + r.path: r
+            for r in router.routes
+            if isinstance(r, APIRoute) and "GET" in (r.methods or ())
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = (
+            self.routes.get(scope["path"])
+            if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path")
+            else None
+        )
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = route
+        scope["endpoint"] = route.endpoint
+        request = Request(scope, receive)
+        try:
+            response: Response = await route.endpoint(request)
+        except (AppError, StarletteHTTPException) as exc:
+            response = problem_for_exception(exc, request)
+        await response(scope, receive, send)

@@ -4,6 +4,7 @@ restart), replays, out-of-order versions, deletions, and visibility through the 
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import signal
@@ -18,16 +19,17 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
-from core.bootstrap import bump_cache_generation
+from core.bootstrap import bump_cache_generation, invalidate_search_cache
 from devdata.seed import SeedParams, seed
 from indexer.projection import (
     build_all,
     rebuild_documents,
 )
-from indexer.relay import PostgresSink, Relay, RelayConfig
+from indexer.relay import EVERYTHING, NOTHING, Changes, PostgresSink, Relay, RelayConfig
 from loadtests.writes import provider_ids, random_write
-from tests.conftest import TEST_REDIS_URL
+from tests.conftest import TEST_REDIS_URL, create_user
 from tests.indexer.projection_check import assert_equals_from_scratch, drop_expected
 
 START = date(2030, 3, 4)
@@ -257,6 +259,144 @@ async def test_profile_update_becomes_visible_and_invalidates_the_cache(
     assert after["cached"] is False  # the generation bump invalidated the cached page
     assert after["items"][0]["id"] == str(pid)
     assert after["items"][0]["price"]["amount_minor"] == new_price
+
+
+def _hold_whole_slot(db: psycopg.Connection[Any], slot_id: Any) -> None:
+    """A pending hold on every free seat of `slot_id` and its outbox event, as the booking
+    service writes them (the seats trigger fills the slot)."""
+    student = create_user(db)
+    with db.transaction():
+        booking = db.execute(
+            "INSERT INTO bookings (student_id, booked_by, provider_id, slot_id, seats, starts_at,"
+            " ends_at, hold_expires_at, price_minor, currency, cancel_policy)"
+            " SELECT %s, %s, provider_id, id, capacity - seats_taken, starts_at, ends_at,"
+            " now() + interval '10 minutes', 3000, 'EUR', '{}'::jsonb"
+            " FROM availability_slots WHERE id = %s RETURNING id, provider_id",
+            (student, student, slot_id),
+        ).fetchone()
+        assert booking is not None
+        db.execute(
+            "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
+            " VALUES ('booking', %s, 'booking.held', %s)",
+            (
+                str(booking[0]),
+                Jsonb({"booking_id": str(booking[0]), "slot_id": str(slot_id),
+                       "provider_id": str(booking[1])}),
+            ),
+        )  # fmt: skip
+
+
+async def test_a_full_slot_invalidates_only_availability_searches(
+    market: psycopg.Connection[Any], client: httpx.AsyncClient, database_url: str
+) -> None:
+    """A hold that fills a slot changes the answer of a search filtered on that slot's
+    window (once the indexer ran) and leaves a plain distance search's cache entry
+    alone; a profile change evicts both."""
+    # an in-person tutor's slot that no other open slot of theirs overlaps
+    pid, lat, lng, slot_id, starts_at, ends_at = market.execute(
+        "SELECT d.provider_id, d.lat, d.lng, s.id, s.starts_at, s.ends_at"
+        " FROM tutor_documents d JOIN availability_slots s ON s.provider_id = d.provider_id"
+        " WHERE d.in_person AND s.status = 'open' AND s.seats_taken < s.capacity"
+        " AND NOT EXISTS (SELECT 1 FROM availability_slots o WHERE o.provider_id = s.provider_id"
+        " AND o.id <> s.id AND o.status = 'open'"
+        " AND tstzrange(o.starts_at, o.ends_at) && tstzrange(s.starts_at, s.ends_at))"
+        " ORDER BY d.provider_id, s.starts_at LIMIT 1"
+    ).fetchone()
+    plain = {"lat": lat, "lng": lng, "radius_km": 1, "sort": "distance", "limit": 5}
+    window = {
+        **plain,
+        "available_from": starts_at.isoformat(),
+        "available_to": ends_at.isoformat(),
+    }
+
+    async def search(params: dict[str, Any]) -> dict[str, Any]:
+        r = await client.get("/api/v1/search/tutors", params=params)
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        return body
+
+    before = await search(plain)
+    assert before["items"][0]["id"] == str(pid)
+    assert str(pid) in {i["id"] for i in (await search(window))["items"]}
+    assert (await search(plain))["cached"] is True
+    assert (await search(window))["cached"] is True
+    relay = Relay(
+        psycopg.connect(database_url),
+        PostgresSink(),
+        RelayConfig(),
+        on_changes=functools.partial(invalidate_search_cache, "postgres"),
+    )
+
+    _hold_whole_slot(market, slot_id)
+    assert relay.drain() == 1
+
+    after = await search(window)
+    assert after["cached"] is False
+    assert str(pid) not in {i["id"] for i in after["items"]}
+    kept = await search(plain)
+    assert kept["cached"] is True  # availability is not part of this answer
+    assert kept["items"] == before["items"]
+
+    with market.transaction():
+        market.execute(
+            "UPDATE provider_profiles SET hourly_rate_minor = hourly_rate_minor + 1,"
+            " version = version + 1 WHERE user_id = %s",
+            (pid,),
+        )
+        market.execute(
+            "INSERT INTO outbox (aggregate_type, aggregate_id, event_type)"
+            " VALUES ('provider', %s, 'provider.updated')",
+            (str(pid),),
+        )
+    assert relay.drain() == 1
+    assert (await search(plain))["cached"] is False
+    assert (await search(window))["cached"] is False
+
+
+def test_the_sink_reports_what_a_batch_changed(
+    market: psycopg.Connection[Any], database_url: str
+) -> None:
+    """Booking events change availability only (whether or not the slot filled up), a
+    provider event anything, a batch without provider or booking events nothing."""
+    slot_id, pid = market.execute(
+        "SELECT s.id, s.provider_id FROM availability_slots s"
+        " JOIN tutor_documents d ON d.provider_id = s.provider_id"
+        " WHERE s.status = 'open' AND s.capacity >= 2 AND s.seats_taken = 0 LIMIT 1"
+    ).fetchone()
+    seen: list[Changes] = []
+    relay = Relay(psycopg.connect(database_url), PostgresSink(), RelayConfig(),
+                  on_changes=seen.append)  # fmt: skip
+    student = create_user(market)
+    with market.transaction():
+        market.execute(
+            "INSERT INTO bookings (student_id, booked_by, provider_id, slot_id, seats, starts_at,"
+            " ends_at, hold_expires_at, price_minor, currency, cancel_policy)"
+            " SELECT %s, %s, provider_id, id, 1, starts_at, ends_at,"
+            " now() + interval '10 minutes', 3000, 'EUR', '{}'::jsonb"
+            " FROM availability_slots WHERE id = %s",
+            (student, student, slot_id),
+        )
+        market.execute(
+            "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
+            " VALUES ('booking', gen_random_uuid()::text, 'booking.held', %s)",
+            (Jsonb({"provider_id": str(pid)}),),
+        )
+    assert relay.drain() == 1
+    _hold_whole_slot(market, slot_id)
+    assert relay.drain() == 1
+    market.execute(
+        "INSERT INTO outbox (aggregate_type, aggregate_id, event_type)"
+        " VALUES ('provider', %s, 'provider.updated')",
+        (str(pid),),
+    )
+    assert relay.drain() == 1
+    market.execute(
+        "INSERT INTO outbox (aggregate_type, aggregate_id, event_type)"
+        " VALUES ('payment', gen_random_uuid()::text, 'payment.succeeded')"
+    )
+    assert relay.drain() == 1
+    availability = Changes(documents=False, availability=True)
+    assert seen == [availability, availability, EVERYTHING, NOTHING]
 
 
 def test_unknown_aggregate_types_are_skipped_but_checkpointed(
