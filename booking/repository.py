@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import and_, func, insert, literal, or_, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -52,6 +53,44 @@ class Tally:
     lapsed: list[uuid.UUID]
     other_slots: list[uuid.UUID]
     lapsed_here: int
+
+
+# A new hold's audit row (core/audit.py's columns) and `booking.held` outbox event
+# (core/outbox.py's), and the transaction's `lock_timeout` for the slot lock that
+# follows: one statement, one round trip.
+_HOLD_RECORDS = (
+    "WITH audit AS (INSERT INTO audit_log (actor, action, entity_type, entity_id, before,"
+    " after) VALUES (:actor, 'booking.held', 'booking', :booking_id, NULL,"
+    " CAST(:after AS jsonb))),"
+    " event AS (INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
+    " VALUES ('booking', :booking_id, 'booking.held', CAST(:payload AS jsonb)))"
+)
+_HOLD_RECORDS_TIMEOUT = text(_HOLD_RECORDS + " SELECT set_config('lock_timeout', :timeout, true)")
+_HOLD_RECORDS_ONLY = text(_HOLD_RECORDS + " SELECT 1")
+
+
+async def write_hold_records(
+    session: AsyncSession,
+    *,
+    booking_id: uuid.UUID,
+    actor: uuid.UUID,
+    after: dict[str, Any],
+    payload: dict[str, Any],
+    lock_timeout_ms: int | None,
+) -> None:
+    """The audit row (`booking.held`, `after` snapshot, no `before`) and the outbox event
+    (`booking.held`, keys-only `payload`) of the hold `booking_id` about to be inserted,
+    and, when `lock_timeout_ms` is given, `lock_timeout` for the rest of the transaction
+    — in one statement."""
+    params: dict[str, Any] = {
+        "actor": actor, "booking_id": str(booking_id),
+        "after": orjson.dumps(after).decode(), "payload": orjson.dumps(payload).decode(),
+    }  # fmt: skip
+    if lock_timeout_ms is None:
+        await session.execute(_HOLD_RECORDS_ONLY, params)
+    else:
+        params["timeout"] = f"{int(lock_timeout_ms)}ms"
+        await session.execute(_HOLD_RECORDS_TIMEOUT, params)
 
 
 async def set_lock_timeout(session: AsyncSession, ms: int) -> None:

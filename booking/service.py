@@ -247,28 +247,24 @@ async def _move(
     return rows[0]
 
 
-async def _held(session: AsyncSession, values: dict[str, Any], actor: uuid.UUID) -> None:
-    """Audit row and `booking.held` event of the hold about to be inserted (`values`)."""
-    booking_id = str(values["id"])
+async def _held(
+    session: AsyncSession, values: dict[str, Any], actor: uuid.UUID, lock_timeout_ms: int | None
+) -> None:
+    """Audit row and `booking.held` event of the hold about to be inserted (`values`), and
+    the transaction's `lock_timeout` when given: one statement."""
     after = {
         "status": "pending", "seats": values["seats"], "price_minor": values["price_minor"],
         "refund_due_minor": None, "expired_reason": None, "canceled_by_role": None,
     }  # fmt: skip
-    await audit.record(
-        session, actor=actor, action="booking.held", entity_type="booking",
-        entity_id=booking_id, before=None, after=after,
+    payload = {
+        "booking_id": str(values["id"]),
+        "slot_id": str(values["slot_id"]),
+        "provider_id": str(values["provider_id"]),
+    }
+    await repo.write_hold_records(
+        session, booking_id=values["id"], actor=actor, after=after, payload=payload,
+        lock_timeout_ms=lock_timeout_ms,
     )  # fmt: skip
-    await outbox.emit(
-        session,
-        aggregate_type=BOOKING_AGGREGATE,
-        aggregate_id=booking_id,
-        event_type="booking.held",
-        payload={
-            "booking_id": booking_id,
-            "slot_id": str(values["slot_id"]),
-            "provider_id": str(values["provider_id"]),
-        },
-    )
 
 
 async def _expire(
@@ -448,10 +444,8 @@ async def hold(
         "created_at": now,
         "updated_at": now,
     }
-    await _held(session, values, actor.id)
+    await _held(session, values, actor.id, s.booking_lock_timeout_ms if lock_slot else None)
     async with _locked(session):
-        if lock_slot:
-            await repo.set_lock_timeout(session, s.booking_lock_timeout_ms)
         slot = await profiles.lock_slot(session, data.slot_id, lock=lock_slot)
         if slot is None:
             raise SlotNotFound("No slot with this id.")
