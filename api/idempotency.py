@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
+from api.deps import remember_claims
 from api.errors import problem_for_exception
 from core import idempotency
 from core.db import async_session_factory
@@ -84,9 +85,11 @@ def _principal(request: Request) -> str | None:
     if scheme.lower() != "bearer" or not token:
         return None
     try:
-        return f"user:{decode_access_token(token.strip()).user_id}"
+        claims = decode_access_token(token.strip())
     except AppError:
         return None
+    remember_claims(request, token.strip(), claims)  # the auth dependency reuses them
+    return f"user:{claims.user_id}"
 
 
 def _replay(stored: idempotency.StoredResponse) -> Response:

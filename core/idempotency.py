@@ -162,13 +162,18 @@ _AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
 
 
 async def _autocommit(
-    sessions: async_sessionmaker[AsyncSession], stmt: Any, params: dict[str, Any]
-) -> Any:
-    """Run one statement committed on its own (no BEGIN/COMMIT round trips); its rows."""
+    sessions: async_sessionmaker[AsyncSession],
+    stmt: Any,
+    params: dict[str, Any],
+    *,
+    rows: bool = False,
+) -> list[Any]:
+    """Run one statement committed on its own (no BEGIN/COMMIT round trips); its rows
+    when `rows`, else []."""
     async with sessions() as session:
         await session.connection(execution_options=_AUTOCOMMIT)
         result = await session.execute(stmt, params)
-        return result.all() if result.returns_rows else None
+        return list(result.all()) if rows else []
 
 
 async def claim(
@@ -191,7 +196,7 @@ async def claim(
         "principal": principal, "key": key, "fp": fingerprint, "ttl_s": ttl_s, "lock_s": lock_s,
     }  # fmt: skip
     for _ in range(3):  # a concurrent claim or prune can change the row under our snapshot
-        rows = await _autocommit(sessions, _CLAIM, params)
+        rows = await _autocommit(sessions, _CLAIM, params, rows=True)
         if not rows:
             continue
         row = rows[0]
