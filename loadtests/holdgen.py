@@ -36,6 +36,7 @@ import uuid
 from typing import Any
 
 TIMEOUT_S = 30.0
+IDLE_REUSE_S = 2.0  # uvicorn closes keep-alive connections idle for 5 s (its default)
 
 
 class Conn:
@@ -43,6 +44,8 @@ class Conn:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
+        self.used = 0  # requests answered on it
+        self.idle_since = time.monotonic()
 
     @classmethod
     async def open(cls, host: str, port: int) -> Conn:
@@ -124,8 +127,16 @@ class Run:
         self.statuses[key] = self.statuses.get(key, 0) + 1
 
     async def exchange(self, conn: Conn | None, item: list[str], t_from: float) -> Conn | None:
-        """Send one hold on `conn` (a new connection when None); record its latency from
-        `t_from`; return the connection when it may be reused."""
+        """Send one hold on `conn` (a new connection when None, or when `conn` sat idle
+        long enough for the server to close it); record its latency from `t_from`;
+        return the connection when it may be reused.
+
+        A reused connection that the server closed before answering (its keep-alive
+        timeout crossed our write) is replaced and the request sent again, as HTTP
+        clients do (the Idempotency-Key makes that safe anyway)."""
+        if conn is not None and time.monotonic() - conn.idle_since > IDLE_REUSE_S:
+            conn.close()
+            conn = None
         try:
             if conn is None:
                 conn = await asyncio.wait_for(Conn.open(self.host, self.port), TIMEOUT_S)
@@ -134,7 +145,17 @@ class Run:
             self.last_send = now
             self.sent += 1
             conn.write_hold(self.host_header, item[0], item[1])
-            status, body, keep = await asyncio.wait_for(conn.read_response(), TIMEOUT_S)
+            try:
+                status, body, keep = await asyncio.wait_for(conn.read_response(), TIMEOUT_S)
+            except (asyncio.IncompleteReadError, ConnectionResetError):
+                if not conn.used:
+                    raise
+                conn.close()
+                conn = await asyncio.wait_for(Conn.open(self.host, self.port), TIMEOUT_S)
+                conn.write_hold(self.host_header, item[0], item[1])
+                status, body, keep = await asyncio.wait_for(conn.read_response(), TIMEOUT_S)
+            conn.used += 1
+            conn.idle_since = time.monotonic()
         except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
             self.count(f"0 {type(exc).__name__}")
             if conn is not None:
