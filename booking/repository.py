@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
-from sqlalchemy import and_, func, insert, literal, or_, select, text, tuple_, update
+from sqlalchemy import and_, column, func, insert, literal, or_, select, table, text, tuple_, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from booking.models import SEAT_HOLDING, Booking
@@ -53,44 +53,6 @@ class Tally:
     lapsed: list[uuid.UUID]
     other_slots: list[uuid.UUID]
     lapsed_here: int
-
-
-# A new hold's audit row (core/audit.py's columns) and `booking.held` outbox event
-# (core/outbox.py's), and the transaction's `lock_timeout` for the slot lock that
-# follows: one statement, one round trip.
-_HOLD_RECORDS = (
-    "WITH audit AS (INSERT INTO audit_log (actor, action, entity_type, entity_id, before,"
-    " after) VALUES (:actor, 'booking.held', 'booking', :booking_id, NULL,"
-    " CAST(:after AS jsonb))),"
-    " event AS (INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
-    " VALUES ('booking', :booking_id, 'booking.held', CAST(:payload AS jsonb)))"
-)
-_HOLD_RECORDS_TIMEOUT = text(_HOLD_RECORDS + " SELECT set_config('lock_timeout', :timeout, true)")
-_HOLD_RECORDS_ONLY = text(_HOLD_RECORDS + " SELECT 1")
-
-
-async def write_hold_records(
-    session: AsyncSession,
-    *,
-    booking_id: uuid.UUID,
-    actor: uuid.UUID,
-    after: dict[str, Any],
-    payload: dict[str, Any],
-    lock_timeout_ms: int | None,
-) -> None:
-    """The audit row (`booking.held`, `after` snapshot, no `before`) and the outbox event
-    (`booking.held`, keys-only `payload`) of the hold `booking_id` about to be inserted,
-    and, when `lock_timeout_ms` is given, `lock_timeout` for the rest of the transaction
-    — in one statement."""
-    params: dict[str, Any] = {
-        "actor": actor, "booking_id": str(booking_id),
-        "after": orjson.dumps(after).decode(), "payload": orjson.dumps(payload).decode(),
-    }  # fmt: skip
-    if lock_timeout_ms is None:
-        await session.execute(_HOLD_RECORDS_ONLY, params)
-    else:
-        params["timeout"] = f"{int(lock_timeout_ms)}ms"
-        await session.execute(_HOLD_RECORDS_TIMEOUT, params)
 
 
 async def set_lock_timeout(session: AsyncSession, ms: int) -> None:
@@ -189,6 +151,49 @@ async def live_bookings_of_slot(session: AsyncSession, slot_id: uuid.UUID) -> li
         .execution_options(populate_existing=True)
     )
     return list((await session.execute(stmt)).scalars().all())
+
+
+# The columns of core/audit.py's and core/outbox.py's rows that a new hold writes in the
+# statement of its insert.
+_AUDIT_LOG = table(
+    "audit_log", column("actor"), column("action"), column("entity_type"), column("entity_id"),
+    column("after", JSONB),
+)  # fmt: skip
+_OUTBOX = table(
+    "outbox", column("aggregate_type"), column("aggregate_id"), column("event_type"),
+    column("payload", JSONB),
+)  # fmt: skip
+
+
+async def insert_hold(
+    session: AsyncSession,
+    values: dict[str, Any],
+    *,
+    actor: uuid.UUID,
+    after: dict[str, Any],
+    payload: dict[str, Any],
+) -> Booking:
+    """Insert a hold (`values`, with its `id`) together with its audit row (`booking.held`
+    by `actor`, snapshot `after`, no `before`) and its `booking.held` outbox event
+    (keys-only `payload`), in one statement. Raises `IntegrityError` like
+    `insert_booking` (then nothing of the three is written)."""
+    booking_id = str(values["id"])
+    audit = insert(_AUDIT_LOG).values(
+        actor=actor, action="booking.held", entity_type="booking", entity_id=booking_id,
+        after=after,
+    )  # fmt: skip
+    event = insert(_OUTBOX).values(
+        aggregate_type="booking", aggregate_id=booking_id, event_type="booking.held",
+        payload=payload,
+    )  # fmt: skip
+    stmt = (
+        insert(Booking)
+        .values(**values)
+        .returning(Booking)
+        .add_cte(audit.cte("held_audit"))
+        .add_cte(event.cte("held_event"))
+    )
+    return (await session.execute(stmt)).scalar_one()
 
 
 async def insert_booking(session: AsyncSession, values: dict[str, Any]) -> Booking:

@@ -319,10 +319,17 @@ async def lock_slots(session: AsyncSession, slot_ids: Sequence[uuid.UUID]) -> No
         )
 
 
-async def slot_for_booking(session: AsyncSession, slot_id: uuid.UUID) -> Row[Any] | None:
+async def slot_for_booking(
+    session: AsyncSession, slot_id: uuid.UUID, *, lock_timeout_ms: int | None = None
+) -> Row[Any] | None:
     """One unlocked read of what a booking needs: the slot (provider, times, status,
     capacity, seats_taken) with its provider's rate, currency, KYC status, cancellation
-    policy and account state; None when the slot does not exist."""
+    policy and account state; None when the slot does not exist. With `lock_timeout_ms`,
+    the same statement sets `lock_timeout` for the rest of the transaction (the slot lock
+    the booking takes next), sparing a round trip."""
+    extra: tuple[Any, ...] = ()
+    if lock_timeout_ms is not None:
+        extra = (func.set_config("lock_timeout", f"{int(lock_timeout_ms)}ms", True),)
     stmt = (
         select(
             AvailabilitySlot.provider_id,
@@ -336,6 +343,7 @@ async def slot_for_booking(session: AsyncSession, slot_id: uuid.UUID) -> Row[Any
             ProviderProfile.kyc_status,
             ProviderProfile.cancel_policy,
             User.active,
+            *extra,
         )
         .join(ProviderProfile, ProviderProfile.user_id == AvailabilitySlot.provider_id)
         .join(User, User.id == AvailabilitySlot.provider_id)
