@@ -15,9 +15,10 @@ no 409 `overlapping_booking`); a 201 is a hold taken. CPU per hold is read from 
 (schedstat) apart for the API's processes, for the PostgreSQL backends of the bench
 database and for the generators.
 
-0. Round trips: `--round-trips` holds one after another on a one-worker API whose
-   database connections pass through a relay counting the client's turns on the wire
-   (`loadtests.roundtrips`): statements, BEGIN/COMMIT, pings, a pipeline = one.
+0. Round trips: `--round-trips` holds one after another on a one-worker API (on a free
+   port of its own) whose database connections pass through a relay counting the
+   client's turns on the wire (`loadtests.roundtrips`): statements, BEGIN/COMMIT, pings,
+   a pipeline = one.
 1. Open loop: `--rate` requests/s for `--seconds` from `--generators` processes sharing
    one fixed schedule: each request is sent at its scheduled instant whatever the answers
    so far, and its latency runs from that instant to the response, so a stall (of the
@@ -41,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -348,6 +350,13 @@ def contention(port: int, bookers: Bookers, klass: uuid.UUID, n: int) -> dict[st
     return {"contenders": n, **_phase(merge(generate([job])))}
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the round-trip phase's API)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def round_trips(url: str, port: int, bookers: Bookers, n: int) -> dict[str, Any]:
     """Database round trips per hold: a one-worker API whose database connections pass
     through a counting relay (`loadtests.roundtrips`), `n` holds one after another after
@@ -411,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--round-trips", type=int, default=50,
                     help="holds sent through the counting relay (0: skip)")  # fmt: skip
     ap.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
-    ap.add_argument("--port", type=int, default=8140, help="the API's port (and port + 1)")
+    ap.add_argument("--port", type=int, default=8140, help="the API's port")
     ap.add_argument("--out", type=Path, default=ROOT / "artifacts" / "bench-booking.json")
     ap.add_argument("--keep", action="store_true", help="keep the scratch database")
     ap.add_argument("--smoke", action="store_true", help="a tiny run (tests)")
@@ -434,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             bookers = Bookers(ids["students"], ids["slots"])
             if args.round_trips:
-                report["round_trips"] = round_trips(url, args.port + 1, bookers, args.round_trips)
+                report["round_trips"] = round_trips(url, free_port(), bookers, args.round_trips)
             proc = serve(url, args.port, args.workers)
             meter = CpuMeter(proc.pid, conn, name)
             generate([{"mode": "closed", "host": "127.0.0.1", "port": args.port,  # warm-up
