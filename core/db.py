@@ -33,7 +33,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import get_settings
 
-
 PING_IDLE_S = 10.0
 
 
