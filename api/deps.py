@@ -36,8 +36,11 @@ async def get_session() -> AsyncIterator[AsyncSession]:
 TEST_NOW_HEADER = "X-Test-Now"
 
 
-def get_now(request: Request) -> datetime:
+async def get_now(request: Request) -> datetime:
     """The request's clock (UTC); tests override this dependency to move time.
+
+    A coroutine, though it awaits nothing: FastAPI runs a plain function dependency in
+    its thread pool, a thread hand-off on every request.
 
     With `ENV=test` only, an `X-Test-Now` header (RFC 3339 with an offset) sets it: the
     browser tests move the pages' clock (hold countdowns, the join window) this way. In any
@@ -55,8 +58,8 @@ def get_now(request: Request) -> datetime:
     return utcnow()
 
 
-def get_redis() -> aioredis.Redis:
-    """The process's async Redis client."""
+async def get_redis() -> aioredis.Redis:
+    """The process's async Redis client (a coroutine, like `get_now`)."""
     return get_async_redis()
 
 
