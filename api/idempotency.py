@@ -5,7 +5,10 @@ is `IdempotentRoute`. The route then wraps the whole request — body validation
 dependencies, handler — so that:
 
 * a first request claims the key (committed before the work), runs, and its response,
-  success or error (problem+json), is stored for `IDEMPOTENCY_TTL_S` (≥ 24 h);
+  success or error (problem+json), is stored for `IDEMPOTENCY_TTL_S` (≥ 24 h) — except
+  a 503 (the database was lost mid-request): whether the work committed is unknown then,
+  so nothing is stored and the claim's lease (`IDEMPOTENCY_LOCK_TIMEOUT_S`) decides when
+  a retry may run it;
 * a retry with the same key and the same method, path and body gets the stored response
   again, marked `Idempotent-Replayed: true`;
 * a concurrent duplicate gets 409 `idempotency_key_in_use`; the same key with another
@@ -136,6 +139,8 @@ async def handle_idempotently(
     if stored is not None:
         return _replay(stored)
     response = await _run(request, handler)
+    if response.status_code == 503:  # transient: a retry must not replay it
+        return response
     keep = {k: v for k, v in response.headers.items() if k.lower() in _STORED_HEADERS}
     try:
         await idempotency.complete(
