@@ -55,7 +55,7 @@ DATABASE_RETRY_AFTER_S = 1
 _LOST_CONNECTION_STATES = ("57P01", "57P02", "57P03")
 
 
-def _lost_connection(error: BaseException) -> bool:
+def _lost_connection(error: BaseException | None) -> bool:
     """Whether a psycopg error means the server connection is gone or cannot be made."""
     if not isinstance(error, psycopg.OperationalError):
         return False
