@@ -13,7 +13,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, column, func, insert, literal, or_, select, table, text, tuple_, update
+from sqlalchemy import (
+    Row,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -153,15 +165,33 @@ async def live_bookings_of_slot(session: AsyncSession, slot_id: uuid.UUID) -> li
     return list((await session.execute(stmt)).scalars().all())
 
 
-# The columns of core/audit.py's and core/outbox.py's rows that a new hold writes in the
-# statement of its insert.
-_AUDIT_LOG = table(
-    "audit_log", column("actor"), column("action"), column("entity_type"), column("entity_id"),
-    column("after", JSONB),
-)  # fmt: skip
-_OUTBOX = table(
-    "outbox", column("aggregate_type"), column("aggregate_id"), column("event_type"),
-    column("payload", JSONB),
+# A hold, its audit row (`booking.held`) and its outbox event in one statement, built
+# once: the ORM's per-call statement construction and cache key cost more CPU than the
+# round trip itself. `RETURNING` lists every column of `bookings` (`BookingOut`'s).
+_INSERT_HOLD = text(
+    "WITH held_audit AS (INSERT INTO audit_log (actor, action, entity_type, entity_id, after)"
+    "   VALUES (:booked_by, 'booking.held', 'booking', :entity_id, :after)),"
+    " held_event AS (INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
+    "   VALUES ('booking', :entity_id, 'booking.held', :payload))"
+    " INSERT INTO bookings (id, student_id, booked_by, provider_id, slot_id, seats, starts_at,"
+    "   ends_at, status, hold_expires_at, price_minor, currency, cancel_policy, created_at,"
+    "   updated_at)"
+    " VALUES (:id, :student_id, :booked_by, :provider_id, :slot_id, :seats, :starts_at,"
+    "   :ends_at, 'pending', :hold_expires_at, :price_minor, :currency, :cancel_policy,"
+    "   :created_at, :updated_at)"
+    " RETURNING id, student_id, booked_by, provider_id, slot_id, seats, starts_at, ends_at,"
+    "   status, hold_expires_at, price_minor, currency, cancel_policy, expired_reason,"
+    "   canceled_at, canceled_by, canceled_by_role, cancel_reason, refund_due_minor,"
+    "   confirmed_at, created_at, updated_at"
+).bindparams(
+    bindparam("after", type_=JSONB),
+    bindparam("payload", type_=JSONB),
+    bindparam("cancel_policy", type_=JSONB),
+)
+_HOLD_VALUES = frozenset(
+    ("id", "student_id", "booked_by", "provider_id", "slot_id", "seats", "starts_at",
+     "ends_at", "hold_expires_at", "price_minor", "currency", "cancel_policy", "created_at",
+     "updated_at")
 )  # fmt: skip
 
 
@@ -169,31 +199,17 @@ async def insert_hold(
     session: AsyncSession,
     values: dict[str, Any],
     *,
-    actor: uuid.UUID,
     after: dict[str, Any],
     payload: dict[str, Any],
-) -> Booking:
-    """Insert a hold (`values`, with its `id`) together with its audit row (`booking.held`
-    by `actor`, snapshot `after`, no `before`) and its `booking.held` outbox event
-    (keys-only `payload`), in one statement. Raises `IntegrityError` like
-    `insert_booking` (then nothing of the three is written)."""
-    booking_id = str(values["id"])
-    audit = insert(_AUDIT_LOG).values(
-        actor=actor, action="booking.held", entity_type="booking", entity_id=booking_id,
-        after=after,
-    )  # fmt: skip
-    event = insert(_OUTBOX).values(
-        aggregate_type="booking", aggregate_id=booking_id, event_type="booking.held",
-        payload=payload,
-    )  # fmt: skip
-    stmt = (
-        insert(Booking)
-        .values(**values)
-        .returning(Booking)
-        .add_cte(audit.cte("held_audit"))
-        .add_cte(event.cte("held_event"))
-    )
-    return (await session.execute(stmt)).scalar_one()
+) -> Row[Any]:
+    """Insert a pending hold (`values`: every column of `_HOLD_VALUES`, `booked_by` being
+    the actor) together with its audit row (`booking.held` by `booked_by`, snapshot
+    `after`, no `before`) and its `booking.held` outbox event (keys-only `payload`), in
+    one statement; returns the new row (every column of `bookings`). Raises
+    `IntegrityError` like `insert_booking` (then nothing of the three is written)."""
+    params = {k: values[k] for k in _HOLD_VALUES}
+    params.update(entity_id=str(values["id"]), after=after, payload=payload)
+    return (await session.execute(_INSERT_HOLD, params)).one()
 
 
 async def insert_booking(session: AsyncSession, values: dict[str, Any]) -> Booking:

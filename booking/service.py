@@ -460,9 +460,7 @@ async def hold(
         if after_capacity_check is not None:
             await after_capacity_check()
         try:
-            booking = await repo.insert_hold(
-                session, values, actor=actor.id, after=snapshot, payload=payload
-            )
+            booking = await repo.insert_hold(session, values, after=snapshot, payload=payload)
         except IntegrityError as exc:
             name = _constraint(exc)
             if name == SEATS_CONSTRAINT:
@@ -480,7 +478,7 @@ async def hold(
             raise
     after = taken_before - t.lapsed_here + data.seats
     await _seats_changed(session, slot, before=taken_before, after=after)
-    return _out(booking)
+    return BookingOut.model_validate(booking)
 
 
 # --- transitions ----------------------------------------------------------------------
