@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.errors import AppError, Conflict
 
@@ -169,10 +169,17 @@ async def _autocommit(
     rows: bool = False,
 ) -> list[Any]:
     """Run one statement committed on its own (no BEGIN/COMMIT round trips); its rows
-    when `rows`, else []."""
-    async with sessions() as session:
-        await session.connection(execution_options=_AUTOCOMMIT)
-        result = await session.execute(stmt, params)
+    when `rows`, else []. It runs on a pooled connection of the factory's engine, without
+    an ORM session (nothing here maps to objects)."""
+    bind = sessions.kw.get("bind")
+    if not isinstance(bind, AsyncEngine):  # a factory bound otherwise: through a session
+        async with sessions() as session:
+            await session.connection(execution_options=_AUTOCOMMIT)
+            result = await session.execute(stmt, params)
+            return list(result.all()) if rows else []
+    async with bind.connect() as conn:
+        await conn.execution_options(**_AUTOCOMMIT)
+        result = await conn.execute(stmt, params)
         return list(result.all()) if rows else []
 
 
