@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.db import async_session_factory
 from core.errors import Forbidden
 from core.redis import get_async_redis
-from core.security import InvalidToken, decode_access_token, utcnow
+from core.security import AccessClaims, InvalidToken, decode_access_token, utcnow
 from core.settings import get_settings
 from profiles import repository as users_repo
 from profiles.models import PROVIDER_ROLES, User
@@ -36,8 +36,11 @@ async def get_session() -> AsyncIterator[AsyncSession]:
 TEST_NOW_HEADER = "X-Test-Now"
 
 
-def get_now(request: Request) -> datetime:
+async def get_now(request: Request) -> datetime:
     """The request's clock (UTC); tests override this dependency to move time.
+
+    A coroutine, though it awaits nothing: FastAPI runs a plain function dependency in
+    its thread pool, a thread hand-off on every request.
 
     With `ENV=test` only, an `X-Test-Now` header (RFC 3339 with an offset) sets it: the
     browser tests move the pages' clock (hold countdowns, the join window) this way. In any
@@ -55,8 +58,8 @@ def get_now(request: Request) -> datetime:
     return utcnow()
 
 
-def get_redis() -> aioredis.Redis:
-    """The process's async Redis client."""
+async def get_redis() -> aioredis.Redis:
+    """The process's async Redis client (a coroutine, like `get_now`)."""
     return get_async_redis()
 
 
@@ -65,17 +68,27 @@ NowDep = Annotated[datetime, Depends(get_now)]
 RedisDep = Annotated[aioredis.Redis, Depends(get_redis)]
 
 
+def remember_claims(request: Request, token: str, claims: AccessClaims) -> None:
+    """Keep the verified claims of `token` on the request, so that a layer that already
+    verified it (the Idempotency-Key glue) spares `get_current_user` a second check."""
+    request.state.access_claims = (token, claims)
+
+
 async def get_current_user(
-    session: SessionDep, token: Annotated[str | None, Depends(oauth2_scheme)]
+    request: Request, session: SessionDep, token: Annotated[str | None, Depends(oauth2_scheme)]
 ) -> User:
     """The active account of the bearer access token.
 
-    Raises 401 `invalid_token` (missing, malformed or unknown) or `token_expired`; a
-    deactivated account is refused at once, not only when its token expires.
+    The token is verified once per request (claims kept by `remember_claims` are reused);
+    the account is read from the database on every request, so a deactivated account is
+    refused at once, not only when its token expires.
+
+    Raises 401 `invalid_token` (missing, malformed or unknown) or `token_expired`.
     """
     if not token:
         raise InvalidToken("Authentication required: send 'Authorization: Bearer <token>'.")
-    claims = decode_access_token(token)
+    known = getattr(request.state, "access_claims", None)
+    claims = known[1] if known is not None and known[0] == token else decode_access_token(token)
     user = await users_repo.get_user(session, claims.user_id)
     if user is None or not user.active:
         raise InvalidToken("The account of this token does not exist or is deactivated.")

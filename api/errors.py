@@ -2,21 +2,23 @@
 
 Handlers cover our `AppError` family, FastAPI/pydantic request validation (422, with the
 offending parameter named in `errors[].param`), a body that cannot be decoded as JSON
-or form data (422 `malformed_json` / `malformed_form`, the same envelope), Starlette HTTP errors (404, 405, …) and, as a
-last resort, unexpected exceptions (500 `internal_error`, logged with the request id).
+or form data (422 `malformed_json` / `malformed_form`, the same envelope), Starlette HTTP errors (404, 405, …), a lost or unreachable database (503
+`database_unavailable` with `Retry-After`) and, as a last resort, unexpected exceptions (500 `internal_error`, logged with the request id).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
 from api.responses import ProblemResponse
-from core.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE, AppError
+from core.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE, AppError, ServiceUnavailable
 from core.logging import get_logger
 
 log = get_logger(__name__)
@@ -39,6 +41,49 @@ def problem_response(error: AppError, request: Request) -> ProblemResponse:
     """The HTTP response for `error`, with its headers (e.g. `Retry-After`)."""
     return ProblemResponse(
         error.to_problem(instance=request.url.path), status_code=error.status, headers=error.headers
+    )
+
+
+# How long a client should wait before retrying when the database cannot be reached: the
+# pool replaces its connections on the next checkout, so a retry soon after succeeds once
+# PostgreSQL accepts connections again.
+DATABASE_RETRY_AFTER_S = 1
+
+# SQLSTATEs of a connection that is gone or refused: class 08 (connection exception) and
+# 57P01-57P03 (admin shutdown, crash shutdown, cannot connect now). Other
+# `OperationalError`s (lock or statement timeouts, …) are not outages.
+_LOST_CONNECTION_STATES = ("57P01", "57P02", "57P03")
+
+
+def _lost_connection(error: BaseException | None) -> bool:
+    """Whether a psycopg error means the server connection is gone or cannot be made."""
+    if not isinstance(error, psycopg.OperationalError):
+        return False
+    state = error.sqlstate
+    return state is None or state.startswith("08") or state in _LOST_CONNECTION_STATES
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` means the database cannot serve now, not that the request is wrong.
+
+    True for a statement whose connection died (SQLAlchemy's `DBAPIError` with
+    `connection_invalidated`, e.g. after a PostgreSQL restart), a connection that cannot be
+    opened or was shut down (psycopg `OperationalError` of SQLSTATE class 08 or 57P01-03,
+    bare or wrapped by SQLAlchemy) and the pool's checkout timeout (`sqlalchemy.exc.TimeoutError`).
+    """
+    if isinstance(exc, sa_exc.TimeoutError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        return bool(exc.connection_invalidated) or _lost_connection(exc.orig)
+    return _lost_connection(exc)
+
+
+def database_unavailable_problem() -> AppError:
+    """The 503 `database_unavailable` a client gets while the database is out of reach."""
+    return ServiceUnavailable(
+        "The database is temporarily unavailable; retry shortly.",
+        code="database_unavailable",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
     )
 
 
@@ -112,8 +157,9 @@ def problem_for_exception(exc: Exception, request: Request) -> ProblemResponse:
     `AppError` → its own status and code; a body that is not JSON (form data) → 422
     `malformed_json` (`malformed_form`); other request validation → 422
     `validation_error`; Starlette HTTP errors → their status with a stable code (404
-    `not_found`, …); anything else → 500 `internal_error`, logged with the request id,
-    internals not disclosed.
+    `not_found`, …); a lost or unreachable database (`database_unavailable`) → 503
+    `database_unavailable` with `Retry-After`, logged as a warning; anything else → 500
+    `internal_error`, logged with the request id, internals not disclosed.
     """
     if isinstance(exc, AppError):
         return problem_response(exc, request)
@@ -140,6 +186,9 @@ def problem_for_exception(exc: Exception, request: Request) -> ProblemResponse:
             headers=dict(exc.headers or {}),
         )
         return problem_response(err, request)
+    if database_unavailable(exc):
+        log.warning("database_unavailable", path=request.url.path, error=repr(exc))
+        return problem_response(database_unavailable_problem(), request)
     log.error("unhandled_error", path=request.url.path, exc_info=exc)
     err = AppError(
         "An unexpected error occurred; it has been logged.",
@@ -156,7 +205,17 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _handle(request: Request, exc: Exception) -> ProblemResponse:
         return problem_for_exception(exc, request)
 
-    for kind in (AppError, RequestValidationError, StarletteHTTPException, Exception):
+    kinds = (
+        AppError,
+        RequestValidationError,
+        StarletteHTTPException,
+        # handled here rather than by the server-error layer, which re-raises after answering
+        sa_exc.DBAPIError,
+        sa_exc.TimeoutError,
+        psycopg.OperationalError,
+        Exception,
+    )
+    for kind in kinds:
         app.add_exception_handler(kind, _handle)
 
 

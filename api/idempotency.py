@@ -5,7 +5,10 @@ is `IdempotentRoute`. The route then wraps the whole request — body validation
 dependencies, handler — so that:
 
 * a first request claims the key (committed before the work), runs, and its response,
-  success or error (problem+json), is stored for `IDEMPOTENCY_TTL_S` (≥ 24 h);
+  success or error (problem+json), is stored for `IDEMPOTENCY_TTL_S` (≥ 24 h) — except
+  a 503 (the database was lost mid-request): whether the work committed is unknown then,
+  so nothing is stored and the claim's lease (`IDEMPOTENCY_LOCK_TIMEOUT_S`) decides when
+  a retry may run it;
 * a retry with the same key and the same method, path and body gets the stored response
   again, marked `Idempotent-Replayed: true`;
 * a concurrent duplicate gets 409 `idempotency_key_in_use`; the same key with another
@@ -25,6 +28,7 @@ from typing import Any, TypeVar
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
+from api.deps import remember_claims
 from api.errors import problem_for_exception
 from core import idempotency
 from core.db import async_session_factory
@@ -84,9 +88,11 @@ def _principal(request: Request) -> str | None:
     if scheme.lower() != "bearer" or not token:
         return None
     try:
-        return f"user:{decode_access_token(token.strip()).user_id}"
+        claims = decode_access_token(token.strip())
     except AppError:
         return None
+    remember_claims(request, token.strip(), claims)  # the auth dependency reuses them
+    return f"user:{claims.user_id}"
 
 
 def _replay(stored: idempotency.StoredResponse) -> Response:
@@ -133,6 +139,8 @@ async def handle_idempotently(
     if stored is not None:
         return _replay(stored)
     response = await _run(request, handler)
+    if response.status_code == 503:  # transient: a retry must not replay it
+        return response
     keep = {k: v for k, v in response.headers.items() if k.lower() in _STORED_HEADERS}
     try:
         await idempotency.complete(

@@ -13,7 +13,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, insert, literal, or_, select, text, tuple_, update
+from sqlalchemy import (
+    Row,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from booking.models import SEAT_HOLDING, Booking
@@ -150,6 +163,53 @@ async def live_bookings_of_slot(session: AsyncSession, slot_id: uuid.UUID) -> li
         .execution_options(populate_existing=True)
     )
     return list((await session.execute(stmt)).scalars().all())
+
+
+# A hold, its audit row (`booking.held`) and its outbox event in one statement, built
+# once: the ORM's per-call statement construction and cache key cost more CPU than the
+# round trip itself. `RETURNING` lists every column of `bookings` (`BookingOut`'s).
+_INSERT_HOLD = text(
+    "WITH held_audit AS (INSERT INTO audit_log (actor, action, entity_type, entity_id, after)"
+    "   VALUES (:booked_by, 'booking.held', 'booking', :entity_id, :after)),"
+    " held_event AS (INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
+    "   VALUES ('booking', :entity_id, 'booking.held', :payload))"
+    " INSERT INTO bookings (id, student_id, booked_by, provider_id, slot_id, seats, starts_at,"
+    "   ends_at, status, hold_expires_at, price_minor, currency, cancel_policy, created_at,"
+    "   updated_at)"
+    " VALUES (:id, :student_id, :booked_by, :provider_id, :slot_id, :seats, :starts_at,"
+    "   :ends_at, 'pending', :hold_expires_at, :price_minor, :currency, :cancel_policy,"
+    "   :created_at, :updated_at)"
+    " RETURNING id, student_id, booked_by, provider_id, slot_id, seats, starts_at, ends_at,"
+    "   status, hold_expires_at, price_minor, currency, cancel_policy, expired_reason,"
+    "   canceled_at, canceled_by, canceled_by_role, cancel_reason, refund_due_minor,"
+    "   confirmed_at, created_at, updated_at"
+).bindparams(
+    bindparam("after", type_=JSONB),
+    bindparam("payload", type_=JSONB),
+    bindparam("cancel_policy", type_=JSONB),
+)
+_HOLD_VALUES = frozenset(
+    ("id", "student_id", "booked_by", "provider_id", "slot_id", "seats", "starts_at",
+     "ends_at", "hold_expires_at", "price_minor", "currency", "cancel_policy", "created_at",
+     "updated_at")
+)  # fmt: skip
+
+
+async def insert_hold(
+    session: AsyncSession,
+    values: dict[str, Any],
+    *,
+    after: dict[str, Any],
+    payload: dict[str, Any],
+) -> Row[Any]:
+    """Insert a pending hold (`values`: every column of `_HOLD_VALUES`, `booked_by` being
+    the actor) together with its audit row (`booking.held` by `booked_by`, snapshot
+    `after`, no `before`) and its `booking.held` outbox event (keys-only `payload`), in
+    one statement; returns the new row (every column of `bookings`). Raises
+    `IntegrityError` like `insert_booking` (then nothing of the three is written)."""
+    params = {k: values[k] for k in _HOLD_VALUES}
+    params.update(entity_id=str(values["id"]), after=after, payload=payload)
+    return (await session.execute(_INSERT_HOLD, params)).one()
 
 
 async def insert_booking(session: AsyncSession, values: dict[str, Any]) -> Booking:

@@ -247,30 +247,6 @@ async def _move(
     return rows[0]
 
 
-async def _held(session: AsyncSession, values: dict[str, Any], actor: uuid.UUID) -> None:
-    """Audit row and `booking.held` event of the hold about to be inserted (`values`)."""
-    booking_id = str(values["id"])
-    after = {
-        "status": "pending", "seats": values["seats"], "price_minor": values["price_minor"],
-        "refund_due_minor": None, "expired_reason": None, "canceled_by_role": None,
-    }  # fmt: skip
-    await audit.record(
-        session, actor=actor, action="booking.held", entity_type="booking",
-        entity_id=booking_id, before=None, after=after,
-    )  # fmt: skip
-    await outbox.emit(
-        session,
-        aggregate_type=BOOKING_AGGREGATE,
-        aggregate_id=booking_id,
-        event_type="booking.held",
-        payload={
-            "booking_id": booking_id,
-            "slot_id": str(values["slot_id"]),
-            "provider_id": str(values["provider_id"]),
-        },
-    )
-
-
 async def _expire(
     session: AsyncSession, ids: Sequence[uuid.UUID], *, reason: str, now: datetime
 ) -> list[Booking]:
@@ -395,9 +371,10 @@ async def hold(
     widen the race window; pretix's concurrency tests inject a sleep there).
 
     Everything that needs no lock is done before it (slot and provider terms in one read,
-    the audit row and the outbox event of the new id), so the locked section is lock,
-    count, insert, commit (plus a version bump when the slot fills up). A request for more seats than an unlocked read
-    shows left is refused without queueing on the lock (a refusal may only be early,
+    which also sets `lock_timeout`); the audit row and the outbox event of the new id
+    ride in the insert's statement, so the locked section is lock, count, insert, commit
+    (plus a version bump when the slot fills up). A request for more seats than an
+    unlocked read shows left is refused without queueing on the lock (a refusal may only be early,
     never an oversell). If the backstop refuses the insert, the caller's transaction is
     rolled back (it is aborted anyway) to recount the seats left for the answer.
 
@@ -409,7 +386,10 @@ async def hold(
     """
     s = get_settings()
     student_id = await _student_for(session, actor, data.student_id)
-    st = await profiles.slot_for_booking(session, data.slot_id)
+    # the unlocked read also sets `lock_timeout` for the slot lock below
+    st = await profiles.slot_for_booking(
+        session, data.slot_id, lock_timeout_ms=s.booking_lock_timeout_ms if lock_slot else None
+    )
     if st is None:
         raise SlotNotFound("No slot with this id.")
     if st.provider_id == student_id:
@@ -423,9 +403,8 @@ async def hold(
         if data.seats > st.capacity - taken:
             left = max(st.capacity - taken, 0)
             raise SoldOut(f"Only {left} seat(s) left.", seats_left=left)
-    # Everything about the new booking is known now: its audit row and outbox event are
-    # written before the lock (the transaction commits all or nothing), so the locked
-    # section stays lock, count, insert, commit.
+    # Everything about the new booking is known now: its audit row and outbox event go
+    # in the insert's statement, so the locked section stays lock, count, insert, commit.
     values = {
         "id": uuid.uuid4(),
         "student_id": student_id,
@@ -448,10 +427,15 @@ async def hold(
         "created_at": now,
         "updated_at": now,
     }
-    await _held(session, values, actor.id)
+    snapshot = {
+        "status": "pending", "seats": data.seats, "price_minor": values["price_minor"],
+        "refund_due_minor": None, "expired_reason": None, "canceled_by_role": None,
+    }  # fmt: skip
+    payload = {
+        "booking_id": str(values["id"]), "slot_id": str(st.slot_id),
+        "provider_id": str(st.provider_id),
+    }  # fmt: skip
     async with _locked(session):
-        if lock_slot:
-            await repo.set_lock_timeout(session, s.booking_lock_timeout_ms)
         slot = await profiles.lock_slot(session, data.slot_id, lock=lock_slot)
         if slot is None:
             raise SlotNotFound("No slot with this id.")
@@ -476,7 +460,7 @@ async def hold(
         if after_capacity_check is not None:
             await after_capacity_check()
         try:
-            booking = await repo.insert_booking(session, values)
+            booking = await repo.insert_hold(session, values, after=snapshot, payload=payload)
         except IntegrityError as exc:
             name = _constraint(exc)
             if name == SEATS_CONSTRAINT:
@@ -494,7 +478,7 @@ async def hold(
             raise
     after = taken_before - t.lapsed_here + data.seats
     await _seats_changed(session, slot, before=taken_before, after=after)
-    return _out(booking)
+    return BookingOut.model_validate(booking)
 
 
 # --- transitions ----------------------------------------------------------------------

@@ -5,15 +5,24 @@ the seed, migrations and background workers use the sync engine (`get_sync_engin
 Search reads go to `DATABASE_READ_URL` (a streaming replica) when it is set.
 Engines are created lazily, once per process and URL, so importing this module never
 opens a connection.
+
+Liveness: the async engine does not ping a connection on every checkout (a round trip
+per checkout, several per request). A connection idle for `PING_IDLE_S` or more is
+pinged when checked out (a dead one is replaced before use, e.g. after a PostgreSQL
+restart during a quiet spell); a busy one is trusted, and if the server went away
+meanwhile, the failing statement is a disconnect error: SQLAlchemy then invalidates the
+whole pool, so the following requests reconnect.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import cache
+from typing import Any
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -24,16 +33,37 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import get_settings
 
+PING_IDLE_S = 10.0
+
+
+def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """Ping a connection that sat idle `PING_IDLE_S` or more; a dead one makes the pool
+    retry with a fresh connection (SQLAlchemy's `DisconnectionError` protocol)."""
+    idle_since = record.info.get("idle_since")
+    if idle_since is None or time.monotonic() - idle_since < PING_IDLE_S:
+        return
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("SELECT 1")
+        dbapi_connection.rollback()  # idle again: the checkout may switch to autocommit
+    except Exception as error:
+        raise exc.DisconnectionError() from error
+    finally:
+        cursor.close()
+
 
 @cache
 def _async_engine(url: str, pool_size: int, max_overflow: int) -> AsyncEngine:
-    return create_async_engine(
-        url,
-        pool_size=pool_size,
-        max_overflow=max_overflow,
-        pool_pre_ping=True,
-        pool_recycle=1800,
+    engine = create_async_engine(
+        url, pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800
     )
+    event.listen(engine.sync_engine.pool, "checkin", _checked_in)
+    event.listen(engine.sync_engine.pool, "checkout", _checkout)
+    return engine
 
 
 @cache

@@ -5,8 +5,9 @@ A key belongs to a principal (the authenticated user) and lives in `idempotency_
     (absent) --claim--> in_progress --complete--> completed --(expires_at)--> reusable
                             |  lease (`locked_until`) lapsed: a retry may re-claim
 
-* `claim` runs in its own short transaction and commits before the work starts, so a
-  concurrent duplicate sees the key in flight (409) instead of running twice.
+* `claim` is one statement, committed on its own (autocommit: one round trip) before the
+  work starts, so a concurrent duplicate sees the key in flight (409) instead of running
+  twice. `complete` and `release` are one autocommitted statement each as well.
 * A completed key replays the stored status, body and headers, errors included.
 * The same key with another fingerprint (method, path and body) is a 422.
 * Keys are kept `IDEMPOTENCY_TTL_S` (≥ 24 h); after that the key may be used again and
@@ -23,7 +24,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.errors import AppError, Conflict
 
@@ -125,25 +126,28 @@ def fingerprint(method: str, target: str, body: bytes) -> str:
     return h.hexdigest()
 
 
-_INSERT = text(
-    "INSERT INTO idempotency_keys (principal, key, fingerprint, state, locked_until, expires_at)"
+# Claim in one statement: insert the key, or take over an expired key (any state) or an
+# abandoned claim of the same request (lease lapsed); `claimed` says which. When neither
+# applies the row is returned as it stands (from the statement's snapshot: a row
+# committed by a concurrent claimer after it began is not seen, and no row comes back;
+# the caller then asks again).
+_CLAIM = text(
+    "WITH claimed AS ("
+    " INSERT INTO idempotency_keys AS k"
+    "  (principal, key, fingerprint, state, locked_until, expires_at)"
     " VALUES (:principal, :key, :fp, 'in_progress',"
-    " now() + make_interval(secs => :lock_s), now() + make_interval(secs => :ttl_s))"
-    " ON CONFLICT (principal, key) DO NOTHING RETURNING key"
-)
-# Take over an expired key (any state), or an abandoned claim of the same request.
-_TAKE_OVER = text(
-    "UPDATE idempotency_keys SET fingerprint = :fp, state = 'in_progress', status = NULL,"
-    " body = NULL, headers = NULL, created_at = now(),"
-    " locked_until = now() + make_interval(secs => :lock_s),"
-    " expires_at = now() + make_interval(secs => :ttl_s)"
-    " WHERE principal = :principal AND key = :key AND (expires_at <= now()"
-    " OR (state = 'in_progress' AND locked_until <= now() AND fingerprint = :fp))"
-    " RETURNING key"
-)
-_SELECT = text(
-    "SELECT fingerprint, state, status, body, headers FROM idempotency_keys"
-    " WHERE principal = :principal AND key = :key"
+    "  now() + make_interval(secs => :lock_s), now() + make_interval(secs => :ttl_s))"
+    " ON CONFLICT (principal, key) DO UPDATE SET fingerprint = excluded.fingerprint,"
+    "  state = 'in_progress', status = NULL, body = NULL, headers = NULL, created_at = now(),"
+    "  locked_until = excluded.locked_until, expires_at = excluded.expires_at"
+    " WHERE k.expires_at <= now()"
+    "  OR (k.state = 'in_progress' AND k.locked_until <= now() AND k.fingerprint = :fp)"
+    " RETURNING 1)"
+    " SELECT true AS claimed, NULL AS fingerprint, NULL AS state, NULL::int AS status,"
+    "  NULL::bytea AS body, NULL::jsonb AS headers FROM claimed"
+    " UNION ALL"
+    " SELECT false, fingerprint, state, status, body, headers FROM idempotency_keys"
+    " WHERE principal = :principal AND key = :key AND NOT EXISTS (SELECT FROM claimed)"
 )
 _COMPLETE = text(
     "UPDATE idempotency_keys SET state = 'completed', status = :status, body = :body,"
@@ -154,6 +158,29 @@ _RELEASE = text(
     "DELETE FROM idempotency_keys WHERE principal = :principal AND key = :key"
     " AND fingerprint = :fp AND state = 'in_progress'"
 )
+_AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
+
+
+async def _autocommit(
+    sessions: async_sessionmaker[AsyncSession],
+    stmt: Any,
+    params: dict[str, Any],
+    *,
+    rows: bool = False,
+) -> list[Any]:
+    """Run one statement committed on its own (no BEGIN/COMMIT round trips); its rows
+    when `rows`, else []. It runs on a pooled connection of the factory's engine, without
+    an ORM session (nothing here maps to objects)."""
+    bind = sessions.kw.get("bind")
+    if not isinstance(bind, AsyncEngine):  # a factory bound otherwise: through a session
+        async with sessions() as session:
+            await session.connection(execution_options=_AUTOCOMMIT)
+            result = await session.execute(stmt, params)
+            return list(result.all()) if rows else []
+    async with bind.connect() as conn:
+        await conn.execution_options(**_AUTOCOMMIT)
+        result = await conn.execute(stmt, params)
+        return list(result.all()) if rows else []
 
 
 async def claim(
@@ -165,7 +192,7 @@ async def claim(
     ttl_s: int,
     lock_s: int,
 ) -> StoredResponse | None:
-    """Claim `key` for `principal` in a committed transaction of its own.
+    """Claim `key` for `principal` in one statement committed on its own.
 
     Returns None when the caller now owns the key (it must run the request, then call
     `complete`), or the `StoredResponse` to replay. Raises `IdempotencyKeyMismatch` when
@@ -175,15 +202,13 @@ async def claim(
     params: dict[str, Any] = {
         "principal": principal, "key": key, "fp": fingerprint, "ttl_s": ttl_s, "lock_s": lock_s,
     }  # fmt: skip
-    for _ in range(3):  # a concurrent prune can delete the row between our statements
-        async with sessions() as session, session.begin():
-            if (await session.execute(_INSERT, params)).first() is not None:
-                return None
-            if (await session.execute(_TAKE_OVER, params)).first() is not None:
-                return None
-            row = (await session.execute(_SELECT, params)).first()
-        if row is None:
+    for _ in range(3):  # a concurrent claim or prune can change the row under our snapshot
+        rows = await _autocommit(sessions, _CLAIM, params, rows=True)
+        if not rows:
             continue
+        row = rows[0]
+        if row.claimed:
+            return None
         if row.fingerprint != fingerprint:
             raise IdempotencyKeyMismatch(
                 "This Idempotency-Key was used for a different request (method, path or body)."
@@ -204,27 +229,26 @@ async def complete(
     fingerprint: str,
     response: StoredResponse,
 ) -> None:
-    """Store `response` for a key claimed with `claim`, in a transaction of its own."""
-    async with sessions() as session, session.begin():
-        await session.execute(
-            _COMPLETE,
-            {
-                "principal": principal,
-                "key": key,
-                "fp": fingerprint,
-                "status": response.status,
-                "body": response.body,
-                "headers": orjson.dumps(response.headers).decode(),
-            },
-        )
+    """Store `response` for a key claimed with `claim` (one statement, committed)."""
+    await _autocommit(
+        sessions,
+        _COMPLETE,
+        {
+            "principal": principal,
+            "key": key,
+            "fp": fingerprint,
+            "status": response.status,
+            "body": response.body,
+            "headers": orjson.dumps(response.headers).decode(),
+        },
+    )
 
 
 async def release(
     sessions: async_sessionmaker[AsyncSession], *, principal: str, key: str, fingerprint: str
 ) -> None:
     """Give up an unfinished claim (nothing was done), so the client may retry at once."""
-    async with sessions() as session, session.begin():
-        await session.execute(_RELEASE, {"principal": principal, "key": key, "fp": fingerprint})
+    await _autocommit(sessions, _RELEASE, {"principal": principal, "key": key, "fp": fingerprint})
 
 
 async def prune_expired(session: AsyncSession) -> int:

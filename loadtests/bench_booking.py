@@ -7,19 +7,29 @@ Method. A scratch database (`<DATABASE_URL's name>_bench_booking`, dropped and r
 migrated) is seeded directly in SQL: `--providers` tutors with `--slots` slots each of
 `--capacity` seats a week ahead, `--students` students, and one `--class-seats`-seat group
 class. The API runs as its own processes (`educonnect serve`: uvicorn, `--workers`
-workers) on 127.0.0.1:`--port`; the load comes from
-httpx (async, keep-alive) in this process. Every request is `POST /api/v1/bookings` with
-a bearer token and a fresh `Idempotency-Key`, each from a student that books only once
-(so no 409 `overlapping_booking`); a 201 is a hold taken.
+workers) on 127.0.0.1:`--port`; the load comes from separate generator processes
+(`loadtests.holdgen`: a lean HTTP/1.1 keep-alive client on asyncio), never from the API's
+processes nor from this measuring one. Every request is `POST /api/v1/bookings` with a
+bearer token and a fresh `Idempotency-Key`, each from a student that books only once (so
+no 409 `overlapping_booking`); a 201 is a hold taken. CPU per hold is read from /proc
+(schedstat) apart for the API's processes, for the PostgreSQL backends of the bench
+database and for the generators.
 
-1. Open loop: `--rate` requests/s for `--seconds`, each sent at its scheduled instant
-   whatever the answers so far (a task per request); its latency runs from the scheduled
-   instant to the response, so a stall delays the requests behind it and shows in the
-   figures (no coordinated omission). Target: p95 ≤ 25 ms at 100 requests/s.
+0. Round trips: `--round-trips` holds one after another on a one-worker API (on a free
+   port of its own) whose database connections pass through a relay counting the
+   client's turns on the wire (`loadtests.roundtrips`): statements, BEGIN/COMMIT, pings,
+   a pipeline = one.
+1. Open loop: `--rate` requests/s for `--seconds` from `--generators` processes sharing
+   one fixed schedule: each request is sent at its scheduled instant whatever the answers
+   so far, and its latency runs from that instant to the response, so a stall (of the
+   API or of the generator) delays the requests behind it and shows in the figures
+   (coordinated omission corrected). The achieved send and completion rates are printed
+   beside the offered one. Target: p95 ≤ 25 ms at 100 requests/s.
 2. Saturation: `--clients` clients in a closed loop (send, wait, send) for
    `--closed-seconds`: the throughput the stack sustains, and its latencies.
-3. Contention: `--contenders` students at once on the `--class-seats`-seat class: exactly
-   that many seats held, the others 409 `sold_out`, no 5xx; p95 of those requests.
+3. Contention: `--contenders` students at once on the `--class-seats`-seat class, each on
+   its own connection: exactly that many seats held, the others 409 `sold_out`, no 5xx;
+   p95 of those requests.
 
 Then the database is checked: no slot holds more seats than its capacity and every
 counter equals the seats of its seat-holding bookings. Exits non-zero when an invariant
@@ -30,17 +40,19 @@ Writes `artifacts/bench-booking.json` (or `--out`) with the machine described.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from statistics import quantiles
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psycopg
@@ -50,6 +62,7 @@ from core.migrate import upgrade
 from core.security import create_access_token
 from core.settings import get_settings
 from loadtests.machine import describe, one_line
+from loadtests.roundtrips import TurnCounter
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_P95_MS = 25.0
@@ -158,143 +171,216 @@ class Bookers:
     def __init__(self, students: list[uuid.UUID], slots: list[uuid.UUID]) -> None:
         self.students, self.slots, self.next = students, slots, 0
 
-    def take(self, slot: uuid.UUID | None = None) -> tuple[str, uuid.UUID]:
+    def take(self, slot: uuid.UUID | None = None) -> list[str]:
         """The next unused student's token and a slot (`slot`, else the next in turn)."""
         if self.next >= len(self.students):
             raise SystemExit("out of students: raise --students")
         sid = self.students[self.next]
         chosen = slot or self.slots[self.next % len(self.slots)]
         self.next += 1
-        return create_access_token(user_id=sid, role="student"), chosen
+        return [create_access_token(user_id=sid, role="student"), str(chosen)]
 
 
-async def post(client: httpx.AsyncClient, token: str, slot: uuid.UUID) -> tuple[int, str]:
-    """One hold; returns (status, problem code or ""), or (0, the transport error's name)
-    when no answer came (connect or read timeout of an overloaded server)."""
+def generate(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run one `loadtests.holdgen` process per job, all at once; their results."""
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = []
+        for i, job in enumerate(jobs):
+            path = Path(tmp) / f"job{i}.json"
+            path.write_text(json.dumps(job))
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "loadtests.holdgen", str(path)],
+                cwd=ROOT, stdout=subprocess.PIPE,
+            ))  # fmt: skip
+        outs = [p.communicate()[0] for p in procs]
+    if any(p.returncode for p in procs):
+        raise SystemExit("a load generator failed")
+    return [json.loads(o) for o in outs]
+
+
+def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The generators' results as one: latencies, statuses, send span, client CPU."""
+    lat = [x for r in results for x in r["latency_ms"]]
+    statuses: dict[str, int] = {}
+    for r in results:
+        for k, n in r["statuses"].items():
+            statuses[k] = statuses.get(k, 0) + n
+    firsts = [r["first_send"] for r in results if r["first_send"]]
+    return {
+        "latency_ms": lat, "statuses": statuses, "sent": sum(r["sent"] for r in results),
+        "first_send": min(firsts, default=0.0),
+        "last_send": max(r["last_send"] for r in results),
+        "last_done": max(r["last_done"] for r in results),
+        "send_lag_ms": [x for r in results for x in r["send_lag_ms"]],
+        "client_cpu_s": round(sum(r["cpu_s"] for r in results), 3),
+    }  # fmt: skip
+
+
+def _cpu_ns(pid: int) -> int | None:
+    """CPU time (ns) of a process so far: /proc/<pid>/schedstat, else its stat ticks."""
     try:
-        r = await client.post(
-            "/api/v1/bookings",
-            headers={"Authorization": f"Bearer {token}", "Idempotency-Key": f'"{uuid.uuid4()}"'},
-            json={"slot_id": str(slot)},
-        )
-    except httpx.TransportError as exc:
-        return 0, type(exc).__name__
-    code = r.json().get("code", "") if r.status_code >= 400 else ""
-    return r.status_code, code
-
-
-def cpu_ticks(server_pid: int) -> dict[str, int]:
-    """CPU clock ticks so far of the API's process tree and of PostgreSQL (Linux /proc;
-    empty elsewhere)."""
-    out = {"api": 0, "postgres": 0}
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
     try:
-        parents: dict[int, int] = {}
-        ticks: dict[int, tuple[str, int]] = {}
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    stat = Path(f"/proc/{entry}/stat").read_text()
-                except OSError:
-                    continue
-                name, _, rest = stat.partition("(")[2].rpartition(")")
-                fields = rest.split()
-                parents[int(entry)] = int(fields[1])
-                ticks[int(entry)] = (name, int(fields[11]) + int(fields[12]))
-        for pid, (name, t) in ticks.items():
-            if pid == server_pid or parents.get(pid) == server_pid:
-                out["api"] += t
-            elif name.startswith("postgres"):
-                out["postgres"] += t
-    except OSError:
-        return {}
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _tree(root: int) -> list[int]:
+    """`root` and its descendants (Linux /proc)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rpartition(")")[2].split()[1])
+    tree, frontier = [root], [root]
+    while frontier:
+        frontier = [p for p, pp in parents.items() if pp in frontier]
+        tree += frontier
+    return tree
+
+
+class CpuMeter:
+    """CPU of the API's processes (the server and its workers) and of the PostgreSQL
+    backends connected to the bench database (other databases' backends, and the
+    server's shared background processes, are not counted)."""
+
+    def __init__(self, server_pid: int, conn: psycopg.Connection[Any], dbname: str) -> None:
+        self.server_pid, self.conn, self.dbname = server_pid, conn, dbname
+
+    def read(self) -> dict[str, dict[int, int]]:
+        """CPU ns so far per pid, by side (`api`, `postgres`)."""
+        rows = self.conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (self.dbname,),
+        ).fetchall()
+        out: dict[str, dict[int, int]] = {"api": {}, "postgres": {}}
+        for side, pids in (("api", _tree(self.server_pid)), ("postgres", [r[0] for r in rows])):
+            for pid in pids:
+                ns = _cpu_ns(pid)
+                if ns is not None:
+                    out[side][pid] = ns
+        return out
+
+    @staticmethod
+    def per_request_us(
+        before: dict[str, dict[int, int]], after: dict[str, dict[int, int]], n: int
+    ) -> dict[str, float]:
+        """µs of CPU per request, by side, between two readings (a process that appeared
+        in between counts from zero)."""
+        return {
+            side: round(sum(ns - before[side].get(pid, 0) for pid, ns in after[side].items())
+                        / 1000 / max(n, 1), 1)
+            for side in after
+        }  # fmt: skip
+
+
+def _phase(merged: dict[str, Any]) -> dict[str, Any]:
+    return {"requests": len(merged["latency_ms"]), "latency_ms": pct(merged["latency_ms"]),
+            "statuses": merged["statuses"]}  # fmt: skip
+
+
+def open_loop(
+    port: int, bookers: Bookers, rate: float, seconds: float, processes: int, meter: CpuMeter
+) -> dict[str, Any]:
+    """`rate` holds/s for `seconds` from `processes` generator processes sharing one
+    schedule; latency from each request's scheduled instant (coordinated omission
+    corrected); achieved send and completion rates; CPU per hold by side."""
+    n = int(rate * seconds)
+    work = [bookers.take() for _ in range(n)]
+    start = time.monotonic() + 1.0 + 0.2 * processes  # after the generators connected
+    jobs = [
+        {"mode": "open", "host": "127.0.0.1", "port": port, "items": work[j::processes],
+         "rate": rate / processes, "start": start, "phase": j / rate, "connections": 8}
+        for j in range(processes)
+    ]  # fmt: skip
+    before = meter.read()
+    merged = merge(generate(jobs))
+    after = meter.read()
+    sent, span = merged["sent"], merged["last_send"] - merged["first_send"]
+    out = {"offered_per_s": rate, "seconds": seconds, "generators": processes, **_phase(merged),
+           "sent_per_s": round((sent - 1) / span, 1) if span > 0 else None,
+           "completed_per_s": round(sent / (merged["last_done"] - start), 1)
+           if merged["last_done"] > start else None,
+           "send_lag_ms": pct(merged["send_lag_ms"]),
+           "target_p95_ms": TARGET_P95_MS}  # fmt: skip
+    out["target_met"] = bool(merged["latency_ms"]) and out["latency_ms"]["p95"] <= TARGET_P95_MS
+    out["cpu_us_per_request"] = {
+        **CpuMeter.per_request_us(before, after, out["requests"]),
+        "client": round(merged["client_cpu_s"] * 1e6 / max(out["requests"], 1), 1),
+    }
     return out
 
 
-def cpu_us_per_request(before: dict[str, int], after: dict[str, int], n: int) -> dict[str, int]:
-    """µs of CPU per request between two `cpu_ticks` readings (PostgreSQL: every backend
-    of the server, other users' included)."""
-    hz = os.sysconf("SC_CLK_TCK")
-    return {k: round((after[k] - before[k]) / hz * 1e6 / max(n, 1)) for k in before}
+def closed_loop(
+    port: int, bookers: Bookers, clients: int, seconds: float, meter: CpuMeter, reserve: int
+) -> dict[str, Any]:
+    """`clients` connections sending holds back to back for `seconds` (one generator
+    process; students beyond `reserve` are its to use); the throughput, latencies and CPU
+    per hold by side."""
+    spare = len(bookers.students) - bookers.next - reserve
+    work = [bookers.take() for _ in range(max(min(int(seconds * 800), spare), clients))]
+    job = {"mode": "closed", "host": "127.0.0.1", "port": port, "items": work,
+           "clients": clients, "seconds": seconds}  # fmt: skip
+    before = meter.read()
+    merged = merge(generate([job]))
+    after = meter.read()
+    # the students not sent are free again (a client may have drawn one at the deadline)
+    bookers.next -= max(len(work) - merged["sent"] - clients, 0)
+    wall = merged["last_done"] - merged["first_send"]
+    out = {"clients": clients, "seconds": round(wall, 2), **_phase(merged),
+           "throughput_per_s": round(len(merged["latency_ms"]) / wall, 1) if wall > 0 else 0}  # fmt: skip
+    out["cpu_us_per_request"] = {
+        **CpuMeter.per_request_us(before, after, out["requests"]),
+        "client": round(merged["client_cpu_s"] * 1e6 / max(out["requests"], 1), 1),
+    }
+    return out
 
 
-def _limits(n: int) -> httpx.Limits:
-    return httpx.Limits(max_connections=n, max_keepalive_connections=n)
+def contention(port: int, bookers: Bookers, klass: uuid.UUID, n: int) -> dict[str, Any]:
+    """`n` students at once on the class, each on its own connection (one generator)."""
+    job = {"mode": "burst", "host": "127.0.0.1", "port": port,
+           "items": [bookers.take(klass) for _ in range(n)]}  # fmt: skip
+    return {"contenders": n, **_phase(merge(generate([job])))}
 
 
-async def open_loop(base: str, bookers: Bookers, rate: float, seconds: float) -> dict[str, Any]:
-    """`rate` holds/s for `seconds`, each sent at its scheduled instant; latency from that
-    instant (no coordinated omission)."""
-    n = int(rate * seconds)
-    work = [bookers.take() for _ in range(n)]
-    lat: list[float] = []
-    statuses: dict[str, int] = {}
-    async with httpx.AsyncClient(base_url=base, limits=_limits(512), timeout=30) as client:
-        await post(client, *bookers.take())  # warm one connection per... at least one
-        t0 = time.perf_counter() + 0.05
-
-        async def one(i: int) -> None:
-            scheduled = t0 + i / rate
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            status, code = await post(client, *work[i])
-            lat.append((time.perf_counter() - scheduled) * 1000)
-            key = str(status) + (f" {code}" if code else "")
-            statuses[key] = statuses.get(key, 0) + 1
-
-        await asyncio.gather(*(one(i) for i in range(n)))
-        wall = time.perf_counter() - t0
-    return {"offered_per_s": rate, "seconds": seconds, "requests": n,
-            "achieved_per_s": round(n / wall, 1), "latency_ms": pct(lat), "statuses": statuses,
-            "target_p95_ms": TARGET_P95_MS,
-            "target_met": bool(lat) and pct(lat)["p95"] <= TARGET_P95_MS}  # fmt: skip
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the round-trip phase's API)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
-async def closed_loop(base: str, bookers: Bookers, clients: int, seconds: float) -> dict[str, Any]:
-    """`clients` clients sending holds back to back for `seconds`."""
-    lat: list[float] = []
-    statuses: dict[str, int] = {}
-    async with httpx.AsyncClient(base_url=base, limits=_limits(clients), timeout=30) as client:
-        deadline = time.perf_counter() + seconds
-        t0 = time.perf_counter()
-
-        async def worker() -> None:
-            while time.perf_counter() < deadline:
-                token, slot = bookers.take()
-                t = time.perf_counter()
-                status, code = await post(client, token, slot)
-                lat.append((time.perf_counter() - t) * 1000)
-                key = str(status) + (f" {code}" if code else "")
-                statuses[key] = statuses.get(key, 0) + 1
-
-        await asyncio.gather(*(worker() for _ in range(clients)))
-        wall = time.perf_counter() - t0
-    return {"clients": clients, "seconds": round(wall, 2), "requests": len(lat),
-            "throughput_per_s": round(len(lat) / wall, 1), "latency_ms": pct(lat),
-            "statuses": statuses}  # fmt: skip
-
-
-async def contention(base: str, bookers: Bookers, klass: uuid.UUID, n: int) -> dict[str, Any]:
-    """`n` students at once on the class; every request its own connection."""
-    work = [bookers.take(klass) for _ in range(n)]
-    lat: list[float] = []
-    statuses: dict[str, int] = {}
-    async with httpx.AsyncClient(base_url=base, limits=_limits(n), timeout=60) as client:
-        start = asyncio.Event()
-
-        async def one(token: str, slot: uuid.UUID) -> None:
-            await start.wait()
-            t = time.perf_counter()
-            status, code = await post(client, token, slot)
-            lat.append((time.perf_counter() - t) * 1000)
-            key = str(status) + (f" {code}" if code else "")
-            statuses[key] = statuses.get(key, 0) + 1
-
-        tasks = [asyncio.create_task(one(*w)) for w in work]
-        await asyncio.sleep(0)
-        start.set()
-        await asyncio.gather(*tasks)
-    return {"contenders": n, "latency_ms": pct(lat), "statuses": statuses}
+def round_trips(url: str, port: int, bookers: Bookers, n: int) -> dict[str, Any]:
+    """Database round trips per hold: a one-worker API whose database connections pass
+    through a counting relay (`loadtests.roundtrips`), `n` holds one after another after
+    a warm-up."""
+    parts = urlsplit(url)
+    relay = TurnCounter(parts.hostname or "127.0.0.1", parts.port or 5432)
+    relay.start()
+    netloc = parts.netloc.rsplit("@", 1)
+    via = urlunsplit(parts._replace(netloc=(netloc[0] + "@" if len(netloc) == 2 else "")
+                                    + f"127.0.0.1:{relay.port}"))  # fmt: skip
+    proc = serve(via, port, 1)
+    try:
+        job = {"mode": "closed", "host": "127.0.0.1", "port": port, "clients": 1,
+               "seconds": 600}  # fmt: skip
+        generate([{**job, "items": [bookers.take() for _ in range(5)]}])
+        before = relay.turns
+        statuses = merge(generate([{**job, "items": [bookers.take() for _ in range(n)]}]))
+        turns = relay.turns - before
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        relay.stop()
+    return {"holds": n, "per_hold": round(turns / max(n, 1), 2),
+            "statuses": statuses["statuses"]}  # fmt: skip
 
 
 def check_database(conn: psycopg.Connection[Any], klass: uuid.UUID) -> dict[str, Any]:
@@ -326,12 +412,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--students", type=int, default=20_000)
     ap.add_argument("--rate", type=float, default=100.0, help="open loop: holds per second")
     ap.add_argument("--seconds", type=float, default=30.0, help="open loop duration")
+    ap.add_argument("--generators", type=int, default=1, help="open loop: generator processes")
     ap.add_argument("--clients", type=int, default=32, help="closed loop: concurrent clients")
     ap.add_argument("--closed-seconds", type=float, default=15.0)
     ap.add_argument("--contenders", type=int, default=500)
     ap.add_argument("--class-seats", type=int, default=20)
+    ap.add_argument("--round-trips", type=int, default=50,
+                    help="holds sent through the counting relay (0: skip)")  # fmt: skip
     ap.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
-    ap.add_argument("--port", type=int, default=8140)
+    ap.add_argument("--port", type=int, default=8140, help="the API's port")
     ap.add_argument("--out", type=Path, default=ROOT / "artifacts" / "bench-booking.json")
     ap.add_argument("--keep", action="store_true", help="keep the scratch database")
     ap.add_argument("--smoke", action="store_true", help="a tiny run (tests)")
@@ -339,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.providers, args.slots, args.students = 5, 4, 400
         args.rate, args.seconds, args.clients, args.closed_seconds = 20.0, 2.0, 4, 1.0
-        args.contenders, args.class_seats = 30, 5
+        args.contenders, args.class_seats, args.round_trips = 30, 5, 5
 
     url, admin, name = bench_database()
     recreate(url, admin, name)
@@ -352,23 +441,22 @@ def main(argv: list[str] | None = None) -> int:
             report["parameters"] = {
                 k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
             }
-            proc = serve(url, args.port, args.workers)
-            base = f"http://127.0.0.1:{args.port}"
             bookers = Bookers(ids["students"], ids["slots"])
+            if args.round_trips:
+                report["round_trips"] = round_trips(url, free_port(), bookers, args.round_trips)
+            proc = serve(url, args.port, args.workers)
+            meter = CpuMeter(proc.pid, conn, name)
+            generate([{"mode": "closed", "host": "127.0.0.1", "port": args.port,  # warm-up
+                       "clients": args.workers * 2, "seconds": 60,
+                       "items": [bookers.take() for _ in range(args.workers * 8)]}])  # fmt: skip
             load = os.getloadavg()
-            report["open_loop"] = asyncio.run(open_loop(base, bookers, args.rate, args.seconds))
-            before = cpu_ticks(proc.pid)
-            report["saturation"] = asyncio.run(
-                closed_loop(base, bookers, args.clients, args.closed_seconds)
+            report["open_loop"] = open_loop(
+                args.port, bookers, args.rate, args.seconds, args.generators, meter
             )
-            after = cpu_ticks(proc.pid)
-            if before and after:
-                report["saturation"]["cpu_us_per_request"] = cpu_us_per_request(
-                    before, after, report["saturation"]["requests"]
-                )
-            report["contention"] = asyncio.run(
-                contention(base, bookers, ids["class"], args.contenders)
+            report["saturation"] = closed_loop(
+                args.port, bookers, args.clients, args.closed_seconds, meter, args.contenders
             )
+            report["contention"] = contention(args.port, bookers, ids["class"], args.contenders)
             report["loadavg_before"] = load
             report["database"] = check_database(conn, ids["class"])
     finally:
@@ -378,15 +466,14 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             drop(admin, name)
 
+    phases = ("open_loop", "saturation", "contention")
     fives = sum(
-        n for phase in ("open_loop", "saturation", "contention")
-        for k, n in report[phase]["statuses"].items() if k.startswith("5")
-    )  # fmt: skip
+        n for phase in phases for k, n in report[phase]["statuses"].items() if k.startswith("5")
+    )
     contention_ok = report["contention"]["statuses"].get("201", 0) == args.class_seats
     unanswered = sum(
-        n for phase in ("open_loop", "saturation", "contention")
-        for k, n in report[phase]["statuses"].items() if k.startswith("0")
-    )  # fmt: skip
+        n for phase in phases for k, n in report[phase]["statuses"].items() if k.startswith("0")
+    )
     report["unanswered"] = unanswered
     report["invariants"] = {
         "no_5xx": fives == 0,
@@ -404,14 +491,21 @@ def main(argv: list[str] | None = None) -> int:
     ol, sat, con = report["open_loop"], report["saturation"], report["contention"]
     print(f"machine: {one_line(report['machine'])}; load average before {load[0]:.2f}")
     print(f"method: {report['method']}")
-    print(f"open loop {ol['offered_per_s']:.0f}/s for {ol['seconds']:.0f} s ({ol['requests']} holds,"
-          f" achieved {ol['achieved_per_s']}/s): p50 {ol['latency_ms'].get('p50')} ms,"
-          f" p95 {ol['latency_ms'].get('p95')} ms, p99 {ol['latency_ms'].get('p99')} ms"
-          f" (target p95 <= {TARGET_P95_MS} ms: {'met' if ol['target_met'] else 'MISSED'});"
-          f" statuses {ol['statuses']}")  # fmt: skip
+    if "round_trips" in report:
+        rt = report["round_trips"]
+        print(f"database round trips per hold: {rt['per_hold']} (over {rt['holds']} holds,"
+              f" one at a time; statuses {rt['statuses']})")  # fmt: skip
+    print(f"open loop offered {ol['offered_per_s']:.0f}/s for {ol['seconds']:.0f} s"
+          f" ({ol['requests']} holds, {ol['generators']} generator process(es)): sent"
+          f" {ol['sent_per_s']}/s, completed {ol['completed_per_s']}/s (send lag p99"
+          f" {ol['send_lag_ms'].get('p99')} ms); latency from the scheduled send: p50"
+          f" {ol['latency_ms'].get('p50')} ms, p95 {ol['latency_ms'].get('p95')} ms,"
+          f" p99 {ol['latency_ms'].get('p99')} ms (target p95 <= {TARGET_P95_MS} ms:"
+          f" {'met' if ol['target_met'] else 'MISSED'}); CPU per hold (µs)"
+          f" {ol['cpu_us_per_request']}; statuses {ol['statuses']}")  # fmt: skip
     print(f"saturation, {sat['clients']} clients closed loop: {sat['throughput_per_s']} holds/s,"
           f" p50 {sat['latency_ms'].get('p50')} ms, p95 {sat['latency_ms'].get('p95')} ms;"
-          f" CPU per hold (µs) {sat.get('cpu_us_per_request')}; statuses {sat['statuses']}")  # fmt: skip
+          f" CPU per hold (µs) {sat['cpu_us_per_request']}; statuses {sat['statuses']}")  # fmt: skip
     print(f"contention, {con['contenders']} at once on a {args.class_seats}-seat class:"
           f" statuses {con['statuses']}, p95 {con['latency_ms'].get('p95')} ms;"
           f" database {report['database']}")  # fmt: skip

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from geoalchemy2 import Geography, Geometry
-from sqlalchemy import Row, and_, cast, func, insert, or_, select, text, update
+from sqlalchemy import Row, String, and_, bindparam, cast, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from profiles.models import AvailabilitySlot, ParentChild, ProviderProfile, RefreshToken, User
@@ -256,17 +256,17 @@ async def update_profile(session: AsyncSession, user_id: uuid.UUID, values: dict
     return int((await session.execute(stmt)).scalar_one())
 
 
+_BUMP_VERSION = text(
+    "UPDATE provider_profiles SET version = version + 1, updated_at = now()"
+    " WHERE user_id = :user_id RETURNING version"
+)
+
+
 async def bump_version(session: AsyncSession, user_id: uuid.UUID) -> int | None:
     """`version = version + 1` on the profile (a child row changed); the new version, or
-    None when the user has no profile."""
-    stmt = (
-        update(ProviderProfile)
-        .where(ProviderProfile.user_id == user_id)
-        .values(version=ProviderProfile.version + 1, updated_at=func.now())
-        .returning(ProviderProfile.version)
-        .execution_options(synchronize_session=False)
-    )
-    value = (await session.execute(stmt)).scalar_one_or_none()
+    None when the user has no profile. One statement built once (it runs on every hold
+    that fills a slot)."""
+    value = (await session.execute(_BUMP_VERSION, {"user_id": user_id})).scalar_one_or_none()
     return None if value is None else int(value)
 
 
@@ -290,6 +290,14 @@ async def insert_slots(
     return sorted(rows, key=lambda s: s.starts_at)
 
 
+_GET_SLOT = (
+    select(AvailabilitySlot)
+    .where(AvailabilitySlot.id == bindparam("slot_id"))
+    .execution_options(populate_existing=True)
+)
+_GET_SLOT_LOCKED = _GET_SLOT.with_for_update()
+
+
 async def get_slot(
     session: AsyncSession, slot_id: uuid.UUID, *, lock: bool = True
 ) -> AvailabilitySlot | None:
@@ -297,14 +305,8 @@ async def get_slot(
 
     Always re-read from the database (`populate_existing`): `seats_taken` is written by a
     trigger, so a copy already in the session may be stale."""
-    stmt = (
-        select(AvailabilitySlot)
-        .where(AvailabilitySlot.id == slot_id)
-        .execution_options(populate_existing=True)
-    )
-    if lock:
-        stmt = stmt.with_for_update()
-    return (await session.execute(stmt)).scalar_one_or_none()
+    stmt = _GET_SLOT_LOCKED if lock else _GET_SLOT
+    return (await session.execute(stmt, {"slot_id": slot_id})).scalar_one_or_none()
 
 
 async def lock_slots(session: AsyncSession, slot_ids: Sequence[uuid.UUID]) -> None:
@@ -319,29 +321,41 @@ async def lock_slots(session: AsyncSession, slot_ids: Sequence[uuid.UUID]) -> No
         )
 
 
-async def slot_for_booking(session: AsyncSession, slot_id: uuid.UUID) -> Row[Any] | None:
+_SLOT_FOR_BOOKING = (
+    select(
+        AvailabilitySlot.provider_id,
+        AvailabilitySlot.starts_at,
+        AvailabilitySlot.ends_at,
+        AvailabilitySlot.status,
+        AvailabilitySlot.capacity,
+        AvailabilitySlot.seats_taken,
+        ProviderProfile.hourly_rate_minor,
+        ProviderProfile.currency,
+        ProviderProfile.kyc_status,
+        ProviderProfile.cancel_policy,
+        User.active,
+    )
+    .join(ProviderProfile, ProviderProfile.user_id == AvailabilitySlot.provider_id)
+    .join(User, User.id == AvailabilitySlot.provider_id)
+    .where(AvailabilitySlot.id == bindparam("slot_id"))
+)
+_SLOT_FOR_BOOKING_LOCK_TIMEOUT = _SLOT_FOR_BOOKING.add_columns(
+    func.set_config("lock_timeout", bindparam("lock_timeout", type_=String), True)
+)
+
+
+async def slot_for_booking(
+    session: AsyncSession, slot_id: uuid.UUID, *, lock_timeout_ms: int | None = None
+) -> Row[Any] | None:
     """One unlocked read of what a booking needs: the slot (provider, times, status,
     capacity, seats_taken) with its provider's rate, currency, KYC status, cancellation
-    policy and account state; None when the slot does not exist."""
-    stmt = (
-        select(
-            AvailabilitySlot.provider_id,
-            AvailabilitySlot.starts_at,
-            AvailabilitySlot.ends_at,
-            AvailabilitySlot.status,
-            AvailabilitySlot.capacity,
-            AvailabilitySlot.seats_taken,
-            ProviderProfile.hourly_rate_minor,
-            ProviderProfile.currency,
-            ProviderProfile.kyc_status,
-            ProviderProfile.cancel_policy,
-            User.active,
-        )
-        .join(ProviderProfile, ProviderProfile.user_id == AvailabilitySlot.provider_id)
-        .join(User, User.id == AvailabilitySlot.provider_id)
-        .where(AvailabilitySlot.id == slot_id)
-    )
-    return (await session.execute(stmt)).first()
+    policy and account state; None when the slot does not exist. With `lock_timeout_ms`,
+    the same statement sets `lock_timeout` for the rest of the transaction (the slot lock
+    the booking takes next), sparing a round trip. Both statements are built once."""
+    if lock_timeout_ms is None:
+        return (await session.execute(_SLOT_FOR_BOOKING, {"slot_id": slot_id})).first()
+    params = {"slot_id": slot_id, "lock_timeout": f"{int(lock_timeout_ms)}ms"}
+    return (await session.execute(_SLOT_FOR_BOOKING_LOCK_TIMEOUT, params)).first()
 
 
 async def set_slot_capacity(session: AsyncSession, slot_id: uuid.UUID, capacity: int) -> None:

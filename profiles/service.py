@@ -689,10 +689,13 @@ class SlotTerms:
     terms: BookingTerms
 
 
-async def slot_for_booking(session: AsyncSession, slot_id: uuid.UUID) -> SlotTerms | None:
+async def slot_for_booking(
+    session: AsyncSession, slot_id: uuid.UUID, *, lock_timeout_ms: int | None = None
+) -> SlotTerms | None:
     """The slot and its provider's booking terms in one unlocked read (None: no such
-    slot). What may change concurrently (status, seats) is re-read under the lock."""
-    row = await repo.slot_for_booking(session, slot_id)
+    slot). What may change concurrently (status, seats) is re-read under the lock. With
+    `lock_timeout_ms`, the read also sets the transaction's `lock_timeout` for that lock."""
+    row = await repo.slot_for_booking(session, slot_id, lock_timeout_ms=lock_timeout_ms)
     if row is None:
         return None
     return SlotTerms(

@@ -72,8 +72,8 @@ BookerUser = Annotated[User, Depends(require_role("student", "parent"))]
 )
 @idempotent(required=True)
 async def create_booking(
-    data: BookingCreate, user: BookerUser, session: SessionDep, now: NowDep, response: Response
-) -> BookingOut:
+    data: BookingCreate, user: BookerUser, session: SessionDep, now: NowDep
+) -> Response:
     """A student books for itself; a parent for a linked child (`student_id`); tutors,
     coaches, mentors and admins get 403. The hold lasts `HOLD_TTL_S` (300 s) unless the
     payment confirms it; `price_minor` = hourly rate x duration x seats (half up per seat).
@@ -98,8 +98,14 @@ async def create_booking(
             booking = await credits_service.pay_booking(
                 session, booking=booking, payer_id=user.id, now=now
             )
-    response.headers["Location"] = f"/api/v1/bookings/{booking.id}"
-    return booking
+    # `BookingOut` serialized once, here: FastAPI would validate the model again against
+    # the declared `response_model` (kept for the OpenAPI document) before serializing it
+    return Response(
+        booking.model_dump_json(),
+        status_code=status.HTTP_201_CREATED,
+        media_type="application/json",
+        headers={"Location": f"/api/v1/bookings/{booking.id}"},
+    )
 
 
 @router.get(

@@ -216,3 +216,30 @@ async def test_one_to_one_slot_twenty_students_exactly_one_hold(
     assert all(r.json()["seats_left"] == 0 for r in results if r.status_code == 409)
     assert statuses(db) == ["pending"]
     assert seats_taken(db, slot) == 1
+
+
+async def test_a_slot_locked_past_the_lock_timeout_is_slot_busy(
+    db: psycopg.Connection, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The `lock_timeout` the unlocked read sets governs the slot lock that follows:
+    while another transaction keeps the slot locked, the hold gives up with 429
+    `slot_busy`, writes nothing, and the slot is free to book once that lock is gone."""
+    from booking.errors import SlotBusy
+    from core.settings import get_settings
+
+    monkeypatch.setattr(get_settings(), "booking_lock_timeout_ms", 100)
+    slot = create_slot(db, create_provider(db), capacity=2)
+    uid = create_user(db)
+    data = BookingCreate(slot_id=slot, seats=1)
+    with psycopg.connect(database_url) as other:
+        other.execute("SELECT 1 FROM availability_slots WHERE id = %s FOR UPDATE", (slot,))
+        async with async_session_factory()() as session:
+            with pytest.raises(SlotBusy):
+                await service.hold(session, actor=student(uid), data=data, now=NOW)
+        other.rollback()
+    assert statuses(db) == []
+    assert db.execute("SELECT count(*) FROM outbox").fetchone() == (0,)
+    async with async_session_factory()() as session:
+        await service.hold(session, actor=student(uid), data=data, now=NOW)
+        await session.commit()
+    assert (statuses(db), seats_taken(db, slot)) == (["pending"], 1)
