@@ -9,7 +9,7 @@ transactions, never while holding a row lock.
 - `refund_booking`: after a cancellation committed, refund the policy's share (or, for an
   unpaid booking, cancel its intent so it cannot be paid any more).
 - `reconcile`: compare the gateway's intents since a date with our payments; `fix` moves
-  them through the same CAS path.
+  them through the same CAS path and adopts orphan intents (`adopt_intent`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from core.security import utcnow
 from core.settings import get_settings
 from payments import repository as repo
 from payments import service
-from payments.provider import PaymentProvider, ProviderError
+from payments.provider import Intent, PaymentProvider, ProviderError
 
 log = get_logger(__name__)
 Clock = Callable[[], datetime]
@@ -241,39 +241,94 @@ async def after_cancellations(
 
 @dataclass(frozen=True, slots=True)
 class Difference:
-    """A payment whose local status differs from the gateway's."""
+    """A gateway intent whose local payment is in another state, or missing. `orphan`: an
+    intent with metadata `booking_id` and no local row (a crash between the gateway call
+    and the commit); `fixed`: repaired (an orphan adopted and applied)."""
 
     payment_id: uuid.UUID | None
     ref: str
     local: str | None
     gateway: str
     fixed: bool
+    booking_id: uuid.UUID | None = None
+    orphan: bool = False
+
+
+async def adopt_intent(provider: PaymentProvider, *, intent: Intent, now: Clock = utcnow) -> bool:
+    """Give an orphan intent (metadata `booking_id`, no local row) its `payments` row —
+    payer = who booked, the booking's provider and price, the service fee = the intent's
+    amount less the price — then apply its state through the webhook's CAS path
+    (`sync_payment`: a succeeded orphan confirms the booking, or refunds in full when the
+    booking can no longer be confirmed). False when it cannot be adopted: no such booking,
+    another currency or an amount below the price, or the booking already has a payment
+    on another intent (that one is reported, never adopted: one live intent a booking)."""
+    booking_id = _booking_id(intent)
+    if booking_id is None:
+        return False
+    async with async_session_factory()() as session, session.begin():
+        booking = await repo.booking_for_payment(session, booking_id)
+        if (
+            booking is None
+            or booking.currency != intent.currency
+            or intent.amount_minor < booking.price_minor
+        ):
+            return False
+        row = await repo.insert_payment(
+            session, booking_id=booking_id, payer_id=booking.payer_id,
+            provider_id=booking.provider_id, gateway=provider.name, gateway_ref=intent.ref,
+            price_minor=booking.price_minor,
+            service_fee_minor=intent.amount_minor - booking.price_minor,
+            amount_minor=intent.amount_minor, currency=intent.currency,
+        )  # fmt: skip
+        if row is None:
+            other = await repo.get_payment_by_booking(session, booking_id)
+            if other is None or other.gateway_ref != intent.ref:
+                return False
+    log.info("payment_intent_adopted", ref=intent.ref, booking_id=str(booking_id))
+    await sync_payment(provider, ref=intent.ref, now=now)
+    return True
 
 
 async def reconcile(
     provider: PaymentProvider, *, since: datetime, fix: bool, now: Clock = utcnow
 ) -> list[Difference]:
     """List the gateway's intents created since `since` and report every local payment in
-    another state (or missing); with `fix`, apply the gateway's state through the same CAS
-    path as webhooks, and retry refunds left pending."""
+    another state, and every intent without a local payment; with `fix`, apply the
+    gateway's state through the same CAS path as webhooks, adopt orphans (`adopt_intent`)
+    and retry refunds left pending. Intents of credit purchases (metadata
+    `credit_purchase_id`) belong to credits and are skipped; a canceled intent replaced on
+    its booking by a newer one is not a difference."""
     intents = await provider.list_intents(created_since=since)
     sessions = async_session_factory()
     diffs: list[Difference] = []
     for intent in intents:
+        if "credit_purchase_id" in intent.metadata:
+            continue
         async with sessions() as session:
             payment = await repo.get_payment_by_ref(session, provider.name, intent.ref)
+            booking_id = _booking_id(intent)
+            superseded = (
+                payment is None
+                and booking_id is not None
+                and intent.status == "canceled"
+                and await repo.get_payment_by_booking(session, booking_id) is not None
+            )
+        if superseded:
+            continue
         local = None if payment is None else payment.status
         expected = "requires_payment" if intent.status == "requires_payment" else intent.status
         if local == expected or (local == "failed" and expected == "requires_payment"):
             continue
         fixed = False
+        orphan = payment is None and booking_id is not None
         if fix and payment is not None:
             applied = await sync_payment(provider, ref=intent.ref, now=now)
             fixed = applied.after != local
+        elif fix and orphan:
+            fixed = await adopt_intent(provider, intent=intent, now=now)
+        payment_id = None if payment is None else payment.id
         diffs.append(
-            Difference(
-                None if payment is None else payment.id, intent.ref, local, intent.status, fixed
-            )
+            Difference(payment_id, intent.ref, local, intent.status, fixed, booking_id, orphan)
         )
     if fix:
         async with sessions() as session:
@@ -284,6 +339,13 @@ async def reconcile(
             except ProviderError as exc:
                 log.warning("refund_retry_failed", refund_id=str(refund_id), error=str(exc))
     return diffs
+
+
+def _booking_id(intent: Intent) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(intent.metadata["booking_id"])
+    except (KeyError, ValueError):
+        return None
 
 
 async def sweep_events(

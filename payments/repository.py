@@ -103,6 +103,66 @@ async def move_payment(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+async def replace_intent(
+    session: AsyncSession,
+    payment_id: uuid.UUID,
+    *,
+    old_ref: str,
+    new_ref: str,
+    price_minor: int,
+    service_fee_minor: int,
+    amount_minor: int,
+) -> Payment | None:
+    """CAS: point the payment at the gateway intent `new_ref` (status `requires_payment`,
+    the new amounts) only while it still points at the canceled `old_ref` and nothing was
+    captured; returns the updated payment, or None (another call replaced it first)."""
+    stmt = (
+        update(Payment)
+        .where(
+            Payment.id == payment_id, Payment.gateway_ref == old_ref,
+            Payment.status != "succeeded", Payment.captured_minor == 0,
+        )
+        .values(
+            gateway_ref=new_ref, status="requires_payment", price_minor=price_minor,
+            service_fee_minor=service_fee_minor, amount_minor=amount_minor,
+            failure_code=None, failure_message=None, updated_at=func.now(),
+        )
+        .returning(Payment)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )  # fmt: skip
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+_BOOKING_FOR_PAYMENT = text(
+    "SELECT id, booked_by, provider_id, price_minor, currency::text AS currency"
+    " FROM bookings WHERE id = :id"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PayableBooking:
+    """What a payment row needs of its booking: who booked it (the payer), the provider,
+    the price (minor units) and its currency."""
+
+    id: uuid.UUID
+    payer_id: uuid.UUID
+    provider_id: uuid.UUID
+    price_minor: int
+    currency: str
+
+
+async def booking_for_payment(
+    session: AsyncSession, booking_id: uuid.UUID
+) -> PayableBooking | None:
+    """The booking's payer, provider, price and currency (any status), or None."""
+    row = (await session.execute(_BOOKING_FOR_PAYMENT, {"id": booking_id})).one_or_none()
+    if row is None:
+        return None
+    return PayableBooking(
+        row.id, row.booked_by, row.provider_id, int(row.price_minor), str(row.currency).strip()
+    )
+
+
 # --- refunds ---------------------------------------------------------------------------
 
 

@@ -59,9 +59,14 @@ log = get_logger(__name__)
 _OPEN = ("requires_payment", "processing", "failed")
 
 
-def intent_key(booking_id: uuid.UUID) -> str:
-    """Our gateway idempotency key of a booking's intent: `pi:{booking_id}`."""
-    return f"pi:{booking_id}"
+def intent_key(booking_id: uuid.UUID, attempt: int = 1) -> str:
+    """Our gateway idempotency key of a booking's intent: `pi:{booking_id}` for the first,
+    `pi:{booking_id}:{attempt}` for the replacement of a canceled one (attempt 2, 3, …)."""
+    return f"pi:{booking_id}" if attempt == 1 else f"pi:{booking_id}:{attempt}"
+
+
+# The metadata key holding a replacement intent's attempt number (absent: the first).
+ATTEMPT_KEY = "intent_attempt"
 
 
 def refund_key(booking_id: uuid.UUID, seq: int) -> str:
@@ -111,6 +116,53 @@ def _intent_out(payment: Payment, intent: Intent | None) -> PaymentIntentOut:
     )
 
 
+def _payable(booking: BookingOut, now: datetime) -> None:
+    """Raise `BookingNotPayable` unless the booking is a pending, unexpired, priced hold."""
+    if booking.status != "pending" or booking.hold_expires_at <= now:
+        raise BookingNotPayable(
+            f"Only a pending hold can be paid; this booking is {booking.status}"
+            + (" and its hold has expired." if booking.status == "pending" else ".")
+        )
+    if booking.price_minor <= 0:
+        raise BookingNotPayable("This booking is free: there is nothing to pay.")
+
+
+def _intent_request(
+    provider: PaymentProvider, booking: BookingOut, *, attempt: int
+) -> tuple[IntentRequest, int]:
+    """The gateway request of the booking's `attempt`-th intent and its service fee."""
+    settings = get_settings()
+    fee = provider.representable(
+        ledger.service_fee(
+            price_minor=booking.price_minor, currency=booking.currency,
+            bps=settings.service_fee_bps, fixed=settings.service_fee_minor,
+        ),
+        booking.currency,
+    )  # fmt: skip
+    metadata = {"booking_id": str(booking.id)}
+    if attempt > 1:
+        metadata[ATTEMPT_KEY] = str(attempt)
+    request = IntentRequest(
+        idempotency_key=intent_key(booking.id, attempt),
+        amount_minor=booking.price_minor + fee,
+        currency=booking.currency,
+        metadata=metadata,
+        description=f"EduConnect booking {booking.id}",
+    )
+    return request, fee
+
+
+async def _gateway_intent(provider: PaymentProvider, request: IntentRequest) -> Intent:
+    try:
+        return await provider.create_intent(request)
+    except UnrepresentableAmount as exc:
+        raise AmountNotSupported(
+            f"The gateway cannot take {request.amount_minor} minor units of {request.currency}."
+        ) from exc
+    except ProviderError as exc:
+        raise gateway_error(exc) from exc
+
+
 async def create_intent(
     session: AsyncSession,
     provider: PaymentProvider,
@@ -122,12 +174,17 @@ async def create_intent(
     """Create — or return the existing — gateway intent of a pending, unexpired booking of
     `user` (its student, or the parent who booked it) and its `payments` row.
 
-    Amount = the booking's `price_minor` + `SERVICE_FEE_MINOR`, in its currency, with the
-    gateway idempotency key `pi:{booking_id}` (concurrent or repeated calls get one intent;
-    the unique `payments.booking_id` gives one row) and metadata `booking_id`.
-    Raises `BookingNotFound` (404), `BookingNotPayable` (409: not pending, hold expired,
-    free), `AmountNotSupported` (422), `PaymentConflict` (409), `GatewayUnavailable` (503),
-    `GatewayRefused` (502).
+    Amount = the booking's `price_minor` + the service fee (`ledger.service_fee`: the
+    `SERVICE_FEE_BPS` rate plus the currency's `SERVICE_FEE_MINOR`, rounded down to what the
+    gateway can move), in its currency, with the gateway idempotency key `pi:{booking_id}`
+    (concurrent or repeated calls get one intent; the unique `payments.booking_id` gives
+    one row) and metadata `booking_id`. When the booking's intent was canceled at the
+    gateway and the hold is still payable, a new intent replaces it (key
+    `pi:{booking_id}:{n}`, n = 2, 3, … from the canceled one's `intent_attempt` metadata, so
+    concurrent callers create the same one) and the row moves to it: a booking never has two
+    live intents. Raises `BookingNotFound` (404), `BookingNotPayable` (409: not pending,
+    hold expired, free), `AmountNotSupported` (422), `PaymentConflict` (409),
+    `GatewayUnavailable` (503), `GatewayRefused` (502).
     """
     booking = await _booking_for_payer(session, user=user, booking_id=booking_id)
     existing = await repo.get_payment_by_booking(session, booking_id)
@@ -136,30 +193,13 @@ async def create_intent(
             intent = await provider.get_intent(existing.gateway_ref)
         except ProviderError as exc:
             raise gateway_error(exc) from exc
-        return _intent_out(existing, intent)
-    if booking.status != "pending" or booking.hold_expires_at <= now:
-        raise BookingNotPayable(
-            f"Only a pending hold can be paid; this booking is {booking.status}"
-            + (" and its hold has expired." if booking.status == "pending" else ".")
-        )
-    if booking.price_minor <= 0:
-        raise BookingNotPayable("This booking is free: there is nothing to pay.")
-    fee = get_settings().service_fee_minor
-    request = IntentRequest(
-        idempotency_key=intent_key(booking_id),
-        amount_minor=booking.price_minor + fee,
-        currency=booking.currency,
-        metadata={"booking_id": str(booking_id)},
-        description=f"EduConnect booking {booking_id}",
-    )
-    try:
-        intent = await provider.create_intent(request)
-    except UnrepresentableAmount as exc:
-        raise AmountNotSupported(
-            f"The gateway cannot take {request.amount_minor} minor units of {request.currency}."
-        ) from exc
-    except ProviderError as exc:
-        raise gateway_error(exc) from exc
+        if intent.status != "canceled" or existing.status == "succeeded":
+            return _intent_out(existing, intent)
+        _payable(booking, now)
+        return await _replace_canceled(session, provider, booking, existing, intent)
+    _payable(booking, now)
+    request, fee = _intent_request(provider, booking, attempt=1)
+    intent = await _gateway_intent(provider, request)
     payment = await repo.insert_payment(
         session,
         booking_id=booking_id,
@@ -176,6 +216,37 @@ async def create_intent(
         payment = await repo.get_payment_by_booking(session, booking_id)
         assert payment is not None
     return _intent_out(payment, intent)
+
+
+async def _replace_canceled(
+    session: AsyncSession,
+    provider: PaymentProvider,
+    booking: BookingOut,
+    payment: Payment,
+    canceled: Intent,
+) -> PaymentIntentOut:
+    """A new intent for a payable booking whose intent was canceled; the payment row moves
+    to it (CAS on the canceled ref: a concurrent replacement, which created the same intent
+    with the same key, wins and is returned)."""
+    attempt = int(canceled.metadata.get(ATTEMPT_KEY, "1")) + 1
+    request, fee = _intent_request(provider, booking, attempt=attempt)
+    intent = await _gateway_intent(provider, request)
+    moved = await repo.replace_intent(
+        session, payment.id, old_ref=canceled.ref, new_ref=intent.ref,
+        price_minor=booking.price_minor, service_fee_minor=fee, amount_minor=request.amount_minor,
+    )  # fmt: skip
+    if moved is not None:
+        log.info("payment_intent_replaced", payment_id=str(payment.id), old=canceled.ref,
+                 new=intent.ref, attempt=attempt)  # fmt: skip
+        return _intent_out(moved, intent)
+    current = await repo.get_payment_by_booking(session, booking.id, lock=True)
+    assert current is not None
+    if current.gateway_ref != intent.ref:
+        try:
+            intent = await provider.get_intent(current.gateway_ref)
+        except ProviderError as exc:
+            raise gateway_error(exc) from exc
+    return _intent_out(current, intent)
 
 
 # --- webhook intake --------------------------------------------------------------------
