@@ -30,7 +30,8 @@ retried a few times with backoff. Test helpers (no auth), like `stripe trigger`:
   `standins/stripe/billing.py`;
 - `POST /_standin/config` (`webhook_url`, `deliver=true|false`, `refund_status`);
 - `GET /_standin/events`, `POST /_standin/events/{id}/deliver` (deliver again: duplicates);
-- `GET /_standin/stats` (requests served and server-side time percentiles, ms);
+- `GET /_standin/stats` (requests served and server-side time percentiles, ms) and
+  `POST /_standin/stats/reset` (start counting again);
 - `POST /_standin/reset` (forget everything: a fresh account);
 - `GET /_standin/health`.
 """
@@ -298,7 +299,8 @@ class StripeStandin(BillingMixin):
         except StripeError as exc:
             return Response(exc.status, exc.body)
         finally:
-            self.server_times_ms.append((time.perf_counter() - t0) * 1000)
+            if not path.startswith("/_standin/"):  # the API's time, not the test helpers'
+                self.server_times_ms.append((time.perf_counter() - t0) * 1000)
 
     def _authenticate(self, headers: dict[str, str]) -> None:
         scheme, _, token = headers.get("authorization", "").partition(" ")
@@ -760,6 +762,9 @@ class StripeStandin(BillingMixin):
                 for q in (50, 95, 99)
             }
             return Response(200, {"requests": len(times), "server_ms": pct})
+        if parts == ["stats", "reset"] and method == "POST":
+            self.server_times_ms.clear()
+            return Response(200, {"reset": True})
         if parts == ["reset"] and method == "POST":
             self.reset()
             return Response(200, {"reset": True})
