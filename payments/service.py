@@ -16,6 +16,7 @@ first and only then takes the payment's lock, in a transaction of its own.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -253,10 +254,11 @@ async def _replace_canceled(
 
 
 def verify_webhook(
-    provider: PaymentProvider, *, body: bytes, headers: dict[str, str]
+    provider: PaymentProvider, *, body: bytes, headers: Mapping[str, str]
 ) -> WebhookEvent:
-    """Verify the raw body's signature (the provider's rules); raises `InvalidSignature`
-    (400) without touching the database."""
+    """Verify the raw body's signature (the provider's rules; `headers` looked up by
+    lower-case name, e.g. Starlette's case-insensitive `Headers`); raises
+    `InvalidSignature` (400) without touching the database."""
     try:
         return provider.parse_webhook(body, headers)
     except InvalidWebhook as exc:

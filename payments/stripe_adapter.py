@@ -3,8 +3,8 @@
 One `stripe.StripeClient` per process (its async methods, on the SDK's httpx client), with
 `base_addresses={"api": STRIPE_API_BASE}` when set, which is how the local stand-in
 (`standins/stripe`) is reached when no `STRIPE_SECRET_KEY` is configured. Webhooks are
-verified with `stripe.Webhook.construct_event` (HMAC-SHA256 of `"{t}.{raw body}"`, any of
-several `v1` signatures, `STRIPE_WEBHOOK_TOLERANCE_S`, default 300 s).
+verified with `stripe.WebhookSignature.verify_header` (HMAC-SHA256 of `"{t}.{raw body}"`, any
+of several `v1` signatures, `STRIPE_WEBHOOK_TOLERANCE_S`, default 300 s) and parsed once.
 
 Units: Stripe amounts are in "the currency's smallest unit" as Stripe defines it, which is
 ISO 4217's minor unit except for a few currencies (Stripe docs, "Supported currencies":
@@ -312,23 +312,22 @@ class StripeProvider:
         )
 
     def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> WebhookEvent:
-        """`stripe.Webhook.construct_event` on the raw body: raises `InvalidWebhook` for a
-        missing, malformed, wrong (none of the `v1` signatures matches) or stale (older than
-        the tolerance) signature, or a body that is not a JSON event."""
+        """`stripe.WebhookSignature.verify_header` on the raw body, then one JSON parse of
+        it: raises `InvalidWebhook` for a missing, malformed, wrong (none of the `v1`
+        signatures matches) or stale (older than the tolerance) signature, or a body that
+        is not a JSON event. The SDK's `Webhook.construct_event` would also build an `Event`
+        object (an OrderedDict parse and a tree of `StripeObject`s) that nothing here reads:
+        the stored payload is the verified raw body, parsed once."""
         try:
-            event = stripe.Webhook.construct_event(
-                body,
-                headers.get("stripe-signature"),
-                self.webhook_secret,
-                tolerance=self.tolerance_s,
-                api_key=self.client._requestor._options.api_key,
+            stripe.WebhookSignature.verify_header(
+                body, headers.get("stripe-signature"), self.webhook_secret, self.tolerance_s
             )
+            payload = orjson.loads(body)
         except (stripe.SignatureVerificationError, ValueError, UnicodeDecodeError) as exc:
             raise InvalidWebhook(str(exc)) from exc
-        # the verified raw body, not `event.to_dict()`: the SDK turns `*_decimal` fields
-        # (Billing prices) into `Decimal`, which the inbox's JSON encoder refuses
-        payload = orjson.loads(body)
-        if not isinstance(payload, dict) or event is None:
+        if not isinstance(payload, dict) or payload.get("object") != "event" or not (
+            payload.get("id") and payload.get("type")
+        ):
             raise InvalidWebhook("the body is not a Stripe event")
         obj = payload.get("data", {}).get("object", {}) or {}
         kind: Any = "other"
