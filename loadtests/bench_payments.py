@@ -111,35 +111,34 @@ def _tree_cpu_s(proc: Any) -> float:
     return total
 
 
-def _postgres_cpu_s(conn: psycopg.Connection[Any], dbname: str) -> float:
-    """CPU seconds of the server backends connected to `dbname`, except this script's."""
-    pids = [
-        int(r[0])
-        for r in conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name <> %s",
-            (dbname, BENCH_APP),
-        )
-    ]
-    total = 0.0
-    for pid in pids:
+def _postgres_cpu_s(conn: psycopg.Connection[Any], dbname: str) -> dict[int, float]:
+    """CPU seconds of each server backend (by pid) connected to `dbname`, except this
+    script's own connections."""
+    out: dict[int, float] = {}
+    for (pid,) in conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name <> %s",
+        (dbname, BENCH_APP),
+    ):
         try:
-            t = psutil.Process(pid).cpu_times()
-            total += t.user + t.system
+            t = psutil.Process(int(pid)).cpu_times()
+            out[int(pid)] = t.user + t.system
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
-    return total
+    return out
 
 
 class Cpu:
-    """CPU seconds per process group between `start()` and `per_unit()`."""
+    """CPU seconds per process group between `start()` and `per_unit()`. PostgreSQL counts
+    per backend: a backend that started meanwhile counts whole, one that exited is lost
+    (pooled connections live for the run)."""
 
     def __init__(self, groups: dict[str, Any], conn: psycopg.Connection[Any], dbname: str):
         self.groups, self.conn, self.dbname = groups, conn, dbname
         self.t0: dict[str, float] = {}
+        self.pg0: dict[int, float] = {}
 
     def _now(self) -> dict[str, float]:
         out = {name: _tree_cpu_s(p) for name, p in self.groups.items() if p is not None}
-        out["postgres"] = _postgres_cpu_s(self.conn, self.dbname)
         me = psutil.Process().cpu_times()
         out["client"] = me.user + me.system
         return out
@@ -147,13 +146,17 @@ class Cpu:
     def start(self) -> None:
         """Take the starting counters."""
         self.t0 = self._now()
+        self.pg0 = _postgres_cpu_s(self.conn, self.dbname)
 
     def per_unit(self, units: int, extra_client_s: float = 0.0) -> dict[str, float]:
         """Milliseconds of CPU per unit of work of each group since `start()`
         (`extra_client_s`: a client process's own CPU, e.g. wrk's)."""
         t1 = self._now()
         t1["client"] += extra_client_s
-        return {k: round((t1[k] - self.t0.get(k, 0.0)) * 1000 / max(1, units), 3) for k in t1}
+        pg1 = _postgres_cpu_s(self.conn, self.dbname)
+        out = {k: (t1[k] - self.t0.get(k, 0.0)) for k in t1}
+        out["postgres"] = sum(max(0.0, v - self.pg0.get(pid, 0.0)) for pid, v in pg1.items())
+        return {k: round(v * 1000 / max(1, units), 3) for k, v in out.items()}
 
 
 class Procs:

@@ -190,8 +190,13 @@ async def drain(
         results = await asyncio.gather(*(one(e) for e in claimed))
         processed += sum(results)
         failed += len(results) - sum(results)
-    async with sessions() as session:
-        retry_in = await repo.next_retry_in(session, max_attempts=max_attempts)
+    retry_in = None
+    # A drain that failed events, or found none due (a retry drain that came early), looks
+    # for the next one due; a drain that processed its events cleanly need not: events
+    # failed by earlier drains have their retry drain scheduled already.
+    if failed or not processed:
+        async with sessions() as session:
+            retry_in = await repo.next_retry_in(session, max_attempts=max_attempts)
     return Drained(processed, failed, retry_in)
 
 

@@ -273,25 +273,28 @@ async def get_event(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+_MARK_PROCESSED = text(
+    "UPDATE webhook_events SET attempts = attempts + 1, last_error = NULL,"
+    " claimed_until = NULL, processed_at = now() WHERE id = :id"
+)
+_MARK_FAILED = text(
+    "UPDATE webhook_events SET attempts = attempts + 1, last_error = :error,"
+    " claimed_until = NULL, next_attempt_at = now()"
+    " + make_interval(secs => least(300.0, :retry_s * power(2, attempts)))"
+    " WHERE id = :id"
+)
+
+
 async def mark_event(
     session: AsyncSession, row_id: int, *, processed: bool, error: str | None, retry_s: float
 ) -> None:
     """Count an attempt and release the claim: `processed_at` when it succeeded, else
-    `last_error` and the next attempt `retry_s * 2^attempts` (≤ 300 s) later."""
-    values: dict[str, Any] = {
-        "attempts": WebhookEvent.attempts + 1, "last_error": error, "claimed_until": None,
-    }  # fmt: skip
+    `last_error` and the next attempt `retry_s * 2^attempts` (≤ 300 s) later. Plain SQL
+    (one statement per processed event: no ORM compilation on this path)."""
     if processed:
-        values["processed_at"] = func.now()
+        await session.execute(_MARK_PROCESSED, {"id": row_id})
     else:
-        delay = func.least(300.0, retry_s * func.power(2, WebhookEvent.attempts))
-        values["next_attempt_at"] = func.now() + func.make_interval(0, 0, 0, 0, 0, 0, delay)
-    await session.execute(
-        update(WebhookEvent)
-        .where(WebhookEvent.id == row_id)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
+        await session.execute(_MARK_FAILED, {"id": row_id, "error": error, "retry_s": retry_s})
 
 
 _CLAIM = text(
@@ -349,9 +352,19 @@ async def unprocessed_events(
 # --- ledger ----------------------------------------------------------------------------
 
 
-_INSERT_TRANSACTION = text(
-    "INSERT INTO ledger_transactions (kind, key) VALUES (:kind, :key)"
-    " ON CONFLICT (key) DO NOTHING RETURNING id"
+# One statement, one round trip: the transaction and its lines (a data-modifying CTE; no
+# lines are written when the key was posted before). The constraint trigger checks the sum
+# at commit.
+_POST = text(
+    "WITH t AS (INSERT INTO ledger_transactions (kind, key) VALUES (:kind, :key)"
+    " ON CONFLICT (key) DO NOTHING RETURNING id),"
+    " e AS (INSERT INTO ledger_entries (txn_id, account, amount_minor, currency, booking_id,"
+    " payment_id, refund_id, payout_id)"
+    " SELECT t.id, l.account, l.amount_minor, :currency, CAST(:booking_id AS uuid),"
+    " CAST(:payment_id AS uuid), CAST(:refund_id AS uuid), CAST(:payout_id AS uuid)"
+    " FROM t, unnest(CAST(:accounts AS text[]), CAST(:amounts AS bigint[]))"
+    " AS l(account, amount_minor))"
+    " SELECT id FROM t"
 )
 
 
@@ -367,28 +380,16 @@ async def post(
     refund_id: uuid.UUID | None = None,
     payout_id: uuid.UUID | None = None,
 ) -> uuid.UUID | None:
-    """Post one ledger transaction unless `key` was posted before (then None). The
-    constraint trigger checks at commit that the lines sum to zero."""
-    txn_id = (
-        await session.execute(_INSERT_TRANSACTION, {"kind": kind, "key": key})
-    ).scalar_one_or_none()
-    if txn_id is None:
-        return None
-    refs = {
-        "booking_id": booking_id,
-        "payment_id": payment_id,
-        "refund_id": refund_id,
-        "payout_id": payout_id,
-    }
-    await session.execute(
-        insert(LedgerEntry),
-        [
-            {"txn_id": txn_id, "account": ln.account, "amount_minor": ln.amount_minor,
-             "currency": currency, **refs}
-            for ln in lines
-        ],
-    )  # fmt: skip
-    return uuid.UUID(str(txn_id))
+    """Post one ledger transaction with its lines in one statement, unless `key` was
+    posted before (then None, and nothing is written). The constraint trigger checks at
+    commit that the lines sum to zero."""
+    params = {
+        "kind": kind, "key": key, "currency": currency, "booking_id": booking_id,
+        "payment_id": payment_id, "refund_id": refund_id, "payout_id": payout_id,
+        "accounts": [ln.account for ln in lines], "amounts": [ln.amount_minor for ln in lines],
+    }  # fmt: skip
+    txn_id = (await session.execute(_POST, params)).scalar_one_or_none()
+    return None if txn_id is None else uuid.UUID(str(txn_id))
 
 
 async def account_balances(session: AsyncSession, account: str) -> dict[str, int]:
