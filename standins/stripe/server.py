@@ -21,7 +21,8 @@ currencies need amounts ending in 0; a refund above the unrefunded amount is a 4
 
 Webhooks: every state change makes an `event` that is POSTed (when a URL is configured) with
 `Stripe-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "{t}.{body}" with the whsec secret>`,
-retried a few times with backoff. Test helpers (no auth), like `stripe trigger`:
+retried a few times with backoff; four delivery threads, so deliveries overlap and arrive in
+any order, as Stripe's do. Test helpers (no auth), like `stripe trigger`:
 
 - `POST /_standin/payment_intents/{id}/succeed` and `/fail` (`decline_code`);
 - `POST /_standin/refunds/{id}/succeed` and `/fail` (refunds start `pending` when the
@@ -77,6 +78,7 @@ DECLINES: dict[str, tuple[str, str, str]] = {
     ),
 }
 _ALPHABET = string.ascii_letters + string.digits
+DELIVERY_THREADS = 4
 
 
 def load_fixtures(path: Path = FIXTURES_PATH) -> dict[str, dict[str, Any]]:
@@ -192,8 +194,14 @@ class StripeStandin(BillingMixin):
         self.idempotency: dict[tuple[str, str], tuple[str, Response]] = {}
         self.server_times_ms: list[float] = []
         self._outbox: queue.Queue[str | None] = queue.Queue()
-        self._delivery = threading.Thread(target=self._deliver_loop, daemon=True)
-        self._delivery.start()
+        # several deliveries at once, as Stripe makes them (unordered, concurrent): one slow
+        # answer does not hold back the events behind it
+        self._delivery = [
+            threading.Thread(target=self._deliver_loop, daemon=True)
+            for _ in range(DELIVERY_THREADS)
+        ]
+        for thread in self._delivery:
+            thread.start()
 
     def reset(self) -> None:
         """Forget every object, event and idempotency key (a fresh test account)."""
@@ -273,8 +281,9 @@ class StripeStandin(BillingMixin):
                     break
 
     def close(self) -> None:
-        """Stop the delivery thread (queued events are dropped)."""
-        self._outbox.put(None)
+        """Stop the delivery threads (queued events are dropped)."""
+        for _ in self._delivery:
+            self._outbox.put(None)
 
     # ---------------------------------------------------------------- dispatch
 
