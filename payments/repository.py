@@ -103,6 +103,44 @@ async def move_payment(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+async def succeed_payment(
+    session: AsyncSession,
+    gateway: str,
+    ref: str,
+    *,
+    from_states: Iterable[str],
+    captured_minor: int,
+    now: datetime,
+) -> tuple[Payment, str] | None:
+    """The row lock and the CAS of a payment's success in one statement: the payment of
+    the gateway's intent `ref`, locked, becomes `succeeded` (captured `captured_minor`,
+    `succeeded_at = now`, failure cleared) when its status is in `from_states`. Returns
+    the updated payment and its status before, or None when there is no such payment or
+    it is in another state (nothing changed; the row is locked if it exists)."""
+    old = (
+        select(Payment.id, Payment.status)
+        .where(Payment.gateway == gateway, Payment.gateway_ref == ref)
+        .with_for_update()
+        .cte("old")
+    )
+    stmt = (
+        update(Payment)
+        .where(Payment.id == old.c.id, old.c.status.in_(list(from_states)))
+        .values(
+            status="succeeded",
+            captured_minor=captured_minor,
+            succeeded_at=now,
+            failure_code=None,
+            failure_message=None,
+            updated_at=func.now(),
+        )
+        .returning(Payment, old.c.status)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    row = (await session.execute(stmt)).one_or_none()
+    return None if row is None else (row[0], row[1])
+
+
 async def replace_intent(
     session: AsyncSession,
     payment_id: uuid.UUID,

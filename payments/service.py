@@ -294,8 +294,13 @@ async def apply_intent(
       its expiry (the student may retry on the same intent).
     An already-applied state changes nothing (duplicates, out-of-order events).
     """
-    from booking import service as booking_service
-
+    if intent.status == "succeeded":  # the common case: lock and CAS in one statement
+        done = await repo.succeed_payment(
+            session, gateway, intent.ref, from_states=(*_OPEN, "canceled"),
+            captured_minor=intent.amount_received_minor, now=now,
+        )  # fmt: skip
+        if done is not None:
+            return await _succeeded(session, gateway, done[0], before=done[1], now=now)
     payment = await repo.get_payment_by_ref(session, gateway, intent.ref, lock=True)
     if payment is None:
         log.warning("payment_unknown_intent", gateway=gateway, ref=intent.ref)
@@ -311,24 +316,7 @@ async def apply_intent(
             failure_code=None, failure_message=None,
         )  # fmt: skip
         assert moved is not None  # under the row lock the state cannot have moved
-        result.after = "succeeded"
-        await _event(session, "payment.succeeded", moved)
-        parts = _split(moved)
-        await repo.post(
-            session, kind="payment", key=f"payment:{moved.id}", currency=moved.currency,
-            lines=ledger.payment_lines(gateway=gateway, provider_id=moved.provider_id, parts=parts),
-            booking_id=moved.booking_id, payment_id=moved.id,
-        )  # fmt: skip
-        confirmed = await booking_service.confirm(session, booking_id=moved.booking_id, now=now)
-        result.booking_outcome = confirmed.outcome
-        if not confirmed.confirmed:
-            refund = await _record_refund(
-                session, moved, amount=moved.captured_minor - moved.refunded_minor,
-                reason=f"booking_{confirmed.outcome}",
-            )  # fmt: skip
-            if refund is not None:
-                result.refund_ids.append(refund.id)
-        return result
+        return await _succeeded(session, gateway, moved, before=before, now=now)
     target = intent.status
     if target == "requires_payment" or before == target:
         return result
@@ -341,6 +329,34 @@ async def apply_intent(
         result.after = target
         if target == "failed":
             await _event(session, "payment.failed", moved)
+    return result
+
+
+async def _succeeded(
+    session: AsyncSession, gateway: str, moved: Payment, *, before: str, now: datetime
+) -> Applied:
+    """What follows a payment's move to `succeeded` (`before` → succeeded), in the same
+    transaction: its outbox event, the ledger's payment transaction, the booking's
+    confirmation — or, when it cannot be confirmed, a full refund recorded."""
+    from booking import service as booking_service
+
+    result = Applied(moved.id, before, "succeeded")
+    await _event(session, "payment.succeeded", moved)
+    parts = _split(moved)
+    await repo.post(
+        session, kind="payment", key=f"payment:{moved.id}", currency=moved.currency,
+        lines=ledger.payment_lines(gateway=gateway, provider_id=moved.provider_id, parts=parts),
+        booking_id=moved.booking_id, payment_id=moved.id,
+    )  # fmt: skip
+    confirmed = await booking_service.confirm(session, booking_id=moved.booking_id, now=now)
+    result.booking_outcome = confirmed.outcome
+    if not confirmed.confirmed:
+        refund = await _record_refund(
+            session, moved, amount=moved.captured_minor - moved.refunded_minor,
+            reason=f"booking_{confirmed.outcome}",
+        )  # fmt: skip
+        if refund is not None:
+            result.refund_ids.append(refund.id)
     return result
 
 
