@@ -143,6 +143,10 @@ async def process_claimed(
     return outcome
 
 
+_LINGER_STEP_S = 0.01  # a lingering drain's first poll interval
+_LINGER_MAX_STEP_S = 0.05  # and its longest
+
+
 @dataclass(frozen=True, slots=True)
 class Drained:
     """What a drain did: events processed, attempts that failed, and the seconds until
@@ -159,13 +163,23 @@ async def drain(
     batch: int = 100,
     concurrency: int = 8,
     lease_s: float = 120.0,
+    linger_s: float = 0.0,
+    keepalive: Callable[[], object] | None = None,
+    release: Callable[[], object] | None = None,
     now: Clock = utcnow,
 ) -> Drained:
     """Process every stored webhook event that is due: claim a batch (oldest first,
     SKIP LOCKED, so concurrent drains share the work), process it `concurrency` at a time
     (each one re-reads its object from the gateway and applies it under its row lock),
     until none is due. A failed event is retried with backoff, up to
-    `PAYMENTS_TASK_MAX_RETRIES` attempts, then left as a dead letter with its error."""
+    `PAYMENTS_TASK_MAX_RETRIES` attempts, then left as a dead letter with its error.
+
+    With `linger_s`, a drain that finds nothing due keeps looking for that many seconds
+    (polls 10 ms apart, backing off to 50 ms; any event found resets the wait): one task
+    serves a steady stream of events instead of one task per event. `keepalive` is
+    called before each claim while the drain may still linger (the task re-arms its
+    "drain running" flag), `release` once when it stops lingering, before a last claim:
+    an event stored after that claim's snapshot finds the flag gone and queues a drain."""
     max_attempts = get_settings().payments_task_max_retries + 1
     sessions = async_session_factory()
     gate = asyncio.Semaphore(concurrency)
@@ -180,13 +194,28 @@ async def drain(
                 log.warning("webhook_event_failed", row_id=event.id, error=repr(exc))
                 return False
 
+    released = False
+    waited, step = 0.0, _LINGER_STEP_S
     while True:
+        if keepalive is not None and not released:
+            keepalive()
         async with sessions() as session, session.begin():
             claimed = await repo.claim_events(
                 session, limit=batch, lease_s=lease_s, max_attempts=max_attempts
             )
         if not claimed:
-            break
+            if released:
+                break
+            if waited < linger_s:
+                delay = min(step, linger_s - waited)
+                await asyncio.sleep(delay)
+                waited, step = waited + delay, min(step * 2, _LINGER_MAX_STEP_S)
+                continue
+            released = True
+            if release is not None:
+                release()
+            continue
+        waited, step = 0.0, _LINGER_STEP_S
         results = await asyncio.gather(*(one(e) for e in claimed))
         processed += sum(results)
         failed += len(results) - sum(results)
