@@ -57,16 +57,19 @@ ProviderDep = Annotated[PaymentProvider, Depends(get_payment_provider)]
 )
 async def create_payment_intent(
     booking_id: uuid.UUID, user: Payer, session: SessionDep, gateway: ProviderDep, now: NowDep
-) -> PaymentIntentOut:
+) -> Response:
     """For a `pending`, unexpired hold: a Stripe PaymentIntent of `price_minor` (+
     `SERVICE_FEE_MINOR`) in the booking's currency, created once (Stripe idempotency key
     `pi:{booking_id}`: retries and concurrent calls return the same intent and payment).
     Once created, the same intent is returned whatever the booking's state. 404
     `booking_not_found` (not the caller's), 409 `booking_not_payable` (not pending, hold
-    expired, free) or `payment_conflict`, 422 `amount_not_supported`, 502/503 gateway."""
+    expired, free) or `payment_conflict`, 422 `amount_not_supported`, 502/503 gateway.
+
+    The body is serialized here (the service built it, typed): FastAPI does not validate
+    a returned `Response` against `response_model` again, which stays for the OpenAPI."""
     out = await service.create_intent(session, gateway, user=user, booking_id=booking_id, now=now)
     await session.commit()
-    return out
+    return Response(out.model_dump_json().encode(), media_type="application/json")
 
 
 _ACK = {
