@@ -15,6 +15,7 @@ transactions, never while holding a row lock.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -164,6 +165,7 @@ async def drain(
     concurrency: int = 8,
     lease_s: float = 120.0,
     linger_s: float = 0.0,
+    linger_for_s: float = 30.0,
     keepalive: Callable[[], object] | None = None,
     release: Callable[[], object] | None = None,
     now: Clock = utcnow,
@@ -176,7 +178,9 @@ async def drain(
 
     With `linger_s`, a drain that finds nothing due keeps looking for that many seconds
     (polls 10 ms apart, backing off to 50 ms; any event found resets the wait): one task
-    serves a steady stream of events instead of one task per event. `keepalive` is
+    serves a steady stream of events instead of one task per event. It lingers only
+    during its first `linger_for_s` seconds, so a task under a steady stream still ends
+    (a worker's warm shutdown waits for it). `keepalive` is
     called before each claim while the drain may still linger (the task re-arms its
     "drain running" flag), `release` once when it stops lingering, before a last claim:
     an event stored after that claim's snapshot finds the flag gone and queues a drain."""
@@ -196,6 +200,7 @@ async def drain(
 
     released = False
     waited, step = 0.0, _LINGER_STEP_S
+    linger_until = time.monotonic() + linger_for_s
     while True:
         if keepalive is not None and not released:
             keepalive()
@@ -206,7 +211,7 @@ async def drain(
         if not claimed:
             if released:
                 break
-            if waited < linger_s:
+            if waited < linger_s and time.monotonic() < linger_until:
                 delay = min(step, linger_s - waited)
                 await asyncio.sleep(delay)
                 waited, step = waited + delay, min(step * 2, _LINGER_MAX_STEP_S)
