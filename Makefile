@@ -121,6 +121,7 @@ bench-booking: install services  ## hold p95 at 100 req/s open loop, saturation,
 	$(BIN)/python -m loadtests.bench_booking
 
 bench-payments: install services  ## webhook ingest/s, commit-to-confirmed p95 at 100 payments/s, payment-intent p95 (stand-in Stripe)
+	@command -v wrk >/dev/null || bash infra/apt-install.sh "the webhook ingest load generator" wrk
 	$(BIN)/python -m loadtests.bench_payments
 
 stripe-standin: install  ## only the local Stripe stand-in (what make run starts when STRIPE_SECRET_KEY is unset)

@@ -293,3 +293,57 @@ async def list_bookings(
         .execution_options(populate_existing=True)
     )
     return list((await session.execute(stmt)).scalars().all())
+
+
+# A live hold confirmed in one statement: `lock_timeout` for the rest of the transaction
+# (set before any lock is tried: the join reads it first), the slot's row lock (the
+# writers' order: slot, then its bookings), the compare-and-swap pending → confirmed of a hold not yet lapsed at
+# `:now`, its audit row and its `booking.confirmed` outbox event (the same rows as
+# `service._moved` writes). No row when the booking is not a live pending hold: the caller
+# takes the general path.
+_CONFIRM_LIVE = text(
+    "WITH lt AS (SELECT set_config('lock_timeout', :lock_timeout, true) AS v), s AS ("
+    " SELECT sl.id FROM lt, availability_slots sl JOIN bookings b ON b.slot_id = sl.id"
+    " WHERE b.id = :id AND lt.v IS NOT NULL FOR UPDATE OF sl"
+    "), u AS ("
+    " UPDATE bookings SET status = 'confirmed', confirmed_at = :now, updated_at = :now"
+    " FROM s WHERE bookings.id = :id AND bookings.slot_id = s.id"
+    " AND bookings.status = 'pending' AND bookings.hold_expires_at > :now"
+    " RETURNING bookings.*"
+    "), a AS ("
+    " INSERT INTO audit_log (actor, action, entity_type, entity_id, before, after)"
+    " SELECT CAST(:actor AS uuid), 'booking.confirmed', 'booking', u.id::text,"
+    " jsonb_build_object('status', 'pending', 'seats', u.seats, 'price_minor', u.price_minor,"
+    "  'refund_due_minor', u.refund_due_minor, 'expired_reason', u.expired_reason,"
+    "  'canceled_by_role', u.canceled_by_role),"
+    " jsonb_build_object('status', u.status, 'seats', u.seats, 'price_minor', u.price_minor,"
+    "  'refund_due_minor', u.refund_due_minor, 'expired_reason', u.expired_reason,"
+    "  'canceled_by_role', u.canceled_by_role)"
+    " FROM u"
+    "), o AS ("
+    " INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
+    " SELECT 'booking', u.id::text, 'booking.confirmed', jsonb_build_object("
+    "  'booking_id', u.id::text, 'slot_id', u.slot_id::text, 'provider_id', u.provider_id::text)"
+    " FROM u"
+    ") SELECT * FROM u"
+)
+
+
+async def confirm_live_hold(
+    session: AsyncSession,
+    booking_id: uuid.UUID,
+    *,
+    now: datetime,
+    actor: uuid.UUID | None,
+    lock_timeout_ms: int,
+) -> Any | None:
+    """Confirm the booking in one statement if it is a pending hold live at `now` (see
+    `_CONFIRM_LIVE`; `lock_timeout_ms` is set for the rest of the transaction, as
+    `set_lock_timeout`): returns the confirmed row (the `bookings` columns), or None when
+    it is not (missing, lapsed, or in another state), having changed nothing. Raises
+    `DBAPIError` on a lock wait over `lock_timeout`."""
+    params = {
+        "id": booking_id, "now": now, "actor": actor, "lock_timeout": f"{int(lock_timeout_ms)}ms"
+    }  # fmt: skip
+    result = await session.execute(_CONFIRM_LIVE, params)
+    return result.one_or_none()

@@ -505,6 +505,13 @@ async def confirm(
 
     Raises `BookingNotFound` (404) and `SlotBusy` (429).
     """
+    with _slot_lock_errors():
+        live = await repo.confirm_live_hold(
+            session, booking_id, now=now, actor=actor_id,
+            lock_timeout_ms=get_settings().booking_lock_timeout_ms,
+        )  # fmt: skip
+    if live is not None:  # the common case: a live hold, confirmed in one statement
+        return ConfirmResult(booking=BookingOut.model_validate(live), outcome="confirmed")
     booking, slot = await _lock_booking_slot(session, booking_id)
     if booking.status in ("confirmed", "completed", "no_show"):
         return ConfirmResult(booking=_out(booking), outcome="already_confirmed")

@@ -6,10 +6,12 @@ Every field is documented in `.env.example`; `get_settings()` is the one accesso
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from core.money import is_currency
 
 
 class Settings(BaseSettings):
@@ -111,10 +113,13 @@ class Settings(BaseSettings):
     stripe_webhook_tolerance_s: int = Field(default=300, ge=1, le=3600)
     stripe_max_network_retries: int = Field(default=2, ge=0, le=10)
     stripe_timeout_s: float = Field(default=10.0, gt=0, le=120)
-    # Money rules: a flat service fee added to every payment (minor units of the booking's
-    # currency, 0 = none), the platform's commission on the price (basis points), and a
-    # flat fee kept from every payout (minor units).
-    service_fee_minor: int = Field(default=0, ge=0)
+    # Money rules: the service fee the payer pays on top of the price, a rate of the price
+    # (basis points) plus a fixed part per currency (`EUR:150,XOF:100,TND:500`, minor units
+    # of that currency; a currency not listed has no fixed part), see
+    # `payments.ledger.service_fee`; the platform's commission on the price (basis points);
+    # a flat fee kept from every payout (minor units).
+    service_fee_bps: int = Field(default=0, ge=0, le=10_000)
+    service_fee_minor: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
     platform_fee_bps: int = Field(default=1500, ge=0, le=10_000)
     payout_fee_minor: int = Field(default=0, ge=0)
     # Webhook processing task: attempts before an event is left as a dead letter (its row in
@@ -203,6 +208,32 @@ class Settings(BaseSettings):
         if value is None or value == "":
             return None
         return sqlalchemy_url(value)
+
+    @field_validator("service_fee_minor", mode="before")
+    @classmethod
+    def _fee_per_currency(cls, value: object) -> object:
+        """`EUR:150,XOF:100` (or a mapping) → `{"EUR": 150, "XOF": 100}`: minor units per
+        ISO 4217 currency. A bare number is refused unless 0 (= no fixed part): one number
+        means 1.50 EUR but 150 F CFA or 0.150 DT."""
+        if isinstance(value, int | str) and str(value).strip().isdigit():
+            if int(str(value).strip()) == 0:
+                return {}
+            raise ValueError(
+                "SERVICE_FEE_MINOR is per currency, e.g. `EUR:150,XOF:100,TND:500`"
+                " (one number would mean another amount in every currency)"
+            )
+        if isinstance(value, str):
+            pairs = [p.split(":", 1) for p in value.replace(" ", "").split(",") if p]
+            if any(len(p) != 2 or not p[1].isdigit() for p in pairs):
+                raise ValueError("SERVICE_FEE_MINOR: `CUR:amount` pairs, e.g. `EUR:150,XOF:100`")
+            value = {c: int(a) for c, a in pairs}
+        if isinstance(value, dict):
+            out = {str(c).upper(): int(a) for c, a in value.items()}
+            bad = [c for c, a in out.items() if not is_currency(c) or a < 0]
+            if bad:
+                raise ValueError(f"SERVICE_FEE_MINOR: unknown currency or negative amount: {bad}")
+            return out
+        return value
 
     @model_validator(mode="after")
     def _celery_limits(self) -> Settings:

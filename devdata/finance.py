@@ -19,7 +19,8 @@ slots deterministically (ordered by their seeded ids; the draws come from a
   database trigger checks it at commit).
 
 Amounts are minor units of the provider's currency: price = hourly rate x minutes / 60,
-plus `SERVICE_FEE_MINOR`; commission = `PLATFORM_FEE_BPS` of the price.
+plus the service fee (`payments.ledger.service_fee`, as a real intent: `SERVICE_FEE_BPS` of
+the price plus the currency's `SERVICE_FEE_MINOR`, rounded down to what Stripe moves); commission = `PLATFORM_FEE_BPS` of the price.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from booking.schemas import PLATFORM_POLICY
 from core.settings import get_settings
 from payments import ledger
 from payments import service as payments
+from payments.stripe_adapter import stripe_round_down
 
 GATEWAY = "stripe"
 MAX_BOOKINGS = 300  # "a few hundred at most": the seed stays fast
@@ -122,7 +124,7 @@ def seed_bookings(
         return SeededMoney(0, 0, 0, 0, 0)
     rng = random.Random(f"money:{seed}")
     settings = get_settings()
-    fee, bps = settings.service_fee_minor, settings.platform_fee_bps
+    bps = settings.platform_fee_bps
     slots = conn.execute(
         "SELECT s.id, s.provider_id, s.starts_at, s.ends_at, p.hourly_rate_minor,"
         " p.currency::text FROM availability_slots s"
@@ -168,6 +170,13 @@ def seed_bookings(
         )  # fmt: skip
         if due is None:
             busy.setdefault(student, []).append((starts, ends))
+        fee = stripe_round_down(
+            ledger.service_fee(
+                price_minor=price, currency=currency, bps=settings.service_fee_bps,
+                fixed=settings.service_fee_minor,
+            ),
+            currency,
+        )  # fmt: skip
         amount = price + fee
         conn.execute(
             "INSERT INTO payments (id, booking_id, payer_id, provider_id, gateway, gateway_ref,"

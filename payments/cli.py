@@ -3,8 +3,11 @@ CLI).
 
 `educonnect payments reconcile --since 2030-03-01T00:00:00Z [--fix]` lists the gateway's
 PaymentIntents created since that instant and prints every local payment whose state
-differs (or that is missing); with `--fix` each is moved through the same compare-and-swap
-path as the webhooks, refunds left pending are sent again, and stored webhook events not
+differs (`differs`), and every orphan — an intent with metadata `booking_id` but no local
+payment, e.g. after a crash between the Stripe call and the commit (`orphan`); with `--fix`
+each is moved through the same compare-and-swap path as the webhooks (`fixed`), an orphan
+gets its payment row first and is then applied like a webhook (`adopted`: a succeeded one
+confirms its booking, or is refunded in full when the seat is gone), refunds left pending are sent again, and stored webhook events not
 processed after a minute are processed. Exit code 1 when differences remain unfixed.
 """
 
@@ -46,10 +49,13 @@ def reconcile_cmd(
 
     diffs, swept = asyncio.run(main())
     for d in diffs:
-        state = "fixed" if d.fixed else "differs"
-        typer.echo(
-            f"{state}\t{d.ref}\tlocal={d.local or 'missing'}\tstripe={d.gateway}\tpayment={d.payment_id or '-'}"
-        )
+        if d.orphan:
+            state = "adopted" if d.fixed else "orphan"
+            where = f"booking={d.booking_id}"
+        else:
+            state = "fixed" if d.fixed else "differs"
+            where = f"payment={d.payment_id or '-'}"
+        typer.echo(f"{state}\t{d.ref}\tlocal={d.local or 'missing'}\tstripe={d.gateway}\t{where}")
     typer.echo(
         f"{len(diffs)} difference(s); {sum(d.fixed for d in diffs)} fixed; {swept} stored event(s) processed"
     )

@@ -7,6 +7,13 @@ each request with its row. Nothing is acknowledged before its commit (a 2xx mean
 and under load one commit carries many events instead of one each (PostgreSQL's commit —
 the WAL flush — is most of an event's cost). This module owns its unit of work, like
 `payments.jobs`.
+
+After a commit that left an event unprocessed, the writer queues the Celery drain
+(`payments.tasks.drain_webhook_events`) — once per group commit, not once per event, and
+only when none is queued already (`DRAIN_FLAG`, a Redis `SET NX` with a TTL): the stored
+rows are the queue, the task drains them. The requests are answered before this kick, so
+the broker is off their path; should it fail, the rows stay stored and the next kick, the
+flag's expiry or `educonnect payments reconcile --fix` processes them.
 """
 
 from __future__ import annotations
@@ -18,10 +25,13 @@ import orjson
 from sqlalchemy import text
 
 from core.db import async_session_factory
+from core.logging import get_logger
+from core.redis import get_async_redis
 from payments.provider import WebhookEvent
 from payments.repository import StoredEvent
 
 MAX_BATCH = 500
+log = get_logger(__name__)
 
 _INSERT = text(
     "INSERT INTO webhook_events (source, event_id, type, object_kind, object_ref, payload)"
@@ -74,6 +84,8 @@ class InboxWriter:
             for p in batch:
                 if not p.done.done():
                     p.done.set_result(results[p.event.event_id])
+            if any(not r.processed for r in results.values()):
+                await kick_drain()
 
     async def _write(self, events: list[WebhookEvent]) -> dict[str, StoredEvent]:
         unique = {e.event_id: e for e in events}  # one delivery twice in a batch: one row
@@ -99,6 +111,18 @@ class InboxWriter:
         out = {i: StoredEvent(row_id, True, False) for i, row_id in inserted.items()}
         out.update(found)
         return out
+
+
+async def kick_drain() -> None:
+    """Queue a drain of the stored events unless one is queued already (never raises: a
+    lost kick is caught up by the next one, the flag's expiry or the reconcile command)."""
+    from payments.tasks import DRAIN_FLAG, DRAIN_FLAG_TTL_S, drain_webhook_events
+
+    try:
+        if await get_async_redis().set(DRAIN_FLAG, b"1", nx=True, ex=DRAIN_FLAG_TTL_S):
+            drain_webhook_events.delay()
+    except Exception as exc:
+        log.error("webhook_enqueue_failed", exc_info=exc)
 
 
 _writers: dict[tuple[int, str], InboxWriter] = {}

@@ -9,12 +9,13 @@ transactions, never while holding a row lock.
 - `refund_booking`: after a cancellation committed, refund the policy's share (or, for an
   unpaid booking, cancel its intent so it cannot be paid any more).
 - `reconcile`: compare the gateway's intents since a date with our payments; `fix` moves
-  them through the same CAS path.
+  them through the same CAS path and adopts orphan intents (`adopt_intent`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from core.security import utcnow
 from core.settings import get_settings
 from payments import repository as repo
 from payments import service
-from payments.provider import PaymentProvider, ProviderError
+from payments.provider import Intent, PaymentProvider, ProviderError
 
 log = get_logger(__name__)
 Clock = Callable[[], datetime]
@@ -143,6 +144,10 @@ async def process_claimed(
     return outcome
 
 
+_LINGER_STEP_S = 0.01  # a lingering drain's first poll interval
+_LINGER_MAX_STEP_S = 0.05  # and its longest
+
+
 @dataclass(frozen=True, slots=True)
 class Drained:
     """What a drain did: events processed, attempts that failed, and the seconds until
@@ -159,13 +164,26 @@ async def drain(
     batch: int = 100,
     concurrency: int = 8,
     lease_s: float = 120.0,
+    linger_s: float = 0.0,
+    linger_for_s: float = 30.0,
+    keepalive: Callable[[], object] | None = None,
+    release: Callable[[], object] | None = None,
     now: Clock = utcnow,
 ) -> Drained:
     """Process every stored webhook event that is due: claim a batch (oldest first,
     SKIP LOCKED, so concurrent drains share the work), process it `concurrency` at a time
     (each one re-reads its object from the gateway and applies it under its row lock),
     until none is due. A failed event is retried with backoff, up to
-    `PAYMENTS_TASK_MAX_RETRIES` attempts, then left as a dead letter with its error."""
+    `PAYMENTS_TASK_MAX_RETRIES` attempts, then left as a dead letter with its error.
+
+    With `linger_s`, a drain that finds nothing due keeps looking for that many seconds
+    (polls 10 ms apart, backing off to 50 ms; any event found resets the wait): one task
+    serves a steady stream of events instead of one task per event. It lingers only
+    during its first `linger_for_s` seconds, so a task under a steady stream still ends
+    (a worker's warm shutdown waits for it). `keepalive` is
+    called before each claim while the drain may still linger (the task re-arms its
+    "drain running" flag), `release` once when it stops lingering, before a last claim:
+    an event stored after that claim's snapshot finds the flag gone and queues a drain."""
     max_attempts = get_settings().payments_task_max_retries + 1
     sessions = async_session_factory()
     gate = asyncio.Semaphore(concurrency)
@@ -180,18 +198,39 @@ async def drain(
                 log.warning("webhook_event_failed", row_id=event.id, error=repr(exc))
                 return False
 
+    released = False
+    waited, step = 0.0, _LINGER_STEP_S
+    linger_until = time.monotonic() + linger_for_s
     while True:
+        if keepalive is not None and not released:
+            keepalive()
         async with sessions() as session, session.begin():
             claimed = await repo.claim_events(
                 session, limit=batch, lease_s=lease_s, max_attempts=max_attempts
             )
         if not claimed:
-            break
+            if released:
+                break
+            if waited < linger_s and time.monotonic() < linger_until:
+                delay = min(step, linger_s - waited)
+                await asyncio.sleep(delay)
+                waited, step = waited + delay, min(step * 2, _LINGER_MAX_STEP_S)
+                continue
+            released = True
+            if release is not None:
+                release()
+            continue
+        waited, step = 0.0, _LINGER_STEP_S
         results = await asyncio.gather(*(one(e) for e in claimed))
         processed += sum(results)
         failed += len(results) - sum(results)
-    async with sessions() as session:
-        retry_in = await repo.next_retry_in(session, max_attempts=max_attempts)
+    retry_in = None
+    # A drain that failed events, or found none due (a retry drain that came early), looks
+    # for the next one due; a drain that processed its events cleanly need not: events
+    # failed by earlier drains have their retry drain scheduled already.
+    if failed or not processed:
+        async with sessions() as session:
+            retry_in = await repo.next_retry_in(session, max_attempts=max_attempts)
     return Drained(processed, failed, retry_in)
 
 
@@ -241,39 +280,94 @@ async def after_cancellations(
 
 @dataclass(frozen=True, slots=True)
 class Difference:
-    """A payment whose local status differs from the gateway's."""
+    """A gateway intent whose local payment is in another state, or missing. `orphan`: an
+    intent with metadata `booking_id` and no local row (a crash between the gateway call
+    and the commit); `fixed`: repaired (an orphan adopted and applied)."""
 
     payment_id: uuid.UUID | None
     ref: str
     local: str | None
     gateway: str
     fixed: bool
+    booking_id: uuid.UUID | None = None
+    orphan: bool = False
+
+
+async def adopt_intent(provider: PaymentProvider, *, intent: Intent, now: Clock = utcnow) -> bool:
+    """Give an orphan intent (metadata `booking_id`, no local row) its `payments` row —
+    payer = who booked, the booking's provider and price, the service fee = the intent's
+    amount less the price — then apply its state through the webhook's CAS path
+    (`sync_payment`: a succeeded orphan confirms the booking, or refunds in full when the
+    booking can no longer be confirmed). False when it cannot be adopted: no such booking,
+    another currency or an amount below the price, or the booking already has a payment
+    on another intent (that one is reported, never adopted: one live intent a booking)."""
+    booking_id = _booking_id(intent)
+    if booking_id is None:
+        return False
+    async with async_session_factory()() as session, session.begin():
+        booking = await repo.booking_for_payment(session, booking_id)
+        if (
+            booking is None
+            or booking.currency != intent.currency
+            or intent.amount_minor < booking.price_minor
+        ):
+            return False
+        row = await repo.insert_payment(
+            session, booking_id=booking_id, payer_id=booking.payer_id,
+            provider_id=booking.provider_id, gateway=provider.name, gateway_ref=intent.ref,
+            price_minor=booking.price_minor,
+            service_fee_minor=intent.amount_minor - booking.price_minor,
+            amount_minor=intent.amount_minor, currency=intent.currency,
+        )  # fmt: skip
+        if row is None:
+            other = await repo.get_payment_by_booking(session, booking_id)
+            if other is None or other.gateway_ref != intent.ref:
+                return False
+    log.info("payment_intent_adopted", ref=intent.ref, booking_id=str(booking_id))
+    await sync_payment(provider, ref=intent.ref, now=now)
+    return True
 
 
 async def reconcile(
     provider: PaymentProvider, *, since: datetime, fix: bool, now: Clock = utcnow
 ) -> list[Difference]:
     """List the gateway's intents created since `since` and report every local payment in
-    another state (or missing); with `fix`, apply the gateway's state through the same CAS
-    path as webhooks, and retry refunds left pending."""
+    another state, and every intent without a local payment; with `fix`, apply the
+    gateway's state through the same CAS path as webhooks, adopt orphans (`adopt_intent`)
+    and retry refunds left pending. Intents of credit purchases (metadata
+    `credit_purchase_id`) belong to credits and are skipped; a canceled intent replaced on
+    its booking by a newer one is not a difference."""
     intents = await provider.list_intents(created_since=since)
     sessions = async_session_factory()
     diffs: list[Difference] = []
     for intent in intents:
+        if "credit_purchase_id" in intent.metadata:
+            continue
         async with sessions() as session:
             payment = await repo.get_payment_by_ref(session, provider.name, intent.ref)
+            booking_id = _booking_id(intent)
+            superseded = (
+                payment is None
+                and booking_id is not None
+                and intent.status == "canceled"
+                and await repo.get_payment_by_booking(session, booking_id) is not None
+            )
+        if superseded:
+            continue
         local = None if payment is None else payment.status
         expected = "requires_payment" if intent.status == "requires_payment" else intent.status
         if local == expected or (local == "failed" and expected == "requires_payment"):
             continue
         fixed = False
+        orphan = payment is None and booking_id is not None
         if fix and payment is not None:
             applied = await sync_payment(provider, ref=intent.ref, now=now)
             fixed = applied.after != local
+        elif fix and orphan:
+            fixed = await adopt_intent(provider, intent=intent, now=now)
+        payment_id = None if payment is None else payment.id
         diffs.append(
-            Difference(
-                None if payment is None else payment.id, intent.ref, local, intent.status, fixed
-            )
+            Difference(payment_id, intent.ref, local, intent.status, fixed, booking_id, orphan)
         )
     if fix:
         async with sessions() as session:
@@ -284,6 +378,13 @@ async def reconcile(
             except ProviderError as exc:
                 log.warning("refund_retry_failed", refund_id=str(refund_id), error=str(exc))
     return diffs
+
+
+def _booking_id(intent: Intent) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(intent.metadata["booking_id"])
+    except (KeyError, ValueError):
+        return None
 
 
 async def sweep_events(

@@ -12,13 +12,15 @@ Accounts (one currency per line):
   refund or a Stripe transfer credits it; `cash:manual` — payouts paid outside the gateway;
 - `provider:{user_id}` — what the platform owes the provider (earnings less payouts);
 - `platform:commission` (PLATFORM_FEE_BPS of the price), `platform:service_fee`
-  (SERVICE_FEE_MINOR added to the price), `platform:payout_fee` (PAYOUT_FEE_MINOR);
+  (`service_fee`: SERVICE_FEE_BPS of the price plus the currency's SERVICE_FEE_MINOR, added
+  to the price), `platform:payout_fee` (PAYOUT_FEE_MINOR);
 - `payouts:pending` — payouts requested and not yet paid or rejected.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 COMMISSION = "platform:commission"
@@ -49,6 +51,16 @@ class Line:
 def commission(price_minor: int, bps: int) -> int:
     """The platform's commission on a price: floor(price * bps / 10,000)."""
     return price_minor * bps // 10_000
+
+
+def service_fee(*, price_minor: int, currency: str, bps: int, fixed: Mapping[str, int]) -> int:
+    """The service fee the payer pays on top of `price_minor` (minor units of `currency`):
+    floor(price * bps / 10,000) plus the currency's fixed part (`fixed[currency]`, 0 when
+    not listed). Both parts are in the currency's own minor units, so a rate scales with
+    the price whatever its decimals (0 for XOF, 3 for TND) and the fixed part is set per
+    currency. The caller rounds it down to what the gateway can move
+    (`PaymentProvider.representable`)."""
+    return price_minor * bps // 10_000 + fixed.get(currency, 0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,6 +103,104 @@ async def move_payment(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+async def succeed_payment(
+    session: AsyncSession,
+    gateway: str,
+    ref: str,
+    *,
+    from_states: Iterable[str],
+    captured_minor: int,
+    now: datetime,
+) -> tuple[Payment, str] | None:
+    """The row lock and the CAS of a payment's success in one statement: the payment of
+    the gateway's intent `ref`, locked, becomes `succeeded` (captured `captured_minor`,
+    `succeeded_at = now`, failure cleared) when its status is in `from_states`. Returns
+    the updated payment and its status before, or None when there is no such payment or
+    it is in another state (nothing changed; the row is locked if it exists)."""
+    old = (
+        select(Payment.id, Payment.status)
+        .where(Payment.gateway == gateway, Payment.gateway_ref == ref)
+        .with_for_update()
+        .cte("old")
+    )
+    stmt = (
+        update(Payment)
+        .where(Payment.id == old.c.id, old.c.status.in_(list(from_states)))
+        .values(
+            status="succeeded",
+            captured_minor=captured_minor,
+            succeeded_at=now,
+            failure_code=None,
+            failure_message=None,
+            updated_at=func.now(),
+        )
+        .returning(Payment, old.c.status)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    row = (await session.execute(stmt)).one_or_none()
+    return None if row is None else (row[0], row[1])
+
+
+async def replace_intent(
+    session: AsyncSession,
+    payment_id: uuid.UUID,
+    *,
+    old_ref: str,
+    new_ref: str,
+    price_minor: int,
+    service_fee_minor: int,
+    amount_minor: int,
+) -> Payment | None:
+    """CAS: point the payment at the gateway intent `new_ref` (status `requires_payment`,
+    the new amounts) only while it still points at the canceled `old_ref` and nothing was
+    captured; returns the updated payment, or None (another call replaced it first)."""
+    stmt = (
+        update(Payment)
+        .where(
+            Payment.id == payment_id, Payment.gateway_ref == old_ref,
+            Payment.status != "succeeded", Payment.captured_minor == 0,
+        )
+        .values(
+            gateway_ref=new_ref, status="requires_payment", price_minor=price_minor,
+            service_fee_minor=service_fee_minor, amount_minor=amount_minor,
+            failure_code=None, failure_message=None, updated_at=func.now(),
+        )
+        .returning(Payment)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )  # fmt: skip
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+_BOOKING_FOR_PAYMENT = text(
+    "SELECT id, booked_by, provider_id, price_minor, currency::text AS currency"
+    " FROM bookings WHERE id = :id"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PayableBooking:
+    """What a payment row needs of its booking: who booked it (the payer), the provider,
+    the price (minor units) and its currency."""
+
+    id: uuid.UUID
+    payer_id: uuid.UUID
+    provider_id: uuid.UUID
+    price_minor: int
+    currency: str
+
+
+async def booking_for_payment(
+    session: AsyncSession, booking_id: uuid.UUID
+) -> PayableBooking | None:
+    """The booking's payer, provider, price and currency (any status), or None."""
+    row = (await session.execute(_BOOKING_FOR_PAYMENT, {"id": booking_id})).one_or_none()
+    if row is None:
+        return None
+    return PayableBooking(
+        row.id, row.booked_by, row.provider_id, int(row.price_minor), str(row.currency).strip()
+    )
+
+
 # --- refunds ---------------------------------------------------------------------------
 
 
@@ -213,25 +311,28 @@ async def get_event(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+_MARK_PROCESSED = text(
+    "UPDATE webhook_events SET attempts = attempts + 1, last_error = NULL,"
+    " claimed_until = NULL, processed_at = now() WHERE id = :id"
+)
+_MARK_FAILED = text(
+    "UPDATE webhook_events SET attempts = attempts + 1, last_error = :error,"
+    " claimed_until = NULL, next_attempt_at = now()"
+    " + make_interval(secs => least(300.0, :retry_s * power(2, attempts)))"
+    " WHERE id = :id"
+)
+
+
 async def mark_event(
     session: AsyncSession, row_id: int, *, processed: bool, error: str | None, retry_s: float
 ) -> None:
     """Count an attempt and release the claim: `processed_at` when it succeeded, else
-    `last_error` and the next attempt `retry_s * 2^attempts` (≤ 300 s) later."""
-    values: dict[str, Any] = {
-        "attempts": WebhookEvent.attempts + 1, "last_error": error, "claimed_until": None,
-    }  # fmt: skip
+    `last_error` and the next attempt `retry_s * 2^attempts` (≤ 300 s) later. Plain SQL
+    (one statement per processed event: no ORM compilation on this path)."""
     if processed:
-        values["processed_at"] = func.now()
+        await session.execute(_MARK_PROCESSED, {"id": row_id})
     else:
-        delay = func.least(300.0, retry_s * func.power(2, WebhookEvent.attempts))
-        values["next_attempt_at"] = func.now() + func.make_interval(0, 0, 0, 0, 0, 0, delay)
-    await session.execute(
-        update(WebhookEvent)
-        .where(WebhookEvent.id == row_id)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
+        await session.execute(_MARK_FAILED, {"id": row_id, "error": error, "retry_s": retry_s})
 
 
 _CLAIM = text(
@@ -289,9 +390,19 @@ async def unprocessed_events(
 # --- ledger ----------------------------------------------------------------------------
 
 
-_INSERT_TRANSACTION = text(
-    "INSERT INTO ledger_transactions (kind, key) VALUES (:kind, :key)"
-    " ON CONFLICT (key) DO NOTHING RETURNING id"
+# One statement, one round trip: the transaction and its lines (a data-modifying CTE; no
+# lines are written when the key was posted before). The constraint trigger checks the sum
+# at commit.
+_POST = text(
+    "WITH t AS (INSERT INTO ledger_transactions (kind, key) VALUES (:kind, :key)"
+    " ON CONFLICT (key) DO NOTHING RETURNING id),"
+    " e AS (INSERT INTO ledger_entries (txn_id, account, amount_minor, currency, booking_id,"
+    " payment_id, refund_id, payout_id)"
+    " SELECT t.id, l.account, l.amount_minor, :currency, CAST(:booking_id AS uuid),"
+    " CAST(:payment_id AS uuid), CAST(:refund_id AS uuid), CAST(:payout_id AS uuid)"
+    " FROM t, unnest(CAST(:accounts AS text[]), CAST(:amounts AS bigint[]))"
+    " AS l(account, amount_minor))"
+    " SELECT id FROM t"
 )
 
 
@@ -307,28 +418,16 @@ async def post(
     refund_id: uuid.UUID | None = None,
     payout_id: uuid.UUID | None = None,
 ) -> uuid.UUID | None:
-    """Post one ledger transaction unless `key` was posted before (then None). The
-    constraint trigger checks at commit that the lines sum to zero."""
-    txn_id = (
-        await session.execute(_INSERT_TRANSACTION, {"kind": kind, "key": key})
-    ).scalar_one_or_none()
-    if txn_id is None:
-        return None
-    refs = {
-        "booking_id": booking_id,
-        "payment_id": payment_id,
-        "refund_id": refund_id,
-        "payout_id": payout_id,
-    }
-    await session.execute(
-        insert(LedgerEntry),
-        [
-            {"txn_id": txn_id, "account": ln.account, "amount_minor": ln.amount_minor,
-             "currency": currency, **refs}
-            for ln in lines
-        ],
-    )  # fmt: skip
-    return uuid.UUID(str(txn_id))
+    """Post one ledger transaction with its lines in one statement, unless `key` was
+    posted before (then None, and nothing is written). The constraint trigger checks at
+    commit that the lines sum to zero."""
+    params = {
+        "kind": kind, "key": key, "currency": currency, "booking_id": booking_id,
+        "payment_id": payment_id, "refund_id": refund_id, "payout_id": payout_id,
+        "accounts": [ln.account for ln in lines], "amounts": [ln.amount_minor for ln in lines],
+    }  # fmt: skip
+    txn_id = (await session.execute(_POST, params)).scalar_one_or_none()
+    return None if txn_id is None else uuid.UUID(str(txn_id))
 
 
 async def account_balances(session: AsyncSession, account: str) -> dict[str, int]:

@@ -16,6 +16,7 @@ first and only then takes the payment's lock, in a transaction of its own.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -59,9 +60,14 @@ log = get_logger(__name__)
 _OPEN = ("requires_payment", "processing", "failed")
 
 
-def intent_key(booking_id: uuid.UUID) -> str:
-    """Our gateway idempotency key of a booking's intent: `pi:{booking_id}`."""
-    return f"pi:{booking_id}"
+def intent_key(booking_id: uuid.UUID, attempt: int = 1) -> str:
+    """Our gateway idempotency key of a booking's intent: `pi:{booking_id}` for the first,
+    `pi:{booking_id}:{attempt}` for the replacement of a canceled one (attempt 2, 3, …)."""
+    return f"pi:{booking_id}" if attempt == 1 else f"pi:{booking_id}:{attempt}"
+
+
+# The metadata key holding a replacement intent's attempt number (absent: the first).
+ATTEMPT_KEY = "intent_attempt"
 
 
 def refund_key(booking_id: uuid.UUID, seq: int) -> str:
@@ -111,6 +117,53 @@ def _intent_out(payment: Payment, intent: Intent | None) -> PaymentIntentOut:
     )
 
 
+def _payable(booking: BookingOut, now: datetime) -> None:
+    """Raise `BookingNotPayable` unless the booking is a pending, unexpired, priced hold."""
+    if booking.status != "pending" or booking.hold_expires_at <= now:
+        raise BookingNotPayable(
+            f"Only a pending hold can be paid; this booking is {booking.status}"
+            + (" and its hold has expired." if booking.status == "pending" else ".")
+        )
+    if booking.price_minor <= 0:
+        raise BookingNotPayable("This booking is free: there is nothing to pay.")
+
+
+def _intent_request(
+    provider: PaymentProvider, booking: BookingOut, *, attempt: int
+) -> tuple[IntentRequest, int]:
+    """The gateway request of the booking's `attempt`-th intent and its service fee."""
+    settings = get_settings()
+    fee = provider.representable(
+        ledger.service_fee(
+            price_minor=booking.price_minor, currency=booking.currency,
+            bps=settings.service_fee_bps, fixed=settings.service_fee_minor,
+        ),
+        booking.currency,
+    )  # fmt: skip
+    metadata = {"booking_id": str(booking.id)}
+    if attempt > 1:
+        metadata[ATTEMPT_KEY] = str(attempt)
+    request = IntentRequest(
+        idempotency_key=intent_key(booking.id, attempt),
+        amount_minor=booking.price_minor + fee,
+        currency=booking.currency,
+        metadata=metadata,
+        description=f"EduConnect booking {booking.id}",
+    )
+    return request, fee
+
+
+async def _gateway_intent(provider: PaymentProvider, request: IntentRequest) -> Intent:
+    try:
+        return await provider.create_intent(request)
+    except UnrepresentableAmount as exc:
+        raise AmountNotSupported(
+            f"The gateway cannot take {request.amount_minor} minor units of {request.currency}."
+        ) from exc
+    except ProviderError as exc:
+        raise gateway_error(exc) from exc
+
+
 async def create_intent(
     session: AsyncSession,
     provider: PaymentProvider,
@@ -122,12 +175,17 @@ async def create_intent(
     """Create — or return the existing — gateway intent of a pending, unexpired booking of
     `user` (its student, or the parent who booked it) and its `payments` row.
 
-    Amount = the booking's `price_minor` + `SERVICE_FEE_MINOR`, in its currency, with the
-    gateway idempotency key `pi:{booking_id}` (concurrent or repeated calls get one intent;
-    the unique `payments.booking_id` gives one row) and metadata `booking_id`.
-    Raises `BookingNotFound` (404), `BookingNotPayable` (409: not pending, hold expired,
-    free), `AmountNotSupported` (422), `PaymentConflict` (409), `GatewayUnavailable` (503),
-    `GatewayRefused` (502).
+    Amount = the booking's `price_minor` + the service fee (`ledger.service_fee`: the
+    `SERVICE_FEE_BPS` rate plus the currency's `SERVICE_FEE_MINOR`, rounded down to what the
+    gateway can move), in its currency, with the gateway idempotency key `pi:{booking_id}`
+    (concurrent or repeated calls get one intent; the unique `payments.booking_id` gives
+    one row) and metadata `booking_id`. When the booking's intent was canceled at the
+    gateway and the hold is still payable, a new intent replaces it (key
+    `pi:{booking_id}:{n}`, n = 2, 3, … from the canceled one's `intent_attempt` metadata, so
+    concurrent callers create the same one) and the row moves to it: a booking never has two
+    live intents. Raises `BookingNotFound` (404), `BookingNotPayable` (409: not pending,
+    hold expired, free), `AmountNotSupported` (422), `PaymentConflict` (409),
+    `GatewayUnavailable` (503), `GatewayRefused` (502).
     """
     booking = await _booking_for_payer(session, user=user, booking_id=booking_id)
     existing = await repo.get_payment_by_booking(session, booking_id)
@@ -136,30 +194,13 @@ async def create_intent(
             intent = await provider.get_intent(existing.gateway_ref)
         except ProviderError as exc:
             raise gateway_error(exc) from exc
-        return _intent_out(existing, intent)
-    if booking.status != "pending" or booking.hold_expires_at <= now:
-        raise BookingNotPayable(
-            f"Only a pending hold can be paid; this booking is {booking.status}"
-            + (" and its hold has expired." if booking.status == "pending" else ".")
-        )
-    if booking.price_minor <= 0:
-        raise BookingNotPayable("This booking is free: there is nothing to pay.")
-    fee = get_settings().service_fee_minor
-    request = IntentRequest(
-        idempotency_key=intent_key(booking_id),
-        amount_minor=booking.price_minor + fee,
-        currency=booking.currency,
-        metadata={"booking_id": str(booking_id)},
-        description=f"EduConnect booking {booking_id}",
-    )
-    try:
-        intent = await provider.create_intent(request)
-    except UnrepresentableAmount as exc:
-        raise AmountNotSupported(
-            f"The gateway cannot take {request.amount_minor} minor units of {request.currency}."
-        ) from exc
-    except ProviderError as exc:
-        raise gateway_error(exc) from exc
+        if intent.status != "canceled" or existing.status == "succeeded":
+            return _intent_out(existing, intent)
+        _payable(booking, now)
+        return await _replace_canceled(session, provider, booking, existing, intent)
+    _payable(booking, now)
+    request, fee = _intent_request(provider, booking, attempt=1)
+    intent = await _gateway_intent(provider, request)
     payment = await repo.insert_payment(
         session,
         booking_id=booking_id,
@@ -178,14 +219,46 @@ async def create_intent(
     return _intent_out(payment, intent)
 
 
+async def _replace_canceled(
+    session: AsyncSession,
+    provider: PaymentProvider,
+    booking: BookingOut,
+    payment: Payment,
+    canceled: Intent,
+) -> PaymentIntentOut:
+    """A new intent for a payable booking whose intent was canceled; the payment row moves
+    to it (CAS on the canceled ref: a concurrent replacement, which created the same intent
+    with the same key, wins and is returned)."""
+    attempt = int(canceled.metadata.get(ATTEMPT_KEY, "1")) + 1
+    request, fee = _intent_request(provider, booking, attempt=attempt)
+    intent = await _gateway_intent(provider, request)
+    moved = await repo.replace_intent(
+        session, payment.id, old_ref=canceled.ref, new_ref=intent.ref,
+        price_minor=booking.price_minor, service_fee_minor=fee, amount_minor=request.amount_minor,
+    )  # fmt: skip
+    if moved is not None:
+        log.info("payment_intent_replaced", payment_id=str(payment.id), old=canceled.ref,
+                 new=intent.ref, attempt=attempt)  # fmt: skip
+        return _intent_out(moved, intent)
+    current = await repo.get_payment_by_booking(session, booking.id, lock=True)
+    assert current is not None
+    if current.gateway_ref != intent.ref:
+        try:
+            intent = await provider.get_intent(current.gateway_ref)
+        except ProviderError as exc:
+            raise gateway_error(exc) from exc
+    return _intent_out(current, intent)
+
+
 # --- webhook intake --------------------------------------------------------------------
 
 
 def verify_webhook(
-    provider: PaymentProvider, *, body: bytes, headers: dict[str, str]
+    provider: PaymentProvider, *, body: bytes, headers: Mapping[str, str]
 ) -> WebhookEvent:
-    """Verify the raw body's signature (the provider's rules); raises `InvalidSignature`
-    (400) without touching the database."""
+    """Verify the raw body's signature (the provider's rules; `headers` looked up by
+    lower-case name, e.g. Starlette's case-insensitive `Headers`); raises
+    `InvalidSignature` (400) without touching the database."""
     try:
         return provider.parse_webhook(body, headers)
     except InvalidWebhook as exc:
@@ -221,8 +294,13 @@ async def apply_intent(
       its expiry (the student may retry on the same intent).
     An already-applied state changes nothing (duplicates, out-of-order events).
     """
-    from booking import service as booking_service
-
+    if intent.status == "succeeded":  # the common case: lock and CAS in one statement
+        done = await repo.succeed_payment(
+            session, gateway, intent.ref, from_states=(*_OPEN, "canceled"),
+            captured_minor=intent.amount_received_minor, now=now,
+        )  # fmt: skip
+        if done is not None:
+            return await _succeeded(session, gateway, done[0], before=done[1], now=now)
     payment = await repo.get_payment_by_ref(session, gateway, intent.ref, lock=True)
     if payment is None:
         log.warning("payment_unknown_intent", gateway=gateway, ref=intent.ref)
@@ -238,24 +316,7 @@ async def apply_intent(
             failure_code=None, failure_message=None,
         )  # fmt: skip
         assert moved is not None  # under the row lock the state cannot have moved
-        result.after = "succeeded"
-        await _event(session, "payment.succeeded", moved)
-        parts = _split(moved)
-        await repo.post(
-            session, kind="payment", key=f"payment:{moved.id}", currency=moved.currency,
-            lines=ledger.payment_lines(gateway=gateway, provider_id=moved.provider_id, parts=parts),
-            booking_id=moved.booking_id, payment_id=moved.id,
-        )  # fmt: skip
-        confirmed = await booking_service.confirm(session, booking_id=moved.booking_id, now=now)
-        result.booking_outcome = confirmed.outcome
-        if not confirmed.confirmed:
-            refund = await _record_refund(
-                session, moved, amount=moved.captured_minor - moved.refunded_minor,
-                reason=f"booking_{confirmed.outcome}",
-            )  # fmt: skip
-            if refund is not None:
-                result.refund_ids.append(refund.id)
-        return result
+        return await _succeeded(session, gateway, moved, before=before, now=now)
     target = intent.status
     if target == "requires_payment" or before == target:
         return result
@@ -268,6 +329,34 @@ async def apply_intent(
         result.after = target
         if target == "failed":
             await _event(session, "payment.failed", moved)
+    return result
+
+
+async def _succeeded(
+    session: AsyncSession, gateway: str, moved: Payment, *, before: str, now: datetime
+) -> Applied:
+    """What follows a payment's move to `succeeded` (`before` → succeeded), in the same
+    transaction: its outbox event, the ledger's payment transaction, the booking's
+    confirmation — or, when it cannot be confirmed, a full refund recorded."""
+    from booking import service as booking_service
+
+    result = Applied(moved.id, before, "succeeded")
+    await _event(session, "payment.succeeded", moved)
+    parts = _split(moved)
+    await repo.post(
+        session, kind="payment", key=f"payment:{moved.id}", currency=moved.currency,
+        lines=ledger.payment_lines(gateway=gateway, provider_id=moved.provider_id, parts=parts),
+        booking_id=moved.booking_id, payment_id=moved.id,
+    )  # fmt: skip
+    confirmed = await booking_service.confirm(session, booking_id=moved.booking_id, now=now)
+    result.booking_outcome = confirmed.outcome
+    if not confirmed.confirmed:
+        refund = await _record_refund(
+            session, moved, amount=moved.captured_minor - moved.refunded_minor,
+            reason=f"booking_{confirmed.outcome}",
+        )  # fmt: skip
+        if refund is not None:
+            result.refund_ids.append(refund.id)
     return result
 
 

@@ -1,10 +1,10 @@
 """Celery tasks of payments (thin shims over `payments.jobs`).
 
 Webhook events are processed by `drain_webhook_events`: the webhook endpoint stores each
-event and queues a drain only when none is already queued (`DRAIN_FLAG`), so the ingest
-path pays one Redis `SET NX` per event instead of a broker publish; the drain processes
-every due event, several at a time, with per-event backoff and dead letters
-(`payments.jobs.drain`).
+event and queues a drain only when none is already queued or running (`DRAIN_FLAG`), so the
+ingest path pays one Redis `SET NX` per group commit instead of a broker publish; the drain
+processes every due event, several at a time, with per-event backoff and dead letters
+(`payments.jobs.drain`), and lingers `DRAIN_LINGER_S` for more before it exits.
 
 The jobs are async (they share the API's async engine and the SDK's async client); a
 worker process runs them on one event loop of its own, kept for the process's life, so
@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from celery import Task
+from celery import Task, signals
 
 from core.celery_app import app
 from core.settings import get_settings
@@ -40,15 +41,31 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return _loop[1].run_until_complete(coro)
 
 
+def _import_drain(**_: Any) -> None:
+    """Import what a drain runs (the jobs, the SDK adapter, the booking service: imported
+    lazily by the tasks) in the worker's main process before it forks its pool, so each
+    child inherits them instead of paying the imports on its first event."""
+    import booking.service  # noqa: F401
+    import payments.jobs
+    import payments.stripe_adapter  # noqa: F401
+
+
+signals.worker_init.connect(_import_drain, weak=False)
+
+
 def _countdown(retries: int) -> float:
     return float(min(300.0, get_settings().payments_task_retry_s * 2**retries))
 
 
-# Set (NX, with a TTL) by the webhook endpoint when it queues a drain; deleted by the drain
-# as it starts, so an event stored after that queues the next one. The TTL re-arms the
-# kick should a queued drain be lost.
+# "A drain is queued or running": set (NX, with a TTL) by the webhook endpoint when it
+# queues a drain, re-armed by the running drain before each claim, deleted by the drain
+# when it stops lingering (before its last claim), so an event stored after that queues
+# the next one. The TTL re-arms the kick should a queued drain be lost or die.
 DRAIN_FLAG = "payments:webhooks:drain"
 DRAIN_FLAG_TTL_S = 5
+# How long a drain that found nothing keeps looking for new events before it exits: at a
+# steady rate one task serves the stream (no broker publish per event in the webhook).
+DRAIN_LINGER_S = 0.25
 
 
 @app.task(  # type: ignore[untyped-decorator]
@@ -61,8 +78,22 @@ def drain_webhook_events() -> dict[str, Any]:
     from payments.jobs import drain
     from payments.stripe_adapter import get_provider
 
-    get_sync_redis().delete(DRAIN_FLAG)
-    result = run(drain(get_provider()))
+    redis = get_sync_redis()
+    armed = [0.0]  # when the flag was last re-armed (monotonic s)
+
+    def keepalive() -> None:  # re-arm at half the TTL, not at every claim
+        if time.monotonic() - armed[0] > DRAIN_FLAG_TTL_S / 2:
+            redis.set(DRAIN_FLAG, b"1", ex=DRAIN_FLAG_TTL_S)
+            armed[0] = time.monotonic()
+
+    result = run(
+        drain(
+            get_provider(),
+            linger_s=DRAIN_LINGER_S,
+            keepalive=keepalive,
+            release=lambda: redis.delete(DRAIN_FLAG),
+        )
+    )
     if result.retry_in is not None:
         drain_webhook_events.apply_async(countdown=max(0.05, result.retry_in))
     return {"processed": result.processed, "failed": result.failed}

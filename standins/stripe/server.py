@@ -27,7 +27,8 @@ browser test routes `https://js.stripe.com/v3/` and `https://api.stripe.com` her
 
 Webhooks: every state change makes an `event` that is POSTed (when a URL is configured) with
 `Stripe-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "{t}.{body}" with the whsec secret>`,
-retried a few times with backoff. Test helpers (no auth), like `stripe trigger`:
+retried a few times with backoff; four delivery threads, so deliveries overlap and arrive in
+any order, as Stripe's do. Test helpers (no auth), like `stripe trigger`:
 
 - `POST /_standin/payment_intents/{id}/succeed` and `/fail` (`decline_code`);
 - `POST /_standin/refunds/{id}/succeed` and `/fail` (refunds start `pending` when the
@@ -36,7 +37,8 @@ retried a few times with backoff. Test helpers (no auth), like `stripe trigger`:
   `standins/stripe/billing.py`;
 - `POST /_standin/config` (`webhook_url`, `deliver=true|false`, `refund_status`);
 - `GET /_standin/events`, `POST /_standin/events/{id}/deliver` (deliver again: duplicates);
-- `GET /_standin/stats` (requests served and server-side time percentiles, ms);
+- `GET /_standin/stats` (requests served and server-side time percentiles, ms) and
+  `POST /_standin/stats/reset` (start counting again);
 - `POST /_standin/reset` (forget everything: a fresh account);
 - `GET /_standin/health`.
 """
@@ -83,6 +85,7 @@ DECLINES: dict[str, tuple[str, str, str]] = {
     ),
 }
 _ALPHABET = string.ascii_letters + string.digits
+DELIVERY_THREADS = 4
 
 
 def load_fixtures(path: Path = FIXTURES_PATH) -> dict[str, dict[str, Any]]:
@@ -200,8 +203,14 @@ class StripeStandin(BillingMixin):
         self.idempotency: dict[tuple[str, str], tuple[str, Response]] = {}
         self.server_times_ms: list[float] = []
         self._outbox: queue.Queue[str | None] = queue.Queue()
-        self._delivery = threading.Thread(target=self._deliver_loop, daemon=True)
-        self._delivery.start()
+        # several deliveries at once, as Stripe makes them (unordered, concurrent): one slow
+        # answer does not hold back the events behind it
+        self._delivery = [
+            threading.Thread(target=self._deliver_loop, daemon=True)
+            for _ in range(DELIVERY_THREADS)
+        ]
+        for thread in self._delivery:
+            thread.start()
 
     def reset(self) -> None:
         """Forget every object, event and idempotency key (a fresh test account)."""
@@ -281,8 +290,9 @@ class StripeStandin(BillingMixin):
                     break
 
     def close(self) -> None:
-        """Stop the delivery thread (queued events are dropped)."""
-        self._outbox.put(None)
+        """Stop the delivery threads (queued events are dropped)."""
+        for _ in self._delivery:
+            self._outbox.put(None)
 
     # ---------------------------------------------------------------- dispatch
 
@@ -309,7 +319,8 @@ class StripeStandin(BillingMixin):
         except StripeError as exc:
             return Response(exc.status, exc.body)
         finally:
-            self.server_times_ms.append((time.perf_counter() - t0) * 1000)
+            if not path.startswith("/_standin/"):  # the API's time, not the test helpers'
+                self.server_times_ms.append((time.perf_counter() - t0) * 1000)
 
     def _authenticate(self, headers: dict[str, str]) -> None:
         scheme, _, token = headers.get("authorization", "").partition(" ")
@@ -812,6 +823,9 @@ class StripeStandin(BillingMixin):
                 for q in (50, 95, 99)
             }
             return Response(200, {"requests": len(times), "server_ms": pct})
+        if parts == ["stats", "reset"] and method == "POST":
+            self.server_times_ms.clear()
+            return Response(200, {"reset": True})
         if parts == ["reset"] and method == "POST":
             self.reset()
             return Response(200, {"reset": True})

@@ -14,7 +14,7 @@ def test_bench_payments_smoke(database_url: str, tmp_path: object) -> None:
 
     out = Path(str(tmp_path)) / "bench.json"
     report = main(
-        ["--events", "40", "--ingest-client", "httpx", "--payments", "8", "--intents", "8", "--rate", "20",
+        ["--events", "40", "--ingest-client", "aiohttp", "--payments", "8", "--intents", "8", "--rate", "20",
          "--concurrency", "4", "--api-workers", "1", "--worker-concurrency", "1",
          "--out", str(out)]
     )  # fmt: skip
@@ -25,3 +25,12 @@ def test_bench_payments_smoke(database_url: str, tmp_path: object) -> None:
     assert report["intent_creation"]["errors"] == 0
     assert report["intent_creation"]["standin_server_ms"]["n"] == 8
     assert report["machine"]["cores"] >= 1
+    # the CPU per unit of work of the server's processes, apart from the generator's
+    for phase, key in (
+        ("ingest", "cpu_ms_per_event"),
+        ("commit_to_confirmed", "cpu_ms_per_confirmation"),
+        ("intent_creation", "cpu_ms_per_intent"),
+    ):
+        assert {"api", "postgres", "standin", "client"} <= set(report[phase][key])
+    assert report["commit_to_confirmed"]["cpu_ms_per_confirmation"]["worker"] > 0
+    assert report["intent_creation"]["cpu_ms_per_intent"]["api"] > 0

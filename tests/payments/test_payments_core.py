@@ -398,3 +398,80 @@ async def test_concurrent_deliveries_are_stored_once_each_in_group_commits(
     assert _stored(db) == 5
     rows = db.execute("SELECT event_id, type, object_ref FROM webhook_events ORDER BY event_id")
     assert [r[0] for r in rows] == [f"evt_group_{i}" for i in range(5)]
+
+
+# ------------------------------------------------------------------ service fee per currency
+
+
+def test_service_fee_setting_is_per_currency_and_refuses_one_number_for_all() -> None:
+    from pydantic import ValidationError
+
+    from core.settings import Settings
+    from payments.ledger import service_fee
+
+    s = Settings(service_fee_minor="EUR:150, xof:100,TND:500", service_fee_bps=333)  # type: ignore[arg-type]
+    assert s.service_fee_minor == {"EUR": 150, "XOF": 100, "TND": 500}
+    assert Settings(service_fee_minor="0").service_fee_minor == {}  # type: ignore[arg-type]
+    assert Settings(service_fee_minor="").service_fee_minor == {}  # type: ignore[arg-type]
+    for bad in ("150", "EUR:1.5", "EUR:-1", "ZZZ:10", "EUR150"):
+        with pytest.raises(ValidationError):
+            Settings(service_fee_minor=bad)  # type: ignore[arg-type]
+    fixed = s.service_fee_minor
+    assert service_fee(price_minor=3000, currency="EUR", bps=333, fixed=fixed) == 99 + 150
+    assert service_fee(price_minor=15000, currency="XOF", bps=333, fixed=fixed) == 499 + 100
+    assert service_fee(price_minor=45000, currency="TND", bps=333, fixed=fixed) == 1498 + 500
+    assert service_fee(price_minor=3000, currency="USD", bps=0, fixed=fixed) == 0
+
+
+@pytest.mark.parametrize(
+    ("currency", "rate", "fee"),
+    [
+        ("EUR", 3000, 249),  # 30.00 €: 99 (3.33 %) + 1.50 €
+        ("XOF", 15000, 599),  # 15 000 F CFA (no decimals): 499 + 100 F CFA
+        ("TND", 45000, 1990),  # 45.000 DT: 1498 + 500 millimes = 1998, down to 1.990 DT
+    ],
+)
+async def test_intent_amount_adds_the_currency_s_service_fee(
+    api: httpx.AsyncClient,
+    db: psycopg.Connection[Any],
+    standin: StandinHTTPServer,
+    monkeypatch: pytest.MonkeyPatch,
+    currency: str,
+    rate: int,
+    fee: int,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tests.booking.helpers import create_slot
+
+    monkeypatch.setenv("SERVICE_FEE_BPS", "333")
+    monkeypatch.setenv("SERVICE_FEE_MINOR", "EUR:150,XOF:100,TND:500")
+    get_settings.cache_clear()
+    tutor = create_provider(db)
+    db.execute(
+        "UPDATE provider_profiles SET hourly_rate_minor = %s, currency = %s WHERE user_id = %s",
+        (rate, currency, tutor),
+    )
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
+    slot = create_slot(db, tutor, start=start, minutes=60)
+    student = create_user(db, role="student")
+    held = await api.post(
+        "/api/v1/bookings", json={"slot_id": str(slot)},
+        headers={**bearer(student, "student"), "Idempotency-Key": f'"{uuid.uuid4()}"'},
+    )  # fmt: skip
+    assert held.status_code == 201, held.text
+    assert (held.json()["price_minor"], held.json()["currency"]) == (rate, currency)
+    r = await api.post(
+        f"/api/v1/bookings/{held.json()['id']}/payment-intent", headers=bearer(student, "student")
+    )
+    assert r.status_code == 200, r.text
+    assert (r.json()["amount_minor"], r.json()["currency"]) == (rate + fee, currency)
+    row = db.execute(
+        "SELECT price_minor, service_fee_minor, amount_minor, gateway_ref FROM payments"
+    ).fetchone()
+    assert row is not None
+    assert tuple(row[:3]) == (rate, fee, rate + fee)
+    with standin.standin.lock:
+        intent = standin.standin.intents[row[3]]
+    # Stripe's units: XOF has none below the franc, TND millimes (amounts ending in 0)
+    assert (intent["amount"], intent["currency"]) == (rate + fee, currency.lower())

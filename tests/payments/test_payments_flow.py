@@ -461,3 +461,129 @@ def test_reconcile_reports_then_fixes_a_missed_webhook(
     assert f"fixed\t{intent['id']}" in fixed.stdout
     assert booking_status(db, booking["id"]) == "confirmed"
     assert ledger_kinds(db) == ["payment"]
+
+
+def _reconcile(stack: Stack, database_url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **stripe_env(stack.standin.url, database_url)}
+    cmd = [sys.executable, "-m", "cli", "payments", "reconcile", "--since", "1d", *extra]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def _orphan(stack: Stack, booking: dict[str, Any]) -> str:
+    """The intent our API would have created for the booking, created at the stand-in
+    directly (same key and metadata) with no local row: a crash before the commit."""
+    pi = stack.sdk.v1.payment_intents.create(
+        {"amount": booking["price_minor"], "currency": booking["currency"].lower(),
+         "metadata": {"booking_id": booking["id"]}},
+        {"idempotency_key": f"pi:{booking['id']}"},
+    )  # fmt: skip
+    stack.sdk.v1.payment_intents.confirm(pi.id, {"payment_method": "pm_card_visa"})
+    return str(pi.id)
+
+
+def test_reconcile_adopts_an_orphan_intent_and_confirms_its_booking(
+    stack: Stack, market: dict[str, Any], database_url: str
+) -> None:
+    db = market["db"]
+    stack.standin.standin.deliver = False
+    booking = hold(stack, market["alice"], market["slot"])
+    ref = _orphan(stack, booking)
+    report = _reconcile(stack, database_url)
+    assert report.returncode == 0, report.stderr
+    assert f"orphan\t{ref}\tlocal=missing\tstripe=succeeded\tbooking={booking['id']}" in (
+        report.stdout
+    )
+    assert payment_row(db, booking["id"]) is None
+    fixed = _reconcile(stack, database_url, "--fix")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert f"adopted\t{ref}" in fixed.stdout
+    assert booking_status(db, booking["id"]) == "confirmed"
+    assert payment_row(db, booking["id"])[:3] == ("succeeded", ref, booking["price_minor"])
+    assert one(db, "SELECT payer_id FROM payments") == market["alice"]
+    assert ledger_kinds(db) == ["payment"]
+    # adopted once: a second run finds nothing, and the payer's retry returns that intent
+    again = _reconcile(stack, database_url, "--fix")
+    assert "0 difference(s)" in again.stdout, again.stdout
+    r = pay_intent(stack, market["alice"], booking["id"])
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "succeeded"
+
+
+def test_an_adopted_orphan_of_a_canceled_booking_is_refunded_in_full(
+    stack: Stack, market: dict[str, Any], database_url: str
+) -> None:
+    db = market["db"]
+    stack.standin.standin.deliver = False
+    booking = hold(stack, market["alice"], market["slot"])
+    r = stack.http.post(
+        f"/api/v1/bookings/{booking['id']}/cancel", headers=bearer(market["alice"], "student")
+    )
+    assert r.status_code == 200, r.text
+    ref = _orphan(stack, booking)  # paid in the instant the hold was canceled
+    fixed = _reconcile(stack, database_url, "--fix")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert f"adopted\t{ref}" in fixed.stdout
+    status, gateway_ref, captured, refunded = payment_row(db, booking["id"])
+    assert (status, gateway_ref, captured, refunded) == ("succeeded", ref, captured, captured)
+    assert booking_status(db, booking["id"]) in ("canceled", "refunded")
+    assert ledger_kinds(db) == ["payment", "refund"]
+    with stack.standin.standin.lock:
+        (refund,) = stack.standin.standin.refunds.values()
+    assert (refund["payment_intent"], refund["amount"]) == (ref, booking["price_minor"])
+
+
+# ------------------------------------------------------------------ a canceled intent
+
+
+def test_a_canceled_intent_is_replaced_once_never_two_live(
+    stack: Stack, market: dict[str, Any]
+) -> None:
+    db = market["db"]
+    booking = hold(stack, market["alice"], market["slot"])
+    first = pay_intent(stack, market["alice"], booking["id"])
+    assert first.status_code == 200, first.text
+    old_ref = payment_row(db, booking["id"])[1]
+    stack.sdk.v1.payment_intents.cancel(old_ref)
+    wait_for(lambda: payment_row(db, booking["id"])[0] == "canceled", "the cancel applied")
+    with ThreadPoolExecutor(5) as pool:
+        answers = list(
+            pool.map(lambda _: pay_intent(stack, market["alice"], booking["id"]), range(5))
+        )
+    assert [a.status_code for a in answers] == [200] * 5, [a.text for a in answers]
+    assert {a.json()["client_secret"] for a in answers} != {first.json()["client_secret"]}
+    assert len({a.json()["client_secret"] for a in answers}) == 1
+    assert {a.json()["status"] for a in answers} == {"requires_payment"}
+    intents = stack.intents_of(booking["id"])
+    live = [i for i in intents if i["status"] != "canceled"]
+    assert len(intents) == 2
+    assert len(live) == 1
+    assert live[0]["metadata"]["intent_attempt"] == "2"
+    with stack.standin.standin.lock:
+        keys = {k for _, k in stack.standin.standin.idempotency}
+    assert f"pi:{booking['id']}:2" in keys
+    status, ref, _, _ = payment_row(db, booking["id"])
+    assert (status, ref) == ("requires_payment", live[0]["id"])
+    stack.sdk.v1.payment_intents.confirm(ref, {"payment_method": "pm_card_visa"})
+    wait_for(lambda: booking_status(db, booking["id"]) == "confirmed", "the booking confirmed")
+    assert ledger_kinds(db) == ["payment"]
+    # the old, canceled intent is not a difference for the reconciliation
+    again = pay_intent(stack, market["alice"], booking["id"])
+    assert again.json()["status"] == "succeeded"
+
+
+def test_a_canceled_intent_of_an_expired_hold_is_not_replaced(
+    stack: Stack, market: dict[str, Any]
+) -> None:
+    db = market["db"]
+    booking = hold(stack, market["alice"], market["slot"])
+    assert pay_intent(stack, market["alice"], booking["id"]).status_code == 200
+    ref = payment_row(db, booking["id"])[1]
+    stack.sdk.v1.payment_intents.cancel(ref)
+    db.execute(
+        "UPDATE bookings SET hold_expires_at = now() - interval '1 second' WHERE id = %s",
+        (booking["id"],),
+    )
+    r = pay_intent(stack, market["alice"], booking["id"])
+    assert r.status_code == 409, r.text
+    assert r.json()["code"] == "booking_not_payable"
+    assert len(stack.intents_of(booking["id"])) == 1
