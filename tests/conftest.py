@@ -13,10 +13,14 @@ dataset build it in their own module-scoped fixture.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from psycopg import sql
@@ -120,7 +124,6 @@ def redis_url() -> Iterator[str]:
 async def client(database_url: str, redis_url: str) -> AsyncIterator[Any]:
     """An httpx client on the ASGI app, talking to the real test database and Redis; the
     app's lifespan runs around it, as under a server."""
-    import httpx
 
     from api.app import create_app
 
@@ -145,7 +148,6 @@ class EngineThread:
         """`recheck_s`: see `PostgresEngine.open` (0: check the block directory on every
         query)."""
         import asyncio
-        import threading
 
         from search.engines.postgres.engine import PostgresEngine
 
@@ -252,6 +254,79 @@ def browser() -> Iterator[Any]:
             b.close()
 
 
+BROWSER_TIMEOUT_MS = 15_000  # Playwright's default timeout in the browser tests
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on (at the time of the call)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def serve_app() -> Iterator[str]:
+    """The real app (`create_app()`, the current environment's settings) served by uvicorn
+    in a thread on a free port; its base URL once `/healthz` answers 200."""
+    import uvicorn
+
+    from api.app import create_app
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    with httpx.Client(timeout=1) as c:
+        for _ in range(200):
+            try:
+                if c.get(f"{base}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                threading.Event().wait(0.05)
+        else:
+            pytest.fail("the test server did not start")
+    try:
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def page_factory(browser: Any, live_server: str) -> Iterator[Any]:
+    """New pages (locale, viewport) of the module's `live_server` whose requests may only
+    reach it (anything else is aborted); a script error on any page fails the test."""
+    contexts: list[Any] = []
+    errors: list[str] = []
+
+    def make(locale: str = "fr-FR", width: int = 1400, height: int = 900) -> Any:
+        ctx = browser.new_context(
+            locale=locale, viewport={"width": width, "height": height}, base_url=live_server
+        )
+        ctx.set_default_timeout(BROWSER_TIMEOUT_MS)
+
+        def only_local(route: Any) -> None:
+            if route.request.url.startswith(live_server):
+                route.continue_()
+            else:
+                route.abort()
+
+        ctx.route("**/*", only_local)
+        contexts.append(ctx)
+        page = ctx.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        return page
+
+    yield make
+    for ctx in contexts:
+        ctx.close()
+    assert not errors, errors
+
+
 # --- accounts: app, client and factories ----------------------------------------------
 
 DEFAULT_PASSWORD = "correct-horse-battery"
@@ -283,7 +358,6 @@ async def app(database_url: str, redis_url: str) -> AsyncIterator[Any]:
 @pytest.fixture
 async def api(app: Any) -> AsyncIterator[Any]:
     """An httpx client on `app` that returns 500 responses instead of raising."""
-    import httpx
 
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:

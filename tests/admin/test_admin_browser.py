@@ -7,62 +7,35 @@ server. Without `/usr/bin/chromium` the test skips with that reason (the `browse
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 
-from tests.conftest import DEFAULT_PASSWORD, create_provider, create_user
+from tests.conftest import (
+    BROWSER_TIMEOUT_MS,
+    DEFAULT_PASSWORD,
+    create_provider,
+    create_user,
+    serve_app,
+)
 from tests.reviews.helpers import completed_booking
 
 pytestmark = pytest.mark.browser
 
-TIMEOUT_MS = 15_000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
 
 @pytest.fixture
 def live_server(db: psycopg.Connection[Any]) -> Iterator[str]:
-    import uvicorn
-
-    from api.app import create_app
-
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    with httpx.Client(timeout=1) as c:
-        for _ in range(200):
-            try:
-                if c.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                threading.Event().wait(0.05)
-        else:
-            pytest.fail("the test server did not start")
-    yield base
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_app() as base:
+        yield base
 
 
 @pytest.fixture
 def page(browser: Any, live_server: str) -> Iterator[Any]:
     errors: list[str] = []
     ctx = browser.new_context(locale="en-GB", base_url=live_server)
-    ctx.set_default_timeout(TIMEOUT_MS)
+    ctx.set_default_timeout(BROWSER_TIMEOUT_MS)
     ctx.route(
         "**/*",
         lambda route: (

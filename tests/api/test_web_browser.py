@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,89 +20,37 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from tests.conftest import BROWSER_TIMEOUT_MS, free_port, serve_app
+
 pytestmark = pytest.mark.browser
 
 SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 PARIS = (48.8566, 2.3522)
-TIMEOUT_MS = 15_000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+TIMEOUT_MS = BROWSER_TIMEOUT_MS
 
 
 @pytest.fixture(scope="module")
 def live_server(search_dataset: str) -> Iterator[str]:
     """The real app served by uvicorn in a thread over the seeded dataset; its base URL."""
     import redis
-    import uvicorn
 
-    from api.app import create_app
     from core.settings import get_settings
     from tests.conftest import TEST_REDIS_URL
 
-    closed = _free_port()  # nothing listens there: every tile request fails
+    closed = free_port()  # nothing listens there: every tile request fails
     saved = os.environ.get("MAP_TILE_URL")
     os.environ["MAP_TILE_URL"] = f"http://127.0.0.1:{closed}/tiles/{{z}}/{{x}}/{{y}}.png"
     get_settings.cache_clear()
     redis.Redis.from_url(TEST_REDIS_URL).flushdb()  # no cached answer of another dataset
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    with httpx.Client(timeout=1) as c:
-        for _ in range(200):
-            try:
-                if c.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                threading.Event().wait(0.05)
+    try:
+        with serve_app() as base:
+            yield base
+    finally:
+        if saved is None:
+            os.environ.pop("MAP_TILE_URL", None)
         else:
-            pytest.fail("the test server did not start")
-    yield base
-    server.should_exit = True
-    thread.join(timeout=10)
-    if saved is None:
-        os.environ.pop("MAP_TILE_URL", None)
-    else:
-        os.environ["MAP_TILE_URL"] = saved
-    get_settings.cache_clear()
-
-
-@pytest.fixture
-def page_factory(browser: Any, live_server: str) -> Iterator[Any]:
-    """New pages (locale, viewport) whose requests may only reach the test server."""
-    contexts: list[Any] = []
-    errors: list[str] = []
-
-    def make(locale: str = "fr-FR", width: int = 1400, height: int = 900) -> Any:
-        ctx = browser.new_context(
-            locale=locale, viewport={"width": width, "height": height}, base_url=live_server
-        )
-        ctx.set_default_timeout(TIMEOUT_MS)
-
-        def only_local(route: Any) -> None:
-            if route.request.url.startswith(live_server):
-                route.continue_()
-            else:
-                route.abort()
-
-        ctx.route("**/*", only_local)
-        contexts.append(ctx)
-        page = ctx.new_page()
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        return page
-
-    yield make
-    for ctx in contexts:
-        ctx.close()
-    assert not errors, errors
+            os.environ["MAP_TILE_URL"] = saved
+        get_settings.cache_clear()
 
 
 @pytest.fixture

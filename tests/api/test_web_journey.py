@@ -22,7 +22,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.api.test_web_browser import SHOTS, TIMEOUT_MS
+from tests.api.test_web_browser import SHOTS
 from tests.booking.helpers import create_slot
 from tests.conftest import DEFAULT_PASSWORD, bearer, create_user
 from tests.payments.kit import (
@@ -84,36 +84,6 @@ def live_server(search_dataset: str) -> Iterator[str]:
             "SELECT id FROM availability_slots WHERE seats_taken > capacity"
         ).fetchall()
         assert over == []
-
-
-@pytest.fixture
-def page_factory(browser: Any, live_server: str) -> Iterator[Any]:
-    """New pages (locale, viewport) whose requests may only reach the test server."""
-    contexts: list[Any] = []
-    errors: list[str] = []
-
-    def make(locale: str = "fr-FR", width: int = 1400, height: int = 900) -> Any:
-        ctx = browser.new_context(
-            locale=locale, viewport={"width": width, "height": height}, base_url=live_server
-        )
-        ctx.set_default_timeout(TIMEOUT_MS)
-
-        def only_local(route: Any) -> None:
-            if route.request.url.startswith(live_server):
-                route.continue_()
-            else:
-                route.abort()
-
-        ctx.route("**/*", only_local)
-        contexts.append(ctx)
-        page = ctx.new_page()
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        return page
-
-    yield make
-    for ctx in contexts:
-        ctx.close()
-    assert not errors, errors
 
 
 NOW = datetime(2030, 3, 1, 12, 0, tzinfo=UTC)  # the seeded slots start on 2030-03-04
