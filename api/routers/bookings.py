@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import CurrentUser, NowDep, ProviderUser, SessionDep, require_role
@@ -188,18 +188,12 @@ async def cancel_booking(
     user: CurrentUser,
     session: SessionDep,
     now: NowDep,
-    background: BackgroundTasks,
     data: CancelIn | None = None,
 ) -> CancelResult:
     """By the student or its parent (refund per the policy snapshot: platform default
     100 % ≥ 24 h before the start, 50 % ≥ 2 h, else 0), the provider (100 %) or an admin
     (100 %); a pending (unpaid) booking refunds 0. 409 `invalid_transition` (not pending
-    or confirmed), `booking_started`; 404 for someone else's booking.
-
-    The answer leaves once the cancellation (and the credits it gives back) committed; the
-    gateway work — the refund of `refund_due_minor`, or the cancel of an unpaid intent —
-    runs right after it in this process (`payments.jobs.after_cancellations`: a gateway
-    failure leaves the refund pending for `educonnect payments reconcile --fix`)."""
+    or confirmed), `booking_started`; 404 for someone else's booking."""
     async with unit_of_work(session):
         result = await service.cancel(
             session, booking_id=booking_id, actor=user, reason=data.reason if data else None,
@@ -209,11 +203,9 @@ async def cancel_booking(
         await credits_service.refund_booking(
             session, booking_id=booking_id, percent=result.refund_percent, now=now
         )
-    # After the commit (lock order: booking first, then the payment in its own transaction)
-    # and after the answer: refund the policy's share, or cancel the unpaid intent.
-    background.add_task(
-        payments_jobs.after_cancellations, get_provider(), [(booking_id, result.refund_due_minor)]
-    )
+    # After the commit (lock order: booking first, then the payment in its own transaction):
+    # refund the policy's share, or cancel the unpaid intent.
+    await payments_jobs.after_cancellations(get_provider(), [(booking_id, result.refund_due_minor)])
     return result
 
 
