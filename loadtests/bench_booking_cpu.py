@@ -30,6 +30,7 @@ import orjson
 import psycopg
 
 from core.security import create_access_token
+from loadtests.attribution import print_attribution
 from loadtests.bench_booking import drop, recreate
 from loadtests.bench_search_cpu import _start_spy
 
@@ -147,13 +148,8 @@ def _report(out: str, cpu: float, top_n: int) -> None:
         mine = [f for f in stack if any(p in f for p in _OURS)]
         ours[mine[-1] if mine else "other"] += int(n)
     os.unlink(out)
+    print_attribution("hold", cpu, share, top, top_n, width=48)
     total = sum(share.values()) or 1
-    print(f"py-spy attribution of {cpu * 1e6:.0f} µs CPU per hold ({total} samples):")
-    for name, k in sorted(share.items(), key=lambda kv: -kv[1]):
-        print(f"  {name:48} {k / total * cpu * 1e6:7.0f} µs  {k / total * 100:5.1f} %")
-    print("top sampled lines:")
-    for frame, k in sorted(top.items(), key=lambda kv: -kv[1])[:top_n]:
-        print(f"  {k / total * cpu * 1e6:7.0f} µs  {frame}")
     print("by the innermost frame of the project's code:")
     for frame, k in sorted(ours.items(), key=lambda kv: -kv[1])[:top_n]:
         print(f"  {k / total * cpu * 1e6:7.0f} µs  {frame}")

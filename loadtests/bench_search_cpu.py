@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from loadtests.attribution import print_attribution
+
 # Components, by the innermost frame of a sample that belongs to one of them (pydantic
 # frames count for their caller: query model, FastAPI parameters, or response models).
 ANCHORS: list[tuple[str, str]] = [
@@ -152,13 +154,7 @@ def _report(out: str, cpu: float, top_n: int, keep: str | None) -> None:
         shutil.move(out, keep)
     else:
         os.unlink(out)
-    total = sum(share.values()) or 1
-    print(f"py-spy attribution of {cpu * 1e6:.0f} µs CPU per request ({total} samples):")
-    for name, k in sorted(share.items(), key=lambda kv: -kv[1]):
-        print(f"  {name:36} {k / total * cpu * 1e6:7.0f} µs  {k / total * 100:5.1f} %")
-    print("top sampled lines:")
-    for frame, k in sorted(top.items(), key=lambda kv: -kv[1])[:top_n]:
-        print(f"  {k / total * cpu * 1e6:7.0f} µs  {frame}")
+    print_attribution("request", cpu, share, top, top_n)
 
 
 async def profile(app: Any, reqs: list[tuple[str, str, str]], args: argparse.Namespace) -> None:
