@@ -8,6 +8,7 @@
     educonnect serve                           the HTTP API (cli/serve.py)
     educonnect stats                           row counts (cli/stats.py)
     educonnect payments reconcile              Stripe vs local payments (payments/cli.py)
+    educonnect payments sweep                  finish refunds, events, intent cancels left pending
     educonnect notifications relay|retry-dead  notification relays, dead letters (notifications/cli.py)
     educonnect credits expire|allocate         credit expiry, monthly grants (credits/cli.py)
     educonnect demo journey                    the student journey via the API (cli/demo.py)

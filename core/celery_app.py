@@ -103,6 +103,12 @@ def celery_config(s: Settings) -> dict[str, Any]:
                 "schedule": s.session_sweep_interval_s,
                 "options": {"expires": s.session_sweep_interval_s},
             },
+            # payments: webhook events, refunds and intent cancels nobody finished
+            "payments-sweep": {
+                "task": "payments.sweep",
+                "schedule": s.payments_sweep_s,
+                "options": {"expires": s.payments_sweep_s},
+            },
             # C of the damped rating sort key, the platform mean (reviews/tasks.py)
             "reviews-rating-prior": {
                 "task": "reviews.refresh_rating_prior",

@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     # webhook_events keeps last_error), and the first retry delay (doubles, capped at 300 s).
     payments_task_max_retries: int = Field(default=8, ge=0, le=50)
     payments_task_retry_s: float = Field(default=2.0, gt=0, le=300)
+    # Beat sweep of what a dead process or a lost task left (unprocessed webhook events,
+    # pending refunds, open intents of canceled bookings): its period, and the age (s) at
+    # which such work counts as left.
+    payments_sweep_s: float = Field(default=60.0, gt=0, le=3600)
 
     # Notifications (notifications/): delivery attempts before a row is dead-lettered, the
     # first retry delay (doubles per attempt, equal jitter) and its cap (s; the settings

@@ -7,8 +7,12 @@ differs (`differs`), and every orphan — an intent with metadata `booking_id` b
 payment, e.g. after a crash between the Stripe call and the commit (`orphan`); with `--fix`
 each is moved through the same compare-and-swap path as the webhooks (`fixed`), an orphan
 gets its payment row first and is then applied like a webhook (`adopted`: a succeeded one
-confirms its booking, or is refunded in full when the seat is gone), refunds left pending are sent again, and stored webhook events not
-processed after a minute are processed. Exit code 1 when differences remain unfixed.
+confirms its booking, or is refunded in full when the seat is gone), then the sweep runs
+(`payments sweep`: stored webhook events not processed, refunds left pending, open intents
+of canceled bookings — due for `--older-than` seconds, default 60). Exit code 1 when
+differences remain unfixed.
+
+`educonnect payments sweep [--older-than 60]` runs only the sweep (beat's `payments.sweep`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ from typing import Annotated
 
 import typer
 
-payments_app = typer.Typer(no_args_is_help=True, help="Payments: reconciliation with Stripe.")
+payments_app = typer.Typer(
+    no_args_is_help=True,
+    help="Payments: reconciliation with Stripe, and the sweep of work left pending.",
+)
 
 
 def _parse_since(value: str) -> datetime:
@@ -33,16 +40,19 @@ def _parse_since(value: str) -> datetime:
 def reconcile_cmd(
     since: Annotated[str, typer.Option(help="RFC 3339 instant, or N days back as '7d'")] = "7d",
     fix: Annotated[bool, typer.Option("--fix", help="Repair through the CAS path")] = False,
+    older_than: Annotated[
+        float, typer.Option(help="With --fix: sweep work due for at least this many seconds")
+    ] = 60.0,
 ) -> None:
     """Compare Stripe's PaymentIntents with our payments; report (and with --fix repair)."""
     from core.db import dispose_engines
     from payments import jobs
     from payments.stripe_adapter import get_provider
 
-    async def main() -> tuple[list[jobs.Difference], int]:
+    async def main() -> tuple[list[jobs.Difference], dict[str, int]]:
         try:
             diffs = await jobs.reconcile(get_provider(), since=_parse_since(since), fix=fix)
-            swept = await jobs.sweep_events(get_provider()) if fix else 0
+            swept = await jobs.sweep(get_provider(), older_than_s=older_than) if fix else {}
             return diffs, swept
         finally:
             await dispose_engines()
@@ -56,8 +66,34 @@ def reconcile_cmd(
             state = "fixed" if d.fixed else "differs"
             where = f"payment={d.payment_id or '-'}"
         typer.echo(f"{state}\t{d.ref}\tlocal={d.local or 'missing'}\tstripe={d.gateway}\t{where}")
-    typer.echo(
-        f"{len(diffs)} difference(s); {sum(d.fixed for d in diffs)} fixed; {swept} stored event(s) processed"
-    )
+    typer.echo(f"{len(diffs)} difference(s); {sum(d.fixed for d in diffs)} fixed; {_swept(swept)}")
     if any(not d.fixed for d in diffs) and fix:
         raise typer.Exit(1)
+
+
+def _swept(done: dict[str, int]) -> str:
+    return (
+        f"{done.get('events', 0)} stored event(s) processed, {done.get('refunds', 0)} pending"
+        f" refund(s) sent, {done.get('intents', 0)} open intent(s) of canceled bookings canceled"
+    )
+
+
+@payments_app.command("sweep")
+def sweep_cmd(
+    older_than: Annotated[
+        float, typer.Option(help="Only work due for at least this many seconds")
+    ] = 60.0,
+) -> None:
+    """Finish work left by a dead process or a lost task: unprocessed webhook events,
+    pending refunds, open intents of canceled bookings (what beat's `payments.sweep` does)."""
+    from core.db import dispose_engines
+    from payments import jobs
+    from payments.stripe_adapter import get_provider
+
+    async def main() -> dict[str, int]:
+        try:
+            return await jobs.sweep(get_provider(), older_than_s=older_than)
+        finally:
+            await dispose_engines()
+
+    typer.echo(_swept(asyncio.run(main())))

@@ -6,8 +6,10 @@ transactions, never while holding a row lock.
   `service.apply_intent` / `service.apply_refund` → refunds to execute.
 - `execute_refund`: a pending refund row → the gateway, with the key
   `re:{booking_id}:{seq}` (a retry never refunds twice) → its state applied.
-- `refund_booking`: after a cancellation committed, refund the policy's share (or, for an
-  unpaid booking, cancel its intent so it cannot be paid any more).
+- `after_cancellations`: after a cancellation committed (and answered), send the refund
+  it recorded, or cancel the unpaid intent so it cannot be paid any more.
+- `sweep` (beat): what a dead process or a lost task left — unprocessed events, pending
+  refunds, open intents of canceled bookings.
 - `reconcile`: compare the gateway's intents since a date with our payments; `fix` moves
   them through the same CAS path and adopts orphan intents (`adopt_intent`).
 """
@@ -234,48 +236,69 @@ async def drain(
     return Drained(processed, failed, retry_in)
 
 
-async def refund_booking(
-    provider: PaymentProvider,
-    *,
-    booking_id: uuid.UUID,
-    amount_minor: int,
-    reason: str = "booking_canceled",
-    now: Clock = utcnow,
-) -> uuid.UUID | None:
-    """After a booking's cancellation committed: refund `amount_minor` (the policy's
-    share, capped at what is left of the capture) with key `re:{booking_id}:{n}`; for a
-    booking not paid (yet), cancel its intent — and should it have succeeded meanwhile,
-    the intent's re-read refunds it in full (the booking is no longer payable).
-    Returns the refund id, if one was made."""
-    async with async_session_factory()() as session, session.begin():
-        payment, refund = await service.request_refund(
-            session, provider, booking_id=booking_id, amount_minor=amount_minor, reason=reason
-        )
-    if refund is not None:
-        try:
-            await execute_refund(provider, refund_id=refund.id, now=now)
-        except ProviderError as exc:  # stays pending: the reconcile command retries it
-            log.warning("refund_deferred", refund_id=str(refund.id), error=str(exc))
-        return refund.id
-    if payment is not None and payment.status != "succeeded":
-        await provider.cancel_intent(payment.gateway_ref, idempotency_key=f"cancel:{booking_id}")
-        applied = await sync_payment(provider, ref=payment.gateway_ref, now=now)
-        return applied.refund_ids[0] if applied.refund_ids else None
-    return None
+async def cancel_open_intent(
+    provider: PaymentProvider, *, booking_id: uuid.UUID, ref: str, now: Clock = utcnow
+) -> None:
+    """After a booking's cancellation committed with its payment still open: cancel the
+    intent at the gateway (key `cancel:{booking_id}`) so it can no longer be paid, then
+    apply the gateway's state — should it have succeeded meanwhile, the re-read refunds it
+    in full (the booking is no longer payable). Raises `ProviderError`."""
+    try:
+        await provider.cancel_intent(ref, idempotency_key=f"cancel:{booking_id}")
+    finally:  # canceled, or refused because it succeeded meanwhile: apply what it is
+        await sync_payment(provider, ref=ref, now=now)
 
 
 async def after_cancellations(
-    provider: PaymentProvider, cancellations: list[tuple[uuid.UUID, int]], *, now: Clock = utcnow
+    provider: PaymentProvider, works: list[service.GatewayWork], *, now: Clock = utcnow
 ) -> None:
-    """The cancel hook (after the cancellations committed): `refund_booking` for each
-    `(booking_id, refund_due_minor)`. A gateway failure is logged, never raised: the
-    refund row stays pending (or the intent open) and `educonnect payments reconcile
-    --fix` finishes the work; the cancellation itself stands."""
-    for booking_id, due in cancellations:
+    """The gateway's part of cancellations that committed (`service.record_cancellation`),
+    run after the answer: send each pending refund (`execute_refund`), cancel each open
+    intent (`cancel_open_intent`). A gateway failure is logged, never raised: the refund
+    stays pending (or the intent open) and `sweep` (beat, `payments.sweep`) finishes the
+    work; the cancellation itself stands."""
+    for work in works:
         try:
-            await refund_booking(provider, booking_id=booking_id, amount_minor=due, now=now)
+            if work.refund_id is not None:
+                await execute_refund(provider, refund_id=work.refund_id, now=now)
+            elif work.intent_ref is not None:
+                await cancel_open_intent(
+                    provider, booking_id=work.booking_id, ref=work.intent_ref, now=now
+                )
         except ProviderError as exc:
-            log.error("refund_after_cancel_failed", booking_id=str(booking_id), error=str(exc))
+            log.warning(
+                "gateway_after_cancel_deferred", booking_id=str(work.booking_id), error=str(exc)
+            )
+
+
+async def sweep(
+    provider: PaymentProvider, *, older_than_s: float = 60.0, limit: int = 500, now: Clock = utcnow
+) -> dict[str, int]:
+    """Finish what the after-commit and task paths left, `older_than_s` after it was due
+    (a process that died between its commit and its gateway call, a lost task message):
+    stored webhook events still unprocessed (`sweep_events`), refunds still pending
+    (`execute_refund`, same idempotency key: never twice), intents of canceled bookings
+    still open (`cancel_open_intent`). Returns how many of each were done; failures are
+    logged and left for the next sweep."""
+    events = await sweep_events(provider, older_than_s=older_than_s, limit=limit, now=now)
+    async with async_session_factory()() as session:
+        refund_ids, intents = await repo.stale_cancellations(
+            session, older_than=now() - timedelta(seconds=older_than_s), limit=limit
+        )
+    refunds = canceled = 0
+    for refund_id in refund_ids:
+        try:
+            await execute_refund(provider, refund_id=refund_id, now=now)
+            refunds += 1  # sent (its state may come back first by webhook) or found settled
+        except ProviderError as exc:
+            log.warning("refund_retry_failed", refund_id=str(refund_id), error=str(exc))
+    for booking_id, ref in intents:
+        try:
+            await cancel_open_intent(provider, booking_id=booking_id, ref=ref, now=now)
+            canceled += 1
+        except ProviderError as exc:
+            log.warning("intent_cancel_failed", booking_id=str(booking_id), error=str(exc))
+    return {"events": events, "refunds": refunds, "intents": canceled}
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,10 +356,11 @@ async def reconcile(
 ) -> list[Difference]:
     """List the gateway's intents created since `since` and report every local payment in
     another state, and every intent without a local payment; with `fix`, apply the
-    gateway's state through the same CAS path as webhooks, adopt orphans (`adopt_intent`)
-    and retry refunds left pending. Intents of credit purchases (metadata
+    gateway's state through the same CAS path as webhooks and adopt orphans
+    (`adopt_intent`). Intents of credit purchases (metadata
     `credit_purchase_id`) belong to credits and are skipped; a canceled intent replaced on
-    its booking by a newer one is not a difference."""
+    its booking by a newer one is not a difference. (Work left pending — refunds, events,
+    intents of canceled bookings — is `sweep`'s.)"""
     intents = await provider.list_intents(created_since=since)
     sessions = async_session_factory()
     diffs: list[Difference] = []
@@ -369,14 +393,6 @@ async def reconcile(
         diffs.append(
             Difference(payment_id, intent.ref, local, intent.status, fixed, booking_id, orphan)
         )
-    if fix:
-        async with sessions() as session:
-            pending = await repo.pending_refund_ids(session)
-        for refund_id in pending:
-            try:
-                await execute_refund(provider, refund_id=refund_id, now=now)
-            except ProviderError as exc:
-                log.warning("refund_retry_failed", refund_id=str(refund_id), error=str(exc))
     return diffs
 
 

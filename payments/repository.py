@@ -73,6 +73,53 @@ async def get_payment_by_booking(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+async def lock_payments(
+    session: AsyncSession,
+    *,
+    booking_ids: Sequence[uuid.UUID] = (),
+    slot_id: uuid.UUID | None = None,
+) -> None:
+    """Take the row locks (`FOR UPDATE`, in id order) of the payments of `booking_ids`,
+    or of every booking of `slot_id` still pending or confirmed."""
+    if slot_id is not None:
+        await session.execute(_LOCK_SLOT_PAYMENTS, {"slot": slot_id})
+    if booking_ids:
+        await session.execute(_LOCK_PAYMENTS, {"ids": list(booking_ids)})
+
+
+_LOCK_PAYMENTS = text("SELECT id FROM payments WHERE booking_id = ANY(:ids) ORDER BY id FOR UPDATE")
+_LOCK_SLOT_PAYMENTS = text(
+    "SELECT p.id FROM payments p JOIN bookings b ON b.id = p.booking_id"
+    " WHERE b.slot_id = :slot AND b.status IN ('pending', 'confirmed')"
+    " ORDER BY p.id FOR UPDATE OF p"
+)
+
+
+async def stale_cancellations(
+    session: AsyncSession, *, older_than: datetime, limit: int = 500
+) -> tuple[list[uuid.UUID], list[tuple[uuid.UUID, str]]]:
+    """What cancellations left for the gateway and nobody did (the process that answered
+    died before its after-commit work): the ids of refunds still `pending` created before
+    `older_than`, and `(booking_id, intent ref)` of bookings canceled before it whose
+    payment is still open (an intent that could still be paid). Oldest first."""
+    refunds = await session.execute(
+        select(Refund.id)
+        .where(Refund.status == "pending", Refund.created_at < older_than)
+        .order_by(Refund.created_at)
+        .limit(limit)
+    )
+    intents = await session.execute(_STALE_OPEN_INTENTS, {"before": older_than, "n": limit})
+    return list(refunds.scalars()), [(r.booking_id, r.gateway_ref) for r in intents]
+
+
+_STALE_OPEN_INTENTS = text(
+    "SELECT p.booking_id, p.gateway_ref FROM payments p JOIN bookings b ON b.id = p.booking_id"
+    " WHERE b.status = 'canceled' AND b.canceled_at < :before"
+    " AND p.status IN ('requires_payment', 'processing', 'failed')"
+    " ORDER BY b.canceled_at LIMIT :n"
+)
+
+
 async def get_payment_by_ref(
     session: AsyncSession, gateway: str, ref: str, *, lock: bool = False
 ) -> Payment | None:

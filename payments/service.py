@@ -9,14 +9,15 @@ reconciliation command all converge on one outcome: money never taken twice, a b
 never confirmed without its payment nor charged without a seat.
 
 Lock order (deadlock-free with the booking domain): the payment row, then the booking's
-slot and booking (inside `booking.service.confirm`). A cancellation commits the booking
-first and only then takes the payment's lock, in a transaction of its own.
+slot and booking (inside `booking.service.confirm`). A cancellation takes them in the same
+order (`lock_for_cancellation` before the booking service's cancel), so the refund it owes
+is recorded in its own transaction (`record_cancellation`).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -419,6 +420,57 @@ async def request_refund(
     amount = provider.representable(min(amount_minor, left), payment.currency)
     refund = await _record_refund(session, payment, amount=amount, reason=reason)
     return payment, refund
+
+
+async def lock_for_cancellation(
+    session: AsyncSession,
+    *,
+    booking_ids: Sequence[uuid.UUID] = (),
+    slot_id: uuid.UUID | None = None,
+) -> None:
+    """A cancellation's first lock: the payments of the bookings it may cancel (of
+    `booking_ids`, or of the live bookings of `slot_id`), taken before the booking
+    service locks the slot and the bookings — the order of the webhook's confirmation
+    (payment, slot, booking), so a cancellation racing a late success waits for it, or
+    makes it wait, and never deadlocks with it. Call in the cancellation's transaction,
+    then `record_cancellation` for each booking canceled."""
+    await repo.lock_payments(session, booking_ids=booking_ids, slot_id=slot_id)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayWork:
+    """What the gateway still has to do once a cancellation committed: send the pending
+    refund `refund_id` recorded with it, or cancel the unpaid intent `intent_ref` (so it
+    can no longer be paid). `payments.jobs.after_cancellations` does it after the answer;
+    `payments.jobs.sweep` does what a dead process left."""
+
+    booking_id: uuid.UUID
+    refund_id: uuid.UUID | None = None
+    intent_ref: str | None = None
+
+
+async def record_cancellation(
+    session: AsyncSession,
+    provider: PaymentProvider,
+    *,
+    booking_id: uuid.UUID,
+    refund_due_minor: int,
+) -> GatewayWork | None:
+    """In the cancellation's transaction (after `lock_for_cancellation`): record the
+    pending refund of `refund_due_minor` (minor units; the policy's share, capped at what
+    is left of the capture, key `re:{booking_id}:{seq}`), so the obligation commits with
+    the cancellation and reserves its amount; for a booking whose payment is still open,
+    name its intent to cancel. None when the gateway has nothing to do (no payment,
+    nothing due, or already settled)."""
+    payment, refund = await request_refund(
+        session, provider, booking_id=booking_id, amount_minor=refund_due_minor,
+        reason="booking_canceled",
+    )  # fmt: skip
+    if refund is not None:
+        return GatewayWork(booking_id, refund_id=refund.id)
+    if payment is not None and payment.status in _OPEN:
+        return GatewayWork(booking_id, intent_ref=payment.gateway_ref)
+    return None
 
 
 async def refundable_minor(

@@ -113,3 +113,13 @@ def execute_refund(self: Task, refund_id: str) -> str | None:
         if self.request.retries >= get_settings().payments_task_max_retries:
             raise
         raise self.retry(exc=exc, countdown=_countdown(self.request.retries)) from exc
+
+
+@app.task(name="payments.sweep", ignore_result=True)  # type: ignore[untyped-decorator]
+def sweep() -> dict[str, int]:
+    """Beat: finish what a dead process or a lost task left (`payments.jobs.sweep`), work
+    due for longer than `PAYMENTS_SWEEP_S`."""
+    from payments import jobs
+    from payments.stripe_adapter import get_provider
+
+    return run(jobs.sweep(get_provider(), older_than_s=get_settings().payments_sweep_s))

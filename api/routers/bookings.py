@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Query, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import CurrentUser, NowDep, ProviderUser, SessionDep, require_role
@@ -32,6 +32,7 @@ from booking.schemas import (
 )
 from credits import service as credits_service
 from payments import jobs as payments_jobs
+from payments import service as payments_service
 from payments.stripe_adapter import get_provider
 from profiles.errors import field_errors
 from profiles.models import User
@@ -188,13 +189,21 @@ async def cancel_booking(
     user: CurrentUser,
     session: SessionDep,
     now: NowDep,
+    background: BackgroundTasks,
     data: CancelIn | None = None,
 ) -> CancelResult:
     """By the student or its parent (refund per the policy snapshot: platform default
     100 % ≥ 24 h before the start, 50 % ≥ 2 h, else 0), the provider (100 %) or an admin
     (100 %); a pending (unpaid) booking refunds 0. 409 `invalid_transition` (not pending
-    or confirmed), `booking_started`; 404 for someone else's booking."""
+    or confirmed), `booking_started`; 404 for someone else's booking.
+
+    The refund of `refund_due_minor` is recorded (pending) in the cancellation's own
+    transaction; the gateway call that sends it — or cancels an unpaid intent — runs after
+    the answer (`payments.jobs.after_cancellations`; the beat sweep retries what fails)."""
+    provider = get_provider()
     async with unit_of_work(session):
+        # the payment's lock first: the order of the webhook's confirmation
+        await payments_service.lock_for_cancellation(session, booking_ids=[booking_id])
         result = await service.cancel(
             session, booking_id=booking_id, actor=user, reason=data.reason if data else None,
             now=now,
@@ -203,9 +212,11 @@ async def cancel_booking(
         await credits_service.refund_booking(
             session, booking_id=booking_id, percent=result.refund_percent, now=now
         )
-    # After the commit (lock order: booking first, then the payment in its own transaction):
-    # refund the policy's share, or cancel the unpaid intent.
-    await payments_jobs.after_cancellations(get_provider(), [(booking_id, result.refund_due_minor)])
+        work = await payments_service.record_cancellation(
+            session, provider, booking_id=booking_id, refund_due_minor=result.refund_due_minor
+        )
+    if work is not None:
+        background.add_task(payments_jobs.after_cancellations, provider, [work])
     return result
 
 

@@ -9,7 +9,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, BackgroundTasks, Query, status
 
 from api.deps import NowDep, ProviderUser, SessionDep
 from api.errors import problem_responses
@@ -18,6 +18,7 @@ from api.routers.bookings import unit_of_work
 from booking import service as booking_service
 from credits import service as credits_service
 from payments import jobs as payments_jobs
+from payments import service as payments_service
 from payments.stripe_adapter import get_provider as payment_gateway
 from profiles import service
 from profiles.errors import field_errors
@@ -151,6 +152,7 @@ async def delete_availability(
     user: ProviderUser,
     session: SessionDep,
     now: NowDep,
+    background: BackgroundTasks,
     cancel_bookings: Annotated[
         bool,
         Query(
@@ -161,7 +163,11 @@ async def delete_availability(
     """403 `forbidden` for another provider's slot; 404 `slot_not_found`; 409
     `slot_has_bookings` while bookings hold seats of it, unless `cancel_bookings=true`;
     429 `slot_busy` (Retry-After)."""
+    gateway = payment_gateway()
+    works = []
     async with unit_of_work(session):
+        if cancel_bookings:  # the payments' locks first: the order of the confirmation
+            await payments_service.lock_for_cancellation(session, slot_id=slot_id)
         canceled = await booking_service.cancel_slot(
             session, actor=user, slot_id=slot_id, cancel_bookings=cancel_bookings, now=now
         )
@@ -169,10 +175,14 @@ async def delete_availability(
             await credits_service.refund_booking(
                 session, booking_id=c.booking.id, percent=c.refund_percent, now=now
             )
-    # Full refunds of the canceled bookings (or their unpaid intents canceled), after commit.
-    await payments_jobs.after_cancellations(
-        payment_gateway(), [(c.booking.id, c.refund_due_minor) for c in canceled]
-    )
+            # a card payment's full refund is recorded with the cancellation
+            work = await payments_service.record_cancellation(
+                session, gateway, booking_id=c.booking.id, refund_due_minor=c.refund_due_minor
+            )
+            if work is not None:
+                works.append(work)
+    if works:  # sent to the gateway after the answer (the beat sweep retries what fails)
+        background.add_task(payments_jobs.after_cancellations, gateway, works)
 
 
 @router.patch(

@@ -35,7 +35,8 @@ any order, as Stripe's do. Test helpers (no auth), like `stripe trigger`:
   config says `refund_status=pending`);
 - Billing (Customers, Products, Prices, Subscriptions, Invoices) and its test clocks:
   `standins/stripe/billing.py`;
-- `POST /_standin/config` (`webhook_url`, `deliver=true|false`, `refund_status`);
+- `POST /_standin/config` (`webhook_url`, `deliver=true|false`, `refund_status`,
+  `outage=true|false`: every API call answers Stripe's 500 `api_error` meanwhile);
 - `GET /_standin/events`, `POST /_standin/events/{id}/deliver` (deliver again: duplicates);
 - `GET /_standin/stats` (requests served and server-side time percentiles, ms) and
   `POST /_standin/stats/reset` (start counting again);
@@ -188,6 +189,8 @@ class StripeStandin(BillingMixin):
         self.webhook_url = webhook_url
         self.deliver = deliver
         self.refund_status = refund_status
+        self.outage = False  # every API call answers Stripe's 500 `api_error` while set
+        self.refused: list[str] = []  # "METHOD path" of each call refused by an outage
         self.fixtures = load_fixtures()
         self.lock = threading.RLock()
         self.intents: dict[str, dict[str, Any]] = {}
@@ -311,6 +314,11 @@ class StripeStandin(BillingMixin):
                     return self._helpers(method, path, params)
                 if "authorization" not in headers and "key" in params:
                     return self._client_side(method, path, params)
+                if self.outage:
+                    self.refused.append(f"{method} {path}")
+                    raise StripeError(
+                        500, "api_error", "An unknown error occurred (stand-in outage)."
+                    )
                 self._authenticate(headers)
                 key = headers.get("idempotency-key")
                 if method == "POST" and key:
@@ -839,12 +847,15 @@ class StripeStandin(BillingMixin):
                 self.deliver = str(params["deliver"]).lower() == "true"
             if "refund_status" in params:
                 self.refund_status = str(params["refund_status"])
+            if "outage" in params:
+                self.outage = str(params["outage"]).lower() == "true"
             return Response(
                 200,
                 {
                     "webhook_url": self.webhook_url,
                     "deliver": self.deliver,
                     "refund_status": self.refund_status,
+                    "outage": self.outage,
                 },
             )
         if method == "POST" and len(parts) == 3:

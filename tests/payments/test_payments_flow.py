@@ -24,6 +24,7 @@ import psycopg
 import pytest
 import stripe
 
+from core.settings import get_settings
 from tests.booking.helpers import create_slot
 from tests.conftest import bearer, create_provider, create_user, truncate_all
 from tests.payments.kit import (
@@ -342,6 +343,123 @@ def test_cancel_racing_a_late_success_never_ends_charged_and_canceled(
         # canceled with nothing kept (never charged, or charged and refunded in full), or
         # confirmed then canceled and refunded (≥ 24 h before: the whole price)
         assert (state, charged) in (("canceled", 0), ("refunded", 0)), (state, charged)
+
+
+# ------------------------------------------------------------------ gateway outage at cancel
+
+
+def _paid(stack: Stack, market: dict[str, Any], start: datetime) -> dict[str, Any]:
+    """A booking of a new one-seat slot at `start`, paid and confirmed."""
+    slot = create_slot(market["db"], market["tutor"], start=start, minutes=60, capacity=1)
+    booking = hold(stack, market["alice"], slot)
+    assert pay_intent(stack, market["alice"], booking["id"]).status_code == 200
+    (intent,) = stack.intents_of(booking["id"])
+    stack.sdk.v1.payment_intents.confirm(intent["id"], {"payment_method": "pm_card_visa"})
+    wait_for(lambda: booking_status(market["db"], booking["id"]) == "confirmed", "confirmation")
+    return booking
+
+
+def _refused(stack: Stack, call: str) -> int:
+    with stack.standin.standin.lock:
+        return sum(c == call for c in stack.standin.standin.refused)
+
+
+def _sweep(stack: Stack, database_url: str) -> str:
+    env = {**os.environ, **stripe_env(stack.standin.url, database_url)}
+    cmd = [sys.executable, "-m", "cli", "payments", "sweep", "--older-than", "0"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_a_cancel_during_a_gateway_outage_answers_with_its_refund_recorded_and_the_sweep_sends_it(
+    stack: Stack, market: dict[str, Any], database_url: str
+) -> None:
+    db = market["db"]
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=10)
+    booking = _paid(stack, market, start)
+    attempts = get_settings().stripe_max_network_retries + 1  # the SDK's, per call
+    standin = stack.standin.standin
+    standin.refused.clear()
+    standin.outage = True
+    try:
+        r = stack.http.post(
+            f"/api/v1/bookings/{booking['id']}/cancel", headers=bearer(market["alice"], "student")
+        )
+        assert r.status_code == 200, r.text
+        due = r.json()["refund_due_minor"]
+        assert due == booking["price_minor"]  # ≥ 24 h before: the whole price
+        # committed with the cancellation, before the answer: owed, and reserved on the payment
+        assert one(db, "SELECT status, amount_minor, reason FROM refunds") == (
+            "pending", due, "booking_canceled",
+        )  # fmt: skip
+        assert payment_row(db, booking["id"])[3] == due
+        assert booking_status(db, booking["id"]) == "canceled"
+        # the after-answer send met the outage (each SDK attempt refused), and gave up
+        wait_for(lambda: _refused(stack, "POST /v1/refunds") == attempts, "the refused sends")
+    finally:
+        standin.outage = False
+    assert one(db, "SELECT status FROM refunds") == "pending"
+    assert "1 pending refund(s) sent" in _sweep(stack, database_url)
+    wait_for(lambda: booking_status(db, booking["id"]) == "refunded", "the booking refunded")
+    assert one(db, "SELECT status, seq FROM refunds") == ("succeeded", 1)
+    assert (API_KEY, f"re:{booking['id']}:1") in standin.idempotency
+    wait_for(lambda: settled(db), "events processed")
+    assert sorted(ledger_kinds(db)) == ["payment", "refund"]
+
+
+def test_canceling_an_unpaid_hold_cancels_its_intent_and_the_sweep_does_what_an_outage_left(
+    stack: Stack, market: dict[str, Any], database_url: str
+) -> None:
+    db, alice = market["db"], market["alice"]
+    standin = stack.standin.standin
+
+    def unpaid(days: int) -> tuple[dict[str, Any], str]:
+        start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=days)
+        slot = create_slot(db, market["tutor"], start=start, minutes=60, capacity=1)
+        booking = hold(stack, alice, slot)
+        assert pay_intent(stack, alice, booking["id"]).status_code == 200
+        (intent,) = stack.intents_of(booking["id"])
+        return booking, str(intent["id"])
+
+    def cancel(booking: dict[str, Any]) -> None:
+        r = stack.http.post(
+            f"/api/v1/bookings/{booking['id']}/cancel", headers=bearer(alice, "student")
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["refund_due_minor"] == 0
+
+    def intent_status(ref: str) -> str:
+        with standin.lock:
+            return str(standin.intents[ref]["status"])
+
+    # the after-answer work cancels the intent at Stripe: it can no longer be paid
+    booking, ref = unpaid(11)
+    cancel(booking)
+    wait_for(lambda: payment_row(db, booking["id"])[0] == "canceled", "the payment canceled")
+    assert intent_status(ref) == "canceled"
+    with pytest.raises(stripe.InvalidRequestError):
+        stack.sdk.v1.payment_intents.confirm(ref, {"payment_method": "pm_card_visa"})
+
+    # during an outage it cannot: the intent stays open until the sweep
+    attempts = get_settings().stripe_max_network_retries + 1
+    booking, ref = unpaid(12)
+    wait_for(lambda: settled(db), "the intent's events processed")  # no re-read but ours
+    standin.refused.clear()
+    standin.outage = True
+    try:
+        cancel(booking)
+        cancel_call = f"POST /v1/payment_intents/{ref}/cancel"
+        wait_for(lambda: _refused(stack, cancel_call) == attempts, "the refused cancels")
+        wait_for(lambda: _refused(stack, f"GET /v1/payment_intents/{ref}") == attempts, "re-reads")
+    finally:
+        standin.outage = False
+    assert payment_row(db, booking["id"])[0] == "requires_payment"
+    assert intent_status(ref) == "requires_payment_method"
+    assert "1 open intent(s) of canceled bookings canceled" in _sweep(stack, database_url)
+    assert intent_status(ref) == "canceled"
+    assert payment_row(db, booking["id"])[0] == "canceled"
+    assert booking_status(db, booking["id"]) == "canceled"
 
 
 # ------------------------------------------------------------------ database guarantee
