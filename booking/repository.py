@@ -15,7 +15,6 @@ from typing import Any
 
 from sqlalchemy import (
     Row,
-    and_,
     bindparam,
     func,
     insert,
@@ -287,7 +286,7 @@ async def list_bookings(
         )
     stmt = (
         select(Booking)
-        .where(and_(*conds))
+        .where(*conds)
         .order_by(Booking.starts_at, Booking.id)
         .limit(limit)
         .execution_options(populate_existing=True)
