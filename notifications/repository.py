@@ -104,10 +104,12 @@ def payment_facts(conn: psycopg.Connection[Any], payment_id: str) -> dict[str, A
 
 
 def refund_facts(conn: psycopg.Connection[Any], refund_id: str) -> dict[str, Any] | None:
-    """A refund: `booking_id`, `amount_minor`, `currency`."""
+    """A refund: `payer_id` (who paid the payment it returns), `booking_id`,
+    `amount_minor`, `currency`."""
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
-            "SELECT booking_id, amount_minor, currency::text AS currency FROM refunds WHERE id = %s",
+            "SELECT p.payer_id, r.booking_id, r.amount_minor, r.currency::text AS currency"
+            " FROM refunds r JOIN payments p ON p.id = r.payment_id WHERE r.id = %s",
             (refund_id,),
         ).fetchone()
 

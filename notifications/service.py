@@ -123,8 +123,10 @@ def recipients_of(
         ref = repo.refund_facts(conn, payload["refund_id"])
         if ref is None:
             return []
-        # the refund goes back to whoever paid: the wording is the payer's, not the parents'
-        return _booking_audience(conn, str(ref["booking_id"]), ("student",), ref, parents=False)
+        # the refund goes back to whoever paid (a parent paying for a child included): the
+        # payer hears of it, in the student's wording, as of the payment
+        found = _booking_audience(conn, str(ref["booking_id"]), ("student",), ref, parents=False)
+        return [Audience(ref["payer_id"], "student", a.data) for a in found]
     if kind in ("payout.approved", "payout.paid") and payload.get("payout_id"):
         po = repo.payout_facts(conn, payload["payout_id"])
         return [Audience(po["provider_id"], "provider", po)] if po else []

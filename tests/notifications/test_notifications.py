@@ -504,6 +504,37 @@ def test_payment_refund_and_payout_events_reach_their_recipients(
     assert "10.00" in failed["subject"] or "card declined" in failed["body_text"]
 
 
+def test_a_refund_is_told_to_whoever_paid_not_to_the_student(
+    db: psycopg.Connection[Any], database_url: str, redis_url: str
+) -> None:
+    tutor = create_provider(db)
+    student, parent = create_user(db), create_user(db, role="parent")
+    b = insert_booking_event(
+        db, student=student, provider=tutor, starts_at=utcnow() + timedelta(days=3)
+    )
+    pay = db.execute(
+        "INSERT INTO payments (booking_id, payer_id, provider_id, gateway, gateway_ref, price_minor,"
+        " amount_minor, captured_minor, currency, status, succeeded_at) VALUES"
+        " (%s, %s, %s, 'stripe', 'pi_p', 1000, 1000, 1000, 'EUR', 'succeeded', now()) RETURNING id",
+        (b, parent, tutor),
+    ).fetchone()[0]
+    refund = db.execute(
+        "INSERT INTO refunds (payment_id, booking_id, seq, amount_minor, currency, reason)"
+        " VALUES (%s, %s, 1, 400, 'EUR', 'booking_canceled') RETURNING id", (pay, b),
+    ).fetchone()[0]  # fmt: skip
+    db.execute(
+        "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
+        " VALUES ('refund', %s, 'refund.succeeded', %s::jsonb)",
+        (str(refund), __import__("json").dumps({"refund_id": str(refund), "booking_id": str(b)})),
+    )
+    drain(database_url)
+    told = rows(db, "kind = 'refund.succeeded'")
+    assert {r["user_id"] for r in told} == {parent}
+    assert {r["channel"] for r in told} == {"email", "in_app"}
+    email = next(r for r in told if r["channel"] == "email")
+    assert "4,00" in email["subject"]  # the payer's locale (fr by default)
+
+
 async def test_admin_queues_reports_broker_workers_and_states(
     api: httpx.AsyncClient, db: psycopg.Connection[Any]
 ) -> None:
