@@ -6,9 +6,11 @@ dependencies, handler — so that:
 
 * a first request claims the key (committed before the work), runs, and its response,
   success or error (problem+json), is stored for `IDEMPOTENCY_TTL_S` (≥ 24 h) — except
-  a 503 (the database was lost mid-request): whether the work committed is unknown then,
-  so nothing is stored and the claim's lease (`IDEMPOTENCY_LOCK_TIMEOUT_S`) decides when
-  a retry may run it;
+  a 503: nothing is stored. When the database was lost mid-request
+  (`database_unavailable`), whether the work committed is unknown, so the claim's lease
+  (`IDEMPOTENCY_LOCK_TIMEOUT_S`) decides when a retry may run it; when the route itself
+  raised a 503 because a dependency did not answer (`payment_gateway_unavailable`, …), its
+  work rolled back and the claim is released: a retry runs at once;
 * a retry with the same key and the same method, path and body gets the stored response
   again, marked `Idempotent-Replayed: true`;
 * a concurrent duplicate gets 409 `idempotency_key_in_use`; the same key with another
@@ -32,7 +34,7 @@ from api.deps import remember_claims
 from api.errors import problem_for_exception
 from core import idempotency
 from core.db import async_session_factory
-from core.errors import AppError
+from core.errors import AppError, ServiceUnavailable
 from core.logging import get_logger
 from core.security import decode_access_token
 from core.settings import get_settings
@@ -103,13 +105,24 @@ def _replay(stored: idempotency.StoredResponse) -> Response:
     )
 
 
-async def _run(request: Request, handler: Callable[[Request], Awaitable[Response]]) -> Response:
+async def _run(
+    request: Request, handler: Callable[[Request], Awaitable[Response]]
+) -> tuple[Response, Exception | None]:
     """Run the route and turn any exception into the response the client would get (so
-    it is stored like any response: a retry must not run the work twice)."""
+    it is stored like any response: a retry must not run the work twice); the exception
+    comes back too (None when the route answered)."""
     try:
-        return await handler(request)
+        return await handler(request), None
     except Exception as exc:
-        return problem_for_exception(exc, request)
+        return problem_for_exception(exc, request), exc
+
+
+def _dependency_refused(exc: Exception | None) -> bool:
+    """A 503 the route raised itself because a dependency (the payment gateway, the
+    broker, …) did not answer: its unit of work rolled back, so a retry may run the work
+    at once. The database's own 503 (`database_unavailable`: the connection was lost,
+    maybe during the COMMIT) is not one of them."""
+    return isinstance(exc, ServiceUnavailable) and exc.code != "database_unavailable"
 
 
 async def handle_idempotently(
@@ -138,8 +151,13 @@ async def handle_idempotently(
     )  # fmt: skip
     if stored is not None:
         return _replay(stored)
-    response = await _run(request, handler)
+    response, exc = await _run(request, handler)
     if response.status_code == 503:  # transient: a retry must not replay it
+        if _dependency_refused(exc):  # nothing was done: the retry need not wait
+            try:
+                await idempotency.release(sessions, principal=principal, key=key, fingerprint=fp)
+            except Exception as error:  # the lease frees it later
+                log.warning("idempotency_release_failed", key=key, error=repr(error))
         return response
     keep = {k: v for k, v in response.headers.items() if k.lower() in _STORED_HEADERS}
     try:

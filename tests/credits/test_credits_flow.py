@@ -251,6 +251,30 @@ def test_a_pack_grants_its_credits_when_the_payment_succeeds_once(
     assert (r.status_code, r.json()["code"]) == (422, "currency_not_offered")
 
 
+def test_a_purchase_refused_by_a_gateway_outage_can_be_retried_at_once_with_its_key(
+    stack: Stack, market: dict[str, Any]
+) -> None:
+    db, child = market["db"], market["child"]
+    same = {**bearer(child, "student"), **key()}
+    pack = {"plan_code": "PACK_5", "currency": "EUR"}
+    stack.standin.standin.outage = True
+    try:
+        r = stack.http.post("/api/v1/credits/purchases", json=pack, headers=same)
+    finally:
+        stack.standin.standin.outage = False
+    assert (r.status_code, r.json()["code"]) == (503, "payment_gateway_unavailable")
+    assert db.execute("SELECT count(*) FROM credit_purchases").fetchone() == (0,)
+    # its unit of work rolled back and the key was released: the retry runs now, once
+    r = stack.http.post("/api/v1/credits/purchases", json=pack, headers=same)
+    assert r.status_code == 201, r.text
+    assert "idempotent-replayed" not in r.headers
+    replay = stack.http.post("/api/v1/credits/purchases", json=pack, headers=same)
+    assert (replay.status_code, replay.headers["idempotent-replayed"]) == (201, "true")
+    assert replay.json()["id"] == r.json()["id"]
+    assert db.execute("SELECT count(*) FROM credit_purchases").fetchone() == (1,)
+    wait_for(lambda: settled(db), "the intent's creation event processed")
+
+
 def test_the_allocation_job_catches_up_a_paid_invoice_whose_webhook_was_lost(
     stack: Stack, market: dict[str, Any]
 ) -> None:
