@@ -164,7 +164,7 @@ async def delete_availability(
     `slot_has_bookings` while bookings hold seats of it, unless `cancel_bookings=true`;
     429 `slot_busy` (Retry-After)."""
     gateway = payment_gateway()
-    works = []
+    works: list[payments_service.GatewayWork] = []
     async with unit_of_work(session):
         if cancel_bookings:  # the payments' locks first: the order of the confirmation
             await payments_service.lock_for_cancellation(session, slot_id=slot_id)

@@ -118,6 +118,31 @@ def ledger_kinds(db: psycopg.Connection[Any]) -> list[str]:
     return [r[0] for r in db.execute("SELECT kind FROM ledger_transactions ORDER BY created_at")]
 
 
+def paid(stack: Stack, market: dict[str, Any], start: datetime | None = None) -> dict[str, Any]:
+    """Alice's booking — of the market's slot, or of a new one-seat slot at `start` —
+    paid through the stand-in and confirmed by the webhook."""
+    slot = market["slot"]
+    if start is not None:
+        slot = create_slot(market["db"], market["tutor"], start=start, minutes=60, capacity=1)
+    booking = hold(stack, market["alice"], slot)
+    assert pay_intent(stack, market["alice"], booking["id"]).status_code == 200
+    (intent,) = stack.intents_of(booking["id"])
+    stack.sdk.v1.payment_intents.confirm(intent["id"], {"payment_method": "pm_card_visa"})
+    wait_for(lambda: booking_status(market["db"], booking["id"]) == "confirmed", "confirmation")
+    return booking
+
+
+def payments_cli(stack: Stack, database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`educonnect payments <args>` in a process of its own, on the stack's settings."""
+    env = {**os.environ, **stripe_env(stack.standin.url, database_url)}
+    cmd = [sys.executable, "-m", "cli", "payments", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def _reconcile(stack: Stack, database_url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return payments_cli(stack, database_url, "reconcile", "--since", "1d", *extra)
+
+
 # ------------------------------------------------------------------ happy path
 
 
@@ -271,12 +296,7 @@ def test_canceling_a_confirmed_booking_refunds_the_policy_share_then_booking_ref
 ) -> None:
     db = market["db"]
     soon = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=5)
-    slot = create_slot(db, market["tutor"], start=soon, minutes=60, capacity=1)
-    booking = hold(stack, market["alice"], slot)
-    assert pay_intent(stack, market["alice"], booking["id"]).status_code == 200
-    (intent,) = stack.intents_of(booking["id"])
-    stack.sdk.v1.payment_intents.confirm(intent["id"], {"payment_method": "pm_card_visa"})
-    wait_for(lambda: booking_status(db, booking["id"]) == "confirmed", "confirmation")
+    booking = paid(stack, market, soon)
     r = stack.http.post(
         f"/api/v1/bookings/{booking['id']}/cancel", headers=bearer(market["alice"], "student")
     )
@@ -348,26 +368,13 @@ def test_cancel_racing_a_late_success_never_ends_charged_and_canceled(
 # ------------------------------------------------------------------ gateway outage at cancel
 
 
-def _paid(stack: Stack, market: dict[str, Any], start: datetime) -> dict[str, Any]:
-    """A booking of a new one-seat slot at `start`, paid and confirmed."""
-    slot = create_slot(market["db"], market["tutor"], start=start, minutes=60, capacity=1)
-    booking = hold(stack, market["alice"], slot)
-    assert pay_intent(stack, market["alice"], booking["id"]).status_code == 200
-    (intent,) = stack.intents_of(booking["id"])
-    stack.sdk.v1.payment_intents.confirm(intent["id"], {"payment_method": "pm_card_visa"})
-    wait_for(lambda: booking_status(market["db"], booking["id"]) == "confirmed", "confirmation")
-    return booking
-
-
 def _refused(stack: Stack, call: str) -> int:
     with stack.standin.standin.lock:
         return sum(c == call for c in stack.standin.standin.refused)
 
 
 def _sweep(stack: Stack, database_url: str) -> str:
-    env = {**os.environ, **stripe_env(stack.standin.url, database_url)}
-    cmd = [sys.executable, "-m", "cli", "payments", "sweep", "--older-than", "0"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    done = payments_cli(stack, database_url, "sweep", "--older-than", "0")
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
@@ -377,7 +384,7 @@ def test_a_cancel_during_a_gateway_outage_answers_with_its_refund_recorded_and_t
 ) -> None:
     db = market["db"]
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=10)
-    booking = _paid(stack, market, start)
+    booking = paid(stack, market, start)
     attempts = get_settings().stripe_max_network_retries + 1  # the SDK's, per call
     standin = stack.standin.standin
     standin.refused.clear()
@@ -469,14 +476,10 @@ def test_a_refund_above_the_captured_amount_is_refused_by_the_database(
     stack: Stack, market: dict[str, Any]
 ) -> None:
     db = market["db"]
-    booking = hold(stack, market["alice"], market["slot"])
-    assert pay_intent(stack, market["alice"], booking["id"]).status_code == 200
-    (intent,) = stack.intents_of(booking["id"])
-    stack.sdk.v1.payment_intents.confirm(intent["id"], {"payment_method": "pm_card_visa"})
-    wait_for(lambda: booking_status(db, booking["id"]) == "confirmed", "confirmation")
+    booking = paid(stack, market)
     payment_id, captured = db.execute(
         "SELECT id, captured_minor FROM payments WHERE booking_id = %s", (booking["id"],)
-    ).fetchone()  # type: ignore[misc]
+    ).fetchone()
     insert = (
         "INSERT INTO refunds (payment_id, booking_id, seq, amount_minor, currency, reason)"
         " VALUES (%s, %s, %s, %s, 'EUR', 'test')"
@@ -504,11 +507,7 @@ def test_a_complaint_closed_with_a_partial_refund_refunds_at_stripe_and_never_be
     stack: Stack, market: dict[str, Any]
 ) -> None:
     db, alice, admin = market["db"], market["alice"], market["admin"]
-    booking = hold(stack, alice, market["slot"])
-    assert pay_intent(stack, alice, booking["id"]).status_code == 200
-    (intent,) = stack.intents_of(booking["id"])
-    stack.sdk.v1.payment_intents.confirm(intent["id"], {"payment_method": "pm_card_visa"})
-    wait_for(lambda: booking_status(db, booking["id"]) == "confirmed", "confirmation")
+    booking = paid(stack, market)
     captured = payment_row(db, booking["id"])[2]
     part = booking["price_minor"] // 3
     assert 0 < part < captured
@@ -568,23 +567,15 @@ def test_reconcile_reports_then_fixes_a_missed_webhook(
     assert pay_intent(stack, market["alice"], booking["id"]).status_code == 200
     (intent,) = stack.intents_of(booking["id"])
     stack.sdk.v1.payment_intents.confirm(intent["id"], {"payment_method": "pm_card_visa"})
-    env = {**os.environ, **stripe_env(stack.standin.url, database_url)}
-    cmd = [sys.executable, "-m", "cli", "payments", "reconcile", "--since", "1d"]
-    report = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    report = _reconcile(stack, database_url)
     assert report.returncode == 0, report.stderr
     assert f"differs\t{intent['id']}\tlocal=requires_payment\tstripe=succeeded" in report.stdout
     assert booking_status(db, booking["id"]) == "pending"
-    fixed = subprocess.run([*cmd, "--fix"], env=env, capture_output=True, text=True, timeout=120)
+    fixed = _reconcile(stack, database_url, "--fix")
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert f"fixed\t{intent['id']}" in fixed.stdout
     assert booking_status(db, booking["id"]) == "confirmed"
     assert ledger_kinds(db) == ["payment"]
-
-
-def _reconcile(stack: Stack, database_url: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **stripe_env(stack.standin.url, database_url)}
-    cmd = [sys.executable, "-m", "cli", "payments", "reconcile", "--since", "1d", *extra]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
 
 
 def _orphan(stack: Stack, booking: dict[str, Any]) -> str:
