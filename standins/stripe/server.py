@@ -35,7 +35,9 @@ any order, as Stripe's do. Test helpers (no auth), like `stripe trigger`:
   config says `refund_status=pending`);
 - Billing (Customers, Products, Prices, Subscriptions, Invoices) and its test clocks:
   `standins/stripe/billing.py`;
-- `POST /_standin/config` (`webhook_url`, `deliver=true|false`, `refund_status`);
+- `POST /_standin/config` (`webhook_url`, `deliver=true|false`, `refund_status`,
+  `latency_ms`: added to every `/v1/` answer, outside the lock, as Stripe's network and
+  server time are; default 0);
 - `GET /_standin/events`, `POST /_standin/events/{id}/deliver` (deliver again: duplicates);
 - `GET /_standin/stats` (requests served and server-side time percentiles, ms) and
   `POST /_standin/stats/reset` (start counting again);
@@ -188,6 +190,7 @@ class StripeStandin(BillingMixin):
         self.webhook_url = webhook_url
         self.deliver = deliver
         self.refund_status = refund_status
+        self.latency_ms = 0.0
         self.fixtures = load_fixtures()
         self.lock = threading.RLock()
         self.intents: dict[str, dict[str, Any]] = {}
@@ -839,12 +842,15 @@ class StripeStandin(BillingMixin):
                 self.deliver = str(params["deliver"]).lower() == "true"
             if "refund_status" in params:
                 self.refund_status = str(params["refund_status"])
+            if "latency_ms" in params:
+                self.latency_ms = max(0.0, float(params["latency_ms"]))
             return Response(
                 200,
                 {
                     "webhook_url": self.webhook_url,
                     "deliver": self.deliver,
                     "refund_status": self.refund_status,
+                    "latency_ms": self.latency_ms,
                 },
             )
         if method == "POST" and len(parts) == 3:
@@ -890,7 +896,10 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
-        response = self.server.standin.handle(self.command, split.path, split.query, body, headers)
+        standin = self.server.standin
+        response = standin.handle(self.command, split.path, split.query, body, headers)
+        if standin.latency_ms and split.path.startswith("/v1/"):
+            time.sleep(standin.latency_ms / 1000)  # this connection's thread only
         payload = json.dumps(response.body).encode()
         self.send_response(response.status)
         self.send_header("Content-Type", "application/json")
@@ -923,6 +932,9 @@ class StandinHTTPServer(ThreadingHTTPServer):
     """`ThreadingHTTPServer` (HTTP/1.1 keep-alive) serving one `StripeStandin`."""
 
     daemon_threads = True
+    # the listen backlog: socketserver's default of 5 drops the SYNs of a client opening
+    # more connections at once (retried by the kernel 1 s later), which Stripe does not
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], standin: StripeStandin) -> None:
         self.standin = standin
