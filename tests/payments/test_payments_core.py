@@ -459,6 +459,24 @@ async def test_a_slow_gateway_answer_holds_only_its_own_event_in_the_drain(
     assert processed() == set(refs)
 
 
+async def test_the_app_closes_the_stripe_sdk_session_of_its_loop_at_shutdown(
+    database_url: str, redis_url: str, standin: StandinHTTPServer
+) -> None:
+    from api.app import create_app
+    from payments.stripe_adapter import get_provider
+
+    ref = (
+        await sdk(standin).v1.payment_intents.create_async({"amount": 900, "currency": "eur"})
+    ).id
+    application = create_app()
+    async with application.router.lifespan_context(application):
+        provider = get_provider()
+        assert (await provider.get_intent(ref)).ref == ref  # on this loop's aiohttp client
+        session = provider._hot[id(asyncio.get_running_loop())][2]._session
+        assert not session.closed
+    assert session.closed  # no "Unclosed client session" when the loop goes
+
+
 # ------------------------------------------------------------------ service fee per currency
 
 
