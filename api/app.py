@@ -32,6 +32,7 @@ from core.bootstrap import close_search_service, open_search_service
 from core.db import dispose_engines
 from core.logging import configure_logging
 from core.redis import close_redis
+from payments.stripe_adapter import close_clients as close_stripe_clients
 
 API_PREFIX = "/api/v1"
 
@@ -39,8 +40,8 @@ API_PREFIX = "/api/v1"
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Open the search service (its engines, `core.bootstrap`) before the first request
-    and keep it on `app.state.search_service`; close it, the database engines and Redis
-    at shutdown."""
+    and keep it on `app.state.search_service`; close it, the Stripe SDK's aiohttp
+    sessions, the database engines and Redis at shutdown."""
     app.state.search_service = await open_search_service()
     # What is alive now (modules, pydantic schemas, routes, the engines) lives as long as
     # the app: `gc.freeze` moves it out of the collector's reach (the CPython docs' advice
@@ -56,6 +57,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         service, app.state.search_service = app.state.search_service, None
         await close_search_service(service)
         await live.close_hubs()
+        await close_stripe_clients()
         await dispose_engines()
         await close_redis()
 

@@ -15,7 +15,16 @@ end unless `--keep`), with the Stripe stand-in (`python -m standins.stripe`), th
    second (open loop) the stand-in is told to make an intent succeed (the instant Stripe
    commits it: the send of that request is the start) and delivers the signed webhook; the
    worker's drain re-reads the intent and confirms. A poller (5 ms) sees each payment's
-   `succeeded` commit. Reports p50/p95/p99/max.
+   `succeeded` commit. Reports p50/p95/p99/max, and where the time went per payment
+   (`stages_ms`, from the database's own timestamps on the same clock): commit → webhook
+   stored (`webhook_events.received_at`: the stand-in's delivery and the API), stored →
+   processed (`processed_at`, stamped in the confirming transaction after the intent's
+   re-read: the drain's claim and the re-read), processed → seen (that transaction's
+   statements and commit, and the poller); `succeed_call_ms` is how long after its
+   scheduled instant each "succeed" call to the stand-in returned (a slow stand-in makes
+   the generator late, which counts in commit-to-confirmed). `--standin-latency-ms` adds
+   that much to every Stripe API answer of this phase (Stripe's network and server time;
+   the stand-in answers locally in under a millisecond).
 3. Payment-intent creation: `--intents` pending bookings, `POST
    /bookings/{id}/payment-intent` at `--rate` per second, open loop, each latency measured
    from its scheduled send time (a late send counts). Reports the API's p50/p95/p99, the
@@ -337,6 +346,40 @@ async def _post_all(
         return latencies, errors, time.perf_counter() - t0
 
 
+def _stages(
+    conn: psycopg.Connection[Any],
+    committed: dict[str, float],
+    seen: dict[str, float],
+    wall0: float,
+) -> dict[str, dict[str, float]]:
+    """Per payment, from its first stored event: commit → stored (`received_at`), stored
+    → processed (`processed_at`), processed → seen by the poller; percentiles in ms
+    (`committed`/`seen`: perf_counter instants by booking id; `wall0`: wall clock less
+    perf_counter)."""
+    stored: list[float] = []
+    processed: list[float] = []
+    visible: list[float] = []
+    for bid, received, done in conn.execute(
+        "SELECT DISTINCT ON (p.booking_id) p.booking_id::text, extract(epoch FROM"
+        " w.received_at)::float8, extract(epoch FROM w.processed_at)::float8"
+        " FROM payments p JOIN webhook_events w ON w.object_ref = p.gateway_ref"
+        " ORDER BY p.booking_id, w.received_at"
+    ):
+        if bid not in committed:
+            continue
+        start = wall0 + committed[bid]
+        stored.append((received - start) * 1000)
+        if done is not None:
+            processed.append((done - received) * 1000)
+            if bid in seen:
+                visible.append((wall0 + seen[bid] - done) * 1000)
+    return {
+        "commit_to_stored": _pct(stored),
+        "stored_to_processed": _pct(processed),
+        "processed_to_seen": _pct(visible),
+    }
+
+
 class Standin:
     """The Stripe stand-in as a subprocess, driven through its test helpers over HTTP."""
 
@@ -386,6 +429,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--api-workers", type=int, default=2)
     ap.add_argument("--worker-concurrency", type=int, default=2)
+    ap.add_argument(
+        "--standin-latency-ms", type=float, default=0.0,
+        help="added to each Stripe API answer during commit-to-confirmed (Stripe's RTT)",
+    )  # fmt: skip
     ap.add_argument("--out", default="artifacts/bench-payments.json")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args(argv)
@@ -507,9 +554,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     " FROM bookings WHERE id = %s",
                     (pi.id, booking_id),
                 )
-            standin.config(webhook_url=api_url + WEBHOOK, deliver="true")
+            standin.config(
+                webhook_url=api_url + WEBHOOK, deliver="true",
+                latency_ms=str(args.standin_latency_ms),
+            )  # fmt: skip
             seen: dict[str, float] = {}
             committed: dict[str, float] = {}
+            returned: dict[str, float] = {}
             done = threading.Event()
 
             def poll() -> None:
@@ -530,6 +581,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             poller.start()
             cpu.start()
             t0 = time.perf_counter()
+            wall0 = time.time() - t0  # perf_counter → the wall clock the database stamps with
             for i, (booking_id, _) in enumerate(pairs):
                 due = t0 + i / args.rate
                 delay = due - time.perf_counter()
@@ -537,19 +589,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     time.sleep(delay)
                 committed[booking_id] = due  # open loop: a late send counts
                 standin.succeed(refs[booking_id])
+                returned[booking_id] = time.perf_counter()
             poller.join(timeout=120)
             done.set()
             confirmed = conn.execute(
                 "SELECT count(*) FROM bookings WHERE status = 'confirmed'"
             ).fetchone()[0]  # type: ignore[index]
             c2c = [(seen[b] - committed[b]) * 1000 for b in committed if b in seen]
+            c2c_cpu = cpu.per_unit(len(pairs))
             report["commit_to_confirmed"] = {
                 "payments": len(pairs), "rate_per_s": args.rate, "confirmed": confirmed,
-                "latency_ms": _pct(c2c), "cpu_ms_per_confirmation": cpu.per_unit(len(pairs)),
+                "latency_ms": _pct(c2c), "cpu_ms_per_confirmation": c2c_cpu,
                 "worker_concurrency": args.worker_concurrency,
+                "standin_latency_ms": args.standin_latency_ms,
+                "stages_ms": _stages(conn, committed, seen, wall0),
+                "succeed_call_ms": _pct([(returned[b] - committed[b]) * 1000 for b in returned]),
             }  # fmt: skip
             print("commit-to-confirmed:", report["commit_to_confirmed"], flush=True)
-            standin.config(webhook_url="")
+            standin.config(webhook_url="", latency_ms="0")
 
             # 3. payment-intent creation ----------------------------------------------------
             pairs = _market(conn, args.intents)

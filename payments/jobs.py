@@ -17,9 +17,11 @@ transactions, never while holding a row lock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -33,13 +35,20 @@ from payments.provider import Intent, PaymentProvider, ProviderError
 
 log = get_logger(__name__)
 Clock = Callable[[], datetime]
+Gate = AbstractAsyncContextManager[object]
 
 
 async def sync_payment(
-    provider: PaymentProvider, *, ref: str, now: Clock = utcnow, event_row: int | None = None
+    provider: PaymentProvider,
+    *,
+    ref: str,
+    now: Clock = utcnow,
+    event_row: int | None = None,
+    gate: Gate | None = None,
 ) -> service.Applied:
     """Re-read the intent `ref`, apply it, commit (with the inbox row `event_row` marked
-    processed in the same transaction); then execute any refund it recorded."""
+    processed in the same transaction); then execute any refund it recorded. `gate` (a
+    semaphore, say) is held around the transaction only, not the re-read."""
     intent = await provider.get_intent(ref)
     if "credit_purchase_id" in intent.metadata:  # a pack of credits, not a booking
         from credits import jobs as credits_jobs
@@ -49,7 +58,11 @@ async def sync_payment(
             async with async_session_factory()() as session, session.begin():
                 await repo.mark_event(session, event_row, processed=True, error=None, retry_s=0)
         return service.Applied(None, None, None)
-    async with async_session_factory()() as session, session.begin():
+    async with (
+        gate or contextlib.nullcontext(),
+        async_session_factory()() as session,
+        session.begin(),
+    ):
         applied = await service.apply_intent(
             session, gateway=provider.name, intent=intent, now=now()
         )
@@ -109,17 +122,23 @@ async def process_event(provider: PaymentProvider, *, row_id: int, now: Clock = 
 
 
 async def process_claimed(
-    provider: PaymentProvider, *, event: repo.Claimed, now: Clock = utcnow
+    provider: PaymentProvider,
+    *,
+    event: repo.Claimed,
+    now: Clock = utcnow,
+    gate: Gate | None = None,
 ) -> str:
     """Process one stored webhook event: re-read the object it names from the gateway and
-    apply it; a payment's state and the event's `processed_at` commit together. Returns
-    `processed` or `ignored` (a type we do not act on). On failure the error and the next
-    attempt's time are recorded on the row (a dead letter once attempts run out) and the
-    error re-raised."""
+    apply it; a payment's state and the event's `processed_at` commit together (`gate`
+    held around that transaction, see `sync_payment`). Returns `processed` or `ignored`
+    (a type we do not act on). On failure the error and the next attempt's time are
+    recorded on the row (a dead letter once attempts run out) and the error re-raised."""
     sessions = async_session_factory()
     try:
         if event.object_kind == "payment" and event.object_ref:
-            await sync_payment(provider, ref=event.object_ref, now=now, event_row=event.id)
+            await sync_payment(
+                provider, ref=event.object_ref, now=now, event_row=event.id, gate=gate
+            )
             return "processed"
         if event.object_kind == "refund" and event.object_ref:
             await sync_payment(provider, ref=event.object_ref, now=now)
@@ -164,7 +183,8 @@ async def drain(
     provider: PaymentProvider,
     *,
     batch: int = 100,
-    concurrency: int = 8,
+    concurrency: int = 32,
+    transactions: int = 4,
     lease_s: float = 120.0,
     linger_s: float = 0.0,
     linger_for_s: float = 30.0,
@@ -172,45 +192,69 @@ async def drain(
     release: Callable[[], object] | None = None,
     now: Clock = utcnow,
 ) -> Drained:
-    """Process every stored webhook event that is due: claim a batch (oldest first,
-    SKIP LOCKED, so concurrent drains share the work), process it `concurrency` at a time
-    (each one re-reads its object from the gateway and applies it under its row lock),
-    until none is due. A failed event is retried with backoff, up to
-    `PAYMENTS_TASK_MAX_RETRIES` attempts, then left as a dead letter with its error.
+    """Process every stored webhook event that is due (oldest first; SKIP LOCKED, so
+    concurrent drains share the work): up to `concurrency` events in flight, each one
+    re-read from the gateway and applied under its row lock on its own. Claims are made as
+    slots free up (at most `batch` events a claim): one slow re-read holds its own slot
+    only, never the events claimed with it, and the events stored meanwhile are claimed
+    while the others are still in flight. `concurrency` is what covers the gateway's
+    round trip: 100 events/s at a 300 ms re-read keep 30 in flight. Of those, at most
+    `transactions` apply their re-read at once (the rest wait for a turn before they take
+    a connection): on the drain's one event loop more open transactions only interleave,
+    each held open longer, and beyond the pool's size they open and close connections of
+    their own. A failed event is retried with backoff, up to `PAYMENTS_TASK_MAX_RETRIES`
+    attempts, then left as a dead letter with its error.
 
-    With `linger_s`, a drain that finds nothing due keeps looking for that many seconds
-    (polls 10 ms apart, backing off to 50 ms; any event found resets the wait): one task
-    serves a steady stream of events instead of one task per event. It lingers only
-    during its first `linger_for_s` seconds, so a task under a steady stream still ends
-    (a worker's warm shutdown waits for it). `keepalive` is
-    called before each claim while the drain may still linger (the task re-arms its
-    "drain running" flag), `release` once when it stops lingering, before a last claim:
-    an event stored after that claim's snapshot finds the flag gone and queues a drain."""
+    With `linger_s`, a drain with nothing due and nothing in flight keeps looking for that
+    many seconds (polls 10 ms apart, backing off to 50 ms; any event found resets the
+    wait): one task serves a steady stream of events instead of one task per event. It
+    lingers only during its first `linger_for_s` seconds, so a task under a steady stream
+    still ends (a worker's warm shutdown waits for it). `keepalive` is called before each
+    claim while the drain may still linger (the task re-arms its "drain running" flag),
+    `release` once when it stops lingering, before a last claim: an event stored after
+    that claim's snapshot finds the flag gone and queues a drain."""
     max_attempts = get_settings().payments_task_max_retries + 1
     sessions = async_session_factory()
-    gate = asyncio.Semaphore(concurrency)
     processed = failed = 0
+    running: set[asyncio.Task[bool]] = set()
+    gate = asyncio.Semaphore(transactions)
 
     async def one(event: repo.Claimed) -> bool:
-        async with gate:
-            try:
-                await process_claimed(provider, event=event, now=now)
-                return True
-            except Exception as exc:
-                log.warning("webhook_event_failed", row_id=event.id, error=repr(exc))
-                return False
+        try:
+            await process_claimed(provider, event=event, now=now, gate=gate)
+            return True
+        except Exception as exc:
+            log.warning("webhook_event_failed", row_id=event.id, error=repr(exc))
+            return False
 
     released = False
     waited, step = 0.0, _LINGER_STEP_S
     linger_until = time.monotonic() + linger_for_s
-    while True:
-        if keepalive is not None and not released:
-            keepalive()
-        async with sessions() as session, session.begin():
-            claimed = await repo.claim_events(
-                session, limit=batch, lease_s=lease_s, max_attempts=max_attempts
-            )
-        if not claimed:
+    try:
+        while True:
+            if keepalive is not None and not released:
+                keepalive()
+            room = min(batch, concurrency - len(running))
+            claimed: list[repo.Claimed] = []
+            if room > 0:
+                async with sessions() as session, session.begin():
+                    claimed = await repo.claim_events(
+                        session, limit=room, lease_s=lease_s, max_attempts=max_attempts
+                    )
+            running.update(asyncio.create_task(one(e)) for e in claimed)
+            if claimed:
+                waited, step = 0.0, _LINGER_STEP_S
+            if running:
+                # until one finishes; while slots are free, claim again every `step` too
+                full = len(running) >= concurrency
+                done, running = await asyncio.wait(
+                    running, timeout=None if full else step, return_when=asyncio.FIRST_COMPLETED
+                )
+                ok = sum(t.result() for t in done)
+                processed, failed = processed + ok, failed + len(done) - ok
+                if not claimed:
+                    step = min(step * 2, _LINGER_MAX_STEP_S)
+                continue
             if released:
                 break
             if waited < linger_s and time.monotonic() < linger_until:
@@ -221,11 +265,9 @@ async def drain(
             released = True
             if release is not None:
                 release()
-            continue
-        waited, step = 0.0, _LINGER_STEP_S
-        results = await asyncio.gather(*(one(e) for e in claimed))
-        processed += sum(results)
-        failed += len(results) - sum(results)
+    finally:
+        if running:  # a claim failed: the events in flight still finish (or fail) first
+            await asyncio.wait(running)
     retry_in = None
     # A drain that failed events, or found none due (a retry drain that came early), looks
     # for the next one due; a drain that processed its events cleanly need not: events

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -150,6 +150,33 @@ async def move_payment(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+# `succeed_payment`'s statement, built once (building it per call was ~10 % of a
+# confirmation's worker CPU): the locked read of the intent's payment as a CTE, the CAS.
+_SUCCEED_OLD = (
+    select(Payment.id, Payment.status)
+    .where(Payment.gateway == bindparam("p_gateway"), Payment.gateway_ref == bindparam("p_ref"))
+    .with_for_update()
+    .cte("old")
+)
+_SUCCEED = (
+    update(Payment)
+    .where(
+        Payment.id == _SUCCEED_OLD.c.id,
+        _SUCCEED_OLD.c.status.in_(bindparam("p_from", expanding=True)),
+    )
+    .values(
+        status="succeeded",
+        captured_minor=bindparam("p_captured"),
+        succeeded_at=bindparam("p_now"),
+        failure_code=None,
+        failure_message=None,
+        updated_at=func.now(),
+    )
+    .returning(Payment, _SUCCEED_OLD.c.status)
+    .execution_options(synchronize_session=False, populate_existing=True)
+)
+
+
 async def succeed_payment(
     session: AsyncSession,
     gateway: str,
@@ -164,27 +191,11 @@ async def succeed_payment(
     `succeeded_at = now`, failure cleared) when its status is in `from_states`. Returns
     the updated payment and its status before, or None when there is no such payment or
     it is in another state (nothing changed; the row is locked if it exists)."""
-    old = (
-        select(Payment.id, Payment.status)
-        .where(Payment.gateway == gateway, Payment.gateway_ref == ref)
-        .with_for_update()
-        .cte("old")
-    )
-    stmt = (
-        update(Payment)
-        .where(Payment.id == old.c.id, old.c.status.in_(list(from_states)))
-        .values(
-            status="succeeded",
-            captured_minor=captured_minor,
-            succeeded_at=now,
-            failure_code=None,
-            failure_message=None,
-            updated_at=func.now(),
-        )
-        .returning(Payment, old.c.status)
-        .execution_options(synchronize_session=False, populate_existing=True)
-    )
-    row = (await session.execute(stmt)).one_or_none()
+    params = {
+        "p_gateway": gateway, "p_ref": ref, "p_from": list(from_states),
+        "p_captured": captured_minor, "p_now": now,
+    }  # fmt: skip
+    row = (await session.execute(_SUCCEED, params)).one_or_none()
     return None if row is None else (row[0], row[1])
 
 

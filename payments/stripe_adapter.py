@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from functools import cache
 from typing import Any, cast
 from urllib.parse import quote
 
@@ -191,7 +190,7 @@ class StripeProvider:
             self._key, base_addresses=self._base, max_network_retries=self._retries,
             http_client=http,
         )  # fmt: skip
-        self._hot: dict[int, tuple[asyncio.AbstractEventLoop, stripe.StripeClient]] = {}
+        self._hot: dict[int, tuple[asyncio.AbstractEventLoop, stripe.StripeClient, Any]] = {}
         self.webhook_secret = settings.stripe_webhook_secret
         self.tolerance_s = settings.stripe_webhook_tolerance_s
 
@@ -212,8 +211,17 @@ class StripeProvider:
                 self._key, base_addresses=self._base, max_network_retries=self._retries,
                 http_client=http,
             )  # fmt: skip
-            hot = self._hot[id(loop)] = (loop, client)
+            hot = self._hot[id(loop)] = (loop, client, http)
         return hot[1]
+
+    async def aclose(self) -> None:
+        """Close the running event loop's hot client: its aiohttp session and pooled
+        connections (a later call opens a new one). Call it before the loop closes (an
+        app's shutdown, a worker process's exit): a session left open is reported as
+        "Unclosed client session" when collected."""
+        hot = self._hot.pop(id(asyncio.get_running_loop()), None)
+        if hot is not None:
+            await hot[2].close_async()
 
     def representable(self, amount_minor: int, currency: str) -> int:
         """`stripe_round_down`: three-decimal currencies move whole 10s of millimes."""
@@ -382,14 +390,21 @@ class StripeProvider:
         )
 
 
-@cache
-def _provider(key: tuple[str | None, str | None, str, str]) -> StripeProvider:
-    return StripeProvider(get_settings())
+_providers: dict[tuple[str | None, str | None, str, str], StripeProvider] = {}
 
 
 def get_provider() -> StripeProvider:
     """The process's Stripe provider (one SDK client; rebuilt when the settings change)."""
     s = get_settings()
-    return _provider(
-        (s.stripe_secret_key, s.stripe_api_base, s.stripe_standin_url, s.stripe_webhook_secret)
-    )
+    key = (s.stripe_secret_key, s.stripe_api_base, s.stripe_standin_url, s.stripe_webhook_secret)
+    provider = _providers.get(key)
+    if provider is None:
+        provider = _providers[key] = StripeProvider(s)
+    return provider
+
+
+async def close_clients() -> None:
+    """Close the hot SDK clients of the running event loop, of every provider built in
+    this process (`StripeProvider.aclose`)."""
+    for provider in list(_providers.values()):
+        await provider.aclose()

@@ -53,6 +53,19 @@ def _import_drain(**_: Any) -> None:
 signals.worker_init.connect(_import_drain, weak=False)
 
 
+def _close_clients(**_: Any) -> None:
+    """At a worker process's exit: close the Stripe SDK's aiohttp sessions of its event
+    loop (if it made one), before the loop and the process go."""
+    if _loop is not None and _loop[0] == os.getpid() and not _loop[1].is_closed():
+        from payments.stripe_adapter import close_clients
+
+        run(close_clients())
+
+
+signals.worker_process_shutdown.connect(_close_clients, weak=False)
+signals.worker_shutdown.connect(_close_clients, weak=False)
+
+
 def _countdown(retries: int) -> float:
     return float(min(300.0, get_settings().payments_task_retry_s * 2**retries))
 

@@ -36,7 +36,9 @@ any order, as Stripe's do. Test helpers (no auth), like `stripe trigger`:
 - Billing (Customers, Products, Prices, Subscriptions, Invoices) and its test clocks:
   `standins/stripe/billing.py`;
 - `POST /_standin/config` (`webhook_url`, `deliver=true|false`, `refund_status`,
-  `outage=true|false`: every API call answers Stripe's 500 `api_error` meanwhile);
+  `outage=true|false`: every API call answers Stripe's 500 `api_error` meanwhile;
+  `latency_ms`: added to every `/v1/` answer, outside the lock, as Stripe's network and
+  server time are; default 0);
 - `GET /_standin/events`, `POST /_standin/events/{id}/deliver` (deliver again: duplicates);
 - `GET /_standin/stats` (requests served and server-side time percentiles, ms) and
   `POST /_standin/stats/reset` (start counting again);
@@ -191,6 +193,7 @@ class StripeStandin(BillingMixin):
         self.refund_status = refund_status
         self.outage = False  # every API call answers Stripe's 500 `api_error` while set
         self.refused: list[str] = []  # "METHOD path" of each call refused by an outage
+        self.latency_ms = 0.0
         self.fixtures = load_fixtures()
         self.lock = threading.RLock()
         self.intents: dict[str, dict[str, Any]] = {}
@@ -849,6 +852,8 @@ class StripeStandin(BillingMixin):
                 self.refund_status = str(params["refund_status"])
             if "outage" in params:
                 self.outage = str(params["outage"]).lower() == "true"
+            if "latency_ms" in params:
+                self.latency_ms = max(0.0, float(params["latency_ms"]))
             return Response(
                 200,
                 {
@@ -856,6 +861,7 @@ class StripeStandin(BillingMixin):
                     "deliver": self.deliver,
                     "refund_status": self.refund_status,
                     "outage": self.outage,
+                    "latency_ms": self.latency_ms,
                 },
             )
         if method == "POST" and len(parts) == 3:
@@ -882,6 +888,10 @@ class StripeStandin(BillingMixin):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY: the headers and the body go out in two writes; with Nagle on, the body
+    # waits for the client's delayed ACK of the headers (~40 ms a response on Linux),
+    # which Stripe's API does not add.
+    disable_nagle_algorithm = True
     server: StandinHTTPServer
 
     def _serve(self) -> None:
@@ -897,7 +907,10 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
-        response = self.server.standin.handle(self.command, split.path, split.query, body, headers)
+        standin = self.server.standin
+        response = standin.handle(self.command, split.path, split.query, body, headers)
+        if standin.latency_ms and split.path.startswith("/v1/"):
+            time.sleep(standin.latency_ms / 1000)  # this connection's thread only
         payload = json.dumps(response.body).encode()
         self.send_response(response.status)
         self.send_header("Content-Type", "application/json")
@@ -930,6 +943,9 @@ class StandinHTTPServer(ThreadingHTTPServer):
     """`ThreadingHTTPServer` (HTTP/1.1 keep-alive) serving one `StripeStandin`."""
 
     daemon_threads = True
+    # the listen backlog: socketserver's default of 5 drops the SYNs of a client opening
+    # more connections at once (retried by the kernel 1 s later), which Stripe does not
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], standin: StripeStandin) -> None:
         self.standin = standin

@@ -400,6 +400,83 @@ async def test_concurrent_deliveries_are_stored_once_each_in_group_commits(
     assert [r[0] for r in rows] == [f"evt_group_{i}" for i in range(5)]
 
 
+class _GatedGateway:
+    """The Stripe adapter, except that re-reading the intent `held` waits for `gate`: one
+    event whose gateway answer is slow."""
+
+    def __init__(self, inner: Any, held: str) -> None:
+        self.inner, self.held, self.gate = inner, held, asyncio.Event()
+        self.name = inner.name
+
+    async def get_intent(self, ref: str) -> Any:
+        if ref == self.held:
+            await self.gate.wait()
+        return await self.inner.get_intent(ref)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_a_slow_gateway_answer_holds_only_its_own_event_in_the_drain(
+    app: Any, db: psycopg.Connection[Any], standin: StandinHTTPServer
+) -> None:
+    from payments import jobs
+    from payments.stripe_adapter import get_provider
+
+    client = sdk(standin)
+    refs = [
+        (await client.v1.payment_intents.create_async({"amount": 3000, "currency": "eur"})).id
+        for _ in range(4)
+    ]
+
+    def store(n: int) -> None:
+        db.execute(
+            "INSERT INTO webhook_events (source, event_id, type, object_kind, object_ref,"
+            " payload) VALUES ('stripe', %s, 'payment_intent.succeeded', 'payment', %s, '{}')",
+            (f"evt_slow_{n}", refs[n]),
+        )
+
+    def processed() -> set[str]:
+        rows = db.execute("SELECT object_ref FROM webhook_events WHERE processed_at IS NOT NULL")
+        return {str(r[0]) for r in rows}
+
+    async def until(predicate: Any, what: str) -> None:  # bounded polling, no fixed wait
+        deadline = time.monotonic() + 30
+        while not predicate():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.02)
+
+    gateway = _GatedGateway(get_provider(), held=refs[0])
+    for n in range(3):
+        store(n)
+    drain = asyncio.create_task(jobs.drain(gateway, concurrency=4))  # type: ignore[arg-type]
+    await until(lambda: processed() == set(refs[1:3]), "the two events claimed with it")
+    store(3)  # stored while the first event's re-read is still in flight
+    await until(lambda: processed() == set(refs[1:]), "the event stored meanwhile")
+    assert not drain.done()
+    gateway.gate.set()
+    assert await drain == jobs.Drained(processed=4, failed=0, retry_in=None)
+    assert processed() == set(refs)
+
+
+async def test_the_app_closes_the_stripe_sdk_session_of_its_loop_at_shutdown(
+    database_url: str, redis_url: str, standin: StandinHTTPServer
+) -> None:
+    from api.app import create_app
+    from payments.stripe_adapter import get_provider
+
+    ref = (
+        await sdk(standin).v1.payment_intents.create_async({"amount": 900, "currency": "eur"})
+    ).id
+    application = create_app()
+    async with application.router.lifespan_context(application):
+        provider = get_provider()
+        assert (await provider.get_intent(ref)).ref == ref  # on this loop's aiohttp client
+        session = provider._hot[id(asyncio.get_running_loop())][2]._session
+        assert not session.closed
+    assert session.closed  # no "Unclosed client session" when the loop goes
+
+
 # ------------------------------------------------------------------ service fee per currency
 
 
