@@ -43,6 +43,9 @@ class Handler(BaseHTTPRequestHandler):
 
     server: StandinServer
     protocol_version = "HTTP/1.1"
+    # keep-alive answers go out in two writes (headers, body): with Nagle on, the body
+    # waits for the client's delayed ACK (~40 ms a response on Linux)
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         return
