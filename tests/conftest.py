@@ -17,7 +17,8 @@ import contextlib
 import os
 import socket
 import threading
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -263,6 +264,19 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def wait_for(predicate: Callable[[], Any], what: str, limit_s: float = 60.0) -> Any:
+    """Poll `predicate` every 20 ms until it returns a truthy value, and return it; raise
+    `AssertionError` naming `what` after `limit_s` seconds (bounded, never a fixed sleep)."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
 
 
 @contextlib.contextmanager

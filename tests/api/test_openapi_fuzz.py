@@ -13,7 +13,6 @@ database) and bounded (`MAX_EXAMPLES` per operation and phase), so a CI run is s
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ import schemathesis
 from schemathesis import checks as st_checks
 
 from api.app import create_app
-from tests.conftest import DEFAULT_PASSWORD, TEST_REDIS_URL, create_user, truncate_all
+from tests.conftest import DEFAULT_PASSWORD, TEST_REDIS_URL, create_user, free_port, truncate_all
 
 MAX_EXAMPLES = 5
 SEED = 20301
@@ -55,13 +54,6 @@ CONFIG: dict[str, Any] = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def live_api(database_url: str) -> Iterator[str]:
     """A uvicorn process serving the API on a seeded marketplace; its base URL."""
@@ -73,7 +65,7 @@ def live_api(database_url: str) -> Iterator[str]:
         seed(conn, SeedParams(tutors=60, coaches=20, students=0, seed=3, start=date(2030, 3, 4)))
         with conn.transaction():
             build_all(conn)
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": database_url,

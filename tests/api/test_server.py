@@ -12,15 +12,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.conftest import TEST_REDIS_URL
+from tests.conftest import TEST_REDIS_URL, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _listening(port: int) -> bool:
@@ -37,7 +31,7 @@ def _children(pid: int) -> list[int]:
 
 
 def test_serve_with_workers_answers_and_stops_on_sigterm(database_url: str) -> None:
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, DATABASE_URL=database_url, REDIS_URL=TEST_REDIS_URL,
                LOG_LEVEL="WARNING")  # fmt: skip
     proc = subprocess.Popen(

@@ -5,32 +5,19 @@ oversold, counters exact). Its timings are not asserted: this machine is shared.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _port() -> int:
-    """A free port, preferring 8141-8149 (the range this worktree's servers use)."""
-    for port in range(8141, 8150):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_bench_booking_smoke_run_keeps_its_invariants(database_url: str, tmp_path: Path) -> None:
     out = tmp_path / "bench-booking.json"
     run = subprocess.run(
-        [sys.executable, "-m", "loadtests.bench_booking", "--smoke", "--port", str(_port()),
+        [sys.executable, "-m", "loadtests.bench_booking", "--smoke", "--port", str(free_port()),
          "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip

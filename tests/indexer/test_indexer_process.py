@@ -10,7 +10,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import date
@@ -29,7 +28,7 @@ from indexer.projection import (
 )
 from indexer.relay import EVERYTHING, NOTHING, Changes, PostgresSink, Relay, RelayConfig
 from loadtests.writes import provider_ids, random_write
-from tests.conftest import TEST_REDIS_URL, create_user
+from tests.conftest import TEST_REDIS_URL, create_user, wait_for
 from tests.indexer.projection_check import assert_equals_from_scratch, drop_expected
 
 START = date(2030, 3, 4)
@@ -61,14 +60,6 @@ def _relay_process(url: str, *args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def _wait_for(predicate: Any, what: str, limit_s: float = 60.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 def test_kill_9_mid_batch_then_restart_equals_from_scratch(
@@ -122,7 +113,7 @@ def test_kill_9_mid_batch_then_restart_equals_from_scratch(
             ).fetchall()
             return bool(blocked)
 
-        _wait_for(inside_the_held_batch, "the relay to wait inside the held batch")
+        wait_for(inside_the_held_batch, "the relay to wait inside the held batch")
         at_kill = checkpoint()
         # strictly between the batch's start and end: the batches before it committed,
         # the held event is inside the open one
@@ -136,7 +127,7 @@ def test_kill_9_mid_batch_then_restart_equals_from_scratch(
         locker.close()
     # the orphaned backend ends once its statement can finish and finds no client
     (pid,) = blocked[0]
-    _wait_for(
+    wait_for(
         lambda: (
             not market.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
         ),
@@ -449,7 +440,7 @@ def test_relay_process_reconnects_when_its_connections_are_lost(
     proc = _relay_process(database_url)
     try:
         emit()
-        _wait_for(lambda: applied() == 1, "the first event")
+        wait_for(lambda: applied() == 1, "the first event")
         (killed,) = market.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE application_name LIKE 'educonnect-indexer%%'"
@@ -457,7 +448,7 @@ def test_relay_process_reconnects_when_its_connections_are_lost(
         ).fetchone()
         assert killed == 2  # the relay's and its LISTEN connection
         emit()
-        _wait_for(lambda: applied() == 2, "the event after the reconnection")
+        wait_for(lambda: applied() == 2, "the event after the reconnection")
         assert proc.poll() is None  # still the same process
     finally:
         proc.terminate()

@@ -34,7 +34,7 @@ from core.settings import Settings
 from devdata.seed import SeedParams, seed
 from indexer.projection import build_all
 from indexer.relay import PostgresSink, Relay, RelayConfig
-from tests.conftest import TEST_REDIS_URL, bearer, create_user
+from tests.conftest import TEST_REDIS_URL, bearer, create_user, wait_for
 from tests.indexer.projection_check import assert_equals_from_scratch, drop_expected
 
 START = date(2030, 3, 4)
@@ -81,7 +81,7 @@ class Worker:
                 raise AssertionError(f"worker exited: {self.output()}")
             return bool(app.control.ping(destination=[self.name], timeout=0.5))
 
-        wait_for(ready, "the Celery worker to answer ping")
+        wait_for(ready, "the Celery worker to answer ping", limit_s=120)
 
     def output(self) -> str:
         self.log.flush()
@@ -130,18 +130,6 @@ def market(db: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
     for t in shadow_tables(db):
         db.execute(f'DROP TABLE IF EXISTS "{t}"')
     drop_expected(db)
-
-
-def wait_for(predicate: Callable[[], Any], what: str, limit_s: float = 120.0) -> Any:
-    """Poll `predicate` until it returns a truthy value (bounded)."""
-    deadline = time.monotonic() + limit_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 async def await_for(predicate: Callable[[], Any], what: str, limit_s: float = 120.0) -> Any:
@@ -451,7 +439,7 @@ async def test_worker_killed_mid_run_leaves_live_tables_and_a_retry_completes(
         r = await api.post(BASE, headers=admin, json={})
         assert r.status_code == 202
         task_id = r.json()["task_id"]
-        wait_for(lambda: run_row(market, task_id)["phase"] == "swap", "the swap phase")
+        wait_for(lambda: run_row(market, task_id)["phase"] == "swap", "the swap phase", limit_s=120)
         assert len(shadow_tables(market)) == 4  # documents and facets, tutors and coaches
         worker.kill()
     finally:
@@ -499,7 +487,7 @@ async def test_cancel_drops_the_shadow_and_leaves_live_tables(
     reader = Reader(database_url, "coach_documents")
     try:
         task_id = (await api.post(BASE, headers=admin, json={})).json()["task_id"]
-        wait_for(lambda: run_row(market, task_id)["phase"] == "swap", "the swap phase")
+        wait_for(lambda: run_row(market, task_id)["phase"] == "swap", "the swap phase", limit_s=120)
         r = await api.delete(f"{BASE}/{task_id}", headers=admin)
         assert r.status_code == 202
         assert r.json()["cancel_requested"] is True
@@ -530,7 +518,7 @@ async def test_a_run_waiting_at_the_swap_gate_can_be_canceled(
     try:
         gate.execute("SELECT pg_advisory_lock(%s)", (SWAP_GATE,))
         task_id = (await api.post(BASE, headers=admin, json={})).json()["task_id"]
-        wait_for(lambda: run_row(market, task_id)["phase"] == "swap", "the swap phase")
+        wait_for(lambda: run_row(market, task_id)["phase"] == "swap", "the swap phase", limit_s=120)
         await asyncio.sleep(4)  # held longer than its lease (REINDEX_LEASE_S=3): renewed
         assert run_row(market, task_id)["state"] == "running"
         assert len(shadow_tables(market)) == 4

@@ -4,7 +4,6 @@ that breach an SLO or spend the error budget."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from datetime import date, timedelta
@@ -15,18 +14,11 @@ import psycopg
 import pytest
 
 from tests.booking.helpers import create_slot
-from tests.conftest import create_provider, create_user, truncate_all
+from tests.conftest import create_provider, create_user, free_port, truncate_all
 
 ROOT = Path(__file__).resolve().parents[2]
 CI_SLO = Path(__file__).with_name("data") / "slo-ci.yaml"
 SEARCH = ("/api/v1/search/tutors", "/api/v1/search/tutors/map", "/api/v1/search/coaches")
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def gate(*args: str) -> subprocess.CompletedProcess[str]:

@@ -4,11 +4,9 @@ demand, or looping in a thread), a uvicorn server in a thread, and small factori
 
 from __future__ import annotations
 
-import socket
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,26 +16,7 @@ import pytest
 from standins import fcm, twilio
 from standins.recorder import StandinServer
 from standins.smtp import SmtpSink
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_for(predicate: Callable[[], Any], what: str, limit_s: float = 60.0) -> Any:
-    """Poll `predicate` until truthy (bounded)."""
-    deadline = time.monotonic() + limit_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+from tests.conftest import free_port, wait_for
 
 
 @pytest.fixture

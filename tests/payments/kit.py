@@ -5,13 +5,11 @@ invariants every payments test ends with."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,30 +19,11 @@ import stripe
 
 from core.settings import get_settings
 from standins.stripe import StandinHTTPServer, start
-from tests.conftest import TEST_REDIS_URL
+from tests.conftest import TEST_REDIS_URL, free_port, wait_for
 
 WEBHOOK_SECRET = "whsec_test_" + "payments"
 API_KEY = "sk_test_payments"
 WEBHOOK_PATH = "/api/v1/payments/webhooks/stripe"
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(predicate: Callable[[], Any], what: str, limit_s: float = 30.0) -> Any:
-    """Poll `predicate` until it returns a truthy value (bounded, no fixed sleep)."""
-    deadline = time.monotonic() + limit_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def stripe_env(standin_url: str, database_url: str) -> dict[str, str]:

@@ -5,7 +5,6 @@ on a free port (over real HTTP), the API pointed at it through `LIVEKIT_URL`,
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,15 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import free_port
+
 API_KEY = "test-key"
 API_SECRET = "test-secret-0123456789abcdef0123456789abcdef"
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class StandIn:
