@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -63,6 +62,7 @@ from core.security import create_access_token
 from core.settings import get_settings
 from loadtests.machine import describe, one_line
 from loadtests.roundtrips import TurnCounter
+from loadtests.stack import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_P95_MS = 25.0
@@ -348,13 +348,6 @@ def contention(port: int, bookers: Bookers, klass: uuid.UUID, n: int) -> dict[st
     job = {"mode": "burst", "host": "127.0.0.1", "port": port,
            "items": [bookers.take(klass) for _ in range(n)]}  # fmt: skip
     return {"contenders": n, **_phase(merge(generate([job])))}
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now (the round-trip phase's API)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def round_trips(url: str, port: int, bookers: Bookers, n: int) -> dict[str, Any]:

@@ -43,15 +43,8 @@ from psycopg import sql
 from core.migrate import upgrade
 from core.settings import get_settings
 from loadtests.machine import describe, one_line
+from loadtests.stack import free_port
 from standins.smtp import SmtpSink
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
@@ -309,8 +302,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import redis
 
     redis.Redis.from_url(s.redis_url).flushdb()
-    sink = SmtpSink("127.0.0.1", _free_port()).start()
-    stack = Stack(url, sink.port, _free_port(), args.concurrency, s.redis_url)
+    sink = SmtpSink("127.0.0.1", free_port()).start()
+    stack = Stack(url, sink.port, free_port(), args.concurrency, s.redis_url)
     try:
         stack.wait_ready()
         fan = fan_out(url, sink, args.events)

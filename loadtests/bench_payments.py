@@ -66,6 +66,7 @@ from core.migrate import upgrade
 from core.security import create_access_token
 from core.settings import get_settings
 from loadtests.machine import describe, one_line
+from loadtests.stack import free_port
 from payments.tasks import DRAIN_FLAG
 
 API_KEY = "sk_test_bench"
@@ -82,14 +83,6 @@ def _pct(values: list[float]) -> dict[str, float]:
         "p50": round(q[49], 2), "p95": round(q[94], 2), "p99": round(q[98], 2),
         "max": round(max(values), 2), "n": len(values),
     }  # fmt: skip
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait(predicate: Any, what: str, limit_s: float = 120) -> None:
@@ -384,7 +377,7 @@ class Standin:
     """The Stripe stand-in as a subprocess, driven through its test helpers over HTTP."""
 
     def __init__(self, procs: Procs, env: dict[str, str]) -> None:
-        port = _free_port()
+        port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.proc = procs.spawn(
             [sys.executable, "-m", "standins.stripe", "--port", str(port), "--api-key", API_KEY,
@@ -454,7 +447,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "SECRET_KEY": get_settings().secret_key,
     }  # fmt: skip
     procs = Procs()
-    port = _free_port()
+    port = free_port()
     api_url = f"http://127.0.0.1:{port}"
     report: dict[str, Any] = {"args": vars(args)}
     try:

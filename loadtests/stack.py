@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -38,6 +39,13 @@ def prepare_database(tutors: int, coaches: int, students: int, seed: int = 42) -
          "--students", str(students), "--seed", str(seed), "--if-changed"],
         check=True, cwd=ROOT,
     )  # fmt: skip
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on (at the time of the call)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
