@@ -451,14 +451,17 @@ def test_canceling_an_unpaid_hold_cancels_its_intent_and_the_sweep_does_what_an_
     # during an outage it cannot: the intent stays open until the sweep
     attempts = get_settings().stripe_max_network_retries + 1
     booking, ref = unpaid(12)
-    wait_for(lambda: settled(db), "the intent's events processed")  # no re-read but ours
+    wait_for(lambda: settled(db), "the intent's events processed")
     standin.refused.clear()
     standin.outage = True
     try:
         cancel(booking)
         cancel_call = f"POST /v1/payment_intents/{ref}/cancel"
         wait_for(lambda: _refused(stack, cancel_call) == attempts, "the refused cancels")
-        wait_for(lambda: _refused(stack, f"GET /v1/payment_intents/{ref}") == attempts, "re-reads")
+        # then its re-read, refused too (the worker's re-read of an event delivered late
+        # may be among them: at least as many)
+        read = f"GET /v1/payment_intents/{ref}"
+        wait_for(lambda: _refused(stack, read) >= attempts, "the refused re-reads")
     finally:
         standin.outage = False
     assert payment_row(db, booking["id"])[0] == "requires_payment"
