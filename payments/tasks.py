@@ -129,10 +129,11 @@ def execute_refund(self: Task, refund_id: str) -> str | None:
 
 
 @app.task(name="payments.sweep", ignore_result=True)  # type: ignore[untyped-decorator]
-def sweep() -> dict[str, int]:
+def sweep(older_than_s: float | None = None) -> dict[str, int]:
     """Beat: finish what a dead process or a lost task left (`payments.jobs.sweep`), work
-    due for longer than `PAYMENTS_SWEEP_S`."""
+    due for longer than `older_than_s` seconds (default `PAYMENTS_SWEEP_S`)."""
     from payments import jobs
     from payments.stripe_adapter import get_provider
 
-    return run(jobs.sweep(get_provider(), older_than_s=get_settings().payments_sweep_s))
+    age = get_settings().payments_sweep_s if older_than_s is None else older_than_s
+    return run(jobs.sweep(get_provider(), older_than_s=age))

@@ -552,3 +552,14 @@ async def test_intent_amount_adds_the_currency_s_service_fee(
         intent = standin.standin.intents[row[3]]
     # Stripe's units: XOF has none below the franc, TND millimes (amounts ending in 0)
     assert (intent["amount"], intent["currency"]) == (rate + fee, currency.lower())
+
+
+def test_beat_schedule_runs_the_payments_sweep_every_payments_sweep_s() -> None:
+    from core.celery_app import TASK_MODULES, celery_config
+    from core.settings import Settings
+    from payments import tasks
+
+    entry = celery_config(Settings(payments_sweep_s=45))["beat_schedule"]["payments-sweep"]
+    assert (entry["task"], entry["schedule"]) == ("payments.sweep", 45.0)
+    assert "payments.tasks" in TASK_MODULES  # what a worker imports at start
+    assert tasks.sweep.name == "payments.sweep"
