@@ -24,17 +24,8 @@ import pytest
 
 from tests.api.test_web_browser import SHOTS
 from tests.booking.helpers import create_slot
-from tests.conftest import DEFAULT_PASSWORD, bearer, create_user
-from tests.payments.kit import (
-    WEBHOOK_PATH,
-    Process,
-    free_port,
-    start_api,
-    start_standin,
-    start_worker,
-    stripe_env,
-    unbalanced,
-)
+from tests.conftest import DEFAULT_PASSWORD, bearer, create_user, free_port
+from tests.payments.kit import Process, served, unbalanced
 from tests.sessions.livekit_standin import API_KEY as LIVEKIT_KEY
 from tests.sessions.livekit_standin import API_SECRET as LIVEKIT_SECRET
 from tests.sessions.livekit_standin import start_standin as start_livekit
@@ -53,31 +44,26 @@ def live_server(search_dataset: str) -> Iterator[str]:
     from tests.conftest import TEST_REDIS_URL
 
     redis.Redis.from_url(TEST_REDIS_URL).flushdb()
-    standin = start_standin()
     livekit = start_livekit()
-    env = {
-        **stripe_env(standin.url, search_dataset),
+    extra = {
         "MAP_TILE_URL": f"http://127.0.0.1:{free_port()}/tiles/{{z}}/{{x}}/{{y}}.png",
         "LIVEKIT_URL": livekit.url,
         "LIVEKIT_API_KEY": LIVEKIT_KEY,
         "LIVEKIT_API_SECRET": LIVEKIT_SECRET,
     }
-    api, url = start_api(env)
-    worker = start_worker(env)
-    # the live-seat relay: outbox → Redis streams → the API's SSE
-    live = Process(
-        [sys.executable, "-m", "cli", "notifications", "relay", "--consumer", "live"], env
-    )
-    standin.standin.webhook_url = url + WEBHOOK_PATH
     try:
-        yield url
+        with served(search_dataset, extra_env=extra) as stack:
+            # the live-seat relay: outbox → Redis streams → the API's SSE
+            live = Process(
+                [sys.executable, "-m", "cli", "notifications", "relay", "--consumer", "live"],
+                stack.env,
+            )
+            try:
+                yield stack.url
+            finally:
+                live.stop()
     finally:
-        live.stop()
-        worker.stop()
-        api.stop()
         stop_livekit(livekit)
-        standin.standin.close()
-        standin.shutdown()
     with psycopg.connect(search_dataset) as db:
         assert unbalanced(db) == []
         over = db.execute(

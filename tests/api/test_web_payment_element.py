@@ -24,14 +24,7 @@ import pytest
 from tests.api.test_web_browser import SHOTS, TIMEOUT_MS
 from tests.booking.helpers import create_slot
 from tests.conftest import bearer, create_user
-from tests.payments.kit import (
-    WEBHOOK_PATH,
-    start_api,
-    start_standin,
-    start_worker,
-    stripe_env,
-    unbalanced,
-)
+from tests.payments.kit import served, unbalanced
 
 pytestmark = pytest.mark.browser
 
@@ -50,18 +43,9 @@ def stripe_stack(search_dataset: str) -> Iterator[tuple[str, Any]]:
     from tests.conftest import TEST_REDIS_URL
 
     redis.Redis.from_url(TEST_REDIS_URL).flushdb()
-    standin = start_standin(publishable_key=PUBLISHABLE_KEY)
-    env = {**stripe_env(standin.url, search_dataset), "STRIPE_PUBLISHABLE_KEY": PUBLISHABLE_KEY}
-    api, url = start_api(env)
-    worker = start_worker(env)
-    standin.standin.webhook_url = url + WEBHOOK_PATH
-    try:
-        yield url, standin
-    finally:
-        worker.stop()
-        api.stop()
-        standin.standin.close()
-        standin.shutdown()
+    keys = {"STRIPE_PUBLISHABLE_KEY": PUBLISHABLE_KEY}
+    with served(search_dataset, extra_env=keys, publishable_key=PUBLISHABLE_KEY) as stack:
+        yield stack.url, stack.standin
     with psycopg.connect(search_dataset) as db:
         assert unbalanced(db) == []
 

@@ -11,21 +11,12 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
-from typing import Any
 
 import psycopg
 import pytest
 
 from tests.conftest import DEFAULT_PASSWORD, create_user, truncate_all
-from tests.payments.kit import (
-    WEBHOOK_PATH,
-    Process,
-    start_api,
-    start_standin,
-    start_worker,
-    stripe_env,
-    unbalanced,
-)
+from tests.payments.kit import Process, Stack, served, start_worker, unbalanced
 from tests.sessions.livekit_standin import API_KEY as LIVEKIT_KEY
 from tests.sessions.livekit_standin import API_SECRET as LIVEKIT_SECRET
 from tests.sessions.livekit_standin import start_standin as start_livekit
@@ -45,39 +36,36 @@ STEPS = (
 
 
 @pytest.fixture(scope="module")
-def stack(database_url: str) -> Iterator[dict[str, Any]]:
+def stack(database_url: str) -> Iterator[Stack]:
     truncate_all(database_url)
     with psycopg.connect(database_url, autocommit=True) as db:
         create_user(db, role="admin", email=ADMIN)
-    standin = start_standin()
     livekit = start_livekit()
-    env = {
-        **stripe_env(standin.url, database_url),
+    keys = {
         "LIVEKIT_URL": livekit.url,
         "LIVEKIT_API_KEY": LIVEKIT_KEY,
         "LIVEKIT_API_SECRET": LIVEKIT_SECRET,
     }
-    api, url = start_api(env)
-    indexer = Process([sys.executable, "-m", "cli", "indexer", "run"], env)
-    live = Process(
-        [sys.executable, "-m", "cli", "notifications", "relay", "--consumer", "live"], env
-    )
-    standin.standin.webhook_url = url + WEBHOOK_PATH
     try:
-        yield {"url": url, "env": env, "standin": standin}
+        with served(database_url, extra_env=keys, worker=False) as stack:
+            indexer = Process([sys.executable, "-m", "cli", "indexer", "run"], stack.env)
+            live = Process(
+                [sys.executable, "-m", "cli", "notifications", "relay", "--consumer", "live"],
+                stack.env,
+            )
+            try:
+                yield stack
+            finally:
+                live.stop()
+                indexer.stop()
     finally:
-        live.stop()
         stop_livekit(livekit)
-        indexer.stop()
-        api.stop()
-        standin.standin.close()
-        standin.shutdown()
         with psycopg.connect(database_url) as db:
             assert unbalanced(db) == []
         truncate_all(database_url)
 
 
-def _demo(stack: dict[str, Any], wait_s: str) -> subprocess.CompletedProcess[str]:
+def _demo(stack: Stack, wait_s: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             sys.executable,
@@ -86,7 +74,7 @@ def _demo(stack: dict[str, Any], wait_s: str) -> subprocess.CompletedProcess[str
             "demo",
             "journey",
             "--api",
-            stack["url"],
+            stack.url,
             "--wait-s",
             wait_s,
             "--admin-email",
@@ -94,14 +82,14 @@ def _demo(stack: dict[str, Any], wait_s: str) -> subprocess.CompletedProcess[str
             "--admin-password",
             DEFAULT_PASSWORD,
         ],
-        env={**os.environ, **stack["env"]},
+        env={**os.environ, **stack.env},
         capture_output=True,
         text=True,
         timeout=180,
     )
 
 
-def test_without_a_worker_the_journey_fails_at_the_confirmation(stack: dict[str, Any]) -> None:
+def test_without_a_worker_the_journey_fails_at_the_confirmation(stack: Stack) -> None:
     """No worker: the webhook is stored but never processed, the booking stays pending."""
     done = _demo(stack, "3")
     assert done.returncode == 1, done.stdout + done.stderr
@@ -110,8 +98,8 @@ def test_without_a_worker_the_journey_fails_at_the_confirmation(stack: dict[str,
     assert "is the worker running?" in done.stderr
 
 
-def test_the_demo_journey_passes_on_a_running_stack(stack: dict[str, Any]) -> None:
-    worker = start_worker(stack["env"])
+def test_the_demo_journey_passes_on_a_running_stack(stack: Stack) -> None:
+    worker = start_worker(stack.env)
     try:
         done = _demo(stack, "60")
     finally:

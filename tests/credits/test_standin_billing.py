@@ -15,15 +15,13 @@ import stripe
 from credits.billing import StripeBilling
 from standins.stripe import StandinHTTPServer
 from standins.stripe.billing import add_month
-from tests.payments.kit import API_KEY, WEBHOOK_SECRET, start_standin
+from tests.payments.kit import API_KEY, WEBHOOK_SECRET, standin_running
 
 
 @pytest.fixture(scope="module")
 def standin() -> Iterator[StandinHTTPServer]:
-    server = start_standin(deliver=False)
-    yield server
-    server.standin.close()
-    server.shutdown()
+    with standin_running(deliver=False) as server:
+        yield server
 
 
 def billing(server: StandinHTTPServer) -> StripeBilling:

@@ -137,13 +137,22 @@ def unbalanced(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
 
 
 class Stack:
-    """The stand-in (thread), the API and a worker (subprocesses) on the test services."""
+    """The stand-in (thread), the API and a worker (subprocesses) on the test services;
+    `env` the environment they run with."""
 
-    def __init__(self, standin: StandinHTTPServer, api: Process, api_url: str, worker: Process):
+    def __init__(
+        self,
+        standin: StandinHTTPServer,
+        api: Process,
+        api_url: str,
+        worker: Process | None,
+        env: dict[str, str],
+    ):
         self.standin = standin
         self.api_proc = api
         self.url = api_url
         self.worker = worker
+        self.env = env
         self.http = httpx.Client(base_url=api_url, timeout=30)
         self.sdk = stripe.StripeClient(API_KEY, base_addresses={"api": standin.url})
 
@@ -162,28 +171,55 @@ class Stack:
 
 
 @contextmanager
-def running_stack(database_url: str) -> Iterator[Stack]:
-    """A `Stack` on `database_url` with the stand-in delivering webhooks to the API; this
-    process reads the same settings (the stand-in's address, the secret) while it runs.
-    Everything is stopped and the environment restored on exit."""
-    standin = start_standin()
-    env = stripe_env(standin.url, database_url)
-    api, url = start_api(env)
-    worker = start_worker(env)
-    standin.standin.webhook_url = url + WEBHOOK_PATH
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
+def standin_running(**options: Any) -> Iterator[StandinHTTPServer]:
+    """`start_standin(**options)`, closed and shut down on exit."""
+    server = start_standin(**options)
     try:
-        yield Stack(standin, api, url, worker)
+        yield server
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        server.standin.close()
+        server.shutdown()
+
+
+@contextmanager
+def served(
+    database_url: str,
+    *,
+    extra_env: dict[str, str] | None = None,
+    worker: bool = True,
+    **standin_options: Any,
+) -> Iterator[Stack]:
+    """The stand-in (`standin_options`), the API and (with `worker`) a Celery worker on
+    `database_url`, with `extra_env` on top of `stripe_env`; the stand-in delivers its
+    signed webhooks to the API. Everything is stopped on exit."""
+    with standin_running(**standin_options) as standin:
+        env = {**stripe_env(standin.url, database_url), **(extra_env or {})}
+        api, url = start_api(env)
+        proc = None
+        try:
+            proc = start_worker(env) if worker else None
+            standin.standin.webhook_url = url + WEBHOOK_PATH
+            yield Stack(standin, api, url, proc, env)
+        finally:
+            if proc is not None:
+                proc.stop()
+            api.stop()
+
+
+@contextmanager
+def running_stack(database_url: str) -> Iterator[Stack]:
+    """`served(database_url)`, with this process reading the same settings (the
+    stand-in's address, the secret) while it runs; the environment is restored on exit."""
+    with served(database_url) as stack:
+        saved = {k: os.environ.get(k) for k in stack.env}
+        os.environ.update(stack.env)
         get_settings.cache_clear()
-        worker.stop()
-        api.stop()
-        standin.standin.close()
-        standin.shutdown()
+        try:
+            yield stack
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            get_settings.cache_clear()

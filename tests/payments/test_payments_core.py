@@ -27,16 +27,14 @@ from payments.stripe_adapter import (
 )
 from standins.stripe import StandinHTTPServer
 from tests.conftest import bearer, create_provider, create_user
-from tests.payments.kit import API_KEY, WEBHOOK_PATH, WEBHOOK_SECRET, start_standin, unbalanced
+from tests.payments.kit import API_KEY, WEBHOOK_PATH, WEBHOOK_SECRET, standin_running, unbalanced
 
 
 @pytest.fixture(scope="module")
 def standin() -> Iterator[StandinHTTPServer]:
     """The stand-in on a free port (no webhook delivery: tests post events themselves)."""
-    server = start_standin(webhook_url=None)
-    yield server
-    server.standin.close()
-    server.shutdown()
+    with standin_running(webhook_url=None) as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)

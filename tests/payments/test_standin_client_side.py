@@ -10,17 +10,15 @@ import httpx
 import pytest
 
 from standins.stripe import StandinHTTPServer
-from tests.payments.kit import start_standin
+from tests.payments.kit import standin_running
 
 PK = "pk_test_standin"
 
 
 @pytest.fixture(scope="module")
 def standin() -> Iterator[StandinHTTPServer]:
-    server = start_standin(webhook_url=None)
-    yield server
-    server.standin.close()
-    server.shutdown()
+    with standin_running(webhook_url=None) as server:
+        yield server
 
 
 def _intent(standin: StandinHTTPServer) -> dict[str, str]:
