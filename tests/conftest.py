@@ -266,6 +266,27 @@ def free_port() -> int:
         return port
 
 
+@contextlib.contextmanager
+def settings_env(env: dict[str, str]) -> Iterator[None]:
+    """Set `env` in this process's environment and re-read the settings; on exit put the
+    environment back as it was (a variable that was unset is removed again) and re-read
+    them again. For fixtures wider than a test, where `monkeypatch` cannot reach."""
+    from core.settings import get_settings
+
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        get_settings.cache_clear()
+
+
 def wait_for(predicate: Callable[[], Any], what: str, limit_s: float = 60.0) -> Any:
     """Poll `predicate` every 20 ms until it returns a truthy value, and return it; raise
     `AssertionError` naming `what` after `limit_s` seconds (bounded, never a fixed sleep)."""

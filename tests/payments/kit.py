@@ -17,9 +17,8 @@ import httpx
 import psycopg
 import stripe
 
-from core.settings import get_settings
 from standins.stripe import StandinHTTPServer, start
-from tests.conftest import TEST_REDIS_URL, free_port, wait_for
+from tests.conftest import TEST_REDIS_URL, free_port, settings_env, wait_for
 
 WEBHOOK_SECRET = "whsec_test_" + "payments"
 API_KEY = "sk_test_payments"
@@ -210,16 +209,5 @@ def served(
 def running_stack(database_url: str) -> Iterator[Stack]:
     """`served(database_url)`, with this process reading the same settings (the
     stand-in's address, the secret) while it runs; the environment is restored on exit."""
-    with served(database_url) as stack:
-        saved = {k: os.environ.get(k) for k in stack.env}
-        os.environ.update(stack.env)
-        get_settings.cache_clear()
-        try:
-            yield stack
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-            get_settings.cache_clear()
+    with served(database_url) as stack, settings_env(stack.env):
+        yield stack

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, settings_env
 
 API_KEY = "test-key"
 API_SECRET = "test-secret-0123456789abcdef0123456789abcdef"
@@ -90,21 +90,10 @@ def stop_standin(standin: StandIn) -> None:
 @pytest.fixture(scope="session", name="livekit_server")
 def livekit_server_fixture() -> Iterator[StandIn]:
     """One stand-in for the run; the process environment points the API at it."""
-    from core.settings import get_settings
-
     standin = start_standin()
-    saved = {k: os.environ.get(k) for k in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")}
-    os.environ.update(
-        {"LIVEKIT_URL": standin.url, "LIVEKIT_API_KEY": API_KEY, "LIVEKIT_API_SECRET": API_SECRET}
-    )
-    get_settings.cache_clear()
-    yield standin
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    get_settings.cache_clear()
+    env = {"LIVEKIT_URL": standin.url, "LIVEKIT_API_KEY": API_KEY, "LIVEKIT_API_SECRET": API_SECRET}
+    with settings_env(env):
+        yield standin
     stop_standin(standin)
 
 
